@@ -1,0 +1,39 @@
+# hubmgr: `make run` starts a working dashboard, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: run test bench install install-dev system-deps system-deps-test clean
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.installed: requirements.txt | $(VENV)/bin/python
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(VENV)/bin/python
+	$(PY) -m pip install -q -r requirements-dev.txt
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+system-deps:
+	bash scripts/system-deps.sh run
+
+system-deps-test:
+	bash scripts/system-deps.sh test
+
+run: system-deps install
+	$(PY) manage.py launch
+
+test: system-deps-test install-dev
+	$(PY) -m pytest
+
+bench: system-deps install-dev
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .data .pytest_cache test-output

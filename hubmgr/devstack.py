@@ -1,0 +1,230 @@
+"""Local services for `make run`, the tests and the benchmarks.
+
+Starts Debian's `docker-registry` and a private `redis-server` as child processes in a data
+folder, and pushes a small sample of images through the registry API. Nothing here is used
+when HUBMGR_REGISTRY_URL and HUBMGR_REDIS_URL point at real services.
+"""
+
+import gzip
+import hashlib
+import io
+import json
+import random
+import shutil
+import socket
+import subprocess
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from hubmgr.registry.manifests import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, sha256_digest
+
+REGISTRY_BIN = shutil.which("docker-registry") or "/usr/bin/docker-registry"
+REDIS_BIN = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(check, what, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return
+        except Exception:  # noqa: BLE001 - anything short of success means "not yet"
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not come up within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+@dataclass
+class Service:
+    process: subprocess.Popen
+    url: str
+    root: Path
+    config_path: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def registry_config(root: Path, port: int, *, notify_url=None, notify_token=None,
+                    htpasswd=None, token_auth=None) -> dict:
+    config = {
+        "version": 0.1,
+        "log": {"level": "warn", "accesslog": {"disabled": True}},
+        "storage": {
+            "filesystem": {"rootdirectory": str(root / "storage")},
+            "delete": {"enabled": True},
+            "cache": {"blobdescriptor": "inmemory"},
+        },
+        "http": {"addr": f"127.0.0.1:{port}", "secret": "hubmgr-local-only"},
+    }
+    if notify_url:
+        config["notifications"] = {"endpoints": [{
+            "name": "hubmgr",
+            "url": notify_url,
+            "headers": {"Authorization": [f"Bearer {notify_token}"]},
+            "timeout": "3s",
+            "threshold": 5,
+            "backoff": "1s",
+            "ignoredmediatypes": ["application/octet-stream"],
+        }]}
+    if htpasswd:
+        config["auth"] = {"htpasswd": {"realm": "hubmgr-test", "path": str(htpasswd)}}
+    elif token_auth:
+        config["auth"] = {"token": token_auth}
+    return config
+
+
+def start_registry(root: Path, port: int | None = None, **options) -> Service:
+    """Start `docker-registry serve` on loopback. YAML is a superset of JSON, so we write JSON."""
+    if not Path(REGISTRY_BIN).exists():
+        raise RuntimeError("docker-registry is not installed: run `apt-get install "
+                           "docker-registry` (make run and make test do this as root)")
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    config_path = root / "config.yml"
+    config_path.write_text(json.dumps(registry_config(root, port, **options), indent=2))
+    log = open(root / "registry.log", "ab")
+    proc = subprocess.Popen([REGISTRY_BIN, "serve", str(config_path)], stdout=log, stderr=log,
+                            stdin=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    service = Service(proc, url, root, config_path)
+    try:
+        wait_for(lambda: proc.poll() is None and requests.get(url + "/v2/", timeout=1)
+                 .status_code in (200, 401), "docker-registry")
+    except RuntimeError:
+        service.stop()
+        raise RuntimeError(f"docker-registry did not start; see {root / 'registry.log'}")
+    return service
+
+
+def garbage_collect(config_path: Path, delete_untagged=False) -> str:
+    args = [REGISTRY_BIN, "garbage-collect", str(config_path)]
+    if delete_untagged:
+        args.insert(2, "--delete-untagged")
+    return subprocess.run(args, check=True, capture_output=True, text=True).stdout
+
+
+def start_redis(root: Path, port: int | None = None) -> Service:
+    import redis
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    proc = subprocess.Popen(
+        [REDIS_BIN, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+         "--appendonly", "no", "--dir", str(root), "--logfile", str(root / "redis.log")],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    service = Service(proc, url, root)
+    try:
+        wait_for(lambda: redis.Redis.from_url(url).ping(), "redis-server")
+    except RuntimeError:
+        service.stop()
+        raise
+    return service
+
+
+# ---- sample images ---------------------------------------------------------------------------
+def make_layer(seed: str, size: int = 2048) -> bytes:
+    """A real gzipped tar layer of about ``size`` bytes whose content depends on ``seed``."""
+    payload = random.Random(seed).randbytes(size)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo(f"data/{seed.replace('/', '_')}.txt")
+        info.size, info.mtime = len(payload), 0
+        tar.addfile(info, io.BytesIO(payload))
+    return gzip.compress(buf.getvalue(), mtime=0)
+
+
+def push_image(client, repository, layers: list[bytes], *, platform="linux/amd64",
+               created="2026-01-01T00:00:00Z", tag=None, oci=True, label="") -> dict:
+    """Push an image (config + layers). Returns its manifest descriptor, platform included."""
+    os_name, arch, *variant = platform.split("/")
+    config = {"architecture": arch, "os": os_name, "created": created,
+              "config": {"Labels": {"hubmgr.sample": label}} if label else {},
+              "rootfs": {"type": "layers", "diff_ids": [
+                  "sha256:" + hashlib.sha256(gzip.decompress(x)).hexdigest()
+                  for x in layers]}}
+    if variant:
+        config["variant"] = variant[0]
+    config_bytes = json.dumps(config, sort_keys=True).encode()
+    config_digest = client.push_blob(repository, config_bytes)
+    layer_type = ("application/vnd.oci.image.layer.v1.tar+gzip" if oci
+                  else "application/vnd.docker.image.rootfs.diff.tar.gzip")
+    descriptors = [{"mediaType": layer_type, "digest": client.push_blob(repository, data),
+                    "size": len(data)} for data in layers]
+    media_type = OCI_MANIFEST if oci else DOCKER_MANIFEST
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": media_type,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json" if oci
+                   else "application/vnd.docker.container.image.v1+json",
+                   "digest": config_digest, "size": len(config_bytes)},
+        "layers": descriptors,
+    }
+    body = json.dumps(manifest).encode()
+    digest = client.put_manifest(repository, tag or sha256_digest(body), body, media_type)
+    desc = {"mediaType": media_type, "digest": digest, "size": len(body),
+            "platform": {"os": os_name, "architecture": arch}}
+    if variant:
+        desc["platform"]["variant"] = variant[0]
+    return desc
+
+
+def push_index(client, repository, children: list[dict], tag=None) -> str:
+    body = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": children}).encode()
+    return client.put_manifest(repository, tag or sha256_digest(body), body, OCI_INDEX)
+
+
+def seed_samples(client, scale: float = 1.0) -> dict:
+    """Push a small, realistic sample: multi-arch indexes sharing a base layer, an untagged
+    older index, plain images, several tags on one image. ``scale`` shrinks the layers (tests
+    use 0.01). Returns the pushed digests by name."""
+    def layer(seed, size):
+        return make_layer(seed, max(int(size * scale), 64))
+
+    base = layer("alpine-base-layer", 3_400_000)
+    out = {}
+    for version, created in (("3.19", "2025-03-01T10:00:00Z"), ("3.20", "2026-06-01T10:00:00Z")):
+        kids = [push_image(client, "library/alpine", [base, layer(f"alpine-{version}-{p}", 150_000)],
+                           platform=p, created=created)
+                for p in ("linux/amd64", "linux/arm64/v8")]
+        out[f"alpine:{version}"] = push_index(client, "library/alpine", kids, tag=version)
+    latest = client.get_manifest("library/alpine", "3.20")
+    client.put_manifest("library/alpine", "latest", latest.body, latest.media_type)
+    # An older build whose tag moved on: an untagged index and its children, known to hubmgr
+    # only from push events.
+    old = [push_image(client, "library/alpine", [base, layer(f"alpine-old-{p}", 140_000)],
+                      platform=p, created="2024-11-01T10:00:00Z")
+           for p in ("linux/amd64", "linux/arm64/v8")]
+    out["alpine:old"] = push_index(client, "library/alpine", old)
+    app_base = layer("python-runtime", 18_000_000)
+    for n in range(1, 6):
+        desc = push_image(client, "team/api", [app_base, layer(f"api-build-{n}", 400_000 + n * 25_000)],
+                          created=f"2026-0{n}-15T09:30:00Z", tag=f"1.{n}.0", oci=n % 2 == 0)
+        out[f"team/api:1.{n}.0"] = desc["digest"]
+    stable = client.get_manifest("team/api", "1.5.0")
+    client.put_manifest("team/api", "stable", stable.body, stable.media_type)
+    for name in ("nightly-1", "nightly-2", "nightly-3"):
+        push_image(client, "team/worker", [app_base, layer(f"worker-{name}", 900_000)],
+                   created="2026-10-01T00:00:00Z", tag=name, platform="linux/arm64")
+    return out

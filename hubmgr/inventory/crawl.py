@@ -1,0 +1,166 @@
+"""Concurrent reads from the registry for one repository. Network only: no database here.
+
+Every digest is fetched at most once (manifests and blobs are immutable); tags whose digest we
+already know are checked with a HEAD. Failures are collected per reference, never raised, so
+one bad manifest does not stop the rest.
+"""
+
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+from hubmgr.registry.errors import RegistryError, RegistryNotFound
+from hubmgr.registry.manifests import ImageConfig, Manifest, parse_config
+
+
+@dataclass
+class Fetched:
+    digest: str
+    media_type: str = ""
+    manifest: Manifest | None = None
+    error: str = ""
+
+
+@dataclass
+class CrawlResult:
+    tag_digests: dict = field(default_factory=dict)  # tag -> digest
+    tag_errors: dict = field(default_factory=dict)  # tag -> error message
+    tags_gone: set = field(default_factory=set)  # listed, then 404 on HEAD
+    missing: set = field(default_factory=set)  # digests the registry answered 404 for
+    fetched: dict = field(default_factory=dict)  # digest -> Fetched
+    configs: dict = field(default_factory=dict)  # config digest -> ImageConfig
+    problems: list = field(default_factory=list)  # [{"reference", "error"}]
+    requests: int = 0
+
+
+class Crawler:
+    def __init__(self, client, concurrency=8, config_cache=None, on_tag=None):
+        self.client = client
+        self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="crawl")
+        self.config_cache = config_cache if config_cache is not None else {}
+        self.on_tag = on_tag or (lambda: None)
+
+    def close(self):
+        self.pool.shutdown(wait=True)
+
+    def crawl(self, repository, tags, known, digests=()) -> CrawlResult:
+        """Resolve ``tags`` ({tag: digest we had or None}) and ``digests`` in ``repository``.
+
+        ``known`` is the set of digests already read into the inventory: they are not fetched
+        again. Children of new indexes and configs of new images are fetched too.
+        """
+        result = CrawlResult()
+        pending = set()
+        wanted = set()  # digests fetched or in flight
+        configs_wanted = set()
+
+        def submit(fn, kind, *args):
+            pending.add(self.pool.submit(_guard, fn, kind, *args))
+            result.requests += 1
+
+        def want(digest):
+            if digest not in known and digest not in wanted:
+                wanted.add(digest)
+                submit(self._get, "get", repository, digest, None)
+
+        for tag, had in tags.items():
+            if had and had in known:
+                submit(self._head, "head", repository, tag)
+            else:
+                submit(self._get, "get", repository, tag, tag)
+        for digest in digests:
+            want(digest)
+
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                kind, ref, value, error = future.result()
+                if kind == "head":
+                    self.on_tag()
+                    if error:
+                        result.tag_errors[ref] = error
+                        result.problems.append({"reference": f"{repository}:{ref}",
+                                                "error": error})
+                    elif value is None:
+                        result.tags_gone.add(ref)
+                    else:
+                        result.tag_digests[ref] = value
+                        want(value)
+                elif kind == "get":
+                    tag, reference = ref
+                    if tag is not None:
+                        self.on_tag()
+                    if error:
+                        if tag is not None:
+                            result.tag_errors[tag] = error
+                        else:
+                            result.fetched[reference] = Fetched(reference, error=error)
+                        result.problems.append({"reference": f"{repository}:{tag}" if tag
+                                                else f"{repository}@{reference}", "error": error})
+                        continue
+                    if value is None:  # 404: the tag or digest is gone
+                        if tag is not None:
+                            result.tags_gone.add(tag)
+                        else:
+                            result.missing.add(reference)
+                        continue
+                    fetched = value
+                    wanted.add(fetched.digest)
+                    result.fetched[fetched.digest] = fetched
+                    if tag is not None:
+                        result.tag_digests[tag] = fetched.digest
+                    manifest = fetched.manifest
+                    if manifest is None:
+                        continue
+                    for child in manifest.children:
+                        want(child.digest)
+                    cfg = manifest.config
+                    if cfg and cfg.digest not in self.config_cache and \
+                            cfg.digest not in configs_wanted:
+                        configs_wanted.add(cfg.digest)
+                        submit(self._config, "config", repository, cfg.digest)
+                elif kind == "config":
+                    if error:
+                        result.problems.append({"reference": f"{repository}@{ref}",
+                                                "error": f"image config: {error}"})
+                        value = ImageConfig()
+                    self.config_cache[ref] = value
+        result.configs = self.config_cache
+        return result
+
+    def exists(self, repository, digests) -> dict:
+        """HEAD each digest: {digest: True (present) | False (404) | error message}."""
+        futures = {self.pool.submit(_guard, self._head, "head", repository, d): d
+                   for d in digests}
+        out = {}
+        for future, digest in futures.items():
+            _, _, value, error = future.result()
+            out[digest] = error or (value is not None)
+        return out
+
+    # Each returns (kind, ref, value, error) and runs in a worker thread.
+    def _head(self, repository, reference):
+        return "head", reference, self.client.head_manifest(repository, reference), ""
+
+    def _get(self, repository, reference, tag):
+        try:
+            raw = self.client.get_manifest(repository, reference)
+        except RegistryNotFound:
+            return "get", (tag, reference), None, ""
+        except RegistryError as exc:
+            return "get", (tag, reference), None, str(exc)
+        fetched = Fetched(raw.digest, raw.media_type)
+        try:
+            fetched.manifest = raw.parse()
+        except RegistryError as exc:
+            fetched.error = str(exc)
+        return "get", (tag, reference), fetched, ""
+
+    def _config(self, repository, digest):
+        return "config", digest, parse_config(self.client.get_blob(repository, digest)), ""
+
+
+def _guard(fn, kind, repository, reference, *rest):
+    try:
+        return fn(repository, reference, *rest)
+    except RegistryError as exc:
+        return kind, reference, None, str(exc)

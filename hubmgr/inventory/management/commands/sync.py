@@ -1,0 +1,39 @@
+import sys
+
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from hubmgr.inventory.registries import client_for, default_registry
+from hubmgr.inventory.sync import sync_registry
+from hubmgr.registry.errors import RegistryError
+
+
+class Command(BaseCommand):
+    help = "Read the registry's repositories, tags and manifests into the inventory."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--repository", help="sync only this repository")
+        parser.add_argument("--concurrency", type=int, help="parallel requests (default: "
+                            "HUBMGR_SYNC_CONCURRENCY)")
+        parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    def handle(self, repository=None, concurrency=None, no_progress=False, **options):
+        registry = default_registry()
+        try:
+            client = client_for(registry)
+        except RegistryError as exc:
+            raise CommandError(str(exc)) from None
+        bar = tqdm(total=0, unit="tag", desc="sync", disable=no_progress, file=sys.stderr)
+        try:
+            run = sync_registry(registry, client, repository, concurrency, progress=bar)
+        except RegistryError as exc:
+            raise CommandError(str(exc)) from None
+        finally:
+            bar.close()
+            client.close()
+        self.stdout.write(f"Synced {run.repositories} repositories, {run.tags} tags; read "
+                          f"{run.manifests_fetched} manifests; removed {run.removed}.")
+        for problem in run.problems[:20]:
+            self.stdout.write(f"  problem: {problem['reference']}: {problem['error']}")
+        if len(run.problems) > 20:
+            self.stdout.write(f"  … and {len(run.problems) - 20} more problems")

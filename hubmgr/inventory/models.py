@@ -1,0 +1,145 @@
+"""What hubmgr knows a registry stores. Manifests are per repository (the same digest in two
+repositories is two rows); blobs are per registry, since the registry stores each blob once."""
+
+from django.db import models
+
+
+class Registry(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    url = models.URLField(max_length=500)
+    # Health as last seen by a sync or a ping, so pages can warn without a live call.
+    last_error = models.TextField(blank=True)
+    last_checked_at = models.DateTimeField(null=True, blank=True)
+    last_synced_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "registries"
+
+    def __str__(self):
+        return self.name
+
+
+class Repository(models.Model):
+    registry = models.ForeignKey(Registry, on_delete=models.CASCADE, related_name="repositories")
+    name = models.CharField(max_length=255)
+    # Kept up to date by refresh_repository() so the repositories page needs no aggregation.
+    item_count = models.PositiveIntegerField(default=0)
+    total_size = models.BigIntegerField(default=0)
+    last_synced_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "repositories"
+        constraints = [models.UniqueConstraint(fields=["registry", "name"], name="repo_unique")]
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class Manifest(models.Model):
+    IMAGE, INDEX = "image", "index"
+    KINDS = [(IMAGE, "Image"), (INDEX, "Image index")]
+    PUSH_EVENT, IMAGE_CREATED = "push_event", "image_created"
+
+    repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="manifests")
+    digest = models.CharField(max_length=100)
+    media_type = models.CharField(max_length=120, blank=True)
+    kind = models.CharField(max_length=10, choices=KINDS, default=IMAGE)
+    # "linux/amd64" for an image; the platforms of its children, comma separated, for an index.
+    platform = models.CharField(max_length=500, blank=True)
+    size = models.BigIntegerField(default=0)
+    manifest_size = models.IntegerField(default=0)
+    config_digest = models.CharField(max_length=100, blank=True)
+    created = models.DateTimeField(null=True, blank=True)
+    last_pushed = models.DateTimeField(null=True, blank=True)
+    last_pushed_source = models.CharField(max_length=20, blank=True)
+    last_pulled = models.DateTimeField(null=True, blank=True)
+    first_seen = models.DateTimeField(auto_now_add=True)
+    last_seen = models.DateTimeField(null=True, blank=True)
+    # Empty until the manifest's content has been fetched and read.
+    fetched = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+    # Denormalised for the table: tags as text, and whether the row is a top-level item (not an
+    # untagged child shown only under its index).
+    tags_text = models.TextField(blank=True)
+    is_tagged = models.BooleanField(default=False)
+    is_top_level = models.BooleanField(default=True)
+    is_attestation = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["repository", "digest"],
+                                               name="manifest_unique")]
+        indexes = [
+            models.Index(fields=["repository", "is_top_level", "last_pushed"], name="m_pushed"),
+            models.Index(fields=["repository", "is_top_level", "last_pulled"], name="m_pulled"),
+            models.Index(fields=["repository", "is_top_level", "size"], name="m_size"),
+            models.Index(fields=["digest"], name="m_digest"),
+        ]
+
+    def __str__(self):
+        return f"{self.repository.name}@{self.digest}"
+
+    @property
+    def tags(self):
+        return self.tags_text.split() if self.tags_text else []
+
+
+class Tag(models.Model):
+    repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="tags")
+    name = models.CharField(max_length=128)
+    manifest = models.ForeignKey(Manifest, on_delete=models.CASCADE, related_name="tag_set")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["repository", "name"], name="tag_unique")]
+
+    def __str__(self):
+        return f"{self.repository.name}:{self.name}"
+
+
+class IndexChild(models.Model):
+    index = models.ForeignKey(Manifest, on_delete=models.CASCADE, related_name="child_links")
+    child = models.ForeignKey(Manifest, on_delete=models.CASCADE, related_name="parent_links")
+    platform = models.CharField(max_length=100, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["index", "child"], name="child_unique")]
+
+
+class Blob(models.Model):
+    registry = models.ForeignKey(Registry, on_delete=models.CASCADE, related_name="blobs")
+    digest = models.CharField(max_length=100)
+    size = models.BigIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["registry", "digest"], name="blob_unique")]
+
+
+class ManifestBlob(models.Model):
+    """An image's config and layers."""
+
+    manifest = models.ForeignKey(Manifest, on_delete=models.CASCADE, related_name="blob_links")
+    blob = models.ForeignKey(Blob, on_delete=models.CASCADE, related_name="manifest_links")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["manifest", "blob"], name="mblob_unique")]
+
+
+class ProcessedEvent(models.Model):
+    """Notification event ids already applied; the registry may deliver an event twice."""
+
+    event_id = models.CharField(max_length=100, unique=True)
+    received_at = models.DateTimeField(auto_now_add=True)
+
+
+class SyncRun(models.Model):
+    registry = models.ForeignKey(Registry, on_delete=models.CASCADE, related_name="sync_runs")
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    repositories = models.IntegerField(default=0)
+    tags = models.IntegerField(default=0)
+    manifests_fetched = models.IntegerField(default=0)
+    removed = models.IntegerField(default=0)
+    # [{"repository", "reference", "error"}]: what could not be read; the sync went on.
+    problems = models.JSONField(default=list)
+    error = models.TextField(blank=True)

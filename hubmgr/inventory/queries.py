@@ -1,0 +1,140 @@
+"""The Image Management table's queries: search, filter, sort and page, in a fixed number of
+SQL statements whatever the page or the repository size."""
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import F, Q
+from django.utils import timezone
+
+from .models import IndexChild, Manifest
+
+FILTERS = {
+    "tagged": Q(is_tagged=True),
+    "untagged": Q(is_tagged=False),
+    "index": Q(kind=Manifest.INDEX),
+    "image": Q(kind=Manifest.IMAGE),
+}
+SORTS = ("size", "-size", "last_pushed", "-last_pushed", "last_pulled", "-last_pulled")
+DEFAULT_SORT = "-last_pushed"
+PAGE_SIZES = (25, 50, 100, 200)
+DEFAULT_PAGE_SIZE = 50
+
+
+@dataclass
+class TableState:
+    search: str = ""
+    filter: str = ""
+    sort: str = DEFAULT_SORT
+    page: int = 1
+    page_size: int = DEFAULT_PAGE_SIZE
+
+    @classmethod
+    def from_params(cls, params, max_page_size=PAGE_SIZES[-1]):
+        """Read the query string, falling back to defaults for values we do not know."""
+        state = cls(search=(params.get("search") or params.get("q") or "").strip()[:200])
+        state.filter = params.get("filter", "") if params.get("filter") in FILTERS else ""
+        state.sort = params.get("sort") if params.get("sort") in SORTS else DEFAULT_SORT
+        state.page = _positive(params.get("page"), 1)
+        state.page_size = min(_positive(params.get("page_size"), DEFAULT_PAGE_SIZE),
+                              max_page_size)
+        return state
+
+
+def _positive(value, default):
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return default
+    return number if number > 0 else default
+
+
+def items(repo, state: TableState):
+    """Top-level items of a repository (indexes and images not only reachable as a child)."""
+    qs = Manifest.objects.filter(repository=repo, is_top_level=True)
+    if state.filter:
+        qs = qs.filter(FILTERS[state.filter])
+    if state.search:
+        term = state.search.lower()
+        digest_prefix = term if term.startswith("sha256:") else "sha256:" + term
+        qs = qs.filter(Q(tags_text__icontains=term) | Q(digest__startswith=digest_prefix))
+    field = state.sort.lstrip("-")
+    if state.sort.startswith("-"):
+        order = [F(field).desc(nulls_last=True), F("id").desc()]
+    else:
+        order = [F(field).asc(nulls_first=True), F("id").asc()]
+    return qs.order_by(*order)
+
+
+@dataclass
+class Page:
+    rows: list
+    count: int
+    number: int
+    pages: int
+    state: TableState
+
+    @property
+    def has_previous(self):
+        return self.number > 1
+
+    @property
+    def has_next(self):
+        return self.number < self.pages
+
+    @property
+    def first_index(self):
+        return (self.number - 1) * self.state.page_size + 1 if self.count else 0
+
+    @property
+    def last_index(self):
+        return min(self.number * self.state.page_size, self.count)
+
+
+def page(repo, state: TableState) -> Page:
+    qs = items(repo, state)
+    count = qs.count()
+    pages = max(1, -(-count // state.page_size))
+    number = min(state.page, pages)
+    start = (number - 1) * state.page_size
+    rows = list(qs.only(*ROW_FIELDS)[start:start + state.page_size])
+    mark_stale(rows)
+    return Page(rows, count, number, pages, state)
+
+
+ROW_FIELDS = ("id", "digest", "media_type", "kind", "platform", "size", "last_pushed",
+              "last_pushed_source", "last_pulled", "first_seen", "tags_text", "is_tagged",
+              "error", "fetched", "is_attestation", "created")
+
+
+def children(index: Manifest) -> list:
+    """An index's child manifests, in the index's order, each with its platform."""
+    return children_of_many([index]).get(index.id, [])
+
+
+def children_of_many(indexes) -> dict:
+    """{index id: [child manifests]} in one query."""
+    out = {i.id: [] for i in indexes}
+    if not out:
+        return out
+    links = IndexChild.objects.filter(index_id__in=list(out)).select_related("child") \
+        .order_by("id")
+    for link in links:
+        child = link.child
+        child.platform = link.platform or child.platform
+        out[link.index_id].append(child)
+    mark_stale([c for kids in out.values() for c in kids])
+    return out
+
+
+def stale_cutoff():
+    return timezone.now() - timedelta(days=settings.STALE_DAYS)
+
+
+def mark_stale(rows):
+    """Stale: not pulled for STALE_DAYS; a manifest never pulled counts from its push."""
+    cutoff = stale_cutoff()
+    for row in rows:
+        reference = row.last_pulled or row.last_pushed or row.first_seen
+        row.stale = reference is not None and reference < cutoff

@@ -1,0 +1,55 @@
+"""Which registry hubmgr manages, and a client for it."""
+
+from django.conf import settings
+from django.utils import timezone
+
+from hubmgr.registry.client import RegistryClient
+from hubmgr.registry.errors import RegistryError
+
+from .models import Registry
+
+DEFAULT_NAME = "default"
+
+
+def default_registry() -> Registry:
+    """The registry from HUBMGR_REGISTRY_URL, created on first use and kept in step with it."""
+    url = settings.REGISTRY_URL
+    registry, created = Registry.objects.get_or_create(name=DEFAULT_NAME, defaults={"url": url})
+    if not created and url and registry.url != url:
+        registry.url = url
+        registry.save(update_fields=["url"])
+    return registry
+
+
+def client_for(registry: Registry, pool_size=None) -> RegistryClient:
+    if not registry.url:
+        raise RegistryError("No registry is configured. Set HUBMGR_REGISTRY_URL to its address, "
+                            "for example http://127.0.0.1:5000.")
+    pool = pool_size or max(settings.SYNC_CONCURRENCY, 4)
+    return RegistryClient(registry.url, settings.REGISTRY_USERNAME, settings.REGISTRY_PASSWORD,
+                          timeout=(3.05, settings.REGISTRY_TIMEOUT), pool_size=pool)
+
+
+def record_health(registry: Registry, error: str = ""):
+    Registry.objects.filter(pk=registry.pk).update(last_error=error,
+                                                   last_checked_at=timezone.now())
+    registry.last_error = error
+
+
+def check_health(registry: Registry, max_age_seconds=30) -> str:
+    """The registry's last known error ('' when healthy), pinging it when the record is stale.
+    Pages call this, so the ping has a short timeout and its answer is shared for a while."""
+    now = timezone.now()
+    fresh = registry.last_checked_at and (now - registry.last_checked_at).total_seconds() < \
+        max_age_seconds
+    if fresh:
+        return registry.last_error
+    try:
+        client = client_for(registry, pool_size=1)
+        client.timeout = (1.5, 3)
+        client.ping()
+        error = ""
+    except RegistryError as exc:
+        error = str(exc)
+    record_health(registry, error)
+    return error

@@ -1,0 +1,219 @@
+"""Writing what a crawl or a notification learned into the inventory, and keeping the
+denormalised columns the table reads (tags_text, is_top_level, sizes, counts) true."""
+
+from collections import defaultdict
+
+from django.db import transaction
+from django.db.models import Exists, OuterRef, Sum
+from django.utils import timezone
+
+from hubmgr.registry.manifests import ImageConfig
+
+from .models import Blob, IndexChild, Manifest, ManifestBlob, Repository, Tag
+
+ATTESTATION_KEY = "vnd.docker.reference.type"
+CHUNK = 500
+
+
+def _chunks(items, size=CHUNK):
+    items = list(items)
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def blob_ids(registry, descriptors) -> dict:
+    """{digest: Blob id}, creating the blobs we had not seen."""
+    sizes = {d.digest: d.size for d in descriptors}
+    for chunk in _chunks(sizes):
+        Blob.objects.bulk_create([Blob(registry=registry, digest=d, size=sizes[d]) for d in chunk],
+                                 ignore_conflicts=True)
+    ids = {}
+    for chunk in _chunks(sizes):
+        ids.update(Blob.objects.filter(registry=registry, digest__in=chunk)
+                   .values_list("digest", "id"))
+    return ids
+
+
+def store_fetched(repo: Repository, fetched: dict, configs: dict) -> dict:
+    """Create or complete manifest rows from fetched content. Returns {digest: id} for them."""
+    now = timezone.now()
+    existing = {}
+    for chunk in _chunks(fetched):
+        existing.update({m.digest: m for m in Manifest.objects.filter(repository=repo,
+                                                                       digest__in=chunk)})
+    rows, links, children = [], {}, {}
+    descriptors = []
+    for digest, item in fetched.items():
+        row = existing.get(digest) or Manifest(repository=repo, digest=digest)
+        row.last_seen = now
+        manifest = item.manifest
+        if item.media_type:
+            row.media_type = item.media_type
+        if manifest is None:
+            row.error = item.error or "the manifest could not be read"
+            # Manifests are immutable: a parse error is final; a failed fetch is tried again.
+            row.fetched = bool(item.media_type)
+            if "index" in row.media_type or "list" in row.media_type:
+                row.kind = Manifest.INDEX
+            rows.append(row)
+            continue
+        row.fetched, row.error = True, ""
+        row.kind, row.manifest_size = manifest.kind, manifest.size
+        if manifest.kind == Manifest.IMAGE:
+            config = configs.get(manifest.config.digest) or ImageConfig()
+            row.config_digest = manifest.config.digest
+            row.platform = config.platform or row.platform
+            row.created = config.created
+            distinct = {d.digest: d.size for d in manifest.blobs}
+            row.size = sum(distinct.values())
+            descriptors.extend(manifest.blobs)
+            links[digest] = list(distinct)
+        else:
+            children[digest] = manifest.children
+        if row.last_pushed is None and row.created:
+            row.last_pushed, row.last_pushed_source = row.created, Manifest.IMAGE_CREATED
+        rows.append(row)
+
+    new = [r for r in rows if r.pk is None]
+    old = [r for r in rows if r.pk is not None]
+    fields = ["media_type", "kind", "platform", "size", "manifest_size", "config_digest",
+              "created", "last_pushed", "last_pushed_source", "last_seen", "fetched", "error"]
+    Manifest.objects.bulk_create(new, batch_size=CHUNK, ignore_conflicts=True)
+    Manifest.objects.bulk_update(old, fields, batch_size=CHUNK)
+    ids = {}
+    for chunk in _chunks(fetched):
+        ids.update(Manifest.objects.filter(repository=repo, digest__in=chunk)
+                   .values_list("digest", "id"))
+    # Manifests created by a concurrent writer between our read and bulk_create keep their
+    # placeholder state: fill them in now.
+    raced = [r for r in new if r.digest in ids]
+    for r in raced:
+        r.pk = r.id = ids[r.digest]
+    Manifest.objects.bulk_update(raced, fields, batch_size=CHUNK)
+
+    blob_map = blob_ids(repo.registry, descriptors)
+    ManifestBlob.objects.bulk_create(
+        [ManifestBlob(manifest_id=ids[m], blob_id=blob_map[b]) for m, bs in links.items()
+         for b in bs], batch_size=CHUNK, ignore_conflicts=True)
+
+    # Children: make placeholder rows for any we could not fetch, then link them.
+    child_digests = {c.digest for kids in children.values() for c in kids} - set(ids)
+    if child_digests:
+        Manifest.objects.bulk_create([Manifest(repository=repo, digest=d, error="not fetched yet")
+                                      for d in child_digests], ignore_conflicts=True)
+        for chunk in _chunks(child_digests):
+            ids.update(Manifest.objects.filter(repository=repo, digest__in=chunk)
+                       .values_list("digest", "id"))
+    IndexChild.objects.bulk_create(
+        [IndexChild(index_id=ids[i], child_id=ids[c.digest], platform=c.platform)
+         for i, kids in children.items() for c in kids], batch_size=CHUNK, ignore_conflicts=True)
+    attestations = [ids[c.digest] for kids in children.values() for c in kids
+                    if c.annotations.get(ATTESTATION_KEY) == "attestation-manifest"]
+    if attestations:
+        Manifest.objects.filter(id__in=attestations).update(is_attestation=True)
+    return ids
+
+
+def set_tags(repo: Repository, mapping: dict):
+    """Point each tag in ``mapping`` ({tag: manifest id}) at its manifest."""
+    Tag.objects.bulk_create([Tag(repository=repo, name=t, manifest_id=m) for t, m in
+                             mapping.items()], batch_size=CHUNK, update_conflicts=True,
+                            unique_fields=["repository", "name"],
+                            update_fields=["manifest", "updated_at"])
+
+
+def refresh(repo: Repository, manifest_ids=None):
+    """Recompute the denormalised columns, for the given manifests or the whole repository."""
+    with transaction.atomic():
+        scope = Manifest.objects.filter(repository=repo)
+        if manifest_ids is not None:
+            manifest_ids = set(manifest_ids)
+            # Indexes above and children below the changed rows change too.
+            manifest_ids |= set(IndexChild.objects.filter(child_id__in=manifest_ids)
+                                .values_list("index_id", flat=True))
+            manifest_ids |= set(IndexChild.objects.filter(index_id__in=manifest_ids)
+                                .values_list("child_id", flat=True))
+            scope = scope.filter(id__in=manifest_ids)
+        _refresh_tags(repo, scope, manifest_ids)
+        scope.filter(is_tagged=True).update(is_top_level=True)
+        scope.filter(is_tagged=False).update(
+            is_top_level=~Exists(IndexChild.objects.filter(child_id=OuterRef("pk"))))
+        _refresh_indexes(scope.filter(kind=Manifest.INDEX))
+        refresh_counts(repo)
+
+
+def _refresh_tags(repo, scope, manifest_ids):
+    names = defaultdict(list)
+    tags = Tag.objects.filter(repository=repo)
+    if manifest_ids is not None:
+        tags = tags.filter(manifest_id__in=manifest_ids)
+    for manifest_id, name in tags.values_list("manifest_id", "name"):
+        names[manifest_id].append(name)
+    changed = []
+    for row in scope.only("id", "tags_text", "is_tagged"):
+        text = " ".join(sorted(names.get(row.id, ())))
+        if text != row.tags_text or row.is_tagged != bool(text):
+            row.tags_text, row.is_tagged = text, bool(text)
+            changed.append(row)
+    Manifest.objects.bulk_update(changed, ["tags_text", "is_tagged"], batch_size=CHUNK)
+
+
+def _refresh_indexes(indexes):
+    index_rows = list(indexes.only("id", "size", "platform", "created", "last_pushed",
+                                   "last_pushed_source"))
+    if not index_rows:
+        return
+    kids = defaultdict(list)
+    for chunk in _chunks([r.id for r in index_rows]):
+        for link in IndexChild.objects.filter(index_id__in=chunk).select_related("child").only(
+                "index_id", "platform", "child__id", "child__platform", "child__created",
+                "child__is_attestation").order_by("id"):
+            kids[link.index_id].append(link)
+    child_ids = {link.child_id for links in kids.values() for link in links}
+    blobs = defaultdict(set)
+    for chunk in _chunks(child_ids):
+        for manifest_id, blob_id in ManifestBlob.objects.filter(manifest_id__in=chunk) \
+                .values_list("manifest_id", "blob_id"):
+            blobs[manifest_id].add(blob_id)
+    all_blobs = set().union(*blobs.values()) if blobs else set()
+    sizes = {}
+    for chunk in _chunks(all_blobs):
+        sizes.update(Blob.objects.filter(id__in=chunk).values_list("id", "size"))
+    for row in index_rows:
+        links = kids.get(row.id, [])
+        distinct = set().union(*(blobs[link.child_id] for link in links)) if links else set()
+        row.size = sum(sizes[b] for b in distinct)
+        platforms = []
+        for link in links:
+            plat = link.platform or link.child.platform
+            if plat and not link.child.is_attestation and plat != "unknown/unknown" \
+                    and plat not in platforms:
+                platforms.append(plat)
+        row.platform = ", ".join(platforms)
+        created = [link.child.created for link in links if link.child.created]
+        row.created = max(created) if created else None
+        if row.created and row.last_pushed_source != Manifest.PUSH_EVENT:
+            row.last_pushed, row.last_pushed_source = row.created, Manifest.IMAGE_CREATED
+    Manifest.objects.bulk_update(index_rows, ["size", "platform", "created", "last_pushed",
+                                              "last_pushed_source"], batch_size=CHUNK)
+
+
+def refresh_counts(repo: Repository):
+    """Item count and stored size (distinct blobs) for the repositories page."""
+    repo.item_count = Manifest.objects.filter(repository=repo, is_top_level=True).count()
+    blob_ids_in_repo = ManifestBlob.objects.filter(manifest__repository=repo).values("blob_id")
+    repo.total_size = Blob.objects.filter(id__in=blob_ids_in_repo).aggregate(
+        total=Sum("size"))["total"] or 0
+    Repository.objects.filter(pk=repo.pk).update(item_count=repo.item_count,
+                                                 total_size=repo.total_size)
+
+
+def remove_manifests(repo: Repository, ids):
+    """Forget manifests the registry says are gone. Returns the ids of indexes/children that
+    were linked to them, whose denormalised columns need a refresh."""
+    ids = list(ids)
+    touched = set(IndexChild.objects.filter(child_id__in=ids).values_list("index_id", flat=True))
+    touched |= set(IndexChild.objects.filter(index_id__in=ids).values_list("child_id", flat=True))
+    for chunk in _chunks(ids):
+        Manifest.objects.filter(repository=repo, id__in=chunk).delete()
+    return touched - set(ids)

@@ -1,0 +1,126 @@
+"""Crawl a registry into the inventory and reconcile what disappeared.
+
+A manifest leaves the inventory only when the registry answers 404 to a HEAD by its digest:
+untagged images learned from push events stay listed. A tag whose lookup failed keeps the
+digest it had. A repository write is one transaction, so a sync never leaves half a state.
+"""
+
+import logging
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from hubmgr.registry.errors import RegistryError
+from hubmgr.registry.manifests import ImageConfig
+
+from .crawl import Crawler
+from .models import IndexChild, Manifest, Repository, SyncRun, Tag
+from .registries import record_health
+from .store import refresh, remove_manifests, set_tags, store_fetched
+
+log = logging.getLogger("hubmgr.sync")
+
+
+def sync_registry(registry, client, repository=None, concurrency=None, progress=None) -> SyncRun:
+    """Sync every repository in the catalog, or only ``repository``.
+
+    Raises RegistryError when the registry cannot be listed at all (down, credentials refused);
+    problems with single tags or manifests are recorded on the returned SyncRun.
+    """
+    run = SyncRun.objects.create(registry=registry)
+    concurrency = concurrency or settings.SYNC_CONCURRENCY
+    try:
+        listed = [repository] if repository else list(client.catalog())
+        # Repositories we know that left the catalog are reconciled too, so they empty out.
+        names = listed + sorted(set(Repository.objects.filter(registry=registry)
+                                    .values_list("name", flat=True)) - set(listed)) \
+            if not repository else listed
+        tag_lists = {}
+        for name in names:
+            tag_lists[name] = client.tags(name)
+    except RegistryError as exc:
+        run.error = str(exc)
+        run.finished_at = timezone.now()
+        run.save()
+        record_health(registry, str(exc))
+        log.warning("sync run=%s failed: %s", run.pk, exc)
+        raise
+    record_health(registry, "")
+    if progress is not None:
+        progress.reset(total=sum(len(t) for t in tag_lists.values()))
+    # Configs are immutable: what earlier syncs read from them is not fetched again.
+    config_cache = {
+        c: ImageConfig(platform, created) for c, platform, created in
+        Manifest.objects.filter(repository__registry=registry, fetched=True, kind="image")
+        .exclude(config_digest="").values_list("config_digest", "platform", "created")}
+    crawler = Crawler(client, concurrency, config_cache,
+                      on_tag=(lambda: progress.update(1)) if progress is not None else None)
+    try:
+        for name in names:
+            sync_repository(registry, crawler, name, tag_lists[name], run)
+        if not repository:
+            _forget_empty_repositories(registry, set(listed))
+    finally:
+        crawler.close()
+    run.repositories = len(names)
+    run.finished_at = timezone.now()
+    run.save()
+    registry.last_synced_at = run.finished_at
+    registry.save(update_fields=["last_synced_at"])
+    log.info("sync run=%s repositories=%d tags=%d fetched=%d removed=%d problems=%d",
+             run.pk, run.repositories, run.tags, run.manifests_fetched, run.removed,
+             len(run.problems))
+    return run
+
+
+def sync_repository(registry, crawler, name, tags, run):
+    repo, _ = Repository.objects.get_or_create(registry=registry, name=name)
+    had = dict(Tag.objects.filter(repository=repo).values_list("name", "manifest__digest"))
+    known = set(Manifest.objects.filter(repository=repo, fetched=True)
+                .values_list("digest", flat=True))
+    unread = Manifest.objects.filter(repository=repo, fetched=False).values_list("digest",
+                                                                               flat=True)
+    result = crawler.crawl(name, {t: had.get(t) for t in tags}, known, list(unread))
+
+    # Manifests in the inventory that no tag or index reached this time: ask the registry.
+    reached = set(result.tag_digests.values()) | set(result.fetched)
+    for index_digest, child_digest in IndexChild.objects.filter(index__repository=repo) \
+            .values_list("index__digest", "child__digest"):
+        if index_digest in reached:
+            reached.add(child_digest)
+    all_ids = dict(Manifest.objects.filter(repository=repo).values_list("digest", "id"))
+    unseen = {d: i for d, i in all_ids.items() if d not in reached}
+    answers = crawler.exists(name, unseen) if unseen else {}
+    gone = [unseen[d] for d, present in answers.items() if present is False]
+    for digest, present in answers.items():
+        if isinstance(present, str):
+            result.problems.append({"reference": f"{name}@{digest}", "error": present})
+
+    with transaction.atomic():
+        ids = store_fetched(repo, result.fetched, result.configs) if result.fetched else {}
+        ids = {**all_ids, **ids}
+        set_tags(repo, {t: ids[d] for t, d in result.tag_digests.items() if d in ids})
+        # Tags the registry no longer lists, or that answered 404, go; failed lookups stay.
+        stale_tags = (set(had) - set(tags)) | result.tags_gone
+        Tag.objects.filter(repository=repo, name__in=stale_tags).delete()
+        remove_manifests(repo, gone)
+        seen_ids = [ids[d] for d in reached if d in ids]
+        for start in range(0, len(seen_ids), 500):
+            Manifest.objects.filter(id__in=seen_ids[start:start + 500]).update(
+                last_seen=timezone.now())
+        refresh(repo)
+        Repository.objects.filter(pk=repo.pk).update(last_synced_at=timezone.now())
+
+    run.tags += len(tags)
+    run.manifests_fetched += len(result.fetched)
+    run.removed += len(gone)
+    run.problems.extend(result.problems[:1000 - len(run.problems)])
+    return result
+
+
+def _forget_empty_repositories(registry, listed):
+    """A repository that left the catalog and holds nothing we know of is gone."""
+    for repo in Repository.objects.filter(registry=registry).exclude(name__in=listed):
+        if not repo.manifests.exists():
+            repo.delete()

@@ -1,0 +1,65 @@
+"""Celery tasks: thin wrappers that load state again and call plain functions."""
+
+import logging
+
+from celery import shared_task
+
+from hubmgr.registry.errors import RegistryError, RegistryUnavailable
+
+from .crawl import Crawler
+from .models import Repository
+from .registries import client_for, default_registry
+from .store import refresh, store_fetched
+from .sync import sync_registry
+
+log = logging.getLogger("hubmgr.tasks")
+
+
+def fetch_manifests(repository_id, digests):
+    """Read manifests learned from notifications (and their children and configs)."""
+    repo = Repository.objects.select_related("registry").filter(pk=repository_id).first()
+    if repo is None:
+        return 0
+    wanted = set(repo.manifests.filter(digest__in=list(digests), fetched=False)
+                 .values_list("digest", flat=True))
+    if not wanted:
+        return 0
+    client = client_for(repo.registry)
+    crawler = Crawler(client, concurrency=4)
+    try:
+        known = set(repo.manifests.filter(fetched=True).values_list("digest", flat=True))
+        result = crawler.crawl(repo.name, {}, known, sorted(wanted))
+    finally:
+        crawler.close()
+        client.close()
+    ids = store_fetched(repo, result.fetched, result.configs)
+    refresh(repo, ids.values())
+    for problem in result.problems:
+        log.warning("fetch repository=%s reference=%s error=%s", repo.name,
+                    problem["reference"], problem["error"])
+    unread = [d for d, item in result.fetched.items() if item.error and not item.media_type]
+    if unread:
+        # Raising makes Celery try again later; what was read is already stored.
+        raise RegistryUnavailable(f"{len(unread)} manifest(s) of {repo.name} could not be read "
+                                  f"yet: {result.fetched[unread[0]].error}")
+    return len(result.fetched)
+
+
+@shared_task(name="hubmgr.inventory.tasks.fetch", autoretry_for=(RegistryError,),
+             retry_backoff=True, retry_jitter=True, max_retries=8)
+def fetch(repository_id, digests):
+    return fetch_manifests(repository_id, digests)
+
+
+@shared_task(name="hubmgr.inventory.tasks.reconcile")
+def reconcile():
+    registry = default_registry()
+    client = client_for(registry)
+    try:
+        run = sync_registry(registry, client)
+    except RegistryError as exc:
+        log.warning("reconcile failed registry=%s error=%s", registry.url, exc)
+        return None
+    finally:
+        client.close()
+    return run.pk

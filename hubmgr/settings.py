@@ -1,0 +1,168 @@
+"""Settings, all from HUBMGR_* environment variables with working laptop defaults."""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name, default=""):
+    return os.environ.get(name, default)
+
+
+def env_bool(name, default=False):
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, not {value!r}")
+
+
+def env_int(name, default):
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}") from None
+
+
+def env_secret(name, default=""):
+    """NAME, or the contents of the file named by NAME_FILE (for Docker secrets)."""
+    path = os.environ.get(f"{name}_FILE")
+    if path:
+        return Path(path).read_text().strip()
+    return os.environ.get(name, default)
+
+
+def env_list(name, default):
+    value = os.environ.get(name)
+    return [v.strip() for v in value.split(",") if v.strip()] if value else default
+
+
+DATA_DIR = Path(env_str("HUBMGR_DATA_DIR", str(BASE_DIR / ".data")))
+DEBUG = env_bool("HUBMGR_DEBUG", False)
+SECRET_KEY = env_secret("HUBMGR_SECRET_KEY")
+if not SECRET_KEY:
+    # A laptop default: a random key kept in the data folder, never in the repository.
+    key_file = DATA_DIR / "secret_key"
+    if not key_file.exists():
+        import secrets
+
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(secrets.token_urlsafe(50))
+        key_file.chmod(0o600)
+    SECRET_KEY = key_file.read_text().strip()
+ALLOWED_HOSTS = env_list("HUBMGR_ALLOWED_HOSTS", ["localhost", "127.0.0.1"])
+CSRF_TRUSTED_ORIGINS = env_list("HUBMGR_CSRF_TRUSTED_ORIGINS", [])
+
+# The registry hubmgr manages (the data model allows several; the environment configures one).
+REGISTRY_URL = env_str("HUBMGR_REGISTRY_URL")
+REGISTRY_USERNAME = env_str("HUBMGR_REGISTRY_USERNAME")
+REGISTRY_PASSWORD = env_secret("HUBMGR_REGISTRY_PASSWORD")
+WEBHOOK_TOKEN = env_secret("HUBMGR_WEBHOOK_TOKEN")
+STALE_DAYS = env_int("HUBMGR_STALE_DAYS", 183)
+COUNT_HEAD_PULLS = env_bool("HUBMGR_COUNT_HEAD_PULLS", False)
+SYNC_CONCURRENCY = env_int("HUBMGR_SYNC_CONCURRENCY", 8)
+SYNC_INTERVAL_MINUTES = env_int("HUBMGR_SYNC_INTERVAL_MINUTES", 60)
+REGISTRY_TIMEOUT = env_int("HUBMGR_REGISTRY_TIMEOUT", 30)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "django_htmx",
+    "template_partials",
+    "hubmgr.inventory",
+    "hubmgr.web",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "hubmgr.urls"
+WSGI_APPLICATION = "hubmgr.wsgi.application"
+TEMPLATES = [{
+    "BACKEND": "django.template.backends.django.DjangoTemplates",
+    "DIRS": [BASE_DIR / "templates"],
+    "APP_DIRS": True,
+    "OPTIONS": {"context_processors": [
+        "django.template.context_processors.request",
+        "django.contrib.auth.context_processors.auth",
+        "django.contrib.messages.context_processors.messages",
+    ]},
+}]
+
+DATABASES = {"default": dj_database_url.parse(
+    env_str("HUBMGR_DATABASE_URL") or f"sqlite:///{DATA_DIR / 'hubmgr.sqlite3'}",
+    conn_max_age=60)}
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # WAL lets the web server read while a sync or a worker writes.
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+    }
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    # A file, not memory, so test threads (live server, Celery worker) share one database.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "repositories"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "static"
+# Serve straight from static/ so a laptop needs no collectstatic step.
+WHITENOISE_USE_FINDERS = True
+
+REDIS_URL = env_str("HUBMGR_REDIS_URL", "redis://127.0.0.1:6379/0")
+CELERY_BROKER_URL = REDIS_URL
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BEAT_SCHEDULE = {
+    "reconcile": {
+        "task": "hubmgr.inventory.tasks.reconcile",
+        "schedule": SYNC_INTERVAL_MINUTES * 60.0,
+    },
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"line": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "line"}},
+    "loggers": {"hubmgr": {"handlers": ["console"], "level": env_str("HUBMGR_LOG_LEVEL", "INFO")}},
+}

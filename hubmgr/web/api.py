@@ -1,0 +1,90 @@
+"""JSON API, read side. Auth: a session, or `Authorization: Bearer <personal token>`."""
+
+from functools import wraps
+
+from django.contrib.auth.models import AnonymousUser
+from django.http import Http404, JsonResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET
+
+from hubmgr.inventory import queries
+from hubmgr.inventory.models import Repository
+from hubmgr.inventory.registries import default_registry
+
+from .lookups import get_repository
+from .models import ApiToken, hash_token
+
+
+def api_auth(view):
+    """Authenticate by bearer token or session; answer JSON errors, never HTML pages."""
+
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        header = request.headers.get("Authorization", "")
+        if header.lower().startswith("bearer "):
+            token = ApiToken.objects.select_related("user").filter(
+                key_hash=hash_token(header[7:].strip())).first()
+            if token is None or not token.user.is_active:
+                return JsonResponse({"error": "invalid API token"}, status=401)
+            ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+            request.user = token.user
+        elif isinstance(request.user, AnonymousUser) or not request.user.is_authenticated:
+            return JsonResponse({"error": "authentication required: log in or send "
+                                          "'Authorization: Bearer <token>'"}, status=401)
+        try:
+            return view(request, *args, **kwargs)
+        except Http404 as exc:
+            return JsonResponse({"error": str(exc)}, status=404)
+
+    return csrf_exempt(wrapper)
+
+
+def _time(value):
+    return value.isoformat() if value else None
+
+
+def item_json(row, children=None):
+    data = {
+        "digest": row.digest,
+        "media_type": row.media_type,
+        "type": row.kind,
+        "tags": row.tags,
+        "platform": row.platform,
+        "size": row.size,
+        "last_pushed": _time(row.last_pushed),
+        "last_pushed_source": row.last_pushed_source or None,
+        "last_pulled": _time(row.last_pulled),
+        "stale": row.stale,
+        "error": row.error or None,
+    }
+    if row.kind == "index":
+        data["children"] = [item_json(c) for c in children or []]
+    else:
+        data["children"] = []
+    return data
+
+
+@require_GET
+@api_auth
+def repositories(request):
+    repos = Repository.objects.filter(registry=default_registry()).order_by("name")
+    return JsonResponse({"count": len(repos), "results": [
+        {"name": r.name, "items": r.item_count, "size": r.total_size,
+         "last_synced": _time(r.last_synced_at)} for r in repos]})
+
+
+@require_GET
+@api_auth
+def images(request, name):
+    repo = get_repository(name)
+    for key, allowed in (("filter", queries.FILTERS), ("sort", queries.SORTS)):
+        value = request.GET.get(key)
+        if value and value not in allowed:
+            return JsonResponse({"error": f"{key} must be one of {', '.join(allowed)}"},
+                                status=400)
+    state = queries.TableState.from_params(request.GET, max_page_size=1000)
+    page = queries.page(repo, state)
+    kids = queries.children_of_many([r for r in page.rows if r.kind == "index"])
+    return JsonResponse({"count": page.count, "page": page.number, "pages": page.pages,
+                         "results": [item_json(r, kids.get(r.id)) for r in page.rows]})

@@ -1,0 +1,45 @@
+"""POST /hooks/registry: the registry's notifications."""
+
+import hmac
+import logging
+
+from django.conf import settings
+from django.db import transaction
+from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from hubmgr.inventory import tasks
+from hubmgr.inventory.notifications import BadEnvelope, apply_events, parse_envelope
+from hubmgr.inventory.registries import default_registry
+
+log = logging.getLogger("hubmgr.hooks")
+
+
+def _authorized(request) -> bool:
+    expected = settings.WEBHOOK_TOKEN
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    return bool(expected) and scheme.lower() == "bearer" and \
+        hmac.compare_digest(token.strip().encode(), expected.encode())
+
+
+@csrf_exempt
+@require_POST
+def registry_hook(request):
+    if not _authorized(request):
+        log.warning("webhook refused addr=%s reason=token", request.META.get("REMOTE_ADDR"))
+        message = ("missing or wrong bearer token" if settings.WEBHOOK_TOKEN else
+                   "HUBMGR_WEBHOOK_TOKEN is not set on the hubmgr server")
+        return JsonResponse({"error": message}, status=401)
+    try:
+        events = parse_envelope(request.body)
+    except BadEnvelope as exc:
+        log.warning("webhook rejected reason=%s", exc)
+        return JsonResponse({"error": f"malformed notification: {exc}"}, status=400)
+    to_fetch = apply_events(default_registry(), events)
+    for repo_id, digests in to_fetch.items():
+        transaction.on_commit(lambda r=repo_id, d=sorted(digests): tasks.fetch.delay(r, d))
+    log.info("webhook applied events=%d fetch=%d", len(events),
+             sum(len(d) for d in to_fetch.values()))
+    return JsonResponse({"accepted": len(events)})

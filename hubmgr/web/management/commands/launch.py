@@ -1,0 +1,129 @@
+"""`make run`: everything a laptop needs, in the foreground, stopped by Ctrl-C.
+
+Starts a private Redis unless HUBMGR_REDIS_URL is set, and a demo registry with sample images
+unless HUBMGR_REGISTRY_URL is set; migrates; creates an `admin` user the first time; then runs
+the web server, a Celery worker with beat, and a first sync.
+"""
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from hubmgr import devstack
+from hubmgr.registry.client import RegistryClient
+
+
+class Command(BaseCommand):
+    help = "Run hubmgr locally with its embedded defaults (what `make run` calls)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--addr", default="127.0.0.1:8000")
+
+    def handle(self, addr, **options):
+        data = Path(settings.DATA_DIR)
+        data.mkdir(parents=True, exist_ok=True)
+        self.services, self.procs = [], []
+        env = dict(os.environ)
+        signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            self._run(addr, data, env)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stdout.write("\nStopping…")
+            for proc in reversed(self.procs):
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            for proc in self.procs:
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            for service in reversed(self.services):
+                service.stop()
+
+    def _run(self, addr, data, env):
+        token = settings.WEBHOOK_TOKEN or _kept_secret(data / "webhook_token")
+        env["HUBMGR_WEBHOOK_TOKEN"] = settings.WEBHOOK_TOKEN = token
+        if not os.environ.get("HUBMGR_REDIS_URL"):
+            redis = devstack.start_redis(data / "redis", _port(6390))
+            self.services.append(redis)
+            env["HUBMGR_REDIS_URL"] = redis.url
+            self.stdout.write(f"Redis (private): {redis.url}")
+        demo = not settings.REGISTRY_URL
+        if demo:
+            registry = devstack.start_registry(
+                data / "registry", _port(5000),
+                notify_url=f"http://{addr}/hooks/registry", notify_token=token)
+            self.services.append(registry)
+            env["HUBMGR_REGISTRY_URL"] = settings.REGISTRY_URL = registry.url
+            self.stdout.write(f"Demo registry: {registry.url} (data in {registry.root})")
+
+        call_command("migrate", verbosity=0)
+        password = self._first_user(data)
+        manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
+        self.procs.append(subprocess.Popen(manage + ["runserver", addr, "--noreload"], env=env))
+        self.procs.append(subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "hubmgr", "worker", "--beat", "--loglevel",
+             "warning", "--concurrency", "2", "--schedule", str(data / "celerybeat-schedule")],
+            env=env, cwd=settings.BASE_DIR))
+        devstack.wait_for(lambda: requests.get(f"http://{addr}/login/", timeout=1).ok,
+                          "the web server", timeout=60)
+        if demo and not (data / "registry" / "seeded").exists():
+            self.stdout.write("Pushing sample images into the demo registry…")
+            devstack.seed_samples(RegistryClient(settings.REGISTRY_URL))
+            (data / "registry" / "seeded").touch()
+        subprocess.run(manage + ["sync", "--no-progress"], env=env, check=False)
+
+        self.stdout.write(self.style.SUCCESS(f"\nhubmgr is running: http://{addr}/"))
+        if password:
+            self.stdout.write(f"Log in as admin / {password} (saved in {data / 'admin_password'})")
+        else:
+            self.stdout.write("Log in with your user (python manage.py createsuperuser adds one).")
+        self.stdout.write("Ctrl-C stops everything this command started.")
+        while all(p.poll() is None for p in self.procs):
+            time.sleep(0.5)
+        self.stderr.write("A child process stopped; shutting down.")
+
+    def _first_user(self, data):
+        users = get_user_model().objects
+        if users.exists():
+            saved = data / "admin_password"
+            return saved.read_text().strip() if saved.exists() and \
+                users.filter(username="admin").exists() else ""
+        password = _kept_secret(data / "admin_password", 12)
+        users.create_superuser("admin", "", password)
+        return password
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _kept_secret(path: Path, length=32) -> str:
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(length))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _port(preferred):
+    """The preferred port when it is free, so URLs stay the same between runs."""
+    import socket
+
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", preferred))
+            return preferred
+        except OSError:
+            return devstack.free_port()

@@ -1,0 +1,51 @@
+"""The pages: repositories, and each repository's Image Management table."""
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET
+
+from hubmgr.inventory import queries
+from hubmgr.inventory.models import Repository
+from hubmgr.inventory.registries import check_health, default_registry
+
+from .lookups import get_manifest, get_repository
+
+
+@require_GET
+def home(request):
+    return redirect("repositories")
+
+
+@require_GET
+@login_required
+def repositories(request):
+    registry = default_registry()
+    repos = Repository.objects.filter(registry=registry).order_by("name")
+    return render(request, "inventory/repositories.html", {
+        "registry": registry, "repositories": repos,
+        "registry_error": check_health(registry) if registry.url else "",
+    })
+
+
+@require_GET
+@login_required
+def repository(request, name):
+    repo = get_repository(name)
+    state = queries.TableState.from_params(request.GET)
+    context = {"repo": repo, "page": queries.page(repo, state), "state": state,
+               "stale_days": settings.STALE_DAYS}
+    if request.htmx and request.htmx.target == "image-table":
+        return render(request, "inventory/repository.html#image-table", context)
+    context["registry_error"] = check_health(repo.registry)
+    return render(request, "inventory/repository.html", context)
+
+
+@require_GET
+@login_required
+def index_children(request, name, digest):
+    repo = get_repository(name)
+    index = get_manifest(repo, digest)
+    return render(request, "inventory/repository.html#children", {
+        "repo": repo, "index": index, "children": queries.children(index),
+        "stale_days": settings.STALE_DAYS})
