@@ -24,6 +24,15 @@ def _authorized(request) -> bool:
         hmac.compare_digest(token.strip().encode(), expected.encode())
 
 
+def _queue_fetch(repo_id, digests):
+    try:
+        tasks.fetch.delay(repo_id, digests)
+    except Exception as exc:  # noqa: BLE001 - any broker failure
+        # The events are applied; the manifests stay marked unread and the next sync reads them.
+        log.warning("fetch not queued repository_id=%s digests=%d error=%s", repo_id,
+                    len(digests), exc)
+
+
 @csrf_exempt
 @require_POST
 def registry_hook(request):
@@ -39,7 +48,7 @@ def registry_hook(request):
         return JsonResponse({"error": f"malformed notification: {exc}"}, status=400)
     to_fetch = apply_events(default_registry(), events)
     for repo_id, digests in to_fetch.items():
-        transaction.on_commit(lambda r=repo_id, d=sorted(digests): tasks.fetch.delay(r, d))
+        transaction.on_commit(lambda r=repo_id, d=sorted(digests): _queue_fetch(r, d))
     log.info("webhook applied events=%d fetch=%d", len(events),
              sum(len(d) for d in to_fetch.values()))
     return JsonResponse({"accepted": len(events)})

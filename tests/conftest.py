@@ -1,0 +1,90 @@
+"""Real services for the tests: a private Redis, Debian's docker-registry, a Celery worker."""
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+from django.contrib.auth import get_user_model
+
+from hubmgr import celery_app, devstack
+from hubmgr.registry.client import RegistryClient
+
+from .servers import FaultProxy, TokenServer
+
+WEBHOOK_TOKEN = "test-webhook-token"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def redis_url(tmp_path_factory):
+    """Always a private redis-server, so the tests never touch a shared one."""
+    service = devstack.start_redis(tmp_path_factory.mktemp("redis"))
+    celery_app.conf.broker_url = service.url
+    yield service.url
+    service.stop()
+
+
+@pytest.fixture(autouse=True)
+def _settings(settings, tmp_path):
+    settings.WEBHOOK_TOKEN = WEBHOOK_TOKEN
+    settings.REGISTRY_URL = ""
+    settings.DATA_DIR = tmp_path
+
+
+@pytest.fixture
+def registry(tmp_path, settings):
+    """A fresh docker-registry (delete enabled) that hubmgr is configured to manage."""
+    service = devstack.start_registry(tmp_path / "registry")
+    settings.REGISTRY_URL = service.url
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def registry_client(registry):
+    client = RegistryClient(registry.url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def notified_registry(tmp_path, settings, live_server):
+    """A registry whose notifications go to the live test server's /hooks/registry."""
+    service = devstack.start_registry(tmp_path / "registry",
+                                      notify_url=f"{live_server.url}/hooks/registry",
+                                      notify_token=WEBHOOK_TOKEN)
+    settings.REGISTRY_URL = service.url
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def fault_proxy(registry, settings):
+    """A fault-injecting proxy in front of the real registry; hubmgr talks to the proxy."""
+    proxy = FaultProxy(registry.url)
+    settings.REGISTRY_URL = proxy.url
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture
+def token_server(tmp_path):
+    server = TokenServer(tmp_path, "robot", "s3cret")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def celery_worker(redis_url, transactional_db):
+    """A real Celery worker (in a thread) consuming from the private Redis."""
+    with start_worker(celery_app, pool="solo", perform_ping_check=False,
+                      shutdown_timeout=20) as worker:
+        yield worker
+
+
+@pytest.fixture
+def user(db):
+    return get_user_model().objects.create_user("viewer", password="pw-viewer-123")
+
+
+@pytest.fixture
+def logged_in(client, user):
+    client.force_login(user)
+    return client

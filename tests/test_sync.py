@@ -1,0 +1,129 @@
+"""`sync` against a real registry: what it reads, what it keeps, what it reconciles away."""
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from hubmgr import devstack
+from hubmgr.inventory.models import Manifest, SyncRun, Tag
+
+from .helpers import image, multiarch, repo, row, sync
+
+pytestmark = pytest.mark.django_db
+
+
+def test_it_reads_indexes_children_tags_and_sizes(registry, registry_client):
+    base = devstack.make_layer("shared", 5000)
+    index, kids = multiarch(registry_client, "app/web", tag="1.0", base=base)
+    registry_client.put_manifest("app/web", "latest",
+                                 registry_client.get_manifest("app/web", "1.0").body,
+                                 devstack.OCI_INDEX)
+    plain = image(registry_client, "app/web", tag="solo", seed="solo")
+    run = sync()
+    assert run.error == "" and run.problems == [] and run.tags == 3
+
+    idx = row("app/web", index)
+    assert idx.kind == "index" and idx.tags == ["1.0", "latest"] and idx.is_top_level
+    assert idx.platform == "linux/amd64, linux/arm64"
+    children = [row("app/web", k["digest"]) for k in kids]
+    assert all(not c.is_top_level and c.kind == "image" for c in children)
+    assert [c.platform for c in children] == ["linux/amd64", "linux/arm64"]
+    # Image size: config + layers. Index size: distinct blobs of its children (the shared
+    # base layer once).
+    blobs = {}
+    for child in children:
+        manifest = registry_client.get_manifest("app/web", child.digest).parse()
+        assert child.size == sum(b.size for b in manifest.blobs)
+        blobs.update({b.digest: b.size for b in manifest.blobs})
+    assert idx.size == sum(blobs.values()) < sum(c.size for c in children)
+    solo = row("app/web", plain["digest"])
+    assert solo.tags == ["solo"] and solo.created is not None
+    assert solo.last_pushed == solo.created and solo.last_pushed_source == "image_created"
+    assert repo("app/web").item_count == 2
+
+
+def test_a_second_sync_fetches_each_digest_once(fault_proxy, registry_client):
+    multiarch(registry_client, "once/app", tag="a")
+    image(registry_client, "once/app", tag="b", seed="b")
+    sync()
+    gets = fault_proxy.count("GET", r"/manifests/")
+    configs = fault_proxy.count("GET", r"/blobs/")
+    assert gets == 4 and configs == 3
+    run = sync()
+    assert run.manifests_fetched == 0
+    assert fault_proxy.count("GET", r"/manifests/") == gets
+    assert fault_proxy.count("GET", r"/blobs/") == configs
+
+
+def test_tags_that_left_the_registry_are_reconciled_away(registry, registry_client):
+    first = image(registry_client, "moving/app", tag="v1", seed="one")
+    sync()
+    second = image(registry_client, "moving/app", tag="v1", seed="two")  # v1 moves on
+    sync()
+    assert Tag.objects.get(name="v1").manifest.digest == second["digest"]
+    # The old image is untagged but the registry still has it: it stays listed.
+    old = row("moving/app", first["digest"])
+    assert old.tags == [] and old.is_top_level
+    registry_client.delete_manifest("moving/app", first["digest"])
+    run = sync()
+    assert run.removed == 1
+    assert not Manifest.objects.filter(digest=first["digest"]).exists()
+
+
+def test_an_untagged_image_known_from_a_push_stays_until_the_registry_says_gone(
+        registry, registry_client):
+    desc = image(registry_client, "untagged/app", seed="u")  # pushed by digest, no tag
+    image(registry_client, "untagged/app", tag="keep", seed="k")
+    sync()
+    r = repo("untagged/app")
+    Manifest.objects.create(repository=r, digest=desc["digest"], kind="image")
+    sync()
+    kept = row("untagged/app", desc["digest"])
+    assert kept.fetched and kept.platform == "linux/amd64" and kept.is_top_level
+    registry_client.delete_manifest("untagged/app", desc["digest"])
+    sync()
+    assert not Manifest.objects.filter(digest=desc["digest"]).exists()
+
+
+def test_a_malformed_manifest_is_recorded_and_the_sync_goes_on(fault_proxy, registry_client):
+    image(registry_client, "bad/app", tag="broken", seed="b1")
+    good = image(registry_client, "bad/app", tag="fine", seed="b2")
+    fault_proxy.add("GET", r"/v2/bad/app/manifests/broken", "corrupt")
+    run = sync()
+    assert row("bad/app", good["digest"]).tags == ["fine"]
+    broken = Manifest.objects.get(tags_text="broken")
+    assert "not valid JSON" in broken.error
+    assert run.problems == []  # the tag resolved; the manifest row carries the error
+
+
+def test_an_unreachable_manifest_keeps_what_we_knew(fault_proxy, registry_client):
+    desc = image(registry_client, "flaky/app", tag="v1", seed="f1")
+    sync()
+    image(registry_client, "flaky/app", tag="v1", seed="f2")  # v1 moves
+    fault_proxy.add("*", r"/v2/flaky/app/manifests/v1", "status", 503)
+    run = sync()
+    assert run.problems and "503" in run.problems[0]["error"]
+    assert Tag.objects.get(name="v1").manifest.digest == desc["digest"]
+
+
+def test_sync_command_reports_a_registry_that_is_down(settings, db):
+    settings.REGISTRY_URL = f"http://127.0.0.1:{devstack.free_port()}"
+    with pytest.raises(CommandError, match="Cannot connect to the registry"):
+        call_command("sync", "--no-progress")
+    run = SyncRun.objects.get()
+    assert "Cannot connect" in run.error
+
+
+def test_sync_command_for_one_repository(registry, registry_client, capsys):
+    image(registry_client, "one/a", tag="t", seed="a")
+    image(registry_client, "one/b", tag="t", seed="b")
+    call_command("sync", "--repository", "one/a", "--no-progress")
+    assert "Synced 1 repositories, 1 tags" in capsys.readouterr().out
+    assert list(Manifest.objects.values_list("repository__name", flat=True)) == ["one/a"]
+
+
+def test_a_repository_that_left_the_catalog_is_emptied(registry, registry_client):
+    desc = image(registry_client, "gone/app", tag="t", seed="g")
+    sync()
+    registry_client.delete_manifest("gone/app", desc["digest"])
+    sync()
+    assert not Manifest.objects.filter(repository__name="gone/app").exists()
