@@ -142,8 +142,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = DATA_DIR / "static"
-# Serve straight from static/ so a laptop needs no collectstatic step.
+# Only a deployment that runs collectstatic sets this; a laptop serves straight from static/.
+STATIC_ROOT = env_str("HUBMGR_STATIC_ROOT") or None
 WHITENOISE_USE_FINDERS = True
 
 REDIS_URL = env_str("HUBMGR_REDIS_URL", "redis://127.0.0.1:6379/0")

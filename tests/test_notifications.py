@@ -1,0 +1,157 @@
+"""POST /hooks/registry: auth, validation, dedup, and the real registry's own events."""
+
+import json
+import subprocess
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+from hubmgr.inventory.models import Manifest, ProcessedEvent, Repository, Tag
+from hubmgr.registry.client import USER_AGENT, RegistryClient
+from hubmgr.registry.manifests import OCI_MANIFEST
+
+from .conftest import WEBHOOK_TOKEN
+from .helpers import image, multiarch, sync
+
+V1 = "application/vnd.docker.distribution.events.v1+json"
+V2 = "application/vnd.docker.distribution.events.v2+json"
+DIGEST = "sha256:" + "a" * 64
+
+
+def event(action="push", id="e1", digest=DIGEST, tag="v1", repository="hook/app",
+          media_type=OCI_MANIFEST, ts="2026-11-01T10:00:00.123456789Z", method="PUT",
+          useragent="docker/27.0"):
+    target = {"mediaType": media_type, "repository": repository}
+    if digest:
+        target["digest"] = digest
+    if tag:
+        target["tag"] = tag
+    return {"id": id, "timestamp": ts, "action": action, "target": target,
+            "request": {"id": "r1", "method": method, "useragent": useragent}}
+
+
+def post(client, events, token=WEBHOOK_TOKEN, content_type=V1, raw=None):
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token else {}
+    body = raw if raw is not None else json.dumps({"events": events})
+    return client.post("/hooks/registry", body, content_type=content_type, **headers)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("token", [None, "wrong"])
+def test_a_wrong_or_missing_token_is_refused_and_writes_nothing(client, token):
+    resp = post(client, [event()], token=token)
+    assert resp.status_code == 401
+    assert not Manifest.objects.exists() and not ProcessedEvent.objects.exists()
+
+
+@pytest.mark.django_db
+def test_no_token_configured_refuses_everything(client, settings):
+    settings.WEBHOOK_TOKEN = ""
+    resp = post(client, [event()], token="")
+    assert resp.status_code == 401 and "HUBMGR_WEBHOOK_TOKEN" in resp.json()["error"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("raw", [
+    "not json", "[]", '{"events": "x"}', '{"events": [{"id": "x"}]}',
+    json.dumps({"events": [event(), {**event(id="e2"), "timestamp": "yesterday"}]}),
+    json.dumps({"events": [event(), event(id="e3", action="push", digest="")]}),
+])
+def test_a_malformed_body_is_a_400_and_writes_nothing(client, raw):
+    resp = post(client, None, raw=raw)
+    assert resp.status_code == 400 and "malformed notification" in resp.json()["error"]
+    assert not Manifest.objects.exists() and not ProcessedEvent.objects.exists()
+
+
+@pytest.mark.django_db
+def test_get_is_not_allowed(client):
+    assert client.get("/hooks/registry").status_code == 405
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("content_type", [V1, V2])
+def test_a_push_adds_the_manifest_and_tag_with_its_push_time(client, content_type):
+    resp = post(client, [event()], content_type=content_type)
+    assert resp.status_code == 200
+    m = Manifest.objects.get(digest=DIGEST)
+    assert m.tags == ["v1"] and not m.fetched
+    assert m.last_pushed == datetime(2026, 11, 1, 10, 0, 0, 123456, tzinfo=timezone.utc)
+    assert m.last_pushed_source == "push_event"
+
+
+@pytest.mark.django_db
+def test_events_are_applied_once_by_id(client):
+    post(client, [event(action="pull", id="p1", ts="2026-11-02T00:00:00Z", method="GET")])
+    post(client, [event(action="pull", id="p1", ts="2026-11-02T00:00:00Z", method="GET")])
+    assert ProcessedEvent.objects.filter(event_id="p1").count() == 1
+    # An older pull delivered late never moves "last pulled" back.
+    post(client, [event(action="pull", id="p0", ts="2026-10-01T00:00:00Z", method="GET")])
+    m = Manifest.objects.get(digest=DIGEST)
+    assert m.last_pulled == datetime(2026, 11, 2, tzinfo=timezone.utc)
+
+
+@pytest.mark.django_db
+def test_pulls_by_our_crawler_and_heads_do_not_count(client, settings):
+    post(client, [event()])
+    post(client, [event(action="pull", id="c1", method="GET", useragent=USER_AGENT)])
+    post(client, [event(action="pull", id="h1", method="HEAD")])
+    assert Manifest.objects.get(digest=DIGEST).last_pulled is None
+    settings.COUNT_HEAD_PULLS = True
+    post(client, [event(action="pull", id="h2", method="HEAD")])
+    assert Manifest.objects.get(digest=DIGEST).last_pulled is not None
+
+
+@pytest.mark.django_db
+def test_delete_events_remove_the_manifest_and_its_tags(client):
+    post(client, [event(), event(id="e2", tag="latest")])
+    assert Tag.objects.count() == 2
+    post(client, [event(action="delete", id="d0", digest="", tag="latest", method="DELETE")])
+    assert list(Tag.objects.values_list("name", flat=True)) == ["v1"]
+    post(client, [event(action="delete", id="d1", tag="", method="DELETE")])
+    assert not Manifest.objects.exists() and not Tag.objects.exists()
+    assert Repository.objects.get(name="hook/app").item_count == 0
+
+
+@pytest.mark.django_db
+def test_blob_pushes_are_ignored(client):
+    post(client, [event(media_type="application/octet-stream", tag="")])
+    assert not Manifest.objects.exists()
+
+
+def wait_until(check, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.1)
+    return check()
+
+
+def test_the_real_registry_reports_pushes_and_pulls(notified_registry, celery_worker):
+    client = RegistryClient(notified_registry.url)
+    index, kids = multiarch(client, "live/app", tag="2.0")
+    untagged = image(client, "live/app", seed="untagged")  # by digest: only a push event tells
+
+    def fetched():
+        return Manifest.objects.filter(repository__name="live/app", fetched=True).count() == 4
+    assert wait_until(fetched), list(Manifest.objects.values("digest", "fetched", "error"))
+    idx = Manifest.objects.get(digest=index)
+    assert idx.tags == ["2.0"] and idx.kind == "index" and idx.last_pushed_source == "push_event"
+    assert idx.platform == "linux/amd64, linux/arm64" and idx.size > 0
+    loose = Manifest.objects.get(digest=untagged["digest"])
+    assert loose.is_top_level and loose.tags == [] and loose.platform == "linux/amd64"
+    assert loose.last_pulled is None  # our own GETs while fetching do not count
+
+    # A real client pull (skopeo) by tag.
+    subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw",
+                    f"docker://{notified_registry.url.removeprefix('http://')}/live/app:2.0"],
+                   check=True, capture_output=True)
+    assert wait_until(lambda: Manifest.objects.get(digest=index).last_pulled is not None)
+
+    # A sync afterwards keeps the untagged image that only a push event revealed.
+    sync()
+    assert Manifest.objects.filter(digest=untagged["digest"]).exists()
+
+    client.delete_manifest("live/app", untagged["digest"])
+    assert wait_until(lambda: not Manifest.objects.filter(digest=untagged["digest"]).exists())
