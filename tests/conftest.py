@@ -26,6 +26,7 @@ def _settings(settings, tmp_path):
     settings.WEBHOOK_TOKEN = WEBHOOK_TOKEN
     settings.REGISTRY_URL = ""
     settings.DATA_DIR = tmp_path
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture

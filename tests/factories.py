@@ -1,0 +1,60 @@
+"""Inventory rows made directly in the database, for page and API tests."""
+
+import hashlib
+from datetime import timedelta
+
+from django.utils import timezone
+
+from hubmgr.inventory.models import Blob, IndexChild, Manifest, ManifestBlob, Repository, Tag
+from hubmgr.inventory.registries import default_registry
+from hubmgr.inventory.store import refresh
+
+
+def digest(seed) -> str:
+    return "sha256:" + hashlib.sha256(str(seed).encode()).hexdigest()
+
+
+def days_ago(n):
+    return timezone.now() - timedelta(days=n) if n is not None else None
+
+
+def make_repo(name):
+    return Repository.objects.create(registry=default_registry(), name=name)
+
+
+def make_image(repo, seed, tags=(), size=1000, pushed=1, pulled=None, platform="linux/amd64"):
+    m = Manifest.objects.create(repository=repo, digest=digest(seed), kind="image",
+                                media_type="application/vnd.oci.image.manifest.v1+json",
+                                platform=platform, size=size, fetched=True,
+                                last_pushed=days_ago(pushed), last_pushed_source="push_event",
+                                last_pulled=days_ago(pulled))
+    blob = Blob.objects.create(registry=repo.registry, digest=digest(f"blob-{seed}"), size=size)
+    ManifestBlob.objects.create(manifest=m, blob=blob)
+    for tag in tags:
+        Tag.objects.create(repository=repo, name=tag, manifest=m)
+    return m
+
+
+def make_index(repo, seed, children, tags=(), pushed=1, pulled=None):
+    m = Manifest.objects.create(repository=repo, digest=digest(seed), kind="index",
+                                media_type="application/vnd.oci.image.index.v1+json",
+                                fetched=True, last_pushed=days_ago(pushed),
+                                last_pushed_source="push_event", last_pulled=days_ago(pulled))
+    for child in children:
+        IndexChild.objects.create(index=m, child=child, platform=child.platform)
+    for tag in tags:
+        Tag.objects.create(repository=repo, name=tag, manifest=m)
+    return m
+
+
+def sample_repo(name="team/app"):
+    """An index with two children, three tagged images, one untagged image."""
+    repo = make_repo(name)
+    amd = make_image(repo, "amd", size=3000, platform="linux/amd64")
+    arm = make_image(repo, "arm", size=4000, platform="linux/arm64")
+    index = make_index(repo, "idx", [amd, arm], tags=["2.0", "latest"], pushed=2, pulled=1)
+    images = [make_image(repo, f"img{n}", tags=[f"1.{n}"], size=100 * (n + 1), pushed=10 + n,
+                         pulled=None if n == 0 else 400 * n) for n in range(3)]
+    loose = make_image(repo, "loose", size=50, pushed=300)
+    refresh(repo)
+    return repo, index, images, loose

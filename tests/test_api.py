@@ -1,0 +1,89 @@
+"""The read API: auth by session or personal token, the images listing and its errors."""
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from hubmgr.web.models import ApiToken
+
+from .factories import digest, sample_repo
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def token(user, capsys):
+    call_command("create_api_token", user.username)
+    return capsys.readouterr().out.strip()
+
+
+def bearer(token):
+    return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+
+
+def test_create_api_token_prints_a_token_and_stores_only_its_hash(token, user):
+    assert token.startswith("hubmgr_") and len(token) > 40
+    stored = ApiToken.objects.get(user=user)
+    assert token not in (stored.key_hash, stored.hint)
+
+
+def test_create_api_token_for_an_unknown_user():
+    with pytest.raises(CommandError, match="No user 'ghost'"):
+        call_command("create_api_token", "ghost")
+
+
+@pytest.mark.parametrize("headers", [{}, bearer("hubmgr_wrong"), {"HTTP_AUTHORIZATION": "Basic x"}])
+def test_the_api_refuses_anonymous_and_wrong_tokens(client, headers):
+    resp = client.get("/api/v1/repositories", **headers)
+    assert resp.status_code == 401 and "error" in resp.json()
+
+
+def test_a_token_of_an_inactive_user_is_refused(client, token, user):
+    user.is_active = False
+    user.save()
+    assert client.get("/api/v1/repositories", **bearer(token)).status_code == 401
+
+
+def test_repositories_by_token(client, token):
+    sample_repo()
+    body = client.get("/api/v1/repositories", **bearer(token)).json()
+    assert body["count"] == 1
+    assert body["results"][0]["name"] == "team/app" and body["results"][0]["items"] == 5
+    assert ApiToken.objects.get().last_used_at is not None
+
+
+def test_images_by_session_with_the_documented_shape(logged_in):
+    repo, index, images, loose = sample_repo()
+    body = logged_in.get("/api/v1/repositories/team/app/images").json()
+    assert body["count"] == 5
+    first = body["results"][0]
+    assert set(first) >= {"digest", "media_type", "type", "tags", "platform", "size",
+                          "last_pushed", "last_pushed_source", "last_pulled", "stale",
+                          "children"}
+    assert first["digest"] == index.digest and first["type"] == "index"
+    assert first["tags"] == ["2.0", "latest"] and first["last_pushed_source"] == "push_event"
+    assert [c["platform"] for c in first["children"]] == ["linux/amd64", "linux/arm64"]
+    assert body["results"][-1]["digest"] == loose.digest and body["results"][-1]["stale"]
+
+
+def test_images_filter_sort_and_page(client, token):
+    sample_repo()
+    url = "/api/v1/repositories/team/app/images?filter=image&sort=-size&page_size=2&page=2"
+    body = client.get(url, **bearer(token)).json()
+    assert body["count"] == 4 and body["pages"] == 2
+    assert [r["digest"] for r in body["results"]] == [digest("img0"), digest("loose")]
+
+
+@pytest.mark.parametrize("query", ["filter=everything", "sort=name"])
+def test_unknown_filter_or_sort_is_a_400(logged_in, query):
+    sample_repo()
+    resp = logged_in.get(f"/api/v1/repositories/team/app/images?{query}")
+    assert resp.status_code == 400 and "must be one of" in resp.json()["error"]
+
+
+def test_an_unknown_repository_is_a_json_404(logged_in):
+    resp = logged_in.get("/api/v1/repositories/no/such/images")
+    assert resp.status_code == 404 and "no repository 'no/such'" in resp.json()["error"]
+
+
+def test_post_is_not_allowed(logged_in):
+    assert logged_in.post("/api/v1/repositories").status_code == 405
