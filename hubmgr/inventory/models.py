@@ -24,6 +24,8 @@ class Repository(models.Model):
     name = models.CharField(max_length=255)
     # Kept up to date by refresh_repository() so the repositories page needs no aggregation.
     item_count = models.PositiveIntegerField(default=0)
+    tagged_count = models.PositiveIntegerField(default=0)
+    index_count = models.PositiveIntegerField(default=0)
     total_size = models.BigIntegerField(default=0)
     last_synced_at = models.DateTimeField(null=True, blank=True)
 
@@ -34,6 +36,16 @@ class Repository(models.Model):
 
     def __str__(self):
         return self.name
+
+    def count_for(self, filter_name):
+        """Top-level items matching a table filter, from the maintained counters."""
+        return {
+            "": self.item_count,
+            "tagged": self.tagged_count,
+            "untagged": self.item_count - self.tagged_count,
+            "index": self.index_count,
+            "image": self.item_count - self.index_count,
+        }[filter_name]
 
 
 class Manifest(models.Model):
@@ -69,10 +81,15 @@ class Manifest(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["repository", "digest"],
                                                name="manifest_unique")]
+        # Partial indexes over the table's rows, one per sort: a page is an index range scan
+        # (the row id breaks ties and is part of every SQLite index).
         indexes = [
-            models.Index(fields=["repository", "is_top_level", "last_pushed"], name="m_pushed"),
-            models.Index(fields=["repository", "is_top_level", "last_pulled"], name="m_pulled"),
-            models.Index(fields=["repository", "is_top_level", "size"], name="m_size"),
+            models.Index(fields=["repository", "last_pushed"], name="m_pushed",
+                         condition=models.Q(is_top_level=True)),
+            models.Index(fields=["repository", "last_pulled"], name="m_pulled",
+                         condition=models.Q(is_top_level=True)),
+            models.Index(fields=["repository", "size"], name="m_size",
+                         condition=models.Q(is_top_level=True)),
             models.Index(fields=["digest"], name="m_digest"),
         ]
 

@@ -6,6 +6,7 @@ digest it had. A repository write is one transaction, so a sync never leaves hal
 """
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
 from django.db import transaction
@@ -30,25 +31,6 @@ def sync_registry(registry, client, repository=None, concurrency=None, progress=
     """
     run = SyncRun.objects.create(registry=registry)
     concurrency = concurrency or settings.SYNC_CONCURRENCY
-    try:
-        listed = [repository] if repository else list(client.catalog())
-        # Repositories we know that left the catalog are reconciled too, so they empty out.
-        names = listed + sorted(set(Repository.objects.filter(registry=registry)
-                                    .values_list("name", flat=True)) - set(listed)) \
-            if not repository else listed
-        tag_lists = {}
-        for name in names:
-            tag_lists[name] = client.tags(name)
-    except RegistryError as exc:
-        run.error = str(exc)
-        run.finished_at = timezone.now()
-        run.save()
-        record_health(registry, str(exc))
-        log.warning("sync run=%s failed: %s", run.pk, exc)
-        raise
-    record_health(registry, "")
-    if progress is not None:
-        progress.reset(total=sum(len(t) for t in tag_lists.values()))
     # Configs are immutable: what earlier syncs read from them is not fetched again.
     config_cache = {
         c: ImageConfig(platform, created) for c, platform, created in
@@ -57,8 +39,35 @@ def sync_registry(registry, client, repository=None, concurrency=None, progress=
     crawler = Crawler(client, concurrency, config_cache,
                       on_tag=(lambda: progress.update(1)) if progress is not None else None)
     try:
-        for name in names:
-            sync_repository(registry, crawler, name, tag_lists[name], run)
+        try:
+            listed = [repository] if repository else list(client.catalog())
+            # Repositories we know that left the catalog are reconciled too, so they empty out.
+            names = listed if repository else listed + sorted(
+                set(Repository.objects.filter(registry=registry).values_list("name", flat=True))
+                - set(listed))
+            tag_lists = dict(zip(names, crawler.pool.map(client.tags, names)))
+        except RegistryError as exc:
+            run.error = str(exc)
+            run.finished_at = timezone.now()
+            run.save()
+            record_health(registry, str(exc))
+            log.warning("sync run=%s failed: %s", run.pk, exc)
+            raise
+        record_health(registry, "")
+        if progress is not None:
+            progress.reset(total=sum(len(t) for t in tag_lists.values()))
+        # While one repository's results are written, the next one is already being read.
+        with ThreadPoolExecutor(1, thread_name_prefix="crawl-ahead") as ahead:
+            previous = None
+            for name in names:
+                plan = _plan(registry, name, tag_lists[name])
+                plan["future"] = ahead.submit(crawler.crawl, name, plan["tags"], plan["known"],
+                                              plan["unread"])
+                if previous:
+                    _finish(crawler, previous, run)
+                previous = plan
+            if previous:
+                _finish(crawler, previous, run)
         if not repository:
             _forget_empty_repositories(registry, set(listed))
     finally:
@@ -74,14 +83,22 @@ def sync_registry(registry, client, repository=None, concurrency=None, progress=
     return run
 
 
-def sync_repository(registry, crawler, name, tags, run):
+def _plan(registry, name, tags):
+    """What the inventory already knows of a repository, read before crawling it."""
     repo, _ = Repository.objects.get_or_create(registry=registry, name=name)
     had = dict(Tag.objects.filter(repository=repo).values_list("name", "manifest__digest"))
     known = set(Manifest.objects.filter(repository=repo, fetched=True)
                 .values_list("digest", flat=True))
-    unread = Manifest.objects.filter(repository=repo, fetched=False).values_list("digest",
-                                                                               flat=True)
-    result = crawler.crawl(name, {t: had.get(t) for t in tags}, known, list(unread))
+    unread = list(Manifest.objects.filter(repository=repo, fetched=False)
+                  .values_list("digest", flat=True))
+    return {"repo": repo, "had": had, "listed": tags, "known": known, "unread": unread,
+            "tags": {t: had.get(t) for t in tags}}
+
+
+def _finish(crawler, plan, run):
+    """Reconcile and write one crawled repository, in one transaction."""
+    repo, had, tags = plan["repo"], plan["had"], plan["listed"]
+    result = plan["future"].result()
 
     # Manifests in the inventory that no tag or index reached this time: ask the registry.
     reached = set(result.tag_digests.values()) | set(result.fetched)
@@ -91,11 +108,11 @@ def sync_repository(registry, crawler, name, tags, run):
             reached.add(child_digest)
     all_ids = dict(Manifest.objects.filter(repository=repo).values_list("digest", "id"))
     unseen = {d: i for d, i in all_ids.items() if d not in reached}
-    answers = crawler.exists(name, unseen) if unseen else {}
+    answers = crawler.exists(repo.name, unseen) if unseen else {}
     gone = [unseen[d] for d, present in answers.items() if present is False]
     for digest, present in answers.items():
         if isinstance(present, str):
-            result.problems.append({"reference": f"{name}@{digest}", "error": present})
+            result.problems.append({"reference": f"{repo.name}@{digest}", "error": present})
 
     with transaction.atomic():
         ids = store_fetched(repo, result.fetched, result.configs) if result.fetched else {}

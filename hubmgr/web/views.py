@@ -3,6 +3,7 @@
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from hubmgr.inventory import queries
@@ -10,6 +11,7 @@ from hubmgr.inventory.models import Repository
 from hubmgr.inventory.registries import check_health, default_registry
 
 from .lookups import get_manifest, get_repository
+from .present import present
 
 
 @require_GET
@@ -33,11 +35,13 @@ def repositories(request):
 def repository(request, name):
     repo = get_repository(name)
     state = queries.TableState.from_params(request.GET)
-    context = {"repo": repo, "page": queries.page(repo, state), "state": state,
-               "stale_days": settings.STALE_DAYS}
+    page = queries.page(repo, state)
+    present(page.rows)
+    context = {"repo": repo, "page": page, "state": state, "stale_days": settings.STALE_DAYS,
+               "children_url": _children_url(repo)}
     if request.htmx and request.htmx.target == "image-table":
         return render(request, "inventory/repository.html#image-table", context)
-    context["registry_error"] = check_health(repo.registry)
+    context["registry_error"] = check_health(repo.registry) if repo.registry.url else ""
     return render(request, "inventory/repository.html", context)
 
 
@@ -47,5 +51,11 @@ def index_children(request, name, digest):
     repo = get_repository(name)
     index = get_manifest(repo, digest)
     return render(request, "inventory/repository.html#children", {
-        "repo": repo, "index": index, "children": queries.children(index),
+        "repo": repo, "index": index, "children": present(queries.children(index)),
         "stale_days": settings.STALE_DAYS})
+
+
+def _children_url(repo):
+    """The children URL up to the digest, reversed once per page rather than once per row."""
+    marker = "sha256:0"
+    return reverse("index-children", args=[repo.name, marker])[:-len(marker)]
