@@ -1,5 +1,6 @@
 """Real services for the tests: a private Redis, Debian's docker-registry, a Celery worker."""
 
+import bcrypt
 import pytest
 from celery.contrib.testing.worker import start_worker
 from django.contrib.auth import get_user_model
@@ -63,6 +64,17 @@ def fault_proxy(registry, settings):
     settings.REGISTRY_URL = proxy.url
     yield proxy
     proxy.close()
+
+
+@pytest.fixture
+def basic_registry(tmp_path):
+    """A registry behind htpasswd basic auth: user robot, password s3cret."""
+    htpasswd = tmp_path / "htpasswd"
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=5)).decode()
+    htpasswd.write_text(f"robot:{hashed}\n")
+    service = devstack.start_registry(tmp_path / "basic", htpasswd=htpasswd)
+    yield service
+    service.stop()
 
 
 @pytest.fixture

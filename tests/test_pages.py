@@ -137,6 +137,15 @@ def test_a_registry_that_is_down_shows_a_banner_not_an_error(logged_in, settings
     assert len(rows(html)) == 5
 
 
+def test_a_registry_that_refuses_our_credentials_shows_a_banner(logged_in, settings,
+                                                               basic_registry):
+    settings.REGISTRY_URL = basic_registry.url
+    settings.REGISTRY_USERNAME, settings.REGISTRY_PASSWORD = "robot", "wrong"
+    sample_repo()
+    html = logged_in.get("/repositories/").content.decode()
+    assert "refused hubmgr&#x27;s credentials" in html and "HUBMGR_REGISTRY_PASSWORD" in html
+
+
 def test_repository_names_with_slashes(logged_in):
     repo = make_repo("org/team/deep/app")
     make_image(repo, "deep", tags=["v1"])

@@ -1,6 +1,5 @@
 """The registry client against a real docker-registry: paging, manifests, auth, errors."""
 
-import bcrypt
 import pytest
 
 from hubmgr import devstack
@@ -69,16 +68,6 @@ def test_a_slow_registry_times_out_with_a_message(fault_proxy):
     with pytest.raises(RegistryUnavailable) as err:
         client.ping()
     assert "did not answer" in str(err.value)
-
-
-@pytest.fixture
-def basic_registry(tmp_path):
-    htpasswd = tmp_path / "htpasswd"
-    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=5)).decode()
-    htpasswd.write_text(f"robot:{hashed}\n")
-    service = devstack.start_registry(tmp_path / "basic", htpasswd=htpasswd)
-    yield service
-    service.stop()
 
 
 def test_basic_auth_with_the_right_password(basic_registry):

@@ -1,12 +1,9 @@
 from django import template
 
+from hubmgr.web import present
+
 register = template.Library()
-
-
-@register.filter
-def short_digest(digest):
-    """sha256:0123456789abcdef... -> 0123456789ab"""
-    return digest.split(":", 1)[-1][:12] if digest else ""
+register.filter("human_size", present.human_size)
 
 
 @register.simple_tag
