@@ -73,6 +73,12 @@ COUNT_HEAD_PULLS = env_bool("HUBMGR_COUNT_HEAD_PULLS", False)
 SYNC_CONCURRENCY = env_int("HUBMGR_SYNC_CONCURRENCY", 8)
 SYNC_INTERVAL_MINUTES = env_int("HUBMGR_SYNC_INTERVAL_MINUTES", 60)
 REGISTRY_TIMEOUT = env_int("HUBMGR_REGISTRY_TIMEOUT", 30)
+DELETE_CONCURRENCY = env_int("HUBMGR_DELETE_CONCURRENCY", 8)
+DELETE_DEADLINE_HOURS = env_int("HUBMGR_DELETE_DEADLINE_HOURS", 24)
+DELETE_RETRY_BASE_SECONDS = env_int("HUBMGR_DELETE_RETRY_BASE_SECONDS", 2)
+DELETE_RETRY_MAX_SECONDS = env_int("HUBMGR_DELETE_RETRY_MAX_SECONDS", 600)
+# A worker that has held an item this long without finishing is presumed dead.
+DELETE_CLAIM_SECONDS = env_int("HUBMGR_DELETE_CLAIM_SECONDS", 120)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -85,6 +91,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "hubmgr.inventory",
+    "hubmgr.deletion",
     "hubmgr.web",
 ]
 
@@ -158,6 +165,10 @@ CELERY_BEAT_SCHEDULE = {
     "reconcile": {
         "task": "hubmgr.inventory.tasks.reconcile",
         "schedule": SYNC_INTERVAL_MINUTES * 60.0,
+    },
+    "deletion-sweep": {
+        "task": "hubmgr.deletion.tasks.sweep",
+        "schedule": 60.0,
     },
 }
 

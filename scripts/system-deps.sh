@@ -3,6 +3,7 @@
 set -euo pipefail
 need=()
 have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/bin/$1" ]; }
+python3 -c "import ensurepip, venv" >/dev/null 2>&1 || need+=(python3-venv)
 have docker-registry || need+=(docker-registry)
 have redis-server || need+=(redis-server)
 if [ "${1:-run}" = test ]; then

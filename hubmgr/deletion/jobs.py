@@ -1,0 +1,245 @@
+"""Running deletion jobs: plain functions that Celery tasks, the `delete` command and the tests
+call alike. Every step is idempotent: an item is claimed with a conditional update, a DELETE
+that finds the manifest already gone counts as done, and an expired claim is simply retried."""
+
+import logging
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, F, Q
+from django.utils import timezone
+
+from hubmgr.inventory.models import IndexChild, Manifest, Tag
+from hubmgr.inventory.store import refresh, remove_manifests
+from hubmgr.registry.errors import (
+    RegistryAuthError,
+    RegistryError,
+    RegistryUnsupported,
+)
+
+from .models import DeletionItem, DeletionJob
+from .planner import Plan
+
+log = logging.getLogger("hubmgr.deletion")
+Item = DeletionItem
+
+
+def create_job(repo, plan: Plan, user=None) -> DeletionJob:
+    """Record a plan as a job with one row per manifest, in deletion order."""
+    going = {node.digest for node, _ in plan.items}
+    with transaction.atomic():
+        job = DeletionJob.objects.create(
+            repository=repo, repository_name=repo.name, created_by=user,
+            deadline=timezone.now() + timedelta(hours=settings.DELETE_DEADLINE_HOURS),
+            reclaim_bytes=plan.reclaim_bytes,
+            kept=[{"digest": key[1], "reason": reason} for key, reason in plan.kept])
+        parents = {}
+        for node, _ in plan.items:
+            for child in node.children:
+                if child[1] in going:
+                    parents.setdefault(child[1], []).append(node.digest)
+        DeletionItem.objects.bulk_create([
+            DeletionItem(job=job, position=n, digest=node.digest, kind=node.kind,
+                         tags=list(node.tags), size=node.size, reason=reason,
+                         parents=parents.get(node.digest, []))
+            for n, (node, reason) in enumerate(plan.items)], batch_size=500)
+    log.info("deletion job=%s created repository=%s items=%d reclaim=%d user=%s", job.pk,
+             repo.name, len(plan.items), plan.reclaim_bytes, getattr(user, "username", None))
+    return job
+
+
+def process_job(job_id, client, concurrency=None, wait=False) -> str:
+    """Work a job's ready items until none is left to do now.
+
+    Returns the job status. With ``wait``, sleeps through retry back-offs until the job ends
+    (the `delete` command); otherwise returns and the caller schedules the next wake-up.
+    """
+    concurrency = concurrency or settings.DELETE_CONCURRENCY
+    job = DeletionJob.objects.select_related("repository").filter(pk=job_id).first()
+    if job is None or job.status in DeletionJob.FINISHED:
+        return job.status if job else "gone"
+    DeletionJob.objects.filter(pk=job.pk, status=DeletionJob.QUEUED).update(
+        status=DeletionJob.RUNNING)
+    with ThreadPoolExecutor(concurrency, thread_name_prefix="delete") as pool:
+        while True:
+            ready = _ready_items(job)
+            if ready:
+                done = [i for i in pool.map(lambda i: _run_item(job, i, client), ready) if i]
+                _forget(job, done)
+                update_status(job)
+                continue
+            status = update_status(job)
+            if status in DeletionJob.FINISHED or not wait:
+                return status
+            pause = next_wakeup(job)
+            time.sleep(min(max(pause, 0.05), 5) if pause is not None else 0.5)
+
+
+def _ready_items(job):
+    """Queued or due items whose parent indexes in this job are finished."""
+    now = timezone.now()
+    items = list(job.items.filter(
+        Q(status=Item.QUEUED) | Q(status=Item.RETRYING, next_attempt_at__lte=now))
+        .order_by("position")[:200])
+    if not items:
+        return []
+    parent_digests = {p for i in items for p in i.parents}
+    states = dict(job.items.filter(digest__in=parent_digests).values_list("digest", "status"))
+    ready = []
+    for item in items:
+        pending = [p for p in item.parents if states.get(p) not in Item.FINISHED]
+        if pending:
+            continue
+        blocked = [p for p in item.parents if states.get(p) != Item.DONE]
+        if blocked:
+            _finish(item, Item.SKIPPED, f"kept: its index {blocked[0][:19]} was not deleted, "
+                                        "so it still references this image")
+            continue
+        ready.append(item)
+    return ready
+
+
+def _claim(item) -> bool:
+    now = timezone.now()
+    claimed = Item.objects.filter(
+        Q(status=Item.QUEUED) | Q(status=Item.RETRYING, next_attempt_at__lte=now),
+        pk=item.pk).update(
+        status=Item.RUNNING, attempts=F("attempts") + 1,
+        claim_expires_at=now + timedelta(seconds=settings.DELETE_CLAIM_SECONDS))
+    return claimed == 1
+
+
+def _finish(item, status, error=""):
+    Item.objects.filter(pk=item.pk).exclude(status__in=Item.FINISHED).update(
+        status=status, last_error=error, finished_at=timezone.now(), claim_expires_at=None)
+    log.info("deletion job=%s item=%s digest=%s status=%s%s", item.job_id, item.pk, item.digest,
+             status, f" reason={error}" if error else "")
+
+
+def still_unreferenced(job, item) -> str:
+    """Why the item must now be kept, or '' if it is still as the plan saw it."""
+    repo = job.repository
+    manifest = Manifest.objects.filter(repository=repo, digest=item.digest).first()
+    if manifest is None:
+        return ""  # already gone: the DELETE will answer 404 and the item is done
+    tags = set(Tag.objects.filter(manifest=manifest).values_list("name", flat=True))
+    new_tags = sorted(tags - set(item.tags))
+    if new_tags:
+        return f"tagged since the preview: {', '.join(new_tags[:5])}"
+    allowed = set(item.parents)
+    outside = [d for d in IndexChild.objects.filter(child=manifest)
+               .values_list("index__digest", flat=True) if d not in allowed]
+    if outside:
+        return f"referenced since the preview by index {outside[0][:19]}"
+    return ""
+
+
+def _run_item(job, item, client):
+    """Claim, re-check and delete one manifest. Returns the item when it is done."""
+    if not _claim(item):
+        return None
+    reason = still_unreferenced(job, item)
+    if reason:
+        _finish(item, Item.SKIPPED, reason)
+        return None
+    try:
+        client.delete_manifest(job.repository_name, item.digest)
+    except RegistryError as exc:
+        _failed_attempt(job, item, exc)
+        return None
+    _finish(item, Item.DONE)
+    return item
+
+
+def _failed_attempt(job, item, exc):
+    now = timezone.now()
+    if isinstance(exc, RegistryAuthError):
+        return _finish(item, Item.FAILED, "the registry credentials may not delete "
+                                          f"({exc.status or 'refused'}): {exc}")
+    if isinstance(exc, RegistryUnsupported):
+        return _finish(item, Item.FAILED, "the registry has deletion disabled "
+                                          "(storage.delete.enabled)")
+    if not exc.transient:
+        return _finish(item, Item.FAILED, str(exc))
+    attempts = Item.objects.filter(pk=item.pk).values_list("attempts", flat=True).first() or 1
+    if now >= job.deadline:
+        return _finish(item, Item.FAILED, f"gave up after {attempts} attempts at the deadline: "
+                                          f"{exc}")
+    delay = backoff(attempts)
+    Item.objects.filter(pk=item.pk, status=Item.RUNNING).update(
+        status=Item.RETRYING, last_error=str(exc), claim_expires_at=None,
+        next_attempt_at=min(now + timedelta(seconds=delay), job.deadline))
+    log.warning("deletion job=%s item=%s digest=%s retry_in=%.1fs attempts=%d error=%s",
+                job.pk, item.pk, item.digest, delay, attempts, exc)
+
+
+def backoff(attempts) -> float:
+    """Exponential back-off with full jitter, capped."""
+    cap = min(settings.DELETE_RETRY_BASE_SECONDS * 2 ** (attempts - 1),
+              settings.DELETE_RETRY_MAX_SECONDS)
+    return random.uniform(cap / 2, cap)
+
+
+def _forget(job, done):
+    """Deleted manifests leave the inventory at once; notifications would say the same."""
+    if not done or job.repository is None:
+        return
+    ids = list(Manifest.objects.filter(repository=job.repository,
+                                       digest__in=[i.digest for i in done])
+               .values_list("id", flat=True))
+    with transaction.atomic():
+        touched = remove_manifests(job.repository, ids)
+        refresh(job.repository, touched)
+
+
+def update_status(job) -> str:
+    counts = {s: 0 for s, _ in Item.STATUSES}
+    for status, n in job.items.values_list("status").annotate(n=Count("id")).order_by():
+        counts[status] = n
+    total = sum(counts.values())
+    finished = counts[Item.DONE] + counts[Item.SKIPPED] + counts[Item.FAILED]
+    if finished == total:
+        if counts[Item.DONE] == total:
+            status = DeletionJob.DONE
+        elif counts[Item.FAILED] == total:
+            status = DeletionJob.FAILED
+        else:
+            status = DeletionJob.PARTIAL  # some items were kept or failed, each with a reason
+    elif counts[Item.RETRYING]:
+        status = DeletionJob.RETRYING
+    elif finished or counts[Item.RUNNING]:
+        status = DeletionJob.RUNNING
+    else:
+        status = DeletionJob.QUEUED
+    updates = {"status": status}
+    if status in DeletionJob.FINISHED:
+        updates["finished_at"] = timezone.now()
+    DeletionJob.objects.filter(pk=job.pk).exclude(status=status).update(**updates)
+    if status in DeletionJob.FINISHED and job.status not in DeletionJob.FINISHED:
+        log.info("deletion job=%s finished status=%s done=%d skipped=%d failed=%d", job.pk,
+                 status, counts[Item.DONE], counts[Item.SKIPPED], counts[Item.FAILED])
+    job.status = status
+    return status
+
+
+def next_wakeup(job):
+    """Seconds until the earliest retry of this job is due, or None."""
+    due = job.items.filter(status=Item.RETRYING).order_by("next_attempt_at") \
+        .values_list("next_attempt_at", flat=True).first()
+    return (due - timezone.now()).total_seconds() if due else None
+
+
+def release_expired_claims() -> list:
+    """Items whose worker died mid-delete go back to be retried. Returns their job ids."""
+    now = timezone.now()
+    expired = Item.objects.filter(status=Item.RUNNING, claim_expires_at__lt=now)
+    jobs = sorted(set(expired.values_list("job_id", flat=True)))
+    released = expired.update(status=Item.RETRYING, next_attempt_at=now, claim_expires_at=None,
+                              last_error="the worker stopped while deleting; trying again")
+    if released:
+        log.warning("deletion released expired claims items=%d jobs=%s", released, jobs)
+    return jobs

@@ -1,0 +1,57 @@
+"""Deletion jobs. The database is the source of truth; the broker only wakes workers."""
+
+from django.conf import settings
+from django.db import models
+
+
+class DeletionJob(models.Model):
+    QUEUED, RUNNING, RETRYING = "queued", "running", "retrying"
+    DONE, PARTIAL, FAILED = "done", "partial", "failed"
+    STATUSES = [(s, s) for s in (QUEUED, RUNNING, RETRYING, DONE, PARTIAL, FAILED)]
+    FINISHED = (DONE, PARTIAL, FAILED)
+
+    repository = models.ForeignKey("inventory.Repository", on_delete=models.SET_NULL, null=True,
+                                   related_name="deletion_jobs")
+    repository_name = models.CharField(max_length=255)  # kept for the audit record
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL,
+                                   null=True, related_name="deletion_jobs")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    deadline = models.DateTimeField()
+    status = models.CharField(max_length=10, choices=STATUSES, default=QUEUED)
+    reclaim_bytes = models.BigIntegerField(default=0)
+    kept = models.JSONField(default=list)  # [{"digest", "reason"}] from the plan
+
+    class Meta:
+        ordering = ["-created_at"]
+        permissions = [("delete_images", "Can delete images and indexes from the registry")]
+
+    def __str__(self):
+        return f"deletion {self.pk} of {self.repository_name}"
+
+
+class DeletionItem(models.Model):
+    QUEUED, RUNNING, RETRYING = "queued", "running", "retrying"
+    DONE, SKIPPED, FAILED = "done", "skipped", "failed"
+    STATUSES = [(s, s) for s in (QUEUED, RUNNING, RETRYING, DONE, SKIPPED, FAILED)]
+    FINISHED = (DONE, SKIPPED, FAILED)
+
+    job = models.ForeignKey(DeletionJob, on_delete=models.CASCADE, related_name="items")
+    position = models.PositiveIntegerField()  # plan order: indexes before their children
+    digest = models.CharField(max_length=100)
+    kind = models.CharField(max_length=10)
+    tags = models.JSONField(default=list)  # the tags the preview showed
+    size = models.BigIntegerField(default=0)
+    reason = models.CharField(max_length=30)  # "selected" | "unreferenced_child"
+    parents = models.JSONField(default=list)  # digests of indexes in this job that list it
+    status = models.CharField(max_length=10, choices=STATUSES, default=QUEUED)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    claim_expires_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [models.UniqueConstraint(fields=["job", "digest"], name="item_unique")]
+        indexes = [models.Index(fields=["status", "claim_expires_at"], name="item_claims")]
