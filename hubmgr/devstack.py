@@ -64,13 +64,13 @@ class Service:
 
 
 def registry_config(root: Path, port: int, *, notify_url=None, notify_token=None,
-                    htpasswd=None, token_auth=None) -> dict:
+                    htpasswd=None, token_auth=None, delete=True) -> dict:
     config = {
         "version": 0.1,
         "log": {"level": "warn", "accesslog": {"disabled": True}},
         "storage": {
             "filesystem": {"rootdirectory": str(root / "storage")},
-            "delete": {"enabled": True},
+            "delete": {"enabled": delete},
             "cache": {"blobdescriptor": "inmemory"},
         },
         "http": {"addr": f"127.0.0.1:{port}", "secret": "hubmgr-local-only"},
@@ -114,6 +114,12 @@ def start_registry(root: Path, port: int | None = None, **options) -> Service:
         service.stop()
         raise RuntimeError(f"docker-registry did not start; see {root / 'registry.log'}")
     return service
+
+
+def blob_bytes(root: Path) -> int:
+    """Bytes of blob data a registry stores on disk (what its garbage collector frees)."""
+    blobs = Path(root) / "storage" / "docker" / "registry" / "v2" / "blobs"
+    return sum(p.stat().st_size for p in blobs.rglob("data") if p.is_file())
 
 
 def garbage_collect(config_path: Path, delete_untagged=False) -> str:

@@ -34,6 +34,16 @@ def env_int(name, default):
         raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}") from None
 
 
+def env_float(name, default):
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, not {value!r}") from None
+
+
 def env_secret(name, default=""):
     """NAME, or the contents of the file named by NAME_FILE (for Docker secrets)."""
     path = os.environ.get(f"{name}_FILE")
@@ -75,10 +85,10 @@ SYNC_INTERVAL_MINUTES = env_int("HUBMGR_SYNC_INTERVAL_MINUTES", 60)
 REGISTRY_TIMEOUT = env_int("HUBMGR_REGISTRY_TIMEOUT", 30)
 DELETE_CONCURRENCY = env_int("HUBMGR_DELETE_CONCURRENCY", 8)
 DELETE_DEADLINE_HOURS = env_int("HUBMGR_DELETE_DEADLINE_HOURS", 24)
-DELETE_RETRY_BASE_SECONDS = env_int("HUBMGR_DELETE_RETRY_BASE_SECONDS", 2)
-DELETE_RETRY_MAX_SECONDS = env_int("HUBMGR_DELETE_RETRY_MAX_SECONDS", 600)
+DELETE_RETRY_BASE_SECONDS = env_float("HUBMGR_DELETE_RETRY_BASE_SECONDS", 2.0)
+DELETE_RETRY_MAX_SECONDS = env_float("HUBMGR_DELETE_RETRY_MAX_SECONDS", 600.0)
 # A worker that has held an item this long without finishing is presumed dead.
-DELETE_CLAIM_SECONDS = env_int("HUBMGR_DELETE_CLAIM_SECONDS", 120)
+DELETE_CLAIM_SECONDS = env_float("HUBMGR_DELETE_CLAIM_SECONDS", 120.0)
 
 INSTALLED_APPS = [
     "django.contrib.admin",

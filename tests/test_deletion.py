@@ -1,0 +1,146 @@
+"""Deletion jobs against the real registry: exact reclaim after its own garbage collector,
+re-checks before each DELETE, and the registry's refusals."""
+
+import pytest
+
+from hubmgr import devstack
+from hubmgr.deletion import jobs
+from hubmgr.deletion.graph import load_graph
+from hubmgr.deletion.models import DeletionItem, DeletionJob
+from hubmgr.deletion.planner import plan
+from hubmgr.inventory.models import Manifest, Tag
+from hubmgr.inventory.registries import client_for, default_registry
+from hubmgr.registry.client import RegistryClient
+
+from .helpers import image, repo, sync
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def run(repo_name, digests, wait=True):
+    r = repo(repo_name)
+    graph, selected = load_graph(r, digests)
+    p = plan(graph, selected)
+    job = jobs.create_job(r, p)
+    client = client_for(default_registry())
+    jobs.process_job(job.pk, client, wait=wait)
+    job.refresh_from_db()
+    return p, job
+
+
+def push_world(client):
+    """Two repositories sharing a base layer; indexes sharing a child; tagged and untagged
+    images."""
+    base = devstack.make_layer("base", 20_000)
+    c1 = devstack.push_image(client, "gc/app", [base, devstack.make_layer("c1", 3000)])
+    c2 = devstack.push_image(client, "gc/app", [base, devstack.make_layer("c2", 4000)],
+                             platform="linux/arm64")
+    c3 = devstack.push_image(client, "gc/app", [base, devstack.make_layer("c3", 5000)],
+                             platform="linux/s390x")
+    att = devstack.push_image(client, "gc/app", [devstack.make_layer("sbom", 700)],
+                              platform="unknown/unknown")
+    att["annotations"] = {"vnd.docker.reference.type": "attestation-manifest",
+                          "vnd.docker.reference.digest": c1["digest"]}
+    i = devstack.push_index(client, "gc/app", [c1, c2, att], tag="1.0")
+    j = devstack.push_index(client, "gc/app", [c2, c3], tag="2.0")
+    solo = image(client, "gc/app", tag="solo", seed="solo")
+    loose = image(client, "gc/app", seed="loose")
+    other = devstack.push_image(client, "gc/other", [base, devstack.make_layer("o", 900)],
+                                tag="x")
+    return {"i": i, "j": j, "c1": c1["digest"], "c2": c2["digest"], "c3": c3["digest"],
+            "att": att["digest"], "solo": solo["digest"], "loose": loose["digest"],
+            "other": other["digest"]}
+
+
+def test_garbage_collection_frees_exactly_the_reclaim_estimate(registry, registry_client):
+    d = push_world(registry_client)
+    sync()
+    Manifest.objects.create(repository=repo("gc/app"), digest=d["loose"])  # from a push event
+    sync()
+    p, job = run("gc/app", [d["i"], d["loose"]])
+    assert {n.digest for n, _ in p.items} == {d["i"], d["c1"], d["att"], d["loose"]}
+    assert dict(p.kept)[("gc/app", d["c2"])].startswith("also referenced by index")
+    assert job.status == DeletionJob.DONE and job.reclaim_bytes == p.reclaim_bytes > 0
+    assert set(job.items.values_list("status", flat=True)) == {DeletionItem.DONE}
+
+    for digest in (d["i"], d["c1"], d["att"], d["loose"]):
+        assert registry_client.head_manifest("gc/app", digest) is None
+        assert not Manifest.objects.filter(digest=digest).exists()
+    for digest in (d["j"], d["c2"], d["c3"], d["solo"]):
+        assert registry_client.head_manifest("gc/app", digest) == digest
+    assert registry_client.head_manifest("gc/other", d["other"]) == d["other"]
+
+    registry.stop()  # the collector runs offline
+    before = devstack.blob_bytes(registry.root)
+    devstack.garbage_collect(registry.config_path)
+    assert before - devstack.blob_bytes(registry.root) == p.reclaim_bytes
+
+
+def test_deleting_the_last_index_frees_its_shared_child_too(registry, registry_client):
+    d = push_world(registry_client)
+    sync()
+    p, job = run("gc/app", [d["i"], d["j"]])
+    assert {n.digest for n, _ in p.items} == {d["i"], d["j"], d["c1"], d["c2"], d["c3"],
+                                              d["att"]}
+    registry.stop()
+    before = devstack.blob_bytes(registry.root)
+    devstack.garbage_collect(registry.config_path)
+    assert before - devstack.blob_bytes(registry.root) == p.reclaim_bytes
+
+
+def test_a_tag_added_after_the_preview_keeps_the_item(registry, registry_client):
+    d = push_world(registry_client)
+    sync()
+    r = repo("gc/app")
+    graph, selected = load_graph(r, [d["i"]])
+    job = jobs.create_job(r, plan(graph, selected))
+    child = Manifest.objects.get(repository=r, digest=d["c1"])
+    Tag.objects.create(repository=r, name="pinned", manifest=child)  # as a push event would
+    jobs.process_job(job.pk, client_for(default_registry()), wait=True)
+    item = job.items.get(digest=d["c1"])
+    assert item.status == DeletionItem.SKIPPED
+    assert item.last_error == "tagged since the preview: pinned"
+    assert registry_client.head_manifest("gc/app", d["c1"]) == d["c1"]
+    job.refresh_from_db()
+    assert job.status == DeletionJob.PARTIAL
+
+
+def test_a_child_whose_index_failed_is_not_deleted(registry, registry_client, settings):
+    d = push_world(registry_client)
+    sync()
+    r = repo("gc/app")
+    graph, selected = load_graph(r, [d["i"]])
+    job = jobs.create_job(r, plan(graph, selected))
+    job.items.filter(digest=d["i"]).update(status=DeletionItem.FAILED, last_error="x")
+    jobs.process_job(job.pk, client_for(default_registry()), wait=True)
+    assert set(job.items.exclude(digest=d["i"]).values_list("status", flat=True)) == {
+        DeletionItem.SKIPPED}
+    assert registry_client.head_manifest("gc/app", d["c1"]) == d["c1"]
+
+
+def test_a_registry_with_deletion_disabled_fails_the_item_with_the_reason(tmp_path, settings):
+    service = devstack.start_registry(tmp_path / "nodelete", delete=False)
+    try:
+        settings.REGISTRY_URL = service.url
+        desc = image(RegistryClient(service.url), "nd/app", tag="t")
+        sync()
+        _, job = run("nd/app", [desc["digest"]])
+        item = job.items.get()
+        assert item.status == DeletionItem.FAILED and item.attempts == 1
+        assert item.last_error == "the registry has deletion disabled (storage.delete.enabled)"
+        assert job.status == DeletionJob.FAILED
+        assert Manifest.objects.filter(digest=desc["digest"]).exists()
+    finally:
+        service.stop()
+
+
+def test_credentials_that_may_not_delete_fail_the_item(basic_registry, settings):
+    settings.REGISTRY_URL = basic_registry.url
+    settings.REGISTRY_USERNAME, settings.REGISTRY_PASSWORD = "robot", "s3cret"
+    desc = image(RegistryClient(basic_registry.url, "robot", "s3cret"), "cred/app", tag="t")
+    sync()
+    settings.REGISTRY_PASSWORD = "wrong"
+    _, job = run("cred/app", [desc["digest"]])
+    item = job.items.get()
+    assert item.status == DeletionItem.FAILED
+    assert item.last_error.startswith("the registry credentials may not delete")

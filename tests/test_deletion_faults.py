@@ -1,0 +1,145 @@
+"""Deletion through a fault-injecting proxy in front of the real registry, with real Celery
+workers on Redis: timeouts, resets, 503 and 429 are retried until done; a worker killed
+mid-job leaves nothing stuck."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from hubmgr.deletion import jobs, tasks
+from hubmgr.deletion.graph import load_graph
+from hubmgr.deletion.models import DeletionItem, DeletionJob
+from hubmgr.deletion.planner import plan
+
+from .helpers import image, multiarch, repo, sync
+
+pytestmark = pytest.mark.django_db(transaction=True)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_job(repo_name, digests):
+    r = repo(repo_name)
+    graph, selected = load_graph(r, digests)
+    return jobs.create_job(r, plan(graph, selected))
+
+
+def wait_finished(job, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job.refresh_from_db()
+        if job.status in DeletionJob.FINISHED:
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job still {job.status}: "
+                         f"{list(job.items.values_list('digest', 'status', 'last_error'))}")
+
+
+def test_transient_failures_are_retried_until_every_item_is_done(
+        fault_proxy, registry_client, celery_worker, settings):
+    settings.DELETE_RETRY_BASE_SECONDS, settings.DELETE_RETRY_MAX_SECONDS = 0.1, 0.4
+    settings.REGISTRY_TIMEOUT = 1
+    index, kids = multiarch(registry_client, "faults/app", tag="1.0")
+    images = [image(registry_client, "faults/app", tag=f"t{n}", seed=f"f{n}")["digest"]
+              for n in range(4)]
+    sync()
+    fault_proxy.add("DELETE", r"/manifests/", "status", 503, times=2)
+    fault_proxy.add("DELETE", r"/manifests/", "status", 429, times=1)
+    fault_proxy.add("DELETE", r"/manifests/", "reset", times=1)
+    fault_proxy.add("DELETE", r"/manifests/", "delay", 1.5, times=1)
+    job = make_job("faults/app", [index] + images)
+    tasks.run_job.delay(job.pk)
+    job = wait_finished(job)
+    assert job.status == DeletionJob.DONE
+    items = list(job.items.all())
+    assert len(items) == 7 and {i.status for i in items} == {DeletionItem.DONE}
+    assert sum(i.attempts for i in items) >= 7 + 4
+    for digest in [index] + images + [k["digest"] for k in kids]:
+        assert registry_client.head_manifest("faults/app", digest) is None
+
+
+def test_a_job_shows_retrying_with_the_last_error_while_the_registry_fails(
+        fault_proxy, registry_client, settings):
+    settings.DELETE_RETRY_BASE_SECONDS = 30
+    digest = image(registry_client, "faults/slow", tag="t")["digest"]
+    sync()
+    fault_proxy.add("DELETE", r"/manifests/", "status", 503)
+    job = make_job("faults/slow", [digest])
+    status = jobs.process_job(job.pk, _client())
+    item = job.items.get()
+    assert status == DeletionJob.RETRYING and item.status == DeletionItem.RETRYING
+    assert "HTTP 503" in item.last_error and item.next_attempt_at is not None
+
+
+def test_a_job_past_its_deadline_fails_the_item_with_the_reason(
+        fault_proxy, registry_client, settings):
+    settings.DELETE_DEADLINE_HOURS = 0
+    digest = image(registry_client, "faults/late", tag="t")["digest"]
+    sync()
+    fault_proxy.add("DELETE", r"/manifests/", "status", 503)
+    job = make_job("faults/late", [digest])
+    assert jobs.process_job(job.pk, _client()) == DeletionJob.FAILED
+    assert job.items.get().last_error.startswith("gave up after 1 attempts at the deadline")
+
+
+def _client():
+    from hubmgr.inventory.registries import client_for, default_registry
+
+    return client_for(default_registry())
+
+
+def start_worker(tmp_path, registry_url, redis_url, name):
+    env = dict(os.environ,
+               DJANGO_SETTINGS_MODULE="hubmgr.settings",
+               HUBMGR_DATABASE_URL=f"sqlite:///{connection.settings_dict['NAME']}",
+               HUBMGR_DATA_DIR=str(tmp_path), HUBMGR_REDIS_URL=redis_url,
+               HUBMGR_REGISTRY_URL=registry_url, HUBMGR_DELETE_CONCURRENCY="1",
+               HUBMGR_DELETE_CLAIM_SECONDS="2", HUBMGR_DELETE_RETRY_BASE_SECONDS="0.1")
+    log = open(tmp_path / f"{name}.log", "wb")
+    return subprocess.Popen([sys.executable, "-m", "celery", "-A", "hubmgr", "worker",
+                             "--pool", "solo", "--loglevel", "info", "-n", f"{name}@%h"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def test_a_worker_killed_mid_job_leaves_nothing_stuck(
+        fault_proxy, registry_client, redis_url, tmp_path, settings):
+    digests = [image(registry_client, "faults/kill", tag=f"t{n}", seed=f"k{n}")["digest"]
+               for n in range(6)]
+    sync()
+    fault_proxy.add("DELETE", r"/manifests/", "delay", 0.8)
+    job = make_job("faults/kill", digests)
+    first = start_worker(tmp_path, fault_proxy.url, redis_url, "first")
+    try:
+        tasks.run_job.delay(job.pk)
+        deadline = time.monotonic() + 60
+        while not job.items.filter(status=DeletionItem.DONE).exists():
+            assert time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-3000:]
+            time.sleep(0.05)
+        while not job.items.filter(status=DeletionItem.RUNNING).exists():
+            time.sleep(0.02)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    finally:
+        if first.poll() is None:
+            first.kill()
+    job.refresh_from_db()
+    assert job.status not in DeletionJob.FINISHED
+    assert job.items.filter(status=DeletionItem.RUNNING).exists()  # orphaned claim
+
+    second = start_worker(tmp_path, fault_proxy.url, redis_url, "second")
+    try:
+        time.sleep(2.1)  # the claim expires
+        tasks.sweep()  # what Celery beat runs every minute
+        job = wait_finished(job)
+    finally:
+        second.terminate()
+        second.wait(20)
+    assert job.status == DeletionJob.DONE
+    assert {i.status for i in job.items.all()} == {DeletionItem.DONE}
+    for digest in digests:
+        assert registry_client.head_manifest("faults/kill", digest) is None
