@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from hubmgr.web import api, hooks, views
+from hubmgr.web import api, deletions, hooks, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -13,8 +13,18 @@ urlpatterns = [
     # Repository names contain slashes; "/-/" cannot occur in one, so it separates sub-pages.
     path("repositories/<path:name>/-/children/<str:digest>", views.index_children,
          name="index-children"),
+    path("repositories/<path:name>/-/preview", deletions.preview, name="deletion-preview"),
+    path("repositories/<path:name>/-/delete", deletions.delete, name="deletion-start"),
     path("repositories/<path:name>", views.repository, name="repository"),
+    path("jobs/", deletions.job_list, name="jobs"),
+    path("jobs/<int:job_id>", deletions.job_detail, name="job-detail"),
+    path("jobs/<int:job_id>/progress", deletions.progress, name="job-progress"),
     path("hooks/registry", hooks.registry_hook, name="registry-hook"),
     path("api/v1/repositories", api.repositories, name="api-repositories"),
     path("api/v1/repositories/<path:name>/images", api.images, name="api-images"),
+    path("api/v1/repositories/<path:name>/deletions/preview", api.deletion_preview,
+         name="api-deletion-preview"),
+    path("api/v1/repositories/<path:name>/deletions", api.deletion_start,
+         name="api-deletion-start"),
+    path("api/v1/deletions/<int:job_id>", api.deletion_status, name="api-deletion"),
 ]

@@ -1,30 +1,69 @@
-// Selection count, select-page, expand/collapse of index rows, copy digest.
+// Selection (kept across pages in sessionStorage), select page / all matching, expand and
+// collapse of index rows, copy digest, the preview dialog and toasts.
 (function () {
-  function updateSelection() {
-    const boxes = document.querySelectorAll("input.select-item");
-    const checked = document.querySelectorAll("input.select-item:checked").length;
-    const count = document.getElementById("selected-count");
-    if (count) count.textContent = checked + " selected";
+  function form() { return document.getElementById("selection-form"); }
+  function storeKey() { return "hubmgr:selection:" + (form() ? form().dataset.repo : ""); }
+
+  function load() {
+    try { return JSON.parse(sessionStorage.getItem(storeKey())) || { digests: [] }; }
+    catch (e) { return { digests: [] }; }
+  }
+  function save(sel) { sessionStorage.setItem(storeKey(), JSON.stringify(sel)); render(sel); }
+
+  function render(sel) {
+    const f = form();
+    if (!f) return;
+    const inputs = document.getElementById("selection-inputs");
+    inputs.replaceChildren();
+    function hidden(name, value) {
+      const input = document.createElement("input");
+      input.type = "hidden"; input.name = name; input.value = value;
+      inputs.appendChild(input);
+    }
+    let count;
+    if (sel.all) {
+      hidden("all_matching", "1"); hidden("search", sel.all.search); hidden("filter", sel.all.filter);
+      count = sel.all.count;
+    } else {
+      sel.digests.forEach(function (d) { hidden("digest", d); });
+      count = sel.digests.length;
+    }
+    document.getElementById("selected-count").textContent =
+      (sel.all ? "All " + count + " matching" : count) + " selected";
     const button = document.getElementById("preview-delete");
-    if (button) button.disabled = checked === 0;
+    button.disabled = count === 0 || button.hasAttribute("data-no-permission");
+    document.getElementById("clear-selection").hidden = count === 0;
+    const chosen = new Set(sel.digests);
+    const boxes = document.querySelectorAll("input.select-item");
+    boxes.forEach(function (box) { box.checked = !!sel.all || chosen.has(box.value); });
+    const checked = document.querySelectorAll("input.select-item:checked").length;
     const page = document.getElementById("select-page");
     if (page) {
       page.checked = boxes.length > 0 && checked === boxes.length;
       page.indeterminate = checked > 0 && checked < boxes.length;
     }
     const all = document.getElementById("select-all-matching");
-    if (all) all.hidden = !(page && page.checked);
+    if (all) all.hidden = !(page && page.checked) || !!sel.all;
   }
 
   document.addEventListener("change", function (event) {
-    if (event.target.id === "select-page") {
-      document.querySelectorAll("input.select-item").forEach(function (box) {
-        box.checked = event.target.checked;
+    const target = event.target;
+    if (target.id !== "select-page" && !target.classList.contains("select-item")) return;
+    const sel = load();
+    if (sel.all) {  // leaving "all matching": keep what is visibly checked
+      sel.all = null;
+      sel.digests = [];
+      document.querySelectorAll("input.select-item").forEach(function (b) {
+        if (b !== target) sel.digests.push(b.value);
       });
     }
-    if (event.target.id === "select-page" || event.target.classList.contains("select-item")) {
-      updateSelection();
-    }
+    const set = new Set(sel.digests);
+    const boxes = target.id === "select-page" ? document.querySelectorAll("input.select-item") : [target];
+    boxes.forEach(function (box) {
+      if (target.checked) set.add(box.value); else set.delete(box.value);
+    });
+    sel.digests = Array.from(set);
+    save(sel);
   });
 
   document.addEventListener("click", function (event) {
@@ -35,6 +74,17 @@
         target.hidden = !target.hidden;
         expand.setAttribute("aria-expanded", String(!target.hidden));
       }
+      return;
+    }
+    if (event.target.id === "select-all-matching") {
+      const table = document.getElementById("image-table");
+      save({ digests: [], all: { search: table.dataset.search, filter: table.dataset.filter,
+                                 count: Number(event.target.dataset.count) } });
+      return;
+    }
+    if (event.target.id === "clear-selection") { save({ digests: [] }); return; }
+    if (event.target.closest(".modal-cancel")) {
+      document.getElementById("preview-dialog").close();
       return;
     }
     const copy = event.target.closest("button.copy");
@@ -48,7 +98,9 @@
 
   document.addEventListener("htmx:afterSwap", function (event) {
     const target = event.detail.target;
-    if (target && target.id === "image-table") updateSelection();
+    if (!target) return;
+    if (target.id === "image-table" || target.closest && target.closest("#image-table")) render(load());
+    if (target.id === "preview-content") document.getElementById("preview-dialog").showModal();
   });
   document.addEventListener("htmx:load", function (event) {
     const el = event.detail.elt;
@@ -57,6 +109,32 @@
       const button = document.querySelector('button.expand[aria-controls="' + el.id + '"]');
       if (button) button.setAttribute("aria-expanded", "true");
     }
+    if (el && el.id === "image-table") render(load());
   });
-  document.addEventListener("DOMContentLoaded", updateSelection);
+  document.addEventListener("htmx:responseError", function (event) {
+    const xhr = event.detail.xhr;
+    let message = "The request failed (HTTP " + xhr.status + ").";
+    try {
+      const doc = new DOMParser().parseFromString(xhr.responseText, "text/html");
+      const alert = doc.querySelector("[role=alert]");
+      if (alert) message = alert.textContent.trim();
+    } catch (e) { /* keep the generic message */ }
+    toast(message, true);
+  });
+  function toast(text, error) {
+    const el = document.createElement("div");
+    el.className = "toast floating" + (error ? " error" : "");
+    el.setAttribute("role", "alert");
+    el.textContent = text;
+    document.body.appendChild(el);
+    setTimeout(function () { el.remove(); }, 8000);
+  }
+  document.addEventListener("DOMContentLoaded", function () {
+    render(load());
+    document.body.addEventListener("hubmgr:job-started", function () {
+      const dialog = document.getElementById("preview-dialog");
+      if (dialog && dialog.open) dialog.close();
+      save({ digests: [] });
+    });
+  });
 })();

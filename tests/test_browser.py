@@ -6,8 +6,13 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+
+from hubmgr.deletion.graph import load_graph
+from hubmgr.deletion.planner import plan
 
 from .factories import digest, sample_repo
+from .helpers import image, multiarch, repo, sync
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
@@ -29,19 +34,33 @@ def browser():
         browser.close()
 
 
-@pytest.fixture
-def page(browser, live_server, transactional_db):
-    get_user_model().objects.create_user("alice", password="pw-alice-123")
+def login(browser, live_server, username, permissions=()):
+    user = get_user_model().objects.create_user(username, password=f"pw-{username}-123")
+    for codename in permissions:
+        user.user_permissions.add(Permission.objects.get(codename=codename))
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
-    page.set_default_timeout(10_000)
+    page.set_default_timeout(15_000)
     page.goto(f"{live_server.url}/repositories/")
-    page.fill("#id_username", "alice")
-    page.fill("#id_password", "pw-alice-123")
+    page.fill("#id_username", username)
+    page.fill("#id_password", f"pw-{username}-123")
     page.click("button[type=submit]")
     page.wait_for_url("**/repositories/")
+    return page
+
+
+@pytest.fixture
+def page(browser, live_server, transactional_db):
+    page = login(browser, live_server, "alice")
     yield page
-    context.close()
+    page.context.close()
+
+
+@pytest.fixture
+def maintainer_page(browser, live_server, transactional_db):
+    page = login(browser, live_server, "maria", ["delete_images"])
+    yield page
+    page.context.close()
 
 
 def digests(page):
@@ -96,10 +115,40 @@ def test_search_filter_sort_and_expand_on_the_real_page(page, live_server):
     assert page.get_attribute("button.expand", "aria-expanded") == "false"
     assert page.locator(f"#children-{index.id}").is_hidden()
 
-    # Selecting enables "Preview and delete".
+    # A viewer can select, but "Preview and delete" stays disabled and says why.
     assert page.is_disabled("#preview-delete")
     page.check("input.select-item")
     assert page.inner_text("#selected-count") == "1 selected"
-    assert page.is_enabled("#preview-delete")
+    assert page.is_disabled("#preview-delete")
+    assert "may browse but not delete" in page.get_attribute("#preview-delete", "title")
     OUTPUT.mkdir(exist_ok=True)
     page.screenshot(path=str(OUTPUT / "image-management.png"), full_page=True)
+
+
+def test_select_an_index_preview_and_delete_forever(maintainer_page, live_server, registry,
+                                                   registry_client, celery_worker):
+    page = maintainer_page
+    index, kids = multiarch(registry_client, "web/app", tag="1.0")
+    keep = image(registry_client, "web/app", tag="keep", seed="keep")
+    sync()
+    page.goto(f"{live_server.url}/repositories/web/app")
+    assert len(digests(page)) == 2
+    page.check(f"tbody.item[data-digest='{index}'] input.select-item")
+    assert page.inner_text("#selected-count") == "1 selected"
+    page.click("#preview-delete")
+    page.wait_for_selector("dialog#preview-dialog[open]")
+    modal = page.inner_text("#preview-dialog")
+    assert "Selected (1)" in modal and "Also removed (not referenced elsewhere) (2)" in modal
+    reclaim = int(page.get_attribute("#reclaim-bytes", "data-bytes"))
+    graph, selected = load_graph(repo("web/app"), [index])
+    assert reclaim == plan(graph, selected).reclaim_bytes > 0
+    page.screenshot(path=str(OUTPUT / "preview-and-delete.png"))
+    page.click("#delete-forever")
+    page.wait_for_function("!document.getElementById('preview-dialog').open")
+    page.wait_for_selector(".job-panel .toast", timeout=30_000)
+    assert "3 of 3 finished" in page.inner_text(".job-panel")
+    page.wait_for_function("document.querySelectorAll('tbody.item').length === 1")
+    assert digests(page) == [keep["digest"]]
+    assert page.inner_text("#selected-count") == "0 selected"
+    for digest in [index] + [k["digest"] for k in kids]:
+        assert registry_client.head_manifest("web/app", digest) is None

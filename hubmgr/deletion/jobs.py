@@ -52,7 +52,7 @@ def create_job(repo, plan: Plan, user=None) -> DeletionJob:
     return job
 
 
-def process_job(job_id, client, concurrency=None, wait=False) -> str:
+def process_job(job_id, client, concurrency=None, wait=False, on_progress=None) -> str:
     """Work a job's ready items until none is left to do now.
 
     Returns the job status. With ``wait``, sleeps through retry back-offs until the job ends
@@ -71,6 +71,8 @@ def process_job(job_id, client, concurrency=None, wait=False) -> str:
                 done = [i for i in pool.map(lambda i: _run_item(job, i, client), ready) if i]
                 _forget(job, done)
                 update_status(job)
+                if on_progress:
+                    on_progress(job)
                 continue
             status = update_status(job)
             if status in DeletionJob.FINISHED or not wait:

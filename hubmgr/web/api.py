@@ -3,15 +3,21 @@
 from functools import wraps
 
 from django.contrib.auth.models import AnonymousUser
+import json
+
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, JsonResponse
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_POST
 
+from hubmgr.deletion import actions
 from hubmgr.inventory import queries
 from hubmgr.inventory.models import Repository
 from hubmgr.inventory.registries import default_registry
 
+from .deletions import MAX_SELECTION, get_job, require_delete_permission
 from .lookups import get_repository
 from .models import ApiToken, hash_token
 
@@ -36,6 +42,8 @@ def api_auth(view):
             return view(request, *args, **kwargs)
         except Http404 as exc:
             return JsonResponse({"error": str(exc)}, status=404)
+        except PermissionDenied as exc:
+            return JsonResponse({"error": str(exc) or "permission denied"}, status=403)
 
     return csrf_exempt(wrapper)
 
@@ -88,3 +96,49 @@ def images(request, name):
     kids = queries.children_of_many([r for r in page.rows if r.kind == "index"])
     return JsonResponse({"count": page.count, "page": page.number, "pages": page.pages,
                          "results": [item_json(r, kids.get(r.id)) for r in page.rows]})
+
+
+def _digests(request):
+    """The "digests" list of a JSON body, or a JsonResponse saying what is wrong."""
+    try:
+        body = json.loads(request.body or b"{}")
+    except ValueError:
+        return JsonResponse({"error": "the body must be JSON: {\"digests\": [...]}"}, status=400)
+    digests = body.get("digests") if isinstance(body, dict) else None
+    if not isinstance(digests, list) or not digests or \
+            not all(isinstance(d, str) and d.startswith("sha256:") for d in digests):
+        return JsonResponse({"error": "\"digests\" must be a non-empty list of sha256: "
+                                      "digests"}, status=400)
+    if len(digests) > MAX_SELECTION:
+        return JsonResponse({"error": f"at most {MAX_SELECTION} digests at once"}, status=400)
+    return list(dict.fromkeys(digests))
+
+
+@require_POST
+@api_auth
+def deletion_preview(request, name):
+    repo = get_repository(name)
+    require_delete_permission(request.user)
+    digests = _digests(request)
+    if isinstance(digests, JsonResponse):
+        return digests
+    return JsonResponse(actions.plan_data(actions.make_plan(repo, digests)))
+
+
+@require_POST
+@api_auth
+def deletion_start(request, name):
+    repo = get_repository(name)
+    require_delete_permission(request.user)
+    digests = _digests(request)
+    if isinstance(digests, JsonResponse):
+        return digests
+    job = actions.start(repo, digests, request.user)
+    return JsonResponse({"id": job.pk, "status_url": reverse("api-deletion", args=[job.pk])},
+                        status=202)
+
+
+@require_GET
+@api_auth
+def deletion_status(request, job_id):
+    return JsonResponse(actions.job_data(get_job(job_id)))

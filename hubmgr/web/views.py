@@ -6,10 +6,13 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
+from hubmgr.deletion import actions
+from hubmgr.deletion.models import DeletionJob
 from hubmgr.inventory import queries
 from hubmgr.inventory.models import Repository
 from hubmgr.inventory.registries import check_health, default_registry
 
+from .deletions import DELETE_PERMISSION
 from .lookups import get_manifest, get_repository
 from .present import present
 
@@ -42,6 +45,8 @@ def repository(request, name):
     if request.htmx and request.htmx.target == "image-table":
         return render(request, "inventory/repository.html#image-table", context)
     context["registry_error"] = check_health(repo.registry) if repo.registry.url else ""
+    context["can_delete"] = request.user.has_perm(DELETE_PERMISSION)
+    context["active_jobs"] = active_jobs(repo)
     return render(request, "inventory/repository.html", context)
 
 
@@ -53,6 +58,15 @@ def index_children(request, name, digest):
     return render(request, "inventory/repository.html#children", {
         "repo": repo, "index": index, "children": present(queries.children(index)),
         "stale_days": settings.STALE_DAYS})
+
+
+def active_jobs(repo):
+    """Unfinished deletion jobs of this repository, each with its progress, for the panel."""
+    jobs = list(DeletionJob.objects.filter(repository=repo)
+                .exclude(status__in=DeletionJob.FINISHED)[:5])
+    for job in jobs:
+        job.progress = actions.progress(job)
+    return jobs
 
 
 def _children_url(repo):

@@ -1,0 +1,100 @@
+"""Preview and delete, the progress panel, and the jobs pages."""
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from django.shortcuts import render
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import trigger_client_event
+
+from hubmgr.deletion import actions
+from hubmgr.deletion.graph import selection_digests
+from hubmgr.deletion.models import DeletionJob
+from hubmgr.deletion.planner import CHILD, SELECTED
+
+from .lookups import get_repository
+
+DELETE_PERMISSION = "deletion.delete_images"
+MAX_SELECTION = 50_000
+
+
+def require_delete_permission(user):
+    if not user.has_perm(DELETE_PERMISSION):
+        raise PermissionDenied("You may browse this registry but not delete from it. Ask an "
+                               "administrator to add you to the maintainers group.")
+
+
+def get_job(job_id) -> DeletionJob:
+    job = DeletionJob.objects.select_related("created_by").filter(pk=job_id).first()
+    if job is None:
+        raise Http404(f"There is no deletion job {job_id}.")
+    return job
+
+
+def _selection(request, repo):
+    data = request.POST
+    digests = selection_digests(repo, data.getlist("digest"), data.get("all_matching") == "1",
+                                data.get("search", ""), data.get("filter", ""))
+    return digests[:MAX_SELECTION]
+
+
+@require_POST
+@login_required
+def preview(request, name):
+    repo = get_repository(name)
+    require_delete_permission(request.user)
+    digests = _selection(request, repo)
+    plan = actions.make_plan(repo, digests) if digests else None
+    context = {"repo": repo, "plan": plan}
+    if plan:
+        context.update(
+            selected=[n for n, r in plan.items if r == SELECTED],
+            children=[n for n, r in plan.items if r == CHILD],
+            kept=[{"digest": key[1], "reason": reason} for key, reason in plan.kept],
+            digests=digests)
+    return render(request, "deletion/preview.html", context)
+
+
+@require_POST
+@login_required
+def delete(request, name):
+    repo = get_repository(name)
+    require_delete_permission(request.user)
+    digests = _selection(request, repo)
+    if not digests:
+        return render(request, "deletion/preview.html", {"repo": repo, "plan": None},
+                      status=400)
+    job = actions.start(repo, digests, request.user)
+    response = render(request, "deletion/progress.html",
+                      {"job": job, "progress": actions.progress(job)})
+    return trigger_client_event(response, "hubmgr:job-started", {"id": job.pk})
+
+
+@require_GET
+@login_required
+def progress(request, job_id):
+    job = get_job(job_id)
+    data = actions.progress(job)
+    response = render(request, "deletion/progress.html", {"job": job, "progress": data})
+    try:
+        seen = int(request.GET.get("seen", "0"))
+    except ValueError:
+        seen = 0
+    if data["done"] != seen:
+        trigger_client_event(response, "hubmgr:deleted", {"done": data["done"]})
+    return response
+
+
+@require_GET
+@login_required
+def job_list(request):
+    jobs = DeletionJob.objects.select_related("created_by")[:200]
+    return render(request, "deletion/jobs.html", {"jobs": jobs})
+
+
+@require_GET
+@login_required
+def job_detail(request, job_id):
+    job = get_job(job_id)
+    return render(request, "deletion/job.html", {"job": job, "items": job.items.all(),
+                                                 "progress": actions.progress(job)})
