@@ -144,3 +144,14 @@ def test_credentials_that_may_not_delete_fail_the_item(basic_registry, settings)
     item = job.items.get()
     assert item.status == DeletionItem.FAILED
     assert item.last_error.startswith("the registry credentials may not delete")
+
+
+def test_delete_command_runs_the_plan_and_waits(registry, registry_client, capsys):
+    d = push_world(registry_client)
+    sync()
+    from django.core.management import call_command
+
+    call_command("delete", "gc/app", "--search", "solo")
+    out = capsys.readouterr().out
+    assert "1 to delete" in out and "done: 1 deleted, 0 kept, 0 failed" in out
+    assert registry_client.head_manifest("gc/app", d["solo"]) is None

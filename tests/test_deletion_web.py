@@ -1,0 +1,145 @@
+"""Preview and delete over HTTP: the modal, permissions, the API and the `delete` command."""
+
+import json
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.core.management import CommandError, call_command
+
+from hubmgr.deletion.models import DeletionJob
+from hubmgr.web.models import ApiToken
+
+from .factories import digest, sample_repo
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def maintainer(django_user_model):
+    user = django_user_model.objects.create_user("maria", password="pw-maria-123")
+    user.user_permissions.add(Permission.objects.get(codename="delete_images"))
+    return user
+
+
+@pytest.fixture
+def maintainer_client(client, maintainer):
+    client.force_login(maintainer)
+    return client
+
+
+def test_the_modal_groups_selected_children_and_kept(maintainer_client):
+    repo, index, images, loose = sample_repo()
+    resp = maintainer_client.post("/repositories/team/app/-/preview",
+                                  {"digest": [index.digest, loose.digest]},
+                                  HTTP_HX_REQUEST="true")
+    html = resp.content.decode()
+    assert resp.status_code == 200
+    assert "Selected (2)" in html and "Also removed (not referenced elsewhere) (2)" in html
+    assert digest("amd")[7:19] in html and 'id="reclaim-bytes"' in html
+    assert html.count('name="digest"') == 2
+
+
+def test_select_all_matching_uses_the_search_and_filter(maintainer_client):
+    sample_repo()
+    resp = maintainer_client.post("/repositories/team/app/-/preview",
+                                  {"all_matching": "1", "filter": "image", "search": "1."})
+    assert "Selected (3)" in resp.content.decode()
+
+
+def test_a_viewer_may_not_preview_or_delete(logged_in):
+    repo, index, *_ = sample_repo()
+    for url in ("/repositories/team/app/-/preview", "/repositories/team/app/-/delete"):
+        resp = logged_in.post(url, {"digest": [index.digest]})
+        assert resp.status_code == 403 and "not delete" in resp.content.decode()
+    assert not DeletionJob.objects.exists()
+
+
+def test_preview_needs_post(maintainer_client):
+    sample_repo()
+    assert maintainer_client.get("/repositories/team/app/-/preview").status_code == 405
+
+
+def test_delete_creates_a_job_and_answers_the_progress_panel(maintainer_client, maintainer):
+    repo, index, images, loose = sample_repo()
+    resp = maintainer_client.post("/repositories/team/app/-/delete", {"digest": [loose.digest]})
+    assert resp.status_code == 200 and "hubmgr:job-started" in resp.headers["HX-Trigger"]
+    job = DeletionJob.objects.get()
+    assert job.created_by == maintainer and job.items.get().digest == loose.digest
+    assert f'id="job-{job.pk}"' in resp.content.decode()
+    page = maintainer_client.get(f"/jobs/{job.pk}/progress?seen=0")
+    assert page.status_code == 200 and "0 of 1 finished" in page.content.decode()
+    assert maintainer_client.get("/jobs/").status_code == 200
+    assert loose.digest[7:19] in maintainer_client.get(f"/jobs/{job.pk}").content.decode()
+    assert maintainer_client.get("/jobs/999").status_code == 404
+
+
+@pytest.fixture
+def token(maintainer):
+    return ApiToken.issue(maintainer)[1]
+
+
+def api(client, url, body, token):
+    return client.post(url, json.dumps(body), content_type="application/json",
+                       HTTP_AUTHORIZATION=f"Bearer {token}")
+
+
+def test_api_preview_answers_the_documented_shape(client, token):
+    repo, index, images, loose = sample_repo()
+    body = api(client, "/api/v1/repositories/team/app/deletions/preview",
+               {"digests": [index.digest, digest("amd")]}, token).json()
+    assert [(i["digest"], i["reason"]) for i in body["items"]] == [
+        (index.digest, "selected"), (digest("amd"), "selected"), (digest("arm"), "unreferenced_child")]
+    assert body["kept"] == [] and body["reclaim_bytes"] == 3000 + 4000
+    assert set(body["items"][0]) >= {"digest", "type", "tags", "size", "reason"}
+
+
+def test_api_delete_answers_202_and_a_status_url(client, token):
+    repo, index, images, loose = sample_repo()
+    resp = api(client, "/api/v1/repositories/team/app/deletions", {"digests": [loose.digest]},
+               token)
+    assert resp.status_code == 202
+    status = client.get(resp.json()["status_url"], HTTP_AUTHORIZATION=f"Bearer {token}").json()
+    assert status["status"] == "queued"
+    assert status["items"] == [{"digest": loose.digest, "type": "image", "tags": [], "size": 50,
+                                "reason": "selected", "status": "queued", "attempts": 0,
+                                "last_error": None}]
+
+
+@pytest.mark.parametrize("body", [None, {"digests": []}, {"digests": "x"}, {"digests": ["md5:1"]}])
+def test_api_rejects_a_malformed_body(client, token, body):
+    sample_repo()
+    raw = "not json" if body is None else json.dumps(body)
+    resp = client.post("/api/v1/repositories/team/app/deletions", raw,
+                       content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert resp.status_code == 400 and "digests" in resp.json()["error"]
+    assert not DeletionJob.objects.exists()
+
+
+def test_api_tokens_carry_their_users_permissions(client, user):
+    sample_repo()
+    viewer_token = ApiToken.issue(user)[1]
+    resp = api(client, "/api/v1/repositories/team/app/deletions", {"digests": [digest("loose")]},
+               viewer_token)
+    assert resp.status_code == 403 and "not delete" in resp.json()["error"]
+
+
+def test_api_unknown_job_is_a_json_404(client, token):
+    resp = client.get("/api/v1/deletions/42", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert resp.status_code == 404 and "no deletion job 42" in resp.json()["error"]
+
+
+def test_delete_command_dry_run_prints_the_plan(capsys):
+    repo, index, images, loose = sample_repo()
+    call_command("delete", "team/app", "--digest", index.digest, "--dry-run")
+    out = capsys.readouterr().out
+    assert out.count("delete  sha256:") == 3 and "unreferenced child" in out
+    assert "storage to reclaim: 7.0 kB (7000 bytes)" in out
+    assert not DeletionJob.objects.exists()
+
+
+def test_delete_command_needs_a_selection_and_a_known_repository():
+    sample_repo()
+    with pytest.raises(CommandError, match="Name what to delete"):
+        call_command("delete", "team/app")
+    with pytest.raises(CommandError, match="No repository 'nope'"):
+        call_command("delete", "nope", "--filter", "untagged")
