@@ -55,7 +55,8 @@ def build_inventory(n):
 
     from django.utils import timezone
 
-    from hubmgr.inventory.models import IndexChild, Manifest, Repository, Tag
+    from hubmgr.inventory.models import (
+        Blob, IndexChild, Manifest, ManifestBlob, Repository, Tag)
     from hubmgr.inventory.registries import default_registry
     from hubmgr.inventory.store import refresh_counts
 
@@ -85,10 +86,53 @@ def build_inventory(n):
     IndexChild.objects.bulk_create(links, batch_size=2000)
     Tag.objects.bulk_create([Tag(repository=repo, name=m.tags_text, manifest_id=ids[m.digest])
                              for m in rows if m.tags_text], batch_size=2000)
+    # Every image: its own config and one of 500 shared base layers.
+    registry = repo.registry
+    Blob.objects.bulk_create([Blob(registry=registry, digest=f"sha256:b{n:063x}", size=1000 + n)
+                              for n in range(500)], batch_size=2000)
+    Blob.objects.bulk_create([Blob(registry=registry, digest=f"sha256:c{i:063x}", size=i % 5000)
+                              for i in range(n_index, n)], batch_size=2000)
+    blob_ids = dict(Blob.objects.filter(registry=registry).values_list("digest", "id"))
+    links = []
+    for i in range(n_index, n):
+        mid = ids[f"sha256:{i:064x}"]
+        links.append(ManifestBlob(manifest_id=mid, blob_id=blob_ids[f"sha256:c{i:063x}"]))
+        links.append(ManifestBlob(manifest_id=mid, blob_id=blob_ids[f"sha256:b{i % 500:063x}"]))
+    ManifestBlob.objects.bulk_create(links, batch_size=2000)
     refresh_counts(repo)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
     return repo
+
+
+def bench_plan():
+    """The deletion plan for 10,000 selected items of the 100,000-manifest repository."""
+    from hubmgr.deletion.graph import load_graph
+    from hubmgr.deletion.planner import plan
+    from hubmgr.inventory.models import Manifest, Repository
+
+    repo = Repository.objects.get(name="bench/big")
+    n_index = MANIFESTS // 10
+    # 1,000 indexes (each taking its two children) and 9,000 top-level images.
+    chosen = [f"sha256:{i:064x}" for i in range(0, n_index, 10)]
+    top_images = Manifest.objects.filter(repository=repo, kind="image", is_top_level=True) \
+        .order_by("id").values_list("digest", flat=True)[:10_000 - len(chosen)]
+    chosen += list(top_images)
+    load_ms, plan_ms = [], []
+    for _ in range(5):
+        started = time.perf_counter()
+        graph, selected = load_graph(repo, chosen)
+        loaded = time.perf_counter()
+        result = plan(graph, selected)
+        load_ms.append((loaded - started) * 1000)
+        plan_ms.append((time.perf_counter() - loaded) * 1000)
+    total = [a + b for a, b in zip(load_ms, plan_ms)]
+    print(f"\nDeletion plan for {len(chosen):,} selected items in a {MANIFESTS:,}-manifest "
+          f"repository ({len(result.items):,} to delete, {len(result.kept):,} kept), 5 runs:")
+    print(f"  planner alone     median {statistics.median(plan_ms):7.1f} ms   "
+          f"max {max(plan_ms):7.1f} ms")
+    print(f"  load + plan       median {statistics.median(total):7.1f} ms   "
+          f"max {max(total):7.1f} ms")
 
 
 def time_requests(client, url, headers):
@@ -202,8 +246,59 @@ def bench_sync():
         print(f"  first sync             {rate:8.0f} tags/s  ({elapsed:.1f} s, ratio "
               f"{rate / raw:.2f} to raw GETs; each new tag also needs its image config)")
         print(f"  second sync (no change){again:8.0f} tags/s  (ratio {again / raw:.2f})")
+        bench_delete(service, pusher, base)
     finally:
         service.stop()
+
+
+def bench_delete(service, pusher, base, count=1000):
+    """Deletion throughput of a job against raw DELETE calls, same concurrency."""
+    import requests
+
+    from hubmgr.deletion import actions, jobs
+    from hubmgr.inventory.models import Repository
+    from hubmgr.inventory.registries import client_for, default_registry
+    from hubmgr.inventory.sync import sync_registry
+
+    def push_many(repo):
+        with ThreadPoolExecutor(CONCURRENCY) as pool:
+            return list(pool.map(lambda i: devstack_push(pusher, repo, base, i), range(count)))
+
+    raw_digests = push_many("bench/raw-delete")
+    session = requests.Session()
+    session.mount("http://", requests.adapters.HTTPAdapter(pool_maxsize=CONCURRENCY))
+
+    def raw_delete(digest):
+        session.delete(f"{service.url}/v2/bench/raw-delete/manifests/{digest}",
+                       timeout=30).raise_for_status()
+
+    with ThreadPoolExecutor(CONCURRENCY) as pool:
+        started = time.perf_counter()
+        list(pool.map(raw_delete, raw_digests))
+    raw = count / (time.perf_counter() - started)
+
+    job_digests = push_many("bench/job-delete")
+    registry = default_registry()
+    client = client_for(registry, pool_size=CONCURRENCY)
+    sync_registry(registry, client, "bench/job-delete", concurrency=CONCURRENCY)
+    repo = Repository.objects.get(name="bench/job-delete")
+    plan = actions.make_plan(repo, job_digests)
+    job = jobs.create_job(repo, plan)
+    started = time.perf_counter()
+    status = jobs.process_job(job.pk, client, concurrency=CONCURRENCY, wait=True)
+    rate = count / (time.perf_counter() - started)
+    assert status == "done", status
+    print(f"Deletion of {count:,} manifests, concurrency {CONCURRENCY}:")
+    print(f"  raw DELETE calls       {raw:8.0f} /s")
+    print(f"  deletion job           {rate:8.0f} /s  (ratio {rate / raw:.2f}; claim, re-check, "
+          "DELETE, record and inventory update per item)")
+
+
+def devstack_push(pusher, repo, base, i):
+    from hubmgr import devstack
+
+    return devstack.push_image(pusher, repo, [base, devstack.make_layer(f"{repo}{i}", 200)],
+                               label=f"{repo}{i}")["digest"]
 
 
 if __name__ == "__main__":
@@ -213,7 +308,8 @@ if __name__ == "__main__":
     try:
         if only in ("", "table"):
             bench_table()
-        if only in ("", "sync"):
+            bench_plan()
+        if only in ("", "sync", "delete"):
             bench_sync()
     finally:
         shutil.rmtree(WORK, ignore_errors=True)

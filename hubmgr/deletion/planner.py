@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 SELECTED, CHILD = "selected", "unreferenced_child"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Node:
     """One manifest in one repository."""
 
@@ -40,15 +40,20 @@ class Node:
 
 @dataclass
 class Graph:
-    """Manifests of one registry, as much of it as the plan can touch.
+    """The part of a registry's inventory a plan can touch.
 
-    ``nodes`` must hold the selected manifests, their children, every index that references any
-    of them, and every manifest (any repository) that shares a blob or digest with them.
-    ``blob_sizes`` maps blob digest to size.
+    ``nodes`` holds the selected manifests, their children, and every index that references
+    any of them (with its children). ``blob_sizes`` maps blob digest to size.
+    ``blob_refs`` counts, registry-wide, the manifests that reference each blob of those nodes,
+    and ``digest_refs`` the manifest rows (any repository) with each of their digests: a blob
+    or manifest is freed when every reference to it is going. Left empty, both are counted from
+    ``nodes``, which is then taken to be the whole registry (as in tests).
     """
 
     nodes: dict
     blob_sizes: dict
+    blob_refs: dict = field(default_factory=dict)
+    digest_refs: dict = field(default_factory=dict)
     parents: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -56,6 +61,11 @@ class Graph:
             for node in self.nodes.values():
                 for child in node.children:
                     self.parents.setdefault(child, set()).add(node.key)
+        if not self.blob_refs and not self.digest_refs:
+            for node in self.nodes.values():
+                self.digest_refs[node.digest] = self.digest_refs.get(node.digest, 0) + 1
+                for blob in node.blobs:
+                    self.blob_refs[blob] = self.blob_refs.get(blob, 0) + 1
 
 
 @dataclass
@@ -162,23 +172,20 @@ def _delete_order(graph, going):
 
 
 def reclaim(graph: Graph, going: set) -> int:
-    """Bytes of blobs that no remaining manifest references once ``going`` is deleted."""
-    remaining = [n for k, n in graph.nodes.items() if k not in going]
-    still_blobs = set()
-    still_manifests = set()
-    for node in remaining:
-        still_blobs |= node.blobs
-        still_manifests.add(node.digest)
-        still_manifests.update(c[1] for c in node.children)
-    freed = 0
-    counted = set()
+    """Bytes of blobs that no remaining manifest references once ``going`` is deleted.
+
+    A remaining index's children never go (the plan keeps them), so a manifest's own blob is
+    freed exactly when every row with its digest goes.
+    """
+    going_digests, going_blobs = {}, {}
+    sizes = {}
     for key in going:
         node = graph.nodes[key]
-        if node.digest not in still_manifests and node.digest not in counted:
-            counted.add(node.digest)
-            freed += node.manifest_size
+        going_digests[node.digest] = going_digests.get(node.digest, 0) + 1
+        sizes[node.digest] = node.manifest_size
         for blob in node.blobs:
-            if blob not in still_blobs and blob not in counted:
-                counted.add(blob)
-                freed += graph.blob_sizes.get(blob, 0)
+            going_blobs[blob] = going_blobs.get(blob, 0) + 1
+    freed = sum(sizes[d] for d, n in going_digests.items() if n >= graph.digest_refs.get(d, 0))
+    freed += sum(graph.blob_sizes.get(b, 0) for b, n in going_blobs.items()
+                 if n >= graph.blob_refs.get(b, 0))
     return freed
