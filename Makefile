@@ -30,7 +30,7 @@ run: system-deps install
 	$(PY) manage.py launch
 
 test: system-deps-test install-dev
-	$(PY) -m pytest
+	bash scripts/test.sh
 
 bench: system-deps install-dev
 	$(PY) bench/run.py

@@ -9,6 +9,7 @@ have redis-server || need+=(redis-server)
 if [ "${1:-run}" = test ]; then
   have skopeo || need+=(skopeo)
   have chromium || need+=(chromium)
+  have docker-compose || need+=(docker-compose)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then

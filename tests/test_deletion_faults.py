@@ -93,10 +93,19 @@ def _client():
     return client_for(default_registry())
 
 
+def database_url():
+    """The test database, as a URL another process can open."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{auth}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
 def start_worker(tmp_path, registry_url, redis_url, name):
     env = dict(os.environ,
                DJANGO_SETTINGS_MODULE="hubmgr.settings",
-               HUBMGR_DATABASE_URL=f"sqlite:///{connection.settings_dict['NAME']}",
+               HUBMGR_DATABASE_URL=database_url(),
                HUBMGR_DATA_DIR=str(tmp_path), HUBMGR_REDIS_URL=redis_url,
                HUBMGR_REGISTRY_URL=registry_url, HUBMGR_DELETE_CONCURRENCY="1",
                HUBMGR_DELETE_CLAIM_SECONDS="2", HUBMGR_DELETE_RETRY_BASE_SECONDS="0.1")

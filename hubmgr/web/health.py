@@ -1,0 +1,44 @@
+"""GET /healthz: 200 only when the database, the broker and the registry all answer."""
+
+from django.db import connection
+from django.http import JsonResponse
+from django.views.decorators.http import require_GET
+
+from hubmgr import celery_app
+from hubmgr.inventory.registries import client_for, default_registry
+from hubmgr.registry.errors import RegistryError
+
+
+def _database():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+def _broker():
+    with celery_app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=2)
+
+
+def _registry():
+    client = client_for(default_registry(), pool_size=1)
+    client.timeout = (2, 3)
+    try:
+        client.ping()
+    finally:
+        client.close()
+
+
+@require_GET
+def healthz(request):
+    checks = {}
+    for name, check in (("database", _database), ("broker", _broker), ("registry", _registry)):
+        try:
+            check()
+            checks[name] = "ok"
+        except RegistryError as exc:
+            checks[name] = str(exc)
+        except Exception as exc:  # noqa: BLE001 - a health check reports any failure
+            checks[name] = f"{type(exc).__name__}: {exc}"
+    healthy = all(v == "ok" for v in checks.values())
+    return JsonResponse({"status": "ok" if healthy else "failing", **checks},
+                        status=200 if healthy else 503)
