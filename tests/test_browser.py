@@ -152,3 +152,54 @@ def test_select_an_index_preview_and_delete_forever(maintainer_page, live_server
     assert page.inner_text("#selected-count") == "0 selected"
     for digest in [index] + [k["digest"] for k in kids]:
         assert registry_client.head_manifest("web/app", digest) is None
+
+
+LABELLED = """() => Array.from(document.querySelectorAll('input:not([type=hidden]), select, button, a'))
+  .filter(el => el.offsetParent !== null || el.closest('dialog[open]'))
+  .filter(el => {
+    const label = el.getAttribute('aria-label') || el.getAttribute('title') ||
+      (el.labels && el.labels.length && el.labels[0].textContent.trim()) || el.textContent.trim();
+    return !label;
+  }).map(el => el.outerHTML.slice(0, 120))"""
+
+
+def test_the_whole_flow_from_the_keyboard_with_every_control_labelled(
+        maintainer_page, live_server, registry, registry_client, celery_worker):
+    page = maintainer_page
+    index, kids = multiarch(registry_client, "kb/app", tag="1.0")
+    for n in range(3):
+        image(registry_client, "kb/app", tag=f"v{n}", seed=f"kb{n}")
+    sync()
+    page.goto(f"{live_server.url}/repositories/kb/app")
+    assert page.evaluate(LABELLED) == []
+
+    # Search from the keyboard: the search box is the first control after the header links.
+    page.focus("#search")
+    page.keyboard.type("1.0")
+    page.wait_for_function("document.querySelectorAll('tbody.item').length === 1")
+    # Expand the index with Enter on its toggle, select it with Space.
+    page.focus("button.expand")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("tr.child")
+    assert page.evaluate(LABELLED) == []
+    page.focus("input.select-item")
+    page.keyboard.press("Space")
+    assert page.inner_text("#selected-count") == "1 selected"
+    page.focus("#preview-delete")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("dialog#preview-dialog[open]")
+    assert page.evaluate(LABELLED) == []
+    page.screenshot(path=str(OUTPUT / "modal-keyboard.png"))
+    # The dialog traps focus; Escape closes it and Enter on "Delete forever" confirms.
+    page.keyboard.press("Escape")
+    assert not page.evaluate("document.getElementById('preview-dialog').open")
+    page.focus("#preview-delete")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("dialog#preview-dialog[open]")
+    page.focus("#delete-forever")
+    page.keyboard.press("Enter")
+    page.wait_for_selector(".job-panel .toast", timeout=30_000)
+    page.wait_for_function("document.querySelectorAll('tbody.item').length === 0")
+    page.fill("#search", "")
+    page.wait_for_function("document.querySelectorAll('tbody.item').length === 3")
+    page.screenshot(path=str(OUTPUT / "table-after-delete.png"), full_page=True)
