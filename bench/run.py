@@ -245,19 +245,25 @@ def bench_sync():
         print(f"  first sync             {rate:8.0f} tags/s  ({elapsed:.1f} s, ratio "
               f"{rate / raw:.2f} to raw GETs; each new tag also needs its image config)")
         print(f"  second sync (no change){again:8.0f} tags/s  (ratio {again / raw:.2f})")
-        bench_delete(service, pusher, base)
     finally:
         service.stop()
 
 
-def bench_delete(service, pusher, base, count=1000):
+def bench_delete(count=1000):
     """Deletion throughput of a job against raw DELETE calls, same concurrency."""
     import requests
 
+    from hubmgr import devstack
     from hubmgr.deletion import actions, jobs
     from hubmgr.inventory.models import Repository
     from hubmgr.inventory.registries import client_for, default_registry
     from hubmgr.inventory.sync import sync_registry
+    from hubmgr.registry.client import RegistryClient
+
+    service = devstack.start_registry(WORK / "registry-delete")
+    settings.REGISTRY_URL = service.url
+    pusher = RegistryClient(service.url, pool_size=CONCURRENCY)
+    base = devstack.make_layer("bench-base", 4000)
 
     def push_many(repo):
         with ThreadPoolExecutor(CONCURRENCY) as pool:
@@ -286,7 +292,8 @@ def bench_delete(service, pusher, base, count=1000):
     started = time.perf_counter()
     status = jobs.process_job(job.pk, client, concurrency=CONCURRENCY, wait=True)
     rate = count / (time.perf_counter() - started)
-    assert status == "done", status
+    service.stop()
+    assert status == "done" and len(plan.items) == count, (status, len(plan.items))
     print(f"Deletion of {count:,} manifests, concurrency {CONCURRENCY}:")
     print(f"  raw DELETE calls       {raw:8.0f} /s")
     print(f"  deletion job           {rate:8.0f} /s  (ratio {rate / raw:.2f}; claim, re-check, "
@@ -297,7 +304,7 @@ def devstack_push(pusher, repo, base, i):
     from hubmgr import devstack
 
     return devstack.push_image(pusher, repo, [base, devstack.make_layer(f"{repo}{i}", 200)],
-                               label=f"{repo}{i}")["digest"]
+                               label=f"{repo}{i}", tag=f"t{i}")["digest"]
 
 
 if __name__ == "__main__":
@@ -309,7 +316,9 @@ if __name__ == "__main__":
         if only in ("", "table"):
             bench_table()
             bench_plan()
-        if only in ("", "sync", "delete"):
+        if only in ("", "sync"):
             bench_sync()
+        if only in ("", "delete"):
+            bench_delete()
     finally:
         shutil.rmtree(WORK, ignore_errors=True)

@@ -143,3 +143,14 @@ def test_delete_command_needs_a_selection_and_a_known_repository():
         call_command("delete", "team/app")
     with pytest.raises(CommandError, match="No repository 'nope'"):
         call_command("delete", "nope", "--filter", "untagged")
+
+
+def test_a_selection_over_the_limit_is_refused_not_truncated(maintainer_client, monkeypatch):
+    from hubmgr.web import deletions
+
+    repo, index, images, loose = sample_repo()
+    monkeypatch.setattr(deletions, "MAX_SELECTION", 1)
+    resp = maintainer_client.post("/repositories/team/app/-/delete",
+                                  {"digest": [loose.digest, images[0].digest]})
+    assert resp.status_code == 400 and "can be deleted at once" in resp.content.decode()
+    assert not DeletionJob.objects.exists()

@@ -5,7 +5,8 @@ that finds the manifest already gone counts as done, and an expired claim is sim
 import logging
 import random
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for_any
 from datetime import timedelta
 
 from django.conf import settings
@@ -64,29 +65,47 @@ def process_job(job_id, client, concurrency=None, wait=False, on_progress=None) 
         return job.status if job else "gone"
     DeletionJob.objects.filter(pk=job.pk, status=DeletionJob.QUEUED).update(
         status=DeletionJob.RUNNING)
+    in_flight = {}  # future -> item id
+    done = []  # deleted, not yet removed from the inventory
+    flushed = time.monotonic()
+
+    def flush():
+        nonlocal done, flushed
+        _forget(job, done)
+        done, flushed = [], time.monotonic()
+        update_status(job)
+        if on_progress:
+            on_progress(job)
+
+    # Keep every slot busy: new items go in as soon as others finish, and the inventory and
+    # the job's status are brought up to date every 50 items or every second.
     with ThreadPoolExecutor(concurrency, thread_name_prefix="delete") as pool:
         while True:
-            ready = _ready_items(job)
-            if ready:
-                done = [i for i in pool.map(lambda i: _run_item(job, i, client), ready) if i]
-                _forget(job, done)
-                update_status(job)
-                if on_progress:
-                    on_progress(job)
+            if len(in_flight) < concurrency * 2:
+                for item in _ready_items(job, set(in_flight.values()), concurrency * 4):
+                    in_flight[pool.submit(_run_item, job, item, client)] = item.pk
+            if in_flight:
+                finished, _ = wait_for_any(in_flight, timeout=1, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    del in_flight[future]
+                    if future.result():
+                        done.append(future.result())
+                if len(done) >= 50 or (done and time.monotonic() - flushed > 1):
+                    flush()
                 continue
-            status = update_status(job)
-            if status in DeletionJob.FINISHED or not wait:
-                return status
+            flush()
+            if job.status in DeletionJob.FINISHED or not wait:
+                return job.status
             pause = next_wakeup(job)
             time.sleep(min(max(pause, 0.05), 5) if pause is not None else 0.5)
 
 
-def _ready_items(job):
+def _ready_items(job, exclude=(), limit=200):
     """Queued or due items whose parent indexes in this job are finished."""
     now = timezone.now()
     items = list(job.items.filter(
         Q(status=Item.QUEUED) | Q(status=Item.RETRYING, next_attempt_at__lte=now))
-        .order_by("position")[:200])
+        .exclude(pk__in=exclude).order_by("position")[:limit])
     if not items:
         return []
     parent_digests = {p for i in items for p in i.parents}
@@ -125,15 +144,15 @@ def _finish(item, status, error=""):
 def still_unreferenced(job, item) -> str:
     """Why the item must now be kept, or '' if it is still as the plan saw it."""
     repo = job.repository
-    manifest = Manifest.objects.filter(repository=repo, digest=item.digest).first()
-    if manifest is None:
-        return ""  # already gone: the DELETE will answer 404 and the item is done
-    tags = set(Tag.objects.filter(manifest=manifest).values_list("name", flat=True))
+    # Gone from the inventory already means no tags and no parents: the DELETE answers 404.
+    tags = set(Tag.objects.filter(repository=repo, manifest__digest=item.digest)
+               .values_list("name", flat=True))
     new_tags = sorted(tags - set(item.tags))
     if new_tags:
         return f"tagged since the preview: {', '.join(new_tags[:5])}"
     allowed = set(item.parents)
-    outside = [d for d in IndexChild.objects.filter(child=manifest)
+    outside = [d for d in IndexChild.objects.filter(child__repository=repo,
+                                                    child__digest=item.digest)
                .values_list("index__digest", flat=True) if d not in allowed]
     if outside:
         return f"referenced since the preview by index {outside[0][:19]}"

@@ -22,6 +22,14 @@ from .lookups import get_repository
 from .models import ApiToken, hash_token
 
 
+class ApiError(Exception):
+    """A request the API refuses, with the status and the message to answer."""
+
+    def __init__(self, message, status=400):
+        super().__init__(message)
+        self.status = status
+
+
 def api_auth(view):
     """Authenticate by bearer token or session; answer JSON errors, never HTML pages."""
 
@@ -44,6 +52,8 @@ def api_auth(view):
             return JsonResponse({"error": str(exc)}, status=404)
         except PermissionDenied as exc:
             return JsonResponse({"error": str(exc) or "permission denied"}, status=403)
+        except ApiError as exc:
+            return JsonResponse({"error": str(exc)}, status=exc.status)
 
     return csrf_exempt(wrapper)
 
@@ -89,8 +99,7 @@ def images(request, name):
     for key, allowed in (("filter", queries.FILTERS), ("sort", queries.SORTS)):
         value = request.GET.get(key)
         if value and value not in allowed:
-            return JsonResponse({"error": f"{key} must be one of {', '.join(allowed)}"},
-                                status=400)
+            raise ApiError(f"{key} must be one of {', '.join(allowed)}")
     state = queries.TableState.from_params(request.GET, max_page_size=1000)
     page = queries.page(repo, state)
     kids = queries.children_of_many([r for r in page.rows if r.kind == "index"])
@@ -99,18 +108,17 @@ def images(request, name):
 
 
 def _digests(request):
-    """The "digests" list of a JSON body, or a JsonResponse saying what is wrong."""
+    """The "digests" list of a JSON body; ApiError when it is not one."""
     try:
         body = json.loads(request.body or b"{}")
     except ValueError:
-        return JsonResponse({"error": "the body must be JSON: {\"digests\": [...]}"}, status=400)
+        raise ApiError('the body must be JSON: {"digests": [...]}') from None
     digests = body.get("digests") if isinstance(body, dict) else None
     if not isinstance(digests, list) or not digests or \
             not all(isinstance(d, str) and d.startswith("sha256:") for d in digests):
-        return JsonResponse({"error": "\"digests\" must be a non-empty list of sha256: "
-                                      "digests"}, status=400)
+        raise ApiError('"digests" must be a non-empty list of sha256: digests')
     if len(digests) > MAX_SELECTION:
-        return JsonResponse({"error": f"at most {MAX_SELECTION} digests at once"}, status=400)
+        raise ApiError(f"at most {MAX_SELECTION} digests at once")
     return list(dict.fromkeys(digests))
 
 
@@ -119,10 +127,7 @@ def _digests(request):
 def deletion_preview(request, name):
     repo = get_repository(name)
     require_delete_permission(request.user)
-    digests = _digests(request)
-    if isinstance(digests, JsonResponse):
-        return digests
-    return JsonResponse(actions.plan_data(actions.make_plan(repo, digests)))
+    return JsonResponse(actions.plan_data(actions.make_plan(repo, _digests(request))))
 
 
 @require_POST
@@ -130,10 +135,7 @@ def deletion_preview(request, name):
 def deletion_start(request, name):
     repo = get_repository(name)
     require_delete_permission(request.user)
-    digests = _digests(request)
-    if isinstance(digests, JsonResponse):
-        return digests
-    job = actions.start(repo, digests, request.user)
+    job = actions.start(repo, _digests(request), request.user)
     return JsonResponse({"id": job.pk, "status_url": reverse("api-deletion", args=[job.pk])},
                         status=202)
 

@@ -16,6 +16,9 @@ from .lookups import get_repository
 
 DELETE_PERMISSION = "deletion.delete_images"
 MAX_SELECTION = 50_000
+TOO_MANY = (f"At most {MAX_SELECTION:,} items can be deleted at once. Narrow the search or "
+            "the filter, or use the `delete` command.")
+NOTHING = "Nothing is selected. Select items in the table first."
 
 
 def require_delete_permission(user):
@@ -33,9 +36,18 @@ def get_job(job_id) -> DeletionJob:
 
 def _selection(request, repo):
     data = request.POST
-    digests = selection_digests(repo, data.getlist("digest"), data.get("all_matching") == "1",
-                                data.get("search", ""), data.get("filter", ""))
-    return digests[:MAX_SELECTION]
+    return selection_digests(repo, data.getlist("digest"), data.get("all_matching") == "1",
+                             data.get("search", ""), data.get("filter", ""))
+
+
+def _refuse(request, repo, message):
+    """The modal with a message instead of a plan; nothing is deleted."""
+    return render(request, "deletion/preview.html", {"repo": repo, "plan": None,
+                                                      "message": message}, status=400)
+
+
+def _too_many(digests):
+    return len(digests) > MAX_SELECTION
 
 
 @require_POST
@@ -44,6 +56,8 @@ def preview(request, name):
     repo = get_repository(name)
     require_delete_permission(request.user)
     digests = _selection(request, repo)
+    if _too_many(digests):
+        return _refuse(request, repo, TOO_MANY)
     plan = actions.make_plan(repo, digests) if digests else None
     context = {"repo": repo, "plan": plan}
     if plan:
@@ -61,9 +75,8 @@ def delete(request, name):
     repo = get_repository(name)
     require_delete_permission(request.user)
     digests = _selection(request, repo)
-    if not digests:
-        return render(request, "deletion/preview.html", {"repo": repo, "plan": None},
-                      status=400)
+    if not digests or _too_many(digests):
+        return _refuse(request, repo, TOO_MANY if digests else NOTHING)
     job = actions.start(repo, digests, request.user)
     response = render(request, "deletion/progress.html",
                       {"job": job, "progress": actions.progress(job)})
