@@ -87,6 +87,7 @@ def token_server(tmp_path):
 @pytest.fixture
 def celery_worker(redis_url, transactional_db):
     """A real Celery worker (in a thread) consuming from the private Redis."""
+    celery_app.control.purge()  # wake-ups queued by earlier tests are not this test's
     with start_worker(celery_app, pool="solo", perform_ping_check=False,
                       shutdown_timeout=20) as worker:
         yield worker

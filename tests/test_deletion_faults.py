@@ -53,7 +53,7 @@ def test_transient_failures_are_retried_until_every_item_is_done(
     fault_proxy.add("DELETE", r"/manifests/", "reset", times=1)
     fault_proxy.add("DELETE", r"/manifests/", "delay", 1.5, times=1)
     job = make_job("faults/app", [index] + images)
-    tasks.run_job.delay(job.pk)
+    tasks.schedule(job.pk, 0)
     job = wait_finished(job)
     assert job.status == DeletionJob.DONE
     items = list(job.items.all())
@@ -117,6 +117,7 @@ def start_worker(tmp_path, registry_url, redis_url, name):
 
 def test_a_worker_killed_mid_job_leaves_nothing_stuck(
         fault_proxy, registry_client, redis_url, tmp_path, settings):
+    settings.DELETE_CLAIM_SECONDS = 2  # as the workers below have it
     digests = [image(registry_client, "faults/kill", tag=f"t{n}", seed=f"k{n}")["digest"]
                for n in range(6)]
     sync()
@@ -124,7 +125,7 @@ def test_a_worker_killed_mid_job_leaves_nothing_stuck(
     job = make_job("faults/kill", digests)
     first = start_worker(tmp_path, fault_proxy.url, redis_url, "first")
     try:
-        tasks.run_job.delay(job.pk)
+        tasks.schedule(job.pk, 0)
         deadline = time.monotonic() + 60
         while not job.items.filter(status=DeletionItem.DONE).exists():
             assert time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-3000:]
@@ -142,7 +143,7 @@ def test_a_worker_killed_mid_job_leaves_nothing_stuck(
 
     second = start_worker(tmp_path, fault_proxy.url, redis_url, "second")
     try:
-        time.sleep(2.1)  # the claim expires
+        time.sleep(4.5)  # the claim and the job's heartbeat expire
         tasks.sweep()  # what Celery beat runs every minute
         job = wait_finished(job)
     finally:
@@ -150,5 +151,19 @@ def test_a_worker_killed_mid_job_leaves_nothing_stuck(
         second.wait(20)
     assert job.status == DeletionJob.DONE
     assert {i.status for i in job.items.all()} == {DeletionItem.DONE}
+    tasks.sweep()  # a finished job is never woken again
+    job.refresh_from_db()
+    assert job.wake_at is None
     for digest in digests:
         assert registry_client.head_manifest("faults/kill", digest) is None
+
+
+def test_a_sweep_does_not_multiply_wake_ups(registry_client, registry, settings):
+    digest = image(registry_client, "faults/once", tag="t")["digest"]
+    sync()
+    job = make_job("faults/once", [digest])
+    tasks.schedule(job.pk, 30)
+    first = DeletionJob.objects.get(pk=job.pk).wake_at
+    tasks.schedule(job.pk, 30)  # a second run of the job finishing: no second chain
+    tasks.sweep()  # the wake-up is pending, not lost
+    assert DeletionJob.objects.get(pk=job.pk).wake_at == first

@@ -27,7 +27,7 @@ def start(repo, digests, user=None) -> DeletionJob:
 
 def wake(job_id):
     try:
-        tasks.run_job.delay(job_id)
+        tasks.schedule(job_id, 0)
     except Exception as exc:  # noqa: BLE001 - any broker failure
         # The job is in the database; the periodic sweep starts it when the broker is back.
         log.warning("deletion job=%s not queued (broker unavailable): %s", job_id, exc)

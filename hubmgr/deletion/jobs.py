@@ -74,6 +74,7 @@ def process_job(job_id, client, concurrency=None, wait=False, on_progress=None) 
         _forget(job, done)
         done, flushed = [], time.monotonic()
         update_status(job)
+        heartbeat(job)
         if on_progress:
             on_progress(job)
 
@@ -95,9 +96,16 @@ def process_job(job_id, client, concurrency=None, wait=False, on_progress=None) 
                 continue
             flush()
             if job.status in DeletionJob.FINISHED or not wait:
+                DeletionJob.objects.filter(pk=job.pk).update(wake_at=None)
                 return job.status
             pause = next_wakeup(job)
             time.sleep(min(max(pause, 0.05), 5) if pause is not None else 0.5)
+
+
+def heartbeat(job):
+    """Tell the sweep this job is being worked on; it wakes jobs whose heartbeat stopped."""
+    DeletionJob.objects.filter(pk=job.pk).update(
+        wake_at=timezone.now() + timedelta(seconds=settings.DELETE_CLAIM_SECONDS))
 
 
 def _ready_items(job, exclude=(), limit=200):

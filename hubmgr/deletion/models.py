@@ -21,6 +21,8 @@ class DeletionJob(models.Model):
     status = models.CharField(max_length=10, choices=STATUSES, default=QUEUED)
     reclaim_bytes = models.BigIntegerField(default=0)
     kept = models.JSONField(default=list)  # [{"digest", "reason"}] from the plan
+    # When a worker is next due to wake up for this job; one pending wake-up at a time.
+    wake_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

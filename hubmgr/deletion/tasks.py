@@ -2,8 +2,12 @@
 same job at once; claims keep them from doing the same item."""
 
 import logging
+from datetime import timedelta
 
 from celery import shared_task
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
 
 from hubmgr.inventory.registries import client_for, default_registry
 from hubmgr.registry.errors import RegistryError
@@ -32,8 +36,19 @@ def run_job(job_id):
     if status not in DeletionJob.FINISHED:
         # Wake up again when the earliest retry is due (or soon, if items are still claimed).
         pause = jobs.next_wakeup(job)
-        run_job.apply_async((job_id,), countdown=max(pause if pause is not None else 5, 0.2))
+        schedule(job_id, max(pause if pause is not None else 5, 0.2))
     return status
+
+
+def schedule(job_id, seconds):
+    """Queue one wake-up, unless one is already pending: concurrent runs of a job (a sweep,
+    a second worker) never multiply its chain of wake-ups."""
+    now = timezone.now()
+    due = now + timedelta(seconds=seconds)
+    claimed = DeletionJob.objects.filter(
+        Q(wake_at__isnull=True) | Q(wake_at__lte=now), pk=job_id).update(wake_at=due)
+    if claimed:
+        run_job.apply_async((job_id,), countdown=seconds)
 
 
 @shared_task(name="hubmgr.deletion.tasks.sweep")
@@ -41,6 +56,11 @@ def sweep():
     """Release claims of dead workers and wake every unfinished job: a lost broker message
     or a restarted stack never leaves a job stuck."""
     jobs.release_expired_claims()
-    pending = DeletionJob.objects.exclude(status__in=DeletionJob.FINISHED)
+    # A wake-up overdue by more than a claim's lifetime was lost (broker restarted, worker
+    # killed): running jobs keep pushing theirs into the future.
+    overdue = timezone.now() - timedelta(seconds=settings.DELETE_CLAIM_SECONDS)
+    pending = DeletionJob.objects.exclude(status__in=DeletionJob.FINISHED).filter(
+        Q(wake_at__isnull=True) | Q(wake_at__lt=overdue))
     for job_id in pending.values_list("id", flat=True):
-        run_job.delay(job_id)
+        DeletionJob.objects.filter(pk=job_id).update(wake_at=None)
+        schedule(job_id, 0)
