@@ -155,3 +155,18 @@ def test_delete_command_runs_the_plan_and_waits(registry, registry_client, capsy
     out = capsys.readouterr().out
     assert "1 to delete" in out and "done: 1 deleted, 0 kept, 0 failed" in out
     assert registry_client.head_manifest("gc/app", d["solo"]) is None
+
+
+def test_an_image_also_in_another_repository_frees_nothing(registry, registry_client):
+    layers = [devstack.make_layer("twin", 5000)]
+    one = devstack.push_image(registry_client, "twin/one", layers, tag="t")
+    two = devstack.push_image(registry_client, "twin/two", layers, tag="t")
+    assert one["digest"] == two["digest"]
+    sync()
+    p, job = run("twin/one", [one["digest"]])
+    assert p.reclaim_bytes == 0 and job.status == DeletionJob.DONE
+    assert registry_client.head_manifest("twin/two", two["digest"]) == two["digest"]
+    registry.stop()
+    before = devstack.blob_bytes(registry.root)
+    devstack.garbage_collect(registry.config_path)
+    assert devstack.blob_bytes(registry.root) == before

@@ -93,19 +93,21 @@ def load_graph(repo, digests) -> tuple[Graph, list]:
             core):
         blobs[manifest_id].add(blob_id)
     blob_ids = set().union(*blobs.values()) if blobs else set()
-    blob_digest, blob_sizes, blob_refs = {}, {}, {}
-    for blob_id, digest, size, refs in _select_in(
-            f"SELECT b.id, b.digest, b.size, (SELECT COUNT(*) FROM {_table(ManifestBlob)} mb "
-            f"WHERE mb.blob_id = b.id) FROM {_table(Blob)} b WHERE b.id IN ({{}})", blob_ids):
+    blob_digest, blob_sizes = {}, {}
+    for blob_id, digest, size in _select_in(
+            f"SELECT id, digest, size FROM {_table(Blob)} WHERE id IN ({{}})", blob_ids):
         blob_digest[blob_id] = digest
         blob_sizes[digest] = size
-        blob_refs[digest] = refs
-    # The same manifest digest in other repositories keeps the manifest's own blob.
-    repo_t = _table(type(repo))
-    digest_refs = dict(_select_in(
-        f"SELECT m.digest, COUNT(*) FROM {manifest_t} m JOIN {repo_t} r "
-        f"ON r.id = m.repository_id WHERE r.registry_id = %s AND m.digest IN ({{}}) "
-        "GROUP BY m.digest", {row[0] for row in rows.values()}, repo.registry_id))
+    blob_refs = {blob_digest[blob_id]: refs for blob_id, refs in _select_in(
+        f"SELECT blob_id, COUNT(*) FROM {_table(ManifestBlob)} WHERE blob_id IN ({{}}) "
+        "GROUP BY blob_id", blob_ids)}
+    # A digest is unique within a repository; rows with it elsewhere keep the manifest's blob.
+    digest_refs = {row[0]: 1 for row in rows.values()}
+    for (digest,) in _select_in(
+            f"SELECT m.digest FROM {manifest_t} m JOIN {_table(type(repo))} r "
+            f"ON r.id = m.repository_id WHERE r.registry_id = %s AND m.repository_id <> %s "
+            f"AND m.digest IN ({{}})", digest_refs, repo.registry_id, repo.pk):
+        digest_refs[digest] += 1
 
     tags = defaultdict(list)
     for manifest_id, name in _select_in(
