@@ -251,6 +251,17 @@ def bench_sync():
 
 def bench_delete(count=1000):
     """Deletion throughput of a job against raw DELETE calls, same concurrency."""
+    from hubmgr import devstack
+
+    service = devstack.start_registry(WORK / "registry-delete")
+    settings.REGISTRY_URL = service.url
+    try:
+        _bench_delete(service, count)
+    finally:
+        service.stop()
+
+
+def _bench_delete(service, count):
     import requests
 
     from hubmgr import devstack
@@ -260,8 +271,6 @@ def bench_delete(count=1000):
     from hubmgr.inventory.sync import sync_registry
     from hubmgr.registry.client import RegistryClient
 
-    service = devstack.start_registry(WORK / "registry-delete")
-    settings.REGISTRY_URL = service.url
     pusher = RegistryClient(service.url, pool_size=CONCURRENCY)
     base = devstack.make_layer("bench-base", 4000)
 
@@ -292,7 +301,6 @@ def bench_delete(count=1000):
     started = time.perf_counter()
     status = jobs.process_job(job.pk, client, concurrency=CONCURRENCY, wait=True)
     rate = count / (time.perf_counter() - started)
-    service.stop()
     assert status == "done" and len(plan.items) == count, (status, len(plan.items))
     print(f"Deletion of {count:,} manifests, concurrency {CONCURRENCY}:")
     print(f"  raw DELETE calls       {raw:8.0f} /s")
