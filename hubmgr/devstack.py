@@ -80,7 +80,7 @@ def registry_config(root: Path, port: int, *, notify_url=None, notify_token=None
             "name": "hubmgr",
             "url": notify_url,
             "headers": {"Authorization": [f"Bearer {notify_token}"]},
-            "timeout": "3s",
+            "timeout": "10s",
             "threshold": 5,
             "backoff": "1s",
             "ignoredmediatypes": ["application/octet-stream"],

@@ -13,13 +13,34 @@ from .servers import FaultProxy, TokenServer
 WEBHOOK_TOKEN = "test-webhook-token"
 
 
-@pytest.fixture(scope="session", autouse=True)
-def redis_url(tmp_path_factory):
+class PrivateRedis:
+    """A private redis-server that a test may stop and start again on the same port."""
+
+    def __init__(self, root):
+        self.root = root
+        self.service = devstack.start_redis(root)
+        self.url = self.service.url
+        self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
+
+    def stop(self):
+        self.service.stop()
+
+    def start(self):
+        self.service = devstack.start_redis(self.root, self.port)
+
+
+@pytest.fixture(scope="session")
+def redis_service(tmp_path_factory):
     """Always a private redis-server, so the tests never touch a shared one."""
-    service = devstack.start_redis(tmp_path_factory.mktemp("redis"))
-    celery_app.conf.broker_url = service.url
-    yield service.url
-    service.stop()
+    redis = PrivateRedis(tmp_path_factory.mktemp("redis"))
+    celery_app.conf.broker_url = redis.url
+    yield redis
+    redis.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def redis_url(redis_service):
+    return redis_service.url
 
 
 @pytest.fixture(autouse=True)

@@ -167,3 +167,28 @@ def test_a_sweep_does_not_multiply_wake_ups(registry_client, registry, settings)
     tasks.schedule(job.pk, 30)  # a second run of the job finishing: no second chain
     tasks.sweep()  # the wake-up is pending, not lost
     assert DeletionJob.objects.get(pk=job.pk).wake_at == first
+
+
+def test_a_redis_restart_loses_no_job(registry, registry_client, redis_service, settings):
+    from celery.contrib.testing.worker import start_worker
+
+    from hubmgr import celery_app
+    from hubmgr.deletion import actions
+
+    settings.DELETE_CLAIM_SECONDS = 1
+    digest = image(registry_client, "faults/redis", tag="t")["digest"]
+    sync()
+    redis_service.stop()
+    try:
+        job = actions.start(repo("faults/redis"), [digest])  # the wake-up cannot be queued
+    finally:
+        redis_service.start()
+    job.refresh_from_db()
+    assert job.status == DeletionJob.QUEUED and job.items.get().attempts == 0
+    with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=20):
+        time.sleep(1.5)  # the lost wake-up is overdue, and no message woke the job
+        assert DeletionJob.objects.get(pk=job.pk).status == DeletionJob.QUEUED
+        tasks.sweep()
+        job = wait_finished(job)
+    assert job.status == DeletionJob.DONE
+    assert registry_client.head_manifest("faults/redis", digest) is None
