@@ -2,7 +2,6 @@
 
 from functools import wraps
 
-from django.contrib.auth.models import AnonymousUser
 import json
 
 from django.core.exceptions import PermissionDenied
@@ -43,7 +42,7 @@ def api_auth(view):
                 return JsonResponse({"error": "invalid API token"}, status=401)
             ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
             request.user = token.user
-        elif isinstance(request.user, AnonymousUser) or not request.user.is_authenticated:
+        elif not request.user.is_authenticated:
             return JsonResponse({"error": "authentication required: log in or send "
                                           "'Authorization: Bearer <token>'"}, status=401)
         try:

@@ -34,10 +34,14 @@ def get_job(job_id) -> DeletionJob:
     return job
 
 
-def _selection(request, repo):
+def _selection(request, name):
+    """The repository and the digests a POSTed selection names, for a user who may delete."""
+    repo = get_repository(name)
+    require_delete_permission(request.user)
     data = request.POST
-    return selection_digests(repo, data.getlist("digest"), data.get("all_matching") == "1",
-                             data.get("search", ""), data.get("filter", ""))
+    return repo, selection_digests(repo, data.getlist("digest"),
+                                   data.get("all_matching") == "1", data.get("search", ""),
+                                   data.get("filter", ""))
 
 
 def _refuse(request, repo, message):
@@ -53,9 +57,7 @@ def _too_many(digests):
 @require_POST
 @login_required
 def preview(request, name):
-    repo = get_repository(name)
-    require_delete_permission(request.user)
-    digests = _selection(request, repo)
+    repo, digests = _selection(request, name)
     if _too_many(digests):
         return _refuse(request, repo, TOO_MANY)
     plan = actions.make_plan(repo, digests) if digests else None
@@ -72,9 +74,7 @@ def preview(request, name):
 @require_POST
 @login_required
 def delete(request, name):
-    repo = get_repository(name)
-    require_delete_permission(request.user)
-    digests = _selection(request, repo)
+    repo, digests = _selection(request, name)
     if not digests or _too_many(digests):
         return _refuse(request, repo, TOO_MANY if digests else NOTHING)
     job = actions.start(repo, digests, request.user)
