@@ -89,8 +89,9 @@ def process_job(job_id, client, concurrency=None, wait=False, on_progress=None) 
                 finished, _ = wait_for_any(in_flight, timeout=1, return_when=FIRST_COMPLETED)
                 for future in finished:
                     del in_flight[future]
-                    if future.result():
-                        done.append(future.result())
+                    deleted = future.result()
+                    if deleted:
+                        done.append(deleted)
                 if len(done) >= 50 or (done and time.monotonic() - flushed > 1):
                     flush()
                 continue
@@ -108,12 +109,15 @@ def heartbeat(job):
         wake_at=timezone.now() + timedelta(seconds=settings.DELETE_CLAIM_SECONDS))
 
 
+def _due(now):
+    """Items that may be claimed now: queued, or retrying with their back-off over."""
+    return Q(status=Item.QUEUED) | Q(status=Item.RETRYING, next_attempt_at__lte=now)
+
+
 def _ready_items(job, exclude=(), limit=200):
     """Queued or due items whose parent indexes in this job are finished."""
-    now = timezone.now()
-    items = list(job.items.filter(
-        Q(status=Item.QUEUED) | Q(status=Item.RETRYING, next_attempt_at__lte=now))
-        .exclude(pk__in=exclude).order_by("position")[:limit])
+    items = list(job.items.filter(_due(timezone.now())).exclude(pk__in=exclude)
+                 .order_by("position")[:limit])
     if not items:
         return []
     parent_digests = {p for i in items for p in i.parents}
@@ -134,9 +138,7 @@ def _ready_items(job, exclude=(), limit=200):
 
 def _claim(item) -> bool:
     now = timezone.now()
-    claimed = Item.objects.filter(
-        Q(status=Item.QUEUED) | Q(status=Item.RETRYING, next_attempt_at__lte=now),
-        pk=item.pk).update(
+    claimed = Item.objects.filter(_due(now), pk=item.pk).update(
         status=Item.RUNNING, attempts=F("attempts") + 1,
         claim_expires_at=now + timedelta(seconds=settings.DELETE_CLAIM_SECONDS))
     return claimed == 1

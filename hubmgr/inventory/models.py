@@ -22,7 +22,8 @@ class Registry(models.Model):
 class Repository(models.Model):
     registry = models.ForeignKey(Registry, on_delete=models.CASCADE, related_name="repositories")
     name = models.CharField(max_length=255)
-    # Kept up to date by refresh_repository() so the repositories page needs no aggregation.
+    # Kept up to date by store.refresh_counts() so neither the repositories page nor the
+    # table's pager needs an aggregation.
     item_count = models.PositiveIntegerField(default=0)
     tagged_count = models.PositiveIntegerField(default=0)
     index_count = models.PositiveIntegerField(default=0)

@@ -38,7 +38,10 @@ def record_health(registry: Registry, error: str = ""):
 
 def check_health(registry: Registry, max_age_seconds=30) -> str:
     """The registry's last known error ('' when healthy), pinging it when the record is stale.
-    Pages call this, so the ping has a short timeout and its answer is shared for a while."""
+    Pages call this, so the ping has a short timeout and its answer is shared for a while.
+    With no registry configured there is nothing to ping (pages say so on their own)."""
+    if not registry.url:
+        return ""
     now = timezone.now()
     fresh = registry.last_checked_at and (now - registry.last_checked_at).total_seconds() < \
         max_age_seconds

@@ -84,8 +84,9 @@ def store_fetched(repo: Repository, fetched: dict, configs: dict) -> dict:
         ids.update(Manifest.objects.filter(repository=repo, digest__in=chunk)
                    .values_list("digest", "id"))
     # Where no push event told us when, "last pushed" falls back to the image's created time.
-    Manifest.objects.filter(repository=repo, last_pushed__isnull=True, created__isnull=False) \
-        .update(last_pushed=F("created"), last_pushed_source=Manifest.IMAGE_CREATED)
+    for chunk in _chunks(ids.values()):
+        Manifest.objects.filter(id__in=chunk, last_pushed__isnull=True, created__isnull=False) \
+            .update(last_pushed=F("created"), last_pushed_source=Manifest.IMAGE_CREATED)
 
     blob_map = blob_ids(repo.registry, descriptors)
     ManifestBlob.objects.bulk_create(

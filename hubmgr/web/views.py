@@ -29,7 +29,7 @@ def repositories(request):
     repos = Repository.objects.filter(registry=registry).order_by("name")
     return render(request, "inventory/repositories.html", {
         "registry": registry, "repositories": repos,
-        "registry_error": check_health(registry) if registry.url else "",
+        "registry_error": check_health(registry),
     })
 
 
@@ -44,7 +44,7 @@ def repository(request, name):
                "children_url": _children_url(repo)}
     if request.htmx and request.htmx.target == "image-table":
         return render(request, "inventory/repository.html#image-table", context)
-    context["registry_error"] = check_health(repo.registry) if repo.registry.url else ""
+    context["registry_error"] = check_health(repo.registry)
     context["can_delete"] = request.user.has_perm(DELETE_PERMISSION)
     context["active_jobs"] = active_jobs(repo)
     return render(request, "inventory/repository.html", context)
