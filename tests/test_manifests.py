@@ -41,7 +41,7 @@ def test_an_image_lists_config_and_layers():
     (b"[]", OCI_MANIFEST, "not a JSON object"),
     (json.dumps({"layers": []}).encode(), OCI_MANIFEST, "config is not an object"),
     (json.dumps({"config": DESC, "layers": [{**DESC, "size": -1}]}).encode(), OCI_MANIFEST,
-     "no valid size"),
+     "declares a size of -1 bytes"),
     (json.dumps({"config": DESC}).encode(), OCI_MANIFEST, "'layers' list is missing"),
     (json.dumps({"manifests": {}}).encode(), DOCKER_LIST, "'manifests' list is missing"),
     (json.dumps({"schemaVersion": 1, "fsLayers": []}).encode(), "", "unsupported media type"),

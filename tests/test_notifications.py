@@ -53,15 +53,46 @@ def test_no_token_configured_refuses_everything(client, settings):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("raw", [
-    "not json", "[]", '{"events": "x"}', '{"events": [{"id": "x"}]}',
-    json.dumps({"events": [event(), {**event(id="e2"), "timestamp": "yesterday"}]}),
-    json.dumps({"events": [event(), event(id="e3", action="push", digest="")]}),
-])
-def test_a_malformed_body_is_a_400_and_writes_nothing(client, raw):
+@pytest.mark.parametrize("raw", ["not json", "[]", '{"events": "x"}', "[" * 100_000])
+def test_a_body_that_is_no_envelope_is_a_400_and_writes_nothing(client, raw):
     resp = post(client, None, raw=raw)
     assert resp.status_code == 400 and "malformed notification" in resp.json()["error"]
     assert not Manifest.objects.exists() and not ProcessedEvent.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("bad, reason", [
+    ({"id": "x"}, "unknown action None"),
+    ({**event(id="e2"), "timestamp": "yesterday"}, "no valid timestamp"),
+    ({**event(id="e2"), "timestamp": "9999-12-31T23:59:59-05:00"}, "no valid timestamp"),
+    (event(id="e2", digest=""), "a push without a digest"),
+    (event(id="e2", repository="Team/UPPER"), "no valid target repository"),
+    (event(id="e2", repository="a\nb"), "no valid target repository"),
+    (event(id="e2", repository="a" * 300), "no valid target repository"),
+    (event(id="e2", digest="sha256:../../../other/repo/manifests/" + "a" * 64),
+     "not a valid digest"),
+    (event(id="e2", tag="bad tag\x00"), "not a valid tag"),
+])
+def test_a_bad_event_is_recorded_and_skipped_and_the_rest_applied(client, bad, reason):
+    resp = post(client, [event(), bad])
+    assert resp.status_code == 200
+    assert resp.json() == {"accepted": 1, "duplicates": 0, "rejected": 1}
+    assert Manifest.objects.get().digest == DIGEST
+    assert list(Repository.objects.values_list("name", flat=True)) == ["hook/app"]
+    rejected = ProcessedEvent.objects.exclude(error="").get()
+    assert rejected.event_id == bad["id"] and reason in rejected.error
+    # Delivered again, it is not applied twice and still answers 2xx.
+    assert post(client, [event(), bad]).status_code == 200
+    assert ProcessedEvent.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_an_event_id_longer_than_its_column_still_dedups(client):
+    long_id = "x" * 500
+    assert post(client, [event(id=long_id)]).json()["accepted"] == 1
+    assert post(client, [event(id=long_id)]).json() == {"accepted": 0, "duplicates": 1,
+                                                        "rejected": 0}
+    assert ProcessedEvent.objects.get().event_id.startswith("sha256:")
 
 
 @pytest.mark.django_db

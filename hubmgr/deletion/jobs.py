@@ -15,7 +15,7 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from hubmgr.inventory.models import IndexChild, Manifest, Tag
-from hubmgr.inventory.store import refresh, remove_manifests
+from hubmgr.inventory.store import writing
 from hubmgr.registry.errors import (
     RegistryAuthError,
     RegistryError,
@@ -219,12 +219,10 @@ def _forget(job, done):
     """Deleted manifests leave the inventory at once; notifications would say the same."""
     if not done or job.repository is None:
         return
-    ids = list(Manifest.objects.filter(repository=job.repository,
-                                       digest__in=[i.digest for i in done])
-               .values_list("id", flat=True))
-    with transaction.atomic():
-        touched = remove_manifests(job.repository, ids)
-        refresh(job.repository, touched)
+    with writing(job.repository) as batch:
+        batch.forget(Manifest.objects.filter(repository=job.repository,
+                                             digest__in=[i.digest for i in done])
+                     .values_list("id", flat=True))
 
 
 def update_status(job) -> str:

@@ -1,5 +1,7 @@
 """Deletion jobs. The database is the source of truth; the broker only wakes workers."""
 
+import uuid
+
 from django.conf import settings
 from django.db import models
 
@@ -40,7 +42,7 @@ class DeletionItem(models.Model):
 
     job = models.ForeignKey(DeletionJob, on_delete=models.CASCADE, related_name="items")
     position = models.PositiveIntegerField()  # plan order: indexes before their children
-    digest = models.CharField(max_length=100)
+    digest = models.CharField(max_length=140)
     kind = models.CharField(max_length=10)
     tags = models.JSONField(default=list)  # the tags the preview showed
     size = models.BigIntegerField(default=0)
@@ -57,3 +59,28 @@ class DeletionItem(models.Model):
         ordering = ["position"]
         constraints = [models.UniqueConstraint(fields=["job", "digest"], name="item_unique")]
         indexes = [models.Index(fields=["status", "claim_expires_at"], name="item_claims")]
+
+
+class DeletionPreview(models.Model):
+    """What a user was shown before "Delete forever": the plan as data, frozen. Confirming it
+    runs exactly these items with exactly these tags and parents, never a new plan."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    repository = models.ForeignKey("inventory.Repository", on_delete=models.CASCADE,
+                                   related_name="deletion_previews")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE,
+                                   null=True, related_name="deletion_previews")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    # {"items": [{"digest", "kind", "tags", "size", "reason", "parents"}], "kept": [...],
+    #  "reclaim_bytes", "unread": [...]}
+    plan = models.JSONField()
+    # Set once, by the conditional update that confirms it: a preview runs at most once.
+    job = models.OneToOneField(DeletionJob, on_delete=models.SET_NULL, null=True, blank=True,
+                               related_name="preview")
+
+    class Meta:
+        indexes = [models.Index(fields=["expires_at"], name="preview_expires")]
+
+    def __str__(self):
+        return f"preview {self.pk} of {self.repository}"

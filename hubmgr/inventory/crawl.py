@@ -5,11 +5,14 @@ already know are checked with a HEAD. Failures are collected per reference, neve
 one bad manifest does not stop the rest.
 """
 
+import logging
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from hubmgr.registry.errors import RegistryError, RegistryNotFound
 from hubmgr.registry.manifests import ImageConfig, Manifest, parse_config
+
+log = logging.getLogger("hubmgr.sync")
 
 
 @dataclass
@@ -160,7 +163,12 @@ class Crawler:
 
 
 def _guard(fn, kind, repository, reference, *rest):
+    """Run one request; any failure becomes that reference's error, never the crawl's."""
+    ref = (rest[0], reference) if kind == "get" else reference
     try:
         return fn(repository, reference, *rest)
     except RegistryError as exc:
-        return kind, reference, None, str(exc)
+        return kind, ref, None, str(exc)
+    except Exception as exc:  # noqa: BLE001 - a poison answer costs only its own reference
+        log.exception("crawl repository=%s reference=%s failed", repository, reference)
+        return kind, ref, None, f"unexpected error: {type(exc).__name__}: {exc}"

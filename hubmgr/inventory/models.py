@@ -55,14 +55,14 @@ class Manifest(models.Model):
     PUSH_EVENT, IMAGE_CREATED = "push_event", "image_created"
 
     repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="manifests")
-    digest = models.CharField(max_length=100)
+    digest = models.CharField(max_length=140)  # sha256:… or sha512:…
     media_type = models.CharField(max_length=120, blank=True)
     kind = models.CharField(max_length=10, choices=KINDS, default=IMAGE)
     # "linux/amd64" for an image; the platforms of its children, comma separated, for an index.
     platform = models.CharField(max_length=500, blank=True)
     size = models.BigIntegerField(default=0)
     manifest_size = models.IntegerField(default=0)
-    config_digest = models.CharField(max_length=100, blank=True)
+    config_digest = models.CharField(max_length=140, blank=True)
     created = models.DateTimeField(null=True, blank=True)
     last_pushed = models.DateTimeField(null=True, blank=True)
     last_pushed_source = models.CharField(max_length=20, blank=True)
@@ -126,7 +126,7 @@ class IndexChild(models.Model):
 
 class Blob(models.Model):
     registry = models.ForeignKey(Registry, on_delete=models.CASCADE, related_name="blobs")
-    digest = models.CharField(max_length=100)
+    digest = models.CharField(max_length=140)
     size = models.BigIntegerField()
 
     class Meta:
@@ -144,10 +144,20 @@ class ManifestBlob(models.Model):
 
 
 class ProcessedEvent(models.Model):
-    """Notification event ids already applied; the registry may deliver an event twice."""
+    """Notification event ids already seen; the registry may deliver an event twice. An
+    event that could not be applied keeps its reason here, for the admin to see."""
 
     event_id = models.CharField(max_length=100, unique=True)
     received_at = models.DateTimeField(auto_now_add=True)
+    action = models.CharField(max_length=10, blank=True)
+    repository = models.CharField(max_length=255, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["received_at"], name="event_received")]
+
+    def __str__(self):
+        return self.event_id
 
 
 class SyncRun(models.Model):

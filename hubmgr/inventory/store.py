@@ -1,18 +1,85 @@
-"""Writing what a crawl or a notification learned into the inventory, and keeping the
-denormalised columns the table reads (tags_text, is_top_level, sizes, counts) true."""
+"""Writing what a crawl, a notification or a deletion learned into the inventory, and keeping
+the denormalised columns the table reads (tags_text, is_top_level, sizes, counts) true.
+
+Every write goes through ``writing(repo)``: one transaction whose changed rows are refreshed
+before it commits, so no caller has to remember the follow-up and no reader sees half a state.
+Values from the registry arrive parsed and bounded (hubmgr.registry.manifests); text that is
+stored as it came is cleaned here (no control characters, cut to its column).
+"""
 
 from collections import defaultdict
+from contextlib import contextmanager
 
 from django.db import connection, transaction
 from django.db.models import Count, Exists, F, OuterRef, Sum
 from django.utils import timezone
 
 from hubmgr.registry.manifests import ImageConfig
+from hubmgr.registry.names import clean
 
 from .models import Blob, IndexChild, Manifest, ManifestBlob, Repository, Tag
 
 ATTESTATION_KEY = "vnd.docker.reference.type"
 CHUNK = 500
+MAX_ERROR = 2000
+MISSING = ("the registry has no such manifest (404): an index lists it, but it was deleted "
+           "or never pushed")
+
+
+class Batch:
+    """The writes of one ``writing`` block; each records the manifests it changed."""
+
+    def __init__(self, repo):
+        self.repo = repo
+        self.touched = set()
+        self.changed = False  # rows were added or removed: counts need a refresh
+        self.whole = False  # refresh the whole repository
+
+    def store_fetched(self, fetched, configs, missing=()):
+        ids = store_fetched(self.repo, fetched, configs, missing)
+        self.touched |= set(ids.values())
+        return ids
+
+    def set_tags(self, mapping):
+        """Point each tag ({name: manifest id}) at its manifest."""
+        if not mapping:
+            return
+        old = Tag.objects.filter(repository=self.repo, name__in=list(mapping)) \
+            .values_list("manifest_id", flat=True)
+        self.touched |= set(old) | set(mapping.values())
+        set_tags(self.repo, mapping)
+
+    def drop_tags(self, names):
+        names = list(names)
+        for chunk in _chunks(names):
+            tags = Tag.objects.filter(repository=self.repo, name__in=chunk)
+            self.touched |= set(tags.values_list("manifest_id", flat=True))
+            tags.delete()
+
+    def forget(self, ids):
+        """Remove manifests the registry says are gone (with their tags and links)."""
+        ids = set(ids)
+        if ids:
+            self.changed = True
+            self.touched |= remove_manifests(self.repo, ids)
+            self.touched -= ids
+
+    def touch(self, ids):
+        self.touched |= set(ids)
+
+
+@contextmanager
+def writing(repo: Repository, whole=False):
+    """One transactional write into ``repo``'s inventory. The rows the block changed (or the
+    whole repository, with ``whole``) are refreshed, counts included, before it commits."""
+    batch = Batch(repo)
+    batch.whole = whole
+    with transaction.atomic():
+        yield batch
+        if batch.whole:
+            refresh(repo)
+        elif batch.touched or batch.changed:
+            refresh(repo, batch.touched)
 
 
 def _chunks(items, size=CHUNK):
@@ -34,8 +101,10 @@ def blob_ids(registry, descriptors) -> dict:
     return ids
 
 
-def store_fetched(repo: Repository, fetched: dict, configs: dict) -> dict:
-    """Create or complete manifest rows from fetched content. Returns {digest: id} for them."""
+def store_fetched(repo: Repository, fetched: dict, configs: dict, missing=()) -> dict:
+    """Create or complete manifest rows from fetched content, and mark the ``missing`` digests
+    (the registry answered 404) that we hold as placeholders. Returns {digest: id} for them.
+    Call it through ``writing``."""
     now = timezone.now()
     existing = {}
     for chunk in _chunks(fetched):
@@ -49,15 +118,16 @@ def store_fetched(repo: Repository, fetched: dict, configs: dict) -> dict:
         row.last_seen = now
         manifest = item.manifest
         if item.media_type:
-            row.media_type = item.media_type
+            row.media_type = clean(item.media_type, 120)
         if manifest is None:
-            row.error = item.error or "the manifest could not be read"
+            row.error = clean(item.error or "the manifest could not be read", MAX_ERROR)
             # Manifests are immutable: a parse error is final; a failed fetch is tried again.
             row.fetched = bool(item.media_type)
             if "index" in row.media_type or "list" in row.media_type:
                 row.kind = Manifest.INDEX
             rows.append(row)
             continue
+        row.media_type = clean(manifest.media_type, 120)
         row.fetched, row.error = True, ""
         row.kind, row.manifest_size = manifest.kind, manifest.size
         if manifest.kind == Manifest.IMAGE:
@@ -93,10 +163,13 @@ def store_fetched(repo: Repository, fetched: dict, configs: dict) -> dict:
         [ManifestBlob(manifest_id=ids[m], blob_id=blob_map[b]) for m, bs in links.items()
          for b in bs], batch_size=CHUNK, ignore_conflicts=True)
 
-    # Children: make placeholder rows for any we could not fetch, then link them.
+    # Children: make placeholder rows for any we could not fetch, then link them. A child the
+    # registry answered 404 for says so; the others are read by the next fetch or sync.
+    missing = set(missing)
     child_digests = {c.digest for kids in children.values() for c in kids} - set(ids)
     if child_digests:
-        Manifest.objects.bulk_create([Manifest(repository=repo, digest=d, error="not fetched yet")
+        Manifest.objects.bulk_create([Manifest(repository=repo, digest=d,
+                                               error=MISSING if d in missing else "")
                                       for d in child_digests], ignore_conflicts=True)
         for chunk in _chunks(child_digests):
             ids.update(Manifest.objects.filter(repository=repo, digest__in=chunk)
@@ -108,6 +181,11 @@ def store_fetched(repo: Repository, fetched: dict, configs: dict) -> dict:
                     if c.annotations.get(ATTESTATION_KEY) == "attestation-manifest"]
     if attestations:
         Manifest.objects.filter(id__in=attestations).update(is_attestation=True)
+    gone = [d for d in missing if d not in fetched]
+    for chunk in _chunks(gone):
+        placeholders = Manifest.objects.filter(repository=repo, digest__in=chunk, fetched=False)
+        ids.update(placeholders.values_list("digest", "id"))
+        placeholders.update(error=MISSING)
     return ids
 
 
@@ -201,7 +279,7 @@ def _refresh_indexes(indexes):
             if plat and not link.child.is_attestation and plat != "unknown/unknown" \
                     and plat not in platforms:
                 platforms.append(plat)
-        row.platform = ", ".join(platforms)
+        row.platform = clean(", ".join(platforms), 500)
         created = [link.child.created for link in links if link.child.created]
         row.created = max(created) if created else None
         if row.created and row.last_pushed_source != Manifest.PUSH_EVENT:

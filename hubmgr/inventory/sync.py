@@ -9,28 +9,49 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
+from hubmgr.registry import names
 from hubmgr.registry.errors import RegistryError
 from hubmgr.registry.manifests import ImageConfig
 
 from .crawl import Crawler
 from .models import IndexChild, Manifest, Repository, SyncRun, Tag
 from .registries import record_health
-from .store import refresh, remove_manifests, set_tags, store_fetched
+from .store import writing
 
 log = logging.getLogger("hubmgr.sync")
+MAX_PROBLEMS = 1000
 
 
 def sync_registry(registry, client, repository=None, concurrency=None, progress=None) -> SyncRun:
     """Sync every repository in the catalog, or only ``repository``.
 
     Raises RegistryError when the registry cannot be listed at all (down, credentials refused);
-    problems with single tags or manifests are recorded on the returned SyncRun.
+    problems with single repositories, tags or manifests are recorded on the returned SyncRun,
+    and the sync goes on. The run is always closed, with its error when it stopped early.
     """
     run = SyncRun.objects.create(registry=registry)
-    concurrency = concurrency or settings.SYNC_CONCURRENCY
+    try:
+        _sync(run, registry, client, repository, concurrency or settings.SYNC_CONCURRENCY,
+              progress)
+    except BaseException as exc:
+        run.error = names.clean(exc, 2000) or type(exc).__name__
+        if not isinstance(exc, RegistryError):
+            log.exception("sync run=%s stopped", run.pk)
+        raise
+    finally:
+        run.finished_at = timezone.now()
+        run.save()
+    registry.last_synced_at = run.finished_at
+    registry.save(update_fields=["last_synced_at"])
+    log.info("sync run=%s repositories=%d tags=%d fetched=%d removed=%d problems=%d",
+             run.pk, run.repositories, run.tags, run.manifests_fetched, run.removed,
+             len(run.problems))
+    return run
+
+
+def _sync(run, registry, client, repository, concurrency, progress):
     # Configs are immutable: what earlier syncs read from them is not fetched again.
     config_cache = {
         c: ImageConfig(platform, created) for c, platform, created in
@@ -41,46 +62,83 @@ def sync_registry(registry, client, repository=None, concurrency=None, progress=
     try:
         try:
             listed = [repository] if repository else list(client.catalog())
-            # Repositories we know that left the catalog are reconciled too, so they empty out.
-            names = listed if repository else listed + sorted(
-                set(Repository.objects.filter(registry=registry).values_list("name", flat=True))
-                - set(listed))
-            tag_lists = dict(zip(names, crawler.pool.map(client.tags, names)))
         except RegistryError as exc:
-            run.error = str(exc)
-            run.finished_at = timezone.now()
-            run.save()
             record_health(registry, str(exc))
             log.warning("sync run=%s failed: %s", run.pk, exc)
             raise
         record_health(registry, "")
+        # Repositories we know that left the catalog are reconciled too, so they empty out.
+        known = set(Repository.objects.filter(registry=registry).values_list("name", flat=True))
+        wanted = _valid_names(run, listed + sorted(known - set(listed)))
+        tag_lists = _tag_lists(run, crawler, wanted)
         if progress is not None:
             progress.reset(total=sum(len(t) for t in tag_lists.values()))
         # While one repository's results are written, the next one is already being read.
         with ThreadPoolExecutor(1, thread_name_prefix="crawl-ahead") as ahead:
             previous = None
-            for name in names:
-                plan = _plan(registry, name, tag_lists[name])
+            for name, tags in tag_lists.items():
+                plan = _plan(registry, name, tags)
                 plan["future"] = ahead.submit(crawler.crawl, name, plan["tags"], plan["known"],
                                               plan["unread"])
                 if previous:
-                    _finish(crawler, previous, run)
+                    _finish_safely(crawler, previous, run)
                 previous = plan
             if previous:
-                _finish(crawler, previous, run)
+                _finish_safely(crawler, previous, run)
         if not repository:
             _forget_empty_repositories(registry, set(listed))
     finally:
         crawler.close()
-    run.repositories = len(names)
-    run.finished_at = timezone.now()
-    run.save()
-    registry.last_synced_at = run.finished_at
-    registry.save(update_fields=["last_synced_at"])
-    log.info("sync run=%s repositories=%d tags=%d fetched=%d removed=%d problems=%d",
-             run.pk, run.repositories, run.tags, run.manifests_fetched, run.removed,
-             len(run.problems))
-    return run
+    run.repositories = len(tag_lists)
+
+
+def _problem(run, reference, error):
+    if len(run.problems) < MAX_PROBLEMS:
+        run.problems.append({"reference": names.clean(reference, 400),
+                             "error": names.clean(error, 2000)})
+
+
+def _valid_names(run, candidates):
+    """The repository names a sync may put in a URL; the others are listed as problems."""
+    out = []
+    for name in candidates:
+        if names.valid_name(name):
+            out.append(name)
+        else:
+            _problem(run, name, "not a valid repository name: hubmgr does not read it (an "
+                                "administrator can remove it from hubmgr in the admin)")
+    return out
+
+
+def _tag_lists(run, crawler, repositories) -> dict:
+    """{repository: [valid tags]}. A repository whose tags cannot be listed is left as it is
+    this time, with the problem recorded; tags outside the grammar are skipped likewise."""
+    futures = {name: crawler.pool.submit(crawler.client.tags, name) for name in repositories}
+    out = {}
+    for name, future in futures.items():
+        try:
+            tags = future.result()
+        except RegistryError as exc:
+            _problem(run, name, f"could not list its tags: {exc}")
+            continue
+        out[name] = [t for t in tags if names.valid_tag(t)]
+        for bad in [t for t in tags if not names.valid_tag(t)][:20]:
+            _problem(run, f"{name}:{names.shown(bad)}", "not a valid tag: skipped")
+    if futures and not out:
+        # Every listing failed: the registry itself, not one repository, is the problem.
+        first = next(iter(futures.values())).exception()
+        if isinstance(first, RegistryError) and first.transient:
+            raise first
+    return out
+
+
+def _finish_safely(crawler, plan, run):
+    """Write one repository; a failure costs only that repository, with the reason listed."""
+    try:
+        _finish(crawler, plan, run)
+    except Exception as exc:  # noqa: BLE001 - one poison repository never stops the sync
+        log.exception("sync run=%s repository=%s not written", run.pk, plan["repo"].name)
+        _problem(run, plan["repo"].name, f"could not be written: {type(exc).__name__}: {exc}")
 
 
 def _plan(registry, name, tags):
@@ -114,25 +172,25 @@ def _finish(crawler, plan, run):
         if isinstance(present, str):
             result.problems.append({"reference": f"{repo.name}@{digest}", "error": present})
 
-    with transaction.atomic():
-        ids = store_fetched(repo, result.fetched, result.configs) if result.fetched else {}
+    with writing(repo, whole=True) as batch:
+        ids = batch.store_fetched(result.fetched, result.configs, result.missing) \
+            if result.fetched or result.missing else {}
         ids = {**all_ids, **ids}
-        set_tags(repo, {t: ids[d] for t, d in result.tag_digests.items() if d in ids})
+        batch.set_tags({t: ids[d] for t, d in result.tag_digests.items() if d in ids})
         # Tags the registry no longer lists, or that answered 404, go; failed lookups stay.
-        stale_tags = (set(had) - set(tags)) | result.tags_gone
-        Tag.objects.filter(repository=repo, name__in=stale_tags).delete()
-        remove_manifests(repo, gone)
+        batch.drop_tags((set(had) - set(tags)) | result.tags_gone)
+        batch.forget(gone)
         seen_ids = [ids[d] for d in reached if d in ids]
         for start in range(0, len(seen_ids), 500):
             Manifest.objects.filter(id__in=seen_ids[start:start + 500]).update(
                 last_seen=timezone.now())
-        refresh(repo)
         Repository.objects.filter(pk=repo.pk).update(last_synced_at=timezone.now())
 
     run.tags += len(tags)
     run.manifests_fetched += len(result.fetched)
     run.removed += len(gone)
-    run.problems.extend(result.problems[:1000 - len(run.problems)])
+    for problem in result.problems:
+        _problem(run, problem["reference"], problem["error"])
     return result
 
 

@@ -9,7 +9,7 @@ from hubmgr.registry.errors import RegistryError, RegistryUnavailable
 from .crawl import Crawler
 from .models import Repository
 from .registries import client_for, default_registry
-from .store import refresh, store_fetched
+from .store import writing
 from .sync import sync_registry
 
 log = logging.getLogger("hubmgr.tasks")
@@ -32,8 +32,8 @@ def fetch_manifests(repository_id, digests):
     finally:
         crawler.close()
         client.close()
-    ids = store_fetched(repo, result.fetched, result.configs)
-    refresh(repo, ids.values())
+    with writing(repo) as batch:
+        batch.store_fetched(result.fetched, result.configs, result.missing)
     for problem in result.problems:
         log.warning("fetch repository=%s reference=%s error=%s", repo.name,
                     problem["reference"], problem["error"])

@@ -10,7 +10,9 @@ from urllib.parse import urljoin, urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
+from . import names
 from .errors import (
+    InvalidReference,
     ManifestInvalid,
     RegistryAuthError,
     RegistryError,
@@ -22,6 +24,9 @@ from .errors import (
 from .manifests import ACCEPT, Manifest, parse_manifest, sha256_digest
 
 USER_AGENT = "hubmgr/0.1 (+registry inventory)"
+# distribution refuses manifests over 4 MiB; an image config is far smaller in practice.
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 _LINK_NEXT = re.compile(r"<([^>]+)>\s*;\s*rel=\"?next\"?")
 
@@ -192,6 +197,21 @@ class RegistryClient:
             yield from items
             match = _LINK_NEXT.search(resp.headers.get("Link", ""))
             path = urljoin(self.url + "/", match.group(1)) if match else None
+            if path and urlsplit(path).netloc != urlsplit(self.url).netloc:
+                raise RegistryResponseError(f"The registry's next-page link points at another "
+                                            f"host ({names.shown(path)}); hubmgr stops there.",
+                                            url=path)
+
+    def _read(self, resp, limit, what):
+        """The body of ``resp``, refusing one larger than ``limit`` bytes."""
+        body = bytearray()
+        for chunk in resp.iter_content(64 * 1024):
+            body += chunk
+            if len(body) > limit:
+                resp.close()
+                raise ManifestInvalid(f"The registry served {what} larger than {limit} bytes; "
+                                      "hubmgr does not read it.", url=resp.url)
+        return bytes(body)
 
     # ---- read API ----------------------------------------------------------------------------
     def ping(self):
@@ -203,18 +223,20 @@ class RegistryClient:
 
     def tags(self, repository, page_size=1000):
         try:
-            return list(self._paged(f"/v2/{repository}/tags/list?n={page_size}", "tags",
-                                    repository))
+            return list(self._paged(f"{_path(repository, 'tags/list')}?n={page_size}",
+                                    "tags", repository))
         except RegistryNotFound as exc:
             if exc.code == "NAME_UNKNOWN":
                 return []
             raise
 
     def get_manifest(self, repository, reference) -> FetchedManifest:
-        resp = self.request("GET", f"/v2/{repository}/manifests/{reference}",
-                            repository=repository, headers={"Accept": ACCEPT})
-        body = resp.content
+        resp = self.request("GET", _path(repository, "manifests", reference),
+                            repository=repository, headers={"Accept": ACCEPT}, stream=True)
+        body = self._read(resp, MAX_MANIFEST_BYTES, f"the manifest {repository}@{reference}")
         digest = resp.headers.get("Docker-Content-Digest") or sha256_digest(body)
+        if not names.valid_digest(digest):
+            digest = sha256_digest(body)
         if reference.startswith("sha256:") and sha256_digest(body) != reference:
             raise ManifestInvalid(f"The registry served {repository}@{reference} with content "
                                   "that does not match its digest.", url=resp.url)
@@ -224,22 +246,32 @@ class RegistryClient:
     def head_manifest(self, repository, reference) -> str | None:
         """The digest a reference points at, or None when the registry says it is gone."""
         try:
-            resp = self.request("HEAD", f"/v2/{repository}/manifests/{reference}",
+            resp = self.request("HEAD", _path(repository, "manifests", reference),
                                 repository=repository, headers={"Accept": ACCEPT})
         except RegistryNotFound:
             return None
-        return resp.headers.get("Docker-Content-Digest") or (
-            reference if reference.startswith("sha256:") else None)
+        digest = resp.headers.get("Docker-Content-Digest", "")
+        if names.valid_digest(digest):
+            return digest
+        if names.valid_digest(reference):
+            return reference
+        raise RegistryResponseError(f"The registry answered HEAD {repository}:{reference} "
+                                    f"without a valid digest ({names.shown(digest)}).",
+                                    url=resp.url)
 
     def get_blob(self, repository, digest) -> bytes:
-        resp = self.request("GET", f"/v2/{repository}/blobs/{digest}", repository=repository)
-        return resp.content
+        resp = self.request("GET", _path(repository, "blobs", digest), repository=repository,
+                            stream=True)
+        return self._read(resp, MAX_CONFIG_BYTES, f"the blob {repository}@{digest}")
 
     # ---- write API ---------------------------------------------------------------------------
     def delete_manifest(self, repository, digest) -> bool:
         """True when deleted now, False when it was already gone (404)."""
         try:
-            self.request("DELETE", f"/v2/{repository}/manifests/{digest}",
+            if not names.valid_digest(digest):
+                raise InvalidReference(f"{names.shown(digest)} is not a valid digest: "
+                                       "hubmgr deletes manifests by digest only.")
+            self.request("DELETE", _path(repository, "manifests", digest),
                          repository=repository, allow=(200, 202))
         except RegistryNotFound:
             return False
@@ -248,12 +280,12 @@ class RegistryClient:
     def push_blob(self, repository, data: bytes) -> str:
         """Monolithic upload (POST then PUT); returns the digest."""
         digest = sha256_digest(data)
-        resp = self.request("HEAD", f"/v2/{repository}/blobs/{digest}", repository=repository,
+        resp = self.request("HEAD", _path(repository, "blobs", digest), repository=repository,
                             allow=(200, 404))
         if resp.status_code == 200:
             return digest
-        resp = self.request("POST", f"/v2/{repository}/blobs/uploads/", repository=repository,
-                            allow=(202,))
+        resp = self.request("POST", _path(repository, "blobs/uploads/"),
+                            repository=repository, allow=(202,))
         location = urljoin(self.url + "/", resp.headers["Location"])
         sep = "&" if "?" in location else "?"
         self.request("PUT", f"{location}{sep}digest={digest}", repository=repository,
@@ -263,13 +295,27 @@ class RegistryClient:
 
     def put_manifest(self, repository, reference, manifest: dict | bytes, media_type) -> str:
         body = manifest if isinstance(manifest, bytes) else json.dumps(manifest).encode()
-        resp = self.request("PUT", f"/v2/{repository}/manifests/{reference}",
+        resp = self.request("PUT", _path(repository, "manifests", reference),
                             repository=repository, headers={"Content-Type": media_type},
                             data=body, allow=(201,))
         return resp.headers.get("Docker-Content-Digest") or sha256_digest(body)
 
     def close(self):
         self.session.close()
+
+
+def _path(repository, what, reference=None):
+    """/v2/<repository>/<what>[/<reference>], refusing a repository, tag or digest outside
+    the distribution grammar: no URL is ever built from a value hubmgr did not validate."""
+    if not names.valid_name(repository):
+        raise InvalidReference(f"{names.shown(repository)} is not a valid repository name.")
+    if reference is None:
+        return f"/v2/{repository}/{what}"
+    check = names.valid_reference if what == "manifests" else names.valid_digest
+    if not check(reference):
+        raise InvalidReference(f"{names.shown(reference)} is not a valid "
+                               f"{'tag or digest' if what == 'manifests' else 'digest'}.")
+    return f"/v2/{repository}/{what}/{reference}"
 
 
 def _short(exc):

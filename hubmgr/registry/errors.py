@@ -49,3 +49,8 @@ class RegistryResponseError(RegistryError):
 
 class ManifestInvalid(RegistryError):
     """The registry answered, but the manifest is not one we can read."""
+
+
+class InvalidReference(RegistryError):
+    """hubmgr refused to build a URL from a name, tag or digest outside the distribution
+    grammar (it never sends one to the registry)."""

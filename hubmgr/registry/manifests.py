@@ -2,9 +2,11 @@
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
+from . import names
 from .errors import ManifestInvalid
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -15,6 +17,14 @@ INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 IMAGE_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 # Every manifest kind we read, so a registry never narrows a multi-arch tag to one platform.
 ACCEPT = ", ".join(INDEX_TYPES + IMAGE_TYPES)
+# Bounds on what a manifest may declare. The registry does not check declared sizes, so a
+# pusher can write any number; these keep every size, and every sum of sizes, far inside a
+# 64-bit column on SQLite and PostgreSQL.
+MAX_BLOB_SIZE = 2**40  # 1 TiB for one layer or config
+MAX_ENTRIES = 10_000  # layers of an image, or children of an index
+# "os/arch/variant" parts: short tokens such as linux, arm64, v8.
+_PLATFORM_PART = re.compile(r"[A-Za-z0-9_.+-]{1,32}")
+EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def sha256_digest(data: bytes) -> str:
@@ -46,22 +56,40 @@ class Manifest:
         return ([self.config] if self.config else []) + list(self.layers)
 
 
+def platform_of(data) -> str:
+    """"os/arch[/variant]" from a platform object or an image config; "" when absent or not
+    made of short plain tokens."""
+    if not isinstance(data, dict):
+        return ""
+    parts = [data.get("os"), data.get("architecture")]
+    if data.get("variant"):
+        parts.append(data["variant"])
+    if not all(isinstance(p, str) and _PLATFORM_PART.fullmatch(p) for p in parts):
+        return ""
+    return "/".join(parts)
+
+
 def _descriptor(raw, where):
     if not isinstance(raw, dict):
         raise ManifestInvalid(f"{where} is not an object")
     digest, size = raw.get("digest"), raw.get("size")
-    if not isinstance(digest, str) or ":" not in digest:
-        raise ManifestInvalid(f"{where} has no valid digest")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise ManifestInvalid(f"{where} ({digest}) has no valid size")
-    platform = ""
-    plat = raw.get("platform")
-    if isinstance(plat, dict) and plat.get("os") and plat.get("architecture"):
-        platform = f"{plat['os']}/{plat['architecture']}"
-        if plat.get("variant"):
-            platform += f"/{plat['variant']}"
+    if not names.valid_digest(digest):
+        raise ManifestInvalid(f"{where} has no valid digest ({names.shown(digest)})")
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_BLOB_SIZE:
+        raise ManifestInvalid(f"{where} ({digest}) declares a size of {names.shown(size, 30)} "
+                              f"bytes, outside 0 to {MAX_BLOB_SIZE} (1 TiB)")
     annotations = raw.get("annotations") if isinstance(raw.get("annotations"), dict) else {}
-    return Descriptor(str(raw.get("mediaType", "")), digest, size, platform, annotations)
+    return Descriptor(names.clean(raw.get("mediaType", ""), 255), digest, size,
+                      platform_of(raw.get("platform")), annotations)
+
+
+def _entries(data, key):
+    entries = data.get(key)
+    if not isinstance(entries, list):
+        raise ManifestInvalid(f"its {key!r} list is missing")
+    if len(entries) > MAX_ENTRIES:
+        raise ManifestInvalid(f"it lists {len(entries)} {key}, more than {MAX_ENTRIES}")
+    return entries
 
 
 def parse_manifest(body: bytes, media_type: str, digest: str | None = None) -> Manifest:
@@ -69,30 +97,29 @@ def parse_manifest(body: bytes, media_type: str, digest: str | None = None) -> M
     digest = digest or sha256_digest(body)
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ManifestInvalid(f"manifest {digest} is not valid JSON: {exc}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ManifestInvalid(f"manifest {digest} is not valid JSON: "
+                              f"{names.clean(exc, 200)}") from None
     if not isinstance(data, dict):
         raise ManifestInvalid(f"manifest {digest} is not a JSON object")
-    media_type = (media_type or "").split(";")[0].strip() or data.get("mediaType", "")
+    declared = data.get("mediaType") if isinstance(data.get("mediaType"), str) else ""
+    media_type = (media_type or "").split(";")[0].strip() or declared
     if media_type not in INDEX_TYPES + IMAGE_TYPES:
-        media_type = data.get("mediaType") or media_type
+        media_type = declared or media_type
     try:
         if media_type in INDEX_TYPES or (not media_type and "manifests" in data):
-            children = data.get("manifests")
-            if not isinstance(children, list):
-                raise ManifestInvalid("its 'manifests' list is missing")
+            children = _entries(data, "manifests")
             kids = [_descriptor(c, f"child {i}") for i, c in enumerate(children)]
             return Manifest(digest, media_type or OCI_INDEX, len(body), "index", children=kids)
         if media_type in IMAGE_TYPES or (not media_type and "config" in data):
-            layers = data.get("layers")
-            if not isinstance(layers, list):
-                raise ManifestInvalid("its 'layers' list is missing")
+            layers = _entries(data, "layers")
             config = _descriptor(data.get("config"), "config")
             blobs = [_descriptor(layer, f"layer {i}") for i, layer in enumerate(layers)]
             return Manifest(digest, media_type or OCI_MANIFEST, len(body), "image", config, blobs)
     except ManifestInvalid as exc:
         raise ManifestInvalid(f"manifest {digest} is malformed: {exc}") from None
-    raise ManifestInvalid(f"manifest {digest} has unsupported media type {media_type!r}")
+    raise ManifestInvalid(f"manifest {digest} has unsupported media type "
+                          f"{names.shown(media_type)}")
 
 
 @dataclass
@@ -105,23 +132,24 @@ def parse_config(body: bytes) -> ImageConfig:
     """Platform and creation time from an image config blob; tolerant of missing fields."""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return ImageConfig()
     if not isinstance(data, dict):
         return ImageConfig()
-    platform = ""
-    if data.get("os") and data.get("architecture"):
-        platform = f"{data['os']}/{data['architecture']}"
-        if data.get("variant"):
-            platform += f"/{data['variant']}"
-    created = None
-    if isinstance(data.get("created"), str):
-        created = parse_time(data["created"])
-    return ImageConfig(platform, created)
+    created = parse_time(data.get("created"))
+    return ImageConfig(platform_of(data), created if plausible(created) else None)
 
 
-def parse_time(value: str) -> datetime | None:
-    """RFC 3339 with any number of fractional digits (Go writes nanoseconds)."""
+def plausible(when: datetime | None, slack=timedelta(days=1)) -> bool:
+    """Between 1970 and a day from now: a time a registry or an image can truly carry."""
+    return when is not None and EARLIEST <= when <= datetime.now(timezone.utc) + slack
+
+
+def parse_time(value) -> datetime | None:
+    """RFC 3339 with any number of fractional digits (Go writes nanoseconds), in UTC; None
+    for anything else, including times whose UTC form falls outside what Python holds."""
+    if not isinstance(value, str) or len(value) > 64:
+        return None
     value = value.strip()
     if not value:
         return None
@@ -139,4 +167,7 @@ def parse_time(value: str) -> datetime | None:
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed
+    try:
+        return parsed.astimezone(timezone.utc)
+    except OverflowError:
+        return None

@@ -4,6 +4,7 @@ import hmac
 import logging
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.db import transaction
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -43,12 +44,18 @@ def registry_hook(request):
         return JsonResponse({"error": message}, status=401)
     try:
         events = parse_envelope(request.body)
+    except RequestDataTooBig:
+        log.warning("webhook rejected reason=body too large")
+        return JsonResponse({"error": "the notification body is larger than hubmgr accepts "
+                                      "(lower the endpoint's threshold)"}, status=413)
     except BadEnvelope as exc:
         log.warning("webhook rejected reason=%s", exc)
         return JsonResponse({"error": f"malformed notification: {exc}"}, status=400)
-    to_fetch = apply_events(default_registry(), events)
-    for repo_id, digests in to_fetch.items():
+    outcome = apply_events(default_registry(), events)
+    for repo_id, digests in outcome.to_fetch.items():
         transaction.on_commit(lambda r=repo_id, d=sorted(digests): _queue_fetch(r, d))
-    log.info("webhook applied events=%d fetch=%d", len(events),
-             sum(len(d) for d in to_fetch.values()))
-    return JsonResponse({"accepted": len(events)})
+    log.info("webhook events=%d applied=%d duplicates=%d rejected=%d fetch=%d", len(events),
+             outcome.applied, outcome.duplicates, outcome.rejected,
+             sum(len(d) for d in outcome.to_fetch.values()))
+    # 2xx even when events were rejected: they are recorded, and a retry would not fix them.
+    return JsonResponse(outcome.as_json())
