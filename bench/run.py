@@ -297,7 +297,7 @@ def _bench_delete(service, count):
     sync_registry(registry, client, "bench/job-delete", concurrency=CONCURRENCY)
     repo = Repository.objects.get(name="bench/job-delete")
     plan = actions.make_plan(repo, job_digests)
-    job = jobs.create_job(repo, plan)
+    job = jobs.create_job(repo, actions.snapshot(plan))
     started = time.perf_counter()
     status = jobs.process_job(job.pk, client, concurrency=CONCURRENCY, wait=True)
     rate = count / (time.perf_counter() - started)

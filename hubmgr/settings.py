@@ -87,6 +87,10 @@ DELETE_CONCURRENCY = env_int("HUBMGR_DELETE_CONCURRENCY", 8)
 DELETE_DEADLINE_HOURS = env_int("HUBMGR_DELETE_DEADLINE_HOURS", 24)
 DELETE_RETRY_BASE_SECONDS = env_float("HUBMGR_DELETE_RETRY_BASE_SECONDS", 2.0)
 DELETE_RETRY_MAX_SECONDS = env_float("HUBMGR_DELETE_RETRY_MAX_SECONDS", 600.0)
+# How long a preview can be confirmed ("Delete forever") after it was shown.
+DELETE_PREVIEW_MINUTES = env_int("HUBMGR_DELETE_PREVIEW_MINUTES", 60)
+# Right before DELETEs, a tag resolved by the registry longer ago than this is resolved again.
+DELETE_RECHECK_SECONDS = env_float("HUBMGR_DELETE_RECHECK_SECONDS", 10.0)
 # A worker that has held an item this long without finishing is presumed dead.
 DELETE_CLAIM_SECONDS = env_float("HUBMGR_DELETE_CLAIM_SECONDS", 120.0)
 
@@ -116,6 +120,10 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
 ]
+
+# A selection of up to 50,000 digests (about 4 MB of form fields) must reach the preview.
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 60_000
+DATA_UPLOAD_MAX_MEMORY_SIZE = 8 * 1024 * 1024
 
 ROOT_URLCONF = "hubmgr.urls"
 WSGI_APPLICATION = "hubmgr.wsgi.application"

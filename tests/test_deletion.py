@@ -5,6 +5,7 @@ import pytest
 
 from hubmgr import devstack
 from hubmgr.deletion import jobs
+from hubmgr.deletion.actions import snapshot
 from hubmgr.deletion.graph import load_graph
 from hubmgr.deletion.models import DeletionItem, DeletionJob
 from hubmgr.deletion.planner import plan
@@ -21,7 +22,7 @@ def run(repo_name, digests, wait=True):
     r = repo(repo_name)
     graph, selected = load_graph(r, digests)
     p = plan(graph, selected)
-    job = jobs.create_job(r, p)
+    job = jobs.create_job(r, snapshot(p))
     client = client_for(default_registry())
     jobs.process_job(job.pk, client, wait=wait)
     job.refresh_from_db()
@@ -93,7 +94,7 @@ def test_a_tag_added_after_the_preview_keeps_the_item(registry, registry_client)
     sync()
     r = repo("gc/app")
     graph, selected = load_graph(r, [d["i"]])
-    job = jobs.create_job(r, plan(graph, selected))
+    job = jobs.create_job(r, snapshot(plan(graph, selected)))
     child = Manifest.objects.get(repository=r, digest=d["c1"])
     Tag.objects.create(repository=r, name="pinned", manifest=child)  # as a push event would
     jobs.process_job(job.pk, client_for(default_registry()), wait=True)
@@ -110,7 +111,7 @@ def test_a_child_whose_index_failed_is_not_deleted(registry, registry_client, se
     sync()
     r = repo("gc/app")
     graph, selected = load_graph(r, [d["i"]])
-    job = jobs.create_job(r, plan(graph, selected))
+    job = jobs.create_job(r, snapshot(plan(graph, selected)))
     job.items.filter(digest=d["i"]).update(status=DeletionItem.FAILED, last_error="x")
     jobs.process_job(job.pk, client_for(default_registry()), wait=True)
     assert set(job.items.exclude(digest=d["i"]).values_list("status", flat=True)) == {
@@ -143,7 +144,9 @@ def test_credentials_that_may_not_delete_fail_the_item(basic_registry, settings)
     _, job = run("cred/app", [desc["digest"]])
     item = job.items.get()
     assert item.status == DeletionItem.FAILED
-    assert item.last_error.startswith("the registry credentials may not delete")
+    # Refused already when listing the tags, before any DELETE was sent.
+    assert item.last_error.startswith("could not check the registry's tags first")
+    assert "refused hubmgr's credentials" in item.last_error
 
 
 def test_delete_command_runs_the_plan_and_waits(registry, registry_client, capsys):
@@ -170,3 +173,75 @@ def test_an_image_also_in_another_repository_frees_nothing(registry, registry_cl
     before = devstack.blob_bytes(registry.root)
     devstack.garbage_collect(registry.config_path)
     assert devstack.blob_bytes(registry.root) == before
+
+
+def confirm_and_run(repo_name, digests):
+    """Preview as a user would, then change the registry (the caller), then confirm."""
+    from hubmgr.deletion import actions
+
+    r = repo(repo_name)
+    found = actions.preview(r, digests, None)
+
+    def go():
+        job = actions.confirm(r, found.pk, None)
+        jobs.process_job(job.pk, client_for(default_registry()), wait=True)
+        job.refresh_from_db()
+        return job
+    return go
+
+
+def test_a_tag_pushed_without_any_notification_keeps_the_image(registry, registry_client):
+    d = push_world(registry_client)
+    sync()
+    go = confirm_and_run("gc/app", [d["solo"]])
+    body = registry_client.get_manifest("gc/app", "solo")
+    registry_client.put_manifest("gc/app", "hotfix", body.body, body.media_type)  # unseen
+    job = go()
+    item = job.items.get()
+    assert item.status == DeletionItem.SKIPPED
+    assert item.last_error == "tagged since the preview: hotfix (seen in the registry)"
+    assert registry_client.head_manifest("gc/app", d["solo"]) == d["solo"]
+
+
+def test_a_known_tag_moved_onto_the_image_keeps_it(registry, registry_client):
+    d = push_world(registry_client)
+    sync()
+    Manifest.objects.create(repository=repo("gc/app"), digest=d["loose"])  # from a push event
+    sync()
+    go = confirm_and_run("gc/app", [d["loose"]])
+    body = registry_client.get_manifest("gc/app", d["loose"])
+    registry_client.put_manifest("gc/app", "solo", body.body, body.media_type)  # solo moves
+    item = go().items.get()
+    assert item.status == DeletionItem.SKIPPED and "tagged since the preview: solo" in \
+        item.last_error
+    assert registry_client.head_manifest("gc/app", d["loose"]) == d["loose"]
+
+
+def test_a_new_index_on_a_child_keeps_the_child_and_deletes_the_rest(registry, registry_client):
+    d = push_world(registry_client)
+    sync()
+    go = confirm_and_run("gc/app", [d["i"]])
+    c1 = registry_client.get_manifest("gc/app", d["c1"])
+    new_index = devstack.push_index(registry_client, "gc/app", [
+        {"mediaType": c1.media_type, "digest": d["c1"], "size": len(c1.body),
+         "platform": {"os": "linux", "architecture": "amd64"}}], tag="3.0")
+    job = go()
+    statuses = dict(job.items.values_list("digest", "status"))
+    assert statuses == {d["i"]: "done", d["c1"]: "skipped", d["att"]: "done"}
+    reason = job.items.get(digest=d["c1"]).last_error
+    assert reason.startswith(f"referenced since the preview by index {new_index[:19]} (tag 3.0")
+    assert registry_client.head_manifest("gc/app", d["c1"]) == d["c1"]
+
+
+def test_nothing_is_deleted_while_the_registrys_tags_cannot_be_read(
+        fault_proxy, registry_client, settings):
+    settings.DELETE_RETRY_BASE_SECONDS = 30
+    d = push_world(registry_client)
+    sync()
+    fault_proxy.add("GET", r"/tags/list", "status", 503)
+    _, job = run("gc/app", [d["solo"]], wait=False)
+    item = job.items.get()
+    assert item.status == DeletionItem.RETRYING
+    assert item.last_error.startswith("could not check the registry's tags first")
+    assert fault_proxy.count("DELETE", r"/manifests/") == 0
+    assert registry_client.head_manifest("gc/app", d["solo"]) == d["solo"]

@@ -13,6 +13,7 @@ import pytest
 from django.db import connection
 
 from hubmgr.deletion import jobs, tasks
+from hubmgr.deletion.actions import snapshot
 from hubmgr.deletion.graph import load_graph
 from hubmgr.deletion.models import DeletionItem, DeletionJob
 from hubmgr.deletion.planner import plan
@@ -26,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def make_job(repo_name, digests):
     r = repo(repo_name)
     graph, selected = load_graph(r, digests)
-    return jobs.create_job(r, plan(graph, selected))
+    return jobs.create_job(r, snapshot(plan(graph, selected)))
 
 
 def wait_finished(job, timeout=60):

@@ -6,10 +6,18 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.core.management import CommandError, call_command
 
-from hubmgr.deletion.models import DeletionJob
+import re
+
+from django.test import Client
+from django.utils import timezone
+
+from hubmgr.deletion.models import DeletionJob, DeletionPreview
+from hubmgr.inventory.models import Manifest, Tag
+from hubmgr.inventory.store import refresh
+from hubmgr.web.deletions import MAX_SELECTION
 from hubmgr.web.models import ApiToken
 
-from .factories import digest, sample_repo
+from .factories import digest, make_repo, sample_repo
 
 pytestmark = pytest.mark.django_db
 
@@ -36,7 +44,9 @@ def test_the_modal_groups_selected_children_and_kept(maintainer_client):
     assert resp.status_code == 200
     assert "Selected (2)" in html and "Also removed (not referenced elsewhere) (2)" in html
     assert digest("amd")[7:19] in html and 'id="reclaim-bytes"' in html
-    assert html.count('name="digest"') == 2
+    preview = DeletionPreview.objects.get()
+    assert html.count('name="preview_id"') == 1 and str(preview.pk) in html
+    assert 'name="digest"' not in html  # the confirmation names the preview, not a selection
 
 
 def test_select_all_matching_uses_the_search_and_filter(maintainer_client):
@@ -59,9 +69,16 @@ def test_preview_needs_post(maintainer_client):
     assert maintainer_client.get("/repositories/team/app/-/preview").status_code == 405
 
 
+def preview_id(client, repo_name, **selection):
+    resp = client.post(f"/repositories/{repo_name}/-/preview", selection)
+    assert resp.status_code == 200, resp.content.decode()[:500]
+    return re.search(r'name="preview_id" value="([0-9a-f-]+)"', resp.content.decode()).group(1)
+
+
 def test_delete_creates_a_job_and_answers_the_progress_panel(maintainer_client, maintainer):
     repo, index, images, loose = sample_repo()
-    resp = maintainer_client.post("/repositories/team/app/-/delete", {"digest": [loose.digest]})
+    pid = preview_id(maintainer_client, "team/app", digest=[loose.digest])
+    resp = maintainer_client.post("/repositories/team/app/-/delete", {"preview_id": pid})
     assert resp.status_code == 200 and "hubmgr:job-started" in resp.headers["HX-Trigger"]
     job = DeletionJob.objects.get()
     assert job.created_by == maintainer and job.items.get().digest == loose.digest
@@ -71,6 +88,52 @@ def test_delete_creates_a_job_and_answers_the_progress_panel(maintainer_client, 
     assert maintainer_client.get("/jobs/").status_code == 200
     assert loose.digest[7:19] in maintainer_client.get(f"/jobs/{job.pk}").content.decode()
     assert maintainer_client.get("/jobs/999").status_code == 404
+
+
+def test_delete_forever_runs_the_preview_as_it_was_shown(maintainer_client):
+    repo, index, images, loose = sample_repo()
+    pid = preview_id(maintainer_client, "team/app", digest=[images[0].digest])
+    # A tag pushed after the preview: the job keeps the preview's tags, so the re-check before
+    # the DELETE sees the new tag and keeps the image.
+    Tag.objects.create(repository=repo, name="pushed-later", manifest=images[0])
+    maintainer_client.post("/repositories/team/app/-/delete", {"preview_id": pid})
+    item = DeletionJob.objects.get().items.get()
+    assert item.digest == images[0].digest and item.tags == ["1.0"]
+
+
+def test_a_preview_runs_once_and_only_for_its_user_and_while_fresh(
+        maintainer_client, maintainer, django_user_model):
+    repo, index, images, loose = sample_repo()
+    pid = preview_id(maintainer_client, "team/app", digest=[loose.digest])
+    url = "/repositories/team/app/-/delete"
+    other = django_user_model.objects.create_user("otto", password="pw-otto-12345")
+    other.user_permissions.add(Permission.objects.get(codename="delete_images"))
+    client = Client()
+    client.force_login(other)
+    assert client.post(url, {"preview_id": pid}).status_code == 404
+    assert maintainer_client.post(url, {"preview_id": "not-a-uuid"}).status_code == 404
+    assert maintainer_client.post(url, {}).status_code == 400
+    assert maintainer_client.post(url, {"preview_id": pid}).status_code == 200
+    again = maintainer_client.post(url, {"preview_id": pid})
+    assert again.status_code == 409 and "already confirmed" in again.content.decode()
+    stale = preview_id(maintainer_client, "team/app", digest=[images[1].digest])
+    DeletionPreview.objects.filter(pk=stale).update(expires_at=timezone.now())
+    expired = maintainer_client.post(url, {"preview_id": stale})
+    assert expired.status_code == 410 and "Preview again" in expired.content.decode()
+    assert DeletionJob.objects.count() == 1
+
+
+def test_select_all_matching_deletes_fifty_thousand_from_the_web_page(maintainer_client):
+    repo = make_repo("big/app")
+    now = timezone.now()
+    Manifest.objects.bulk_create([
+        Manifest(repository=repo, digest=digest(f"big{n}"), kind="image", fetched=True,
+                 last_pushed=now) for n in range(MAX_SELECTION)], batch_size=5000)
+    refresh(repo)
+    pid = preview_id(maintainer_client, "big/app", all_matching="1", search="", filter="")
+    resp = maintainer_client.post("/repositories/big/app/-/delete", {"preview_id": pid})
+    assert resp.status_code == 200
+    assert DeletionJob.objects.get().items.count() == MAX_SELECTION
 
 
 @pytest.fixture
@@ -87,6 +150,7 @@ def test_api_preview_answers_the_documented_shape(client, token):
     repo, index, images, loose = sample_repo()
     body = api(client, "/api/v1/repositories/team/app/deletions/preview",
                {"digests": [index.digest, digest("amd")]}, token).json()
+    assert str(DeletionPreview.objects.get().pk) == body["preview_id"] and body["expires_at"]
     assert [(i["digest"], i["reason"]) for i in body["items"]] == [
         (index.digest, "selected"), (digest("amd"), "selected"), (digest("arm"), "unreferenced_child")]
     assert body["kept"] == [] and body["reclaim_bytes"] == 3000 + 4000
@@ -105,7 +169,23 @@ def test_api_delete_answers_202_and_a_status_url(client, token):
                                 "last_error": None}]
 
 
-@pytest.mark.parametrize("body", [None, {"digests": []}, {"digests": "x"}, {"digests": ["md5:1"]}])
+def test_api_delete_runs_a_preview_by_its_id(client, token):
+    repo, index, images, loose = sample_repo()
+    pid = api(client, "/api/v1/repositories/team/app/deletions/preview",
+              {"digests": [index.digest]}, token).json()["preview_id"]
+    resp = api(client, "/api/v1/repositories/team/app/deletions", {"preview_id": pid}, token)
+    assert resp.status_code == 202
+    job = DeletionJob.objects.get()
+    assert list(job.items.values_list("digest", flat=True)) == [
+        index.digest, digest("amd"), digest("arm")]
+    again = api(client, "/api/v1/repositories/team/app/deletions", {"preview_id": pid}, token)
+    assert again.status_code == 409 and "already confirmed" in again.json()["error"]
+    elsewhere = api(client, "/api/v1/repositories/other/deletions", {"preview_id": pid}, token)
+    assert elsewhere.status_code == 404
+
+
+@pytest.mark.parametrize("body", [None, {"digests": []}, {"digests": "x"}, {"digests": ["md5:1"]},
+                                  {"digests": ["sha256:../../x/manifests/" + "a" * 64]}])
 def test_api_rejects_a_malformed_body(client, token, body):
     sample_repo()
     raw = "not json" if body is None else json.dumps(body)
@@ -150,7 +230,7 @@ def test_a_selection_over_the_limit_is_refused_not_truncated(maintainer_client, 
 
     repo, index, images, loose = sample_repo()
     monkeypatch.setattr(deletions, "MAX_SELECTION", 1)
-    resp = maintainer_client.post("/repositories/team/app/-/delete",
+    resp = maintainer_client.post("/repositories/team/app/-/preview",
                                   {"digest": [loose.digest, images[0].digest]})
     assert resp.status_code == 400 and "can be deleted at once" in resp.content.decode()
-    assert not DeletionJob.objects.exists()
+    assert not DeletionPreview.objects.exists() and not DeletionJob.objects.exists()

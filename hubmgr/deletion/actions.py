@@ -1,16 +1,30 @@
-"""What the page, the API and the `delete` command share: plan a selection, start a job, and
-describe both as plain data."""
+"""What the page, the API and the `delete` command share: plan a selection, keep it as a
+preview, start a job from a preview (or from a fresh plan, for scripts), and describe them as
+plain data."""
 
 import logging
+import uuid
+from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
+from django.http import Http404
+from django.utils import timezone
 
 from . import jobs, tasks
 from .graph import load_graph
-from .models import DeletionJob
+from .models import DeletionJob, DeletionPreview
 from .planner import Plan, plan
 
 log = logging.getLogger("hubmgr.deletion")
+
+
+class PreviewGone(Exception):
+    """A preview that can no longer be confirmed; ``status`` is the HTTP answer."""
+
+    def __init__(self, message, status):
+        super().__init__(message)
+        self.status = status
 
 
 def make_plan(repo, digests) -> Plan:
@@ -18,9 +32,67 @@ def make_plan(repo, digests) -> Plan:
     return plan(graph, selected)
 
 
+def snapshot(p: Plan) -> dict:
+    """The plan as plain data: what a preview shows and what its job runs, item by item,
+    with the tags and the indexes (within the plan) that refer to each."""
+    going = {node.digest for node, _ in p.items}
+    parents = {}
+    for node, _ in p.items:
+        for child in node.children:
+            if child[1] in going:
+                parents.setdefault(child[1], []).append(node.digest)
+    return {
+        "items": [{"digest": n.digest, "type": n.kind, "tags": list(n.tags), "size": n.size,
+                   "reason": reason, "parents": parents.get(n.digest, [])}
+                  for n, reason in p.items],
+        "kept": [{"digest": key[1], "reason": reason} for key, reason in p.kept],
+        "reclaim_bytes": p.reclaim_bytes,
+        "unread": [key[1] for key in p.unknown],
+    }
+
+
+def preview(repo, digests, user) -> DeletionPreview:
+    """Plan ``digests`` and keep the plan, so that confirming it runs exactly what was shown."""
+    return DeletionPreview.objects.create(
+        repository=repo, created_by=user, plan=snapshot(make_plan(repo, digests)),
+        expires_at=timezone.now() + timedelta(minutes=settings.DELETE_PREVIEW_MINUTES))
+
+
+def confirm(repo, preview_id, user) -> DeletionJob:
+    """Start the job a preview showed. Raises Http404 for a preview that is not this user's
+    (or not of this repository) and PreviewGone when it expired or already ran."""
+    found = DeletionPreview.objects.filter(pk=preview_id, repository=repo, created_by=user) \
+        .first() if _uuid(preview_id) else None
+    if found is None:
+        raise Http404(f"There is no preview {str(preview_id)[:40]!r} of {repo.name} for you. "
+                      "Preview the selection again.")
+    now = timezone.now()
+    with transaction.atomic():
+        if found.expires_at <= now:
+            raise PreviewGone(f"This preview expired at {found.expires_at:%H:%M} UTC (a "
+                              f"preview can be confirmed for {settings.DELETE_PREVIEW_MINUTES} "
+                              "minutes). Preview again to see what would be deleted now.", 410)
+        job = jobs.create_job(repo, found.plan, user)
+        # A preview runs once: two confirmations racing each other start one job.
+        if not DeletionPreview.objects.filter(pk=found.pk, job__isnull=True).update(job=job):
+            ran = DeletionPreview.objects.filter(pk=found.pk).values_list("job_id", flat=True)
+            raise PreviewGone(f"This preview was already confirmed as deletion job "
+                              f"{ran.first()}.", 409)
+    transaction.on_commit(lambda: wake(job.pk))
+    return job
+
+
+def _uuid(value) -> bool:
+    try:
+        uuid.UUID(str(value))
+        return True
+    except ValueError:
+        return False
+
+
 def start(repo, digests, user=None) -> DeletionJob:
-    """Plan again (the inventory may have changed since the preview) and queue the job."""
-    job = jobs.create_job(repo, make_plan(repo, digests), user)
+    """Plan ``digests`` now and queue the job at once (scripts that skip the preview)."""
+    job = jobs.create_job(repo, snapshot(make_plan(repo, digests)), user)
     transaction.on_commit(lambda: wake(job.pk))
     return job
 
@@ -33,14 +105,9 @@ def wake(job_id):
         log.warning("deletion job=%s not queued (broker unavailable): %s", job_id, exc)
 
 
-def plan_data(p: Plan) -> dict:
-    return {
-        "items": [{"digest": n.digest, "type": n.kind, "tags": list(n.tags), "size": n.size,
-                   "reason": reason} for n, reason in p.items],
-        "kept": [{"digest": key[1], "reason": reason} for key, reason in p.kept],
-        "reclaim_bytes": p.reclaim_bytes,
-        "unread": [key[1] for key in p.unknown],
-    }
+def preview_data(p: DeletionPreview) -> dict:
+    return {"preview_id": str(p.pk), "expires_at": p.expires_at.isoformat(), **{
+        key: p.plan[key] for key in ("items", "kept", "reclaim_bytes", "unread")}}
 
 
 def job_data(job: DeletionJob) -> dict:

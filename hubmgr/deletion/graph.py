@@ -10,6 +10,7 @@ from django.db import connection
 
 from hubmgr.inventory.models import Blob, IndexChild, Manifest, ManifestBlob, Tag
 from hubmgr.inventory.queries import TableState, items
+from hubmgr.registry import names
 
 from .planner import Graph, Node
 
@@ -22,7 +23,7 @@ def selection_digests(repo, digests=(), all_matching=False, search="", filter=""
     if all_matching:
         state = TableState(search=search, filter=filter)
         return list(items(repo, state).values_list("digest", flat=True))
-    return list(dict.fromkeys(d for d in digests if isinstance(d, str) and d))
+    return list(dict.fromkeys(d for d in digests if names.valid_digest(d)))
 
 
 def _table(model):

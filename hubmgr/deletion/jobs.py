@@ -23,33 +23,28 @@ from hubmgr.registry.errors import (
 )
 
 from .models import DeletionItem, DeletionJob
-from .planner import Plan
+from .recheck import RegistryView
 
 log = logging.getLogger("hubmgr.deletion")
 Item = DeletionItem
 
 
-def create_job(repo, plan: Plan, user=None) -> DeletionJob:
-    """Record a plan as a job with one row per manifest, in deletion order."""
-    going = {node.digest for node, _ in plan.items}
+def create_job(repo, plan: dict, user=None) -> DeletionJob:
+    """Record a plan snapshot (``actions.snapshot``) as a job with one row per manifest, in
+    deletion order, carrying the tags and parents the preview showed."""
     with transaction.atomic():
         job = DeletionJob.objects.create(
             repository=repo, repository_name=repo.name, created_by=user,
             deadline=timezone.now() + timedelta(hours=settings.DELETE_DEADLINE_HOURS),
-            reclaim_bytes=plan.reclaim_bytes,
-            kept=[{"digest": key[1], "reason": reason} for key, reason in plan.kept])
-        parents = {}
-        for node, _ in plan.items:
-            for child in node.children:
-                if child[1] in going:
-                    parents.setdefault(child[1], []).append(node.digest)
+            reclaim_bytes=plan["reclaim_bytes"], kept=plan["kept"])
         DeletionItem.objects.bulk_create([
-            DeletionItem(job=job, position=n, digest=node.digest, kind=node.kind,
-                         tags=list(node.tags), size=node.size, reason=reason,
-                         parents=parents.get(node.digest, []))
-            for n, (node, reason) in enumerate(plan.items)], batch_size=500)
+            DeletionItem(job=job, position=n, digest=item["digest"], kind=item["type"],
+                         tags=item["tags"], size=item["size"], reason=item["reason"],
+                         parents=item["parents"])
+            for n, item in enumerate(plan["items"])], batch_size=500)
     log.info("deletion job=%s created repository=%s items=%d reclaim=%d user=%s", job.pk,
-             repo.name, len(plan.items), plan.reclaim_bytes, getattr(user, "username", None))
+             repo.name, len(plan["items"]), plan["reclaim_bytes"],
+             getattr(user, "username", None))
     return job
 
 
@@ -67,6 +62,7 @@ def process_job(job_id, client, concurrency=None, wait=False, on_progress=None) 
         status=DeletionJob.RUNNING)
     in_flight = {}  # future -> item id
     done = []  # deleted, not yet removed from the inventory
+    view = RegistryView(client, job.repository, settings.DELETE_RECHECK_SECONDS, concurrency)
     flushed = time.monotonic()
 
     def flush():
@@ -83,8 +79,11 @@ def process_job(job_id, client, concurrency=None, wait=False, on_progress=None) 
     with ThreadPoolExecutor(concurrency, thread_name_prefix="delete") as pool:
         while True:
             if len(in_flight) < concurrency * 2:
-                for item in _ready_items(job, set(in_flight.values()), concurrency * 4):
-                    in_flight[pool.submit(_run_item, job, item, client)] = item.pk
+                ready = _ready_items(job, set(in_flight.values()), concurrency * 4)
+                if ready and not _refresh_view(job, view, ready):
+                    ready = []
+                for item in ready:
+                    in_flight[pool.submit(_run_item, job, item, client, view)] = item.pk
             if in_flight:
                 finished, _ = wait_for_any(in_flight, timeout=1, return_when=FIRST_COMPLETED)
                 for future in finished:
@@ -169,11 +168,25 @@ def still_unreferenced(job, item) -> str:
     return ""
 
 
-def _run_item(job, item, client):
-    """Claim, re-check and delete one manifest. Returns the item when it is done."""
+def _refresh_view(job, view, items) -> bool:
+    """Read the registry's tags before a batch of DELETEs. When it cannot be read, nothing is
+    deleted: each item counts a failed attempt (retried later if the failure is transient)."""
+    try:
+        view.refresh()
+        return True
+    except RegistryError as exc:
+        for item in items:
+            if _claim(item):
+                _failed_attempt(job, item, exc, "could not check the registry's tags first: ")
+        return False
+
+
+def _run_item(job, item, client, view):
+    """Claim, re-check (inventory, then the registry's own tags) and delete one manifest.
+    Returns the item when it is done."""
     if not _claim(item):
         return None
-    reason = still_unreferenced(job, item)
+    reason = still_unreferenced(job, item) or view.why_keep(item)
     if reason:
         _finish(item, Item.SKIPPED, reason)
         return None
@@ -186,26 +199,31 @@ def _run_item(job, item, client):
     return item
 
 
-def _failed_attempt(job, item, exc):
+def _failed_attempt(job, item, exc, context=""):
+    """A claimed item's attempt failed with ``exc``: retry it later if that may help and the
+    deadline allows, else fail it with the reason. ``context`` says what was being done
+    (the DELETE itself when empty)."""
     now = timezone.now()
-    if isinstance(exc, RegistryAuthError):
-        return _finish(item, Item.FAILED, "the registry credentials may not delete "
-                                          f"({exc.status or 'refused'}): {exc}")
-    if isinstance(exc, RegistryUnsupported):
-        return _finish(item, Item.FAILED, "the registry has deletion disabled "
-                                          "(storage.delete.enabled)")
+    if context:
+        reason = context + str(exc)
+    elif isinstance(exc, RegistryAuthError):
+        reason = f"the registry credentials may not delete ({exc.status or 'refused'}): {exc}"
+    elif isinstance(exc, RegistryUnsupported):
+        reason = "the registry has deletion disabled (storage.delete.enabled)"
+    else:
+        reason = str(exc)
     if not exc.transient:
-        return _finish(item, Item.FAILED, str(exc))
+        return _finish(item, Item.FAILED, reason)
     attempts = Item.objects.filter(pk=item.pk).values_list("attempts", flat=True).first() or 1
     if now >= job.deadline:
         return _finish(item, Item.FAILED, f"gave up after {attempts} attempts at the deadline: "
-                                          f"{exc}")
+                                          f"{reason}")
     delay = backoff(attempts)
     Item.objects.filter(pk=item.pk, status=Item.RUNNING).update(
-        status=Item.RETRYING, last_error=str(exc), claim_expires_at=None,
+        status=Item.RETRYING, last_error=reason, claim_expires_at=None,
         next_attempt_at=min(now + timedelta(seconds=delay), job.deadline))
     log.warning("deletion job=%s item=%s digest=%s retry_in=%.1fs attempts=%d error=%s",
-                job.pk, item.pk, item.digest, delay, attempts, exc)
+                job.pk, item.pk, item.digest, delay, attempts, reason)
 
 
 def backoff(attempts) -> float:

@@ -15,6 +15,7 @@ from hubmgr.deletion import actions
 from hubmgr.inventory import queries
 from hubmgr.inventory.models import Repository
 from hubmgr.inventory.registries import default_registry
+from hubmgr.registry import names
 
 from .deletions import MAX_SELECTION, get_job, require_delete_permission
 from .lookups import get_repository
@@ -106,18 +107,27 @@ def images(request, name):
                          "results": [item_json(r, kids.get(r.id)) for r in page.rows]})
 
 
-def _digests(request):
-    """The "digests" list of a JSON body; ApiError when it is not one."""
+def _body(request) -> dict:
     try:
         body = json.loads(request.body or b"{}")
-    except ValueError:
-        raise ApiError('the body must be JSON: {"digests": [...]}') from None
-    digests = body.get("digests") if isinstance(body, dict) else None
-    if not isinstance(digests, list) or not digests or \
-            not all(isinstance(d, str) and d.startswith("sha256:") for d in digests):
-        raise ApiError('"digests" must be a non-empty list of sha256: digests')
+    except (ValueError, RecursionError):
+        raise ApiError('the body must be a JSON object, e.g. {"digests": [...]}') from None
+    if not isinstance(body, dict):
+        raise ApiError('the body must be a JSON object, e.g. {"digests": [...]}')
+    return body
+
+
+def _digests(body):
+    """The "digests" list of a JSON body; ApiError when it is not one."""
+    digests = body.get("digests")
+    if not isinstance(digests, list) or not digests:
+        raise ApiError('"digests" must be a non-empty list of digests')
     if len(digests) > MAX_SELECTION:
         raise ApiError(f"at most {MAX_SELECTION} digests at once")
+    bad = next((d for d in digests if not names.valid_digest(d)), None)
+    if bad is not None:
+        raise ApiError(f'"digests" holds {names.shown(bad)}, which is not a digest '
+                       "(sha256: and 64 hex digits, or sha512: and 128)")
     return list(dict.fromkeys(digests))
 
 
@@ -126,15 +136,24 @@ def _digests(request):
 def deletion_preview(request, name):
     repo = get_repository(name)
     require_delete_permission(request.user)
-    return JsonResponse(actions.plan_data(actions.make_plan(repo, _digests(request))))
+    found = actions.preview(repo, _digests(_body(request)), request.user)
+    return JsonResponse(actions.preview_data(found))
 
 
 @require_POST
 @api_auth
 def deletion_start(request, name):
+    """{"preview_id": ...} runs that preview exactly; {"digests": [...]} plans afresh."""
     repo = get_repository(name)
     require_delete_permission(request.user)
-    job = actions.start(repo, _digests(request), request.user)
+    body = _body(request)
+    if "preview_id" in body:
+        try:
+            job = actions.confirm(repo, body["preview_id"], request.user)
+        except actions.PreviewGone as exc:
+            raise ApiError(str(exc), exc.status) from None
+    else:
+        job = actions.start(repo, _digests(body), request.user)
     return JsonResponse({"id": job.pk, "status_url": reverse("api-deletion", args=[job.pk])},
                         status=202)
 

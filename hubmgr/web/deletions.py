@@ -44,14 +44,17 @@ def _selection(request, name):
                                    data.get("filter", ""))
 
 
-def _refuse(request, repo, message):
+def _refuse(request, repo, message, status=400):
     """The modal with a message instead of a plan; nothing is deleted."""
     return render(request, "deletion/preview.html", {"repo": repo, "plan": None,
-                                                      "message": message}, status=400)
+                                                      "message": message}, status=status)
 
 
 def _too_many(digests):
     return len(digests) > MAX_SELECTION
+
+
+SHOWN = 500  # items listed per group in the modal; the rest are counted
 
 
 @require_POST
@@ -60,24 +63,31 @@ def preview(request, name):
     repo, digests = _selection(request, name)
     if _too_many(digests):
         return _refuse(request, repo, TOO_MANY)
-    plan = actions.make_plan(repo, digests) if digests else None
-    context = {"repo": repo, "plan": plan}
-    if plan:
-        context.update(
-            selected=[n for n, r in plan.items if r == SELECTED],
-            children=[n for n, r in plan.items if r == CHILD],
-            kept=[{"digest": key[1], "reason": reason} for key, reason in plan.kept],
-            digests=digests)
-    return render(request, "deletion/preview.html", context)
+    if not digests:
+        return _refuse(request, repo, NOTHING, status=200)
+    found = actions.preview(repo, digests, request.user)
+    items = found.plan["items"]
+    return render(request, "deletion/preview.html", {
+        "repo": repo, "preview": found, "plan": found.plan,
+        "selected": [i for i in items if i["reason"] == SELECTED],
+        "children": [i for i in items if i["reason"] == CHILD],
+        "kept": found.plan["kept"], "shown": SHOWN, "minus_shown": -SHOWN})
 
 
 @require_POST
 @login_required
 def delete(request, name):
-    repo, digests = _selection(request, name)
-    if not digests or _too_many(digests):
-        return _refuse(request, repo, TOO_MANY if digests else NOTHING)
-    job = actions.start(repo, digests, request.user)
+    """Delete forever: run the preview the user confirmed, exactly as it was shown."""
+    repo = get_repository(name)
+    require_delete_permission(request.user)
+    preview_id = request.POST.get("preview_id", "")
+    if not preview_id:
+        return _refuse(request, repo, "Preview the selection first: “Delete forever” runs the "
+                                      "preview you saw.")
+    try:
+        job = actions.confirm(repo, preview_id, request.user)
+    except actions.PreviewGone as exc:
+        return _refuse(request, repo, str(exc), status=exc.status)
     response = render(request, "deletion/progress.html",
                       {"job": job, "progress": actions.progress(job)})
     return trigger_client_event(response, "hubmgr:job-started", {"id": job.pk})
