@@ -3,6 +3,8 @@ repositories is two rows); blobs are per registry, since the registry stores eac
 
 from django.db import models
 
+from hubmgr.registry import names
+
 
 class Registry(models.Model):
     name = models.CharField(max_length=100, unique=True)
@@ -37,6 +39,12 @@ class Repository(models.Model):
 
     def __str__(self):
         return self.name
+
+    @property
+    def valid_name(self):
+        """False only for a row stored before names were checked; its pages cannot be
+        linked, and an administrator can remove it."""
+        return names.valid_name(self.name)
 
     def count_for(self, filter_name):
         """Top-level items matching a table filter, from the maintained counters."""
@@ -154,6 +162,7 @@ class ProcessedEvent(models.Model):
     error = models.TextField(blank=True)
 
     class Meta:
+        verbose_name = "notification event"
         indexes = [models.Index(fields=["received_at"], name="event_received")]
 
     def __str__(self):

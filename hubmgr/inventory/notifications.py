@@ -106,13 +106,13 @@ def parse_event(n, raw) -> Event:
     event.method = names.clean(request.get("method") or "", 10)
     event.useragent = names.clean(request.get("useragent") or "", 300)
     event.timestamp = parse_time(raw.get("timestamp"))
-    event.error = _event_error(event, raw, digest, tag)
+    event.error = _event_error(event, raw, target, digest, tag)
     if not event.error:
         event.digest, event.tag = digest, tag
     return event
 
 
-def _event_error(event, raw, digest, tag) -> str:
+def _event_error(event, raw, target, digest, tag) -> str:
     """Why an event cannot be applied, or ""."""
     if not event.id:
         return "it has no id"
@@ -121,8 +121,7 @@ def _event_error(event, raw, digest, tag) -> str:
     if not plausible(event.timestamp):
         return f"no valid timestamp ({names.shown(raw.get('timestamp'))})"
     if not event.repository:
-        return ("no valid target repository "
-                f"({names.shown((raw.get('target') or {}).get('repository'))})")
+        return f"no valid target repository ({names.shown(target.get('repository'))})"
     if digest and not names.valid_digest(digest):
         return f"not a valid digest: {names.shown(digest)}"
     if tag and not names.valid_tag(tag):

@@ -315,3 +315,14 @@ def remove_manifests(repo: Repository, ids):
     for chunk in _chunks(ids):
         Manifest.objects.filter(repository=repo, id__in=chunk).delete()
     return touched - set(ids)
+
+
+def forget_repositories(repos) -> list:
+    """Remove repositories, and all hubmgr knows of them, from the inventory (not from the
+    registry). Returns their names."""
+    removed = []
+    for repo in repos:
+        with transaction.atomic():
+            repo.delete()
+        removed.append(repo.name)
+    return removed

@@ -4,9 +4,13 @@ from django.http import Http404
 
 from hubmgr.inventory.models import Manifest, Repository
 from hubmgr.inventory.registries import default_registry
+from hubmgr.registry import names
 
 
 def get_repository(name) -> Repository:
+    if not names.valid_name(name):
+        raise Http404(f"{names.shown(name)} is not a valid repository name: lower-case "
+                      "letters, digits and . _ - separators, in parts joined by /.")
     repo = Repository.objects.select_related("registry").filter(
         registry=default_registry(), name=name).first()
     if repo is None:
@@ -16,6 +20,8 @@ def get_repository(name) -> Repository:
 
 
 def get_manifest(repo, digest) -> Manifest:
+    if not names.valid_digest(digest):
+        raise Http404(f"{names.shown(digest)} is not a digest (sha256: and 64 hex digits).")
     manifest = repo.manifests.filter(digest=digest).first()
     if manifest is None:
         raise Http404(f"{repo.name} has no manifest {digest}.")

@@ -1,6 +1,9 @@
 """The pages: repositories, and each repository's Image Management table."""
 
+from datetime import timedelta
+
 from django.conf import settings
+from django.utils import timezone
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -9,7 +12,7 @@ from django.views.decorators.http import require_GET
 from hubmgr.deletion import actions
 from hubmgr.deletion.models import DeletionJob
 from hubmgr.inventory import queries
-from hubmgr.inventory.models import Repository
+from hubmgr.inventory.models import ProcessedEvent, Repository
 from hubmgr.inventory.registries import check_health, default_registry
 
 from .deletions import DELETE_PERMISSION
@@ -30,6 +33,8 @@ def repositories(request):
     return render(request, "inventory/repositories.html", {
         "registry": registry, "repositories": repos,
         "registry_error": check_health(registry),
+        "rejected_events": ProcessedEvent.objects.exclude(error="").filter(
+            received_at__gte=timezone.now() - timedelta(days=7)).count(),
     })
 
 
