@@ -8,7 +8,7 @@ from collections import defaultdict
 
 from django.db import connection
 
-from hubmgr.inventory.models import Blob, IndexChild, Manifest, ManifestBlob, Tag
+from hubmgr.inventory.models import Blob, IndexChild, Kind, Manifest, ManifestBlob, Tag
 from hubmgr.inventory.queries import TableState, items
 from hubmgr.registry import names
 
@@ -75,10 +75,10 @@ def load_graph(repo, digests) -> tuple[Graph, list]:
         return found
 
     # Down: children of selected indexes, to any depth.
-    frontier = [i for i in selected_ids if rows[i][1] == "index"]
+    frontier = [i for i in selected_ids if rows[i][1] == Kind.INDEX]
     while frontier:
         found = load_children(frontier)
-        frontier = [i for i in dict.fromkeys(found) if rows[i][1] == "index"
+        frontier = [i for i in dict.fromkeys(found) if rows[i][1] == Kind.INDEX
                     and i not in children]
     # Up: every index that references a loaded manifest, with all its children.
     core = list(rows)

@@ -13,6 +13,8 @@ Rules:
 
 from dataclasses import dataclass, field
 
+from hubmgr.registry.manifests import IMAGE, INDEX
+
 SELECTED, CHILD = "selected", "unreferenced_child"
 
 
@@ -21,7 +23,7 @@ class Node:
     """One manifest in one repository."""
 
     key: tuple  # (repository, digest)
-    kind: str = "image"  # "image" | "index"
+    kind: str = IMAGE  # IMAGE | INDEX
     tags: tuple = ()
     size: int = 0
     manifest_size: int = 0
@@ -119,7 +121,7 @@ def plan(graph: Graph, selected) -> Plan:
 def _add_unreferenced_children(graph, going):
     """Add children of going indexes that have no tag and only going parents (to a fixpoint:
     an index of indexes, or a child shared by two selected indexes)."""
-    frontier = [k for k in going if graph.nodes[k].kind == "index"]
+    frontier = [k for k in going if graph.nodes[k].kind == INDEX]
     while frontier:
         nxt = []
         for index_key in frontier:
@@ -131,7 +133,7 @@ def _add_unreferenced_children(graph, going):
                     continue
                 if all(p in going for p in graph.parents.get(child, ())):
                     going[child] = CHILD
-                    if node.kind == "index":
+                    if node.kind == INDEX:
                         nxt.append(child)
         frontier = nxt
 
@@ -166,7 +168,7 @@ def _delete_order(graph, going):
                 visit(parent)
         order.append(key)
 
-    for key in sorted(going, key=lambda k: (graph.nodes[k].kind != "index", k)):
+    for key in sorted(going, key=lambda k: (graph.nodes[k].kind != INDEX, k)):
         visit(key)
     return order
 

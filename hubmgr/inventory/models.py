@@ -3,7 +3,19 @@ repositories is two rows); blobs are per registry, since the registry stores eac
 
 from django.db import models
 
-from hubmgr.registry import names
+from hubmgr.registry import manifests, names
+
+
+class Kind(models.TextChoices):
+    IMAGE = manifests.IMAGE, "Image"
+    INDEX = manifests.INDEX, "Image index"
+
+
+class PushSource(models.TextChoices):
+    """Where "last pushed" came from: a push event, or (none seen) the image's created time."""
+
+    PUSH_EVENT = "push_event", "push event"
+    IMAGE_CREATED = "image_created", "the image's created time"
 
 
 class Registry(models.Model):
@@ -52,20 +64,17 @@ class Repository(models.Model):
             "": self.item_count,
             "tagged": self.tagged_count,
             "untagged": self.item_count - self.tagged_count,
-            "index": self.index_count,
-            "image": self.item_count - self.index_count,
+            Kind.INDEX: self.index_count,
+            Kind.IMAGE: self.item_count - self.index_count,
         }[filter_name]
 
 
 class Manifest(models.Model):
-    IMAGE, INDEX = "image", "index"
-    KINDS = [(IMAGE, "Image"), (INDEX, "Image index")]
-    PUSH_EVENT, IMAGE_CREATED = "push_event", "image_created"
 
     repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="manifests")
     digest = models.CharField(max_length=140)  # sha256:… or sha512:…
     media_type = models.CharField(max_length=120, blank=True)
-    kind = models.CharField(max_length=10, choices=KINDS, default=IMAGE)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.IMAGE)
     # "linux/amd64" for an image; the platforms of its children, comma separated, for an index.
     platform = models.CharField(max_length=500, blank=True)
     size = models.BigIntegerField(default=0)
@@ -73,7 +82,7 @@ class Manifest(models.Model):
     config_digest = models.CharField(max_length=140, blank=True)
     created = models.DateTimeField(null=True, blank=True)
     last_pushed = models.DateTimeField(null=True, blank=True)
-    last_pushed_source = models.CharField(max_length=20, blank=True)
+    last_pushed_source = models.CharField(max_length=20, blank=True, choices=PushSource.choices)
     last_pulled = models.DateTimeField(null=True, blank=True)
     first_seen = models.DateTimeField(auto_now_add=True)
     last_seen = models.DateTimeField(null=True, blank=True)
@@ -108,6 +117,14 @@ class Manifest(models.Model):
     @property
     def tags(self):
         return self.tags_text.split() if self.tags_text else []
+
+    @property
+    def is_index(self):
+        return self.kind == Kind.INDEX
+
+    @property
+    def pushed_from_created(self):
+        return self.last_pushed_source == PushSource.IMAGE_CREATED
 
 
 class Tag(models.Model):

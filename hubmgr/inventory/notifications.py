@@ -24,7 +24,7 @@ from hubmgr.registry import names
 from hubmgr.registry.client import USER_AGENT
 from hubmgr.registry.manifests import INDEX_TYPES, IMAGE_TYPES, parse_time, plausible
 
-from .models import Manifest, ProcessedEvent, Repository
+from .models import Kind, Manifest, ProcessedEvent, PushSource, Repository
 from .store import writing
 
 log = logging.getLogger("hubmgr.notifications")
@@ -229,15 +229,15 @@ def _manifest(repo, event):
     manifest, created = Manifest.objects.get_or_create(
         repository=repo, digest=event.digest,
         defaults={"media_type": event.media_type,
-                  "kind": Manifest.INDEX if event.media_type in INDEX_TYPES else Manifest.IMAGE})
+                  "kind": Kind.INDEX if event.media_type in INDEX_TYPES else Kind.IMAGE})
     return manifest
 
 
 def _push(repo, event, batch, to_fetch):
     manifest = _manifest(repo, event)
-    if manifest.last_pushed is None or manifest.last_pushed_source != Manifest.PUSH_EVENT \
+    if manifest.last_pushed is None or manifest.last_pushed_source != PushSource.PUSH_EVENT \
             or event.timestamp > manifest.last_pushed:
-        manifest.last_pushed, manifest.last_pushed_source = event.timestamp, Manifest.PUSH_EVENT
+        manifest.last_pushed, manifest.last_pushed_source = event.timestamp, PushSource.PUSH_EVENT
         manifest.save(update_fields=["last_pushed", "last_pushed_source"])
     batch.touch([manifest.pk])
     if event.tag:

@@ -9,13 +9,13 @@ from django.db import connection
 from django.db.models import F, Q
 from django.utils import timezone
 
-from .models import IndexChild, Manifest, Tag
+from .models import IndexChild, Kind, Manifest, Tag
 
 FILTERS = {
     "tagged": Q(is_tagged=True),
     "untagged": Q(is_tagged=False),
-    "index": Q(kind=Manifest.INDEX),
-    "image": Q(kind=Manifest.IMAGE),
+    Kind.INDEX: Q(kind=Kind.INDEX),
+    Kind.IMAGE: Q(kind=Kind.IMAGE),
 }
 SORTS = ("size", "-size", "last_pushed", "-last_pushed", "last_pulled", "-last_pulled")
 DEFAULT_SORT = "-last_pushed"

@@ -14,10 +14,10 @@ from django.db import connection, transaction
 from django.db.models import Count, Exists, F, OuterRef, Sum
 from django.utils import timezone
 
-from hubmgr.registry.manifests import ImageConfig
+from hubmgr.registry.manifests import INDEX_TYPES, ImageConfig
 from hubmgr.registry.names import clean
 
-from .models import Blob, IndexChild, Manifest, ManifestBlob, Repository, Tag
+from .models import Blob, IndexChild, Kind, Manifest, ManifestBlob, PushSource, Repository, Tag
 
 ATTESTATION_KEY = "vnd.docker.reference.type"
 CHUNK = 500
@@ -123,14 +123,14 @@ def store_fetched(repo: Repository, fetched: dict, configs: dict, missing=()) ->
             row.error = clean(item.error or "the manifest could not be read", MAX_ERROR)
             # Manifests are immutable: a parse error is final; a failed fetch is tried again.
             row.fetched = bool(item.media_type)
-            if "index" in row.media_type or "list" in row.media_type:
-                row.kind = Manifest.INDEX
+            if row.media_type in INDEX_TYPES:
+                row.kind = Kind.INDEX
             rows.append(row)
             continue
         row.media_type = clean(manifest.media_type, 120)
         row.fetched, row.error = True, ""
         row.kind, row.manifest_size = manifest.kind, manifest.size
-        if manifest.kind == Manifest.IMAGE:
+        if manifest.kind == Kind.IMAGE:
             config = configs.get(manifest.config.digest) or ImageConfig()
             row.config_digest = manifest.config.digest
             row.platform = config.platform or row.platform
@@ -156,7 +156,7 @@ def store_fetched(repo: Repository, fetched: dict, configs: dict, missing=()) ->
     # Where no push event told us when, "last pushed" falls back to the image's created time.
     for chunk in _chunks(ids.values()):
         Manifest.objects.filter(id__in=chunk, last_pushed__isnull=True, created__isnull=False) \
-            .update(last_pushed=F("created"), last_pushed_source=Manifest.IMAGE_CREATED)
+            .update(last_pushed=F("created"), last_pushed_source=PushSource.IMAGE_CREATED)
 
     blob_map = blob_ids(repo.registry, descriptors)
     ManifestBlob.objects.bulk_create(
@@ -228,7 +228,7 @@ def refresh(repo: Repository, manifest_ids=None):
         scope.filter(is_tagged=True).update(is_top_level=True)
         scope.filter(is_tagged=False).update(
             is_top_level=~Exists(IndexChild.objects.filter(child_id=OuterRef("pk"))))
-        _refresh_indexes(scope.filter(kind=Manifest.INDEX))
+        _refresh_indexes(scope.filter(kind=Kind.INDEX))
         refresh_counts(repo)
 
 
@@ -282,8 +282,8 @@ def _refresh_indexes(indexes):
         row.platform = clean(", ".join(platforms), 500)
         created = [link.child.created for link in links if link.child.created]
         row.created = max(created) if created else None
-        if row.created and row.last_pushed_source != Manifest.PUSH_EVENT:
-            row.last_pushed, row.last_pushed_source = row.created, Manifest.IMAGE_CREATED
+        if row.created and row.last_pushed_source != PushSource.PUSH_EVENT:
+            row.last_pushed, row.last_pushed_source = row.created, PushSource.IMAGE_CREATED
     update_rows(["size", "platform", "created", "last_pushed", "last_pushed_source"],
                 [(r.size, r.platform, r.created, r.last_pushed, r.last_pushed_source, r.id)
                  for r in index_rows])
@@ -297,7 +297,7 @@ def refresh_counts(repo: Repository):
             .values_list("is_tagged", "kind").annotate(n=Count("id")).order_by():
         repo.item_count += count
         repo.tagged_count += count if tagged else 0
-        repo.index_count += count if kind == Manifest.INDEX else 0
+        repo.index_count += count if kind == Kind.INDEX else 0
     blob_ids_in_repo = ManifestBlob.objects.filter(manifest__repository=repo).values("blob_id")
     repo.total_size = Blob.objects.filter(id__in=blob_ids_in_repo).aggregate(
         total=Sum("size"))["total"] or 0

@@ -16,7 +16,7 @@ from hubmgr.registry.errors import RegistryError
 from hubmgr.registry.manifests import ImageConfig
 
 from .crawl import Crawler
-from .models import IndexChild, Manifest, Repository, SyncRun, Tag
+from .models import IndexChild, Kind, Manifest, Repository, SyncRun, Tag
 from .registries import record_health
 from .store import writing
 
@@ -55,7 +55,7 @@ def _sync(run, registry, client, repository, concurrency, progress):
     # Configs are immutable: what earlier syncs read from them is not fetched again.
     config_cache = {
         c: ImageConfig(platform, created) for c, platform, created in
-        Manifest.objects.filter(repository__registry=registry, fetched=True, kind="image")
+        Manifest.objects.filter(repository__registry=registry, fetched=True, kind=Kind.IMAGE)
         .exclude(config_digest="").values_list("config_digest", "platform", "created")}
     crawler = Crawler(client, concurrency, config_cache,
                       on_tag=(lambda: progress.update(1)) if progress is not None else None)

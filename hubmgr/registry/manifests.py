@@ -14,6 +14,7 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
+IMAGE, INDEX = "image", "index"  # what a parsed manifest is
 IMAGE_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 # Every manifest kind we read, so a registry never narrows a multi-arch tag to one platform.
 ACCEPT = ", ".join(INDEX_TYPES + IMAGE_TYPES)
@@ -45,7 +46,7 @@ class Manifest:
     digest: str
     media_type: str
     size: int  # bytes of the manifest itself
-    kind: str  # "image" or "index"
+    kind: str  # IMAGE or INDEX
     config: Descriptor | None = None
     layers: list[Descriptor] = field(default_factory=list)
     children: list[Descriptor] = field(default_factory=list)
@@ -110,12 +111,12 @@ def parse_manifest(body: bytes, media_type: str, digest: str | None = None) -> M
         if media_type in INDEX_TYPES or (not media_type and "manifests" in data):
             children = _entries(data, "manifests")
             kids = [_descriptor(c, f"child {i}") for i, c in enumerate(children)]
-            return Manifest(digest, media_type or OCI_INDEX, len(body), "index", children=kids)
+            return Manifest(digest, media_type or OCI_INDEX, len(body), INDEX, children=kids)
         if media_type in IMAGE_TYPES or (not media_type and "config" in data):
             layers = _entries(data, "layers")
             config = _descriptor(data.get("config"), "config")
             blobs = [_descriptor(layer, f"layer {i}") for i, layer in enumerate(layers)]
-            return Manifest(digest, media_type or OCI_MANIFEST, len(body), "image", config, blobs)
+            return Manifest(digest, media_type or OCI_MANIFEST, len(body), IMAGE, config, blobs)
     except ManifestInvalid as exc:
         raise ManifestInvalid(f"manifest {digest} is malformed: {exc}") from None
     raise ManifestInvalid(f"manifest {digest} has unsupported media type "

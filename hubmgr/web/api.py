@@ -76,7 +76,7 @@ def item_json(row, children=None):
         "stale": row.stale,
         "error": row.error or None,
     }
-    if row.kind == "index":
+    if row.is_index:
         data["children"] = [item_json(c) for c in children or []]
     else:
         data["children"] = []
@@ -102,7 +102,7 @@ def images(request, name):
             raise ApiError(f"{key} must be one of {', '.join(allowed)}")
     state = queries.TableState.from_params(request.GET, max_page_size=1000)
     page = queries.page(repo, state)
-    kids = queries.children_of_many([r for r in page.rows if r.kind == "index"])
+    kids = queries.children_of_many([r for r in page.rows if r.is_index])
     return JsonResponse({"count": page.count, "page": page.number, "pages": page.pages,
                          "results": [item_json(r, kids.get(r.id)) for r in page.rows]})
 

@@ -43,6 +43,5 @@ def present(rows):
         row.size_text = human_size(row.size)
         row.pushed = _time(row.last_pushed, now)
         row.pulled = _time(row.last_pulled, now)
-        row.type_label = "Attestation" if row.is_attestation else (
-            "Image index" if row.kind == "index" else "Image")
+        row.type_label = "Attestation" if row.is_attestation else row.get_kind_display()
     return rows
