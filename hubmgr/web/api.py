@@ -16,7 +16,7 @@ from hubmgr.inventory import queries
 from hubmgr.inventory.models import Repository
 from hubmgr.inventory.registries import default_registry
 
-from .deletions import MAX_SELECTION, get_job, require_delete_permission
+from .deletions import DIGEST, MAX_SELECTION, get_job, require_delete_permission
 from .lookups import get_repository
 from .models import ApiToken, hash_token
 
@@ -95,11 +95,10 @@ def repositories(request):
 @api_auth
 def images(request, name):
     repo = get_repository(name)
-    for key, allowed in (("filter", queries.FILTERS), ("sort", queries.SORTS)):
-        value = request.GET.get(key)
-        if value and value not in allowed:
-            raise ApiError(f"{key} must be one of {', '.join(allowed)}")
-    state = queries.TableState.from_params(request.GET, max_page_size=1000)
+    try:
+        state = queries.TableState.from_params(request.GET, max_page_size=1000, strict=True)
+    except queries.BadParameter as exc:
+        raise ApiError(str(exc)) from None
     page = queries.page(repo, state)
     kids = queries.children_of_many([r for r in page.rows if r.kind == "index"])
     return JsonResponse({"count": page.count, "page": page.number, "pages": page.pages,
@@ -114,7 +113,7 @@ def _digests(request):
         raise ApiError('the body must be JSON: {"digests": [...]}') from None
     digests = body.get("digests") if isinstance(body, dict) else None
     if not isinstance(digests, list) or not digests or \
-            not all(isinstance(d, str) and d.startswith("sha256:") for d in digests):
+            not all(isinstance(d, str) and DIGEST.fullmatch(d) for d in digests):
         raise ApiError('"digests" must be a non-empty list of sha256: digests')
     if len(digests) > MAX_SELECTION:
         raise ApiError(f"at most {MAX_SELECTION} digests at once")

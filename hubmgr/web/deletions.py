@@ -1,5 +1,7 @@
 """Preview and delete, the progress panel, and the jobs pages."""
 
+import re
+
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
@@ -11,10 +13,12 @@ from hubmgr.deletion import actions
 from hubmgr.deletion.graph import selection_digests
 from hubmgr.deletion.models import DeletionJob
 from hubmgr.deletion.planner import CHILD, SELECTED
+from hubmgr.inventory import queries
 
 from .lookups import get_repository
 
 DELETE_PERMISSION = "deletion.delete_images"
+DIGEST = re.compile(r"sha256:[0-9a-zA-Z=_-]{1,128}")
 MAX_SELECTION = 50_000
 TOO_MANY = (f"At most {MAX_SELECTION:,} items can be deleted at once. Narrow the search or "
             "the filter, or use the `delete` command.")
@@ -39,9 +43,10 @@ def _selection(request, name):
     repo = get_repository(name)
     require_delete_permission(request.user)
     data = request.POST
-    return repo, selection_digests(repo, data.getlist("digest"),
-                                   data.get("all_matching") == "1", data.get("search", ""),
-                                   data.get("filter", ""))
+    state = queries.TableState.from_params(data)
+    digests = [d for d in data.getlist("digest") if DIGEST.fullmatch(d)]
+    return repo, selection_digests(repo, digests,
+                                   data.get("all_matching") == "1", state.search, state.filter)
 
 
 def _refuse(request, repo, message):
