@@ -1,11 +1,18 @@
 """Hostile input, CSRF, body limits, login throttling, CSP, TLS settings, reads behind a writer."""
 
+import sqlite3
+import time
+from datetime import timedelta
 from urllib.parse import urlencode
 
 import pytest
+from django.db import OperationalError, connection
 from django.utils import timezone
 from hypothesis import HealthCheck, example, given, settings as hypothesis_settings
 from hypothesis import strategies as st
+
+from hubmgr import devstack
+from hubmgr.web.models import ApiToken
 
 from .factories import digest, sample_repo
 
@@ -77,3 +84,61 @@ def test_a_search_ending_in_the_last_code_point_still_finds_tags(table):
     Tag.objects.filter(name="1.1").update(name="1.1\U0010ffff")
     body = table.get("/api/v1/repositories/team/app/images?search=1.1%F4%8F%BF%BF").json()
     assert [r["digest"] for r in body["results"]] == [digest("img1")]
+
+
+# --- reads behind a writer (SQLite) -------------------------------------------------------
+
+def bearer(token):
+    return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reads_answer_while_another_process_holds_the_sqlite_write_lock(client, settings, user):
+    if connection.vendor != "sqlite":
+        pytest.skip("the write lock is SQLite's")
+    settings.REGISTRY_URL = f"http://127.0.0.1:{devstack.free_port()}"  # the pages ping it
+    sample_repo()
+    client.force_login(user)
+    token = ApiToken.issue(user)[1]
+    assert client.get("/api/v1/repositories", **bearer(token)).status_code == 200  # first use
+    writer = sqlite3.connect(connection.settings_dict["NAME"], timeout=0, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("UPDATE django_session SET expire_date = expire_date")
+    try:
+        for url, headers in [("/repositories/", {}), ("/repositories/team/app", {}),
+                             ("/repositories/team/app", HTMX),
+                             ("/api/v1/repositories/team/app/images", bearer(token)),
+                             ("/api/v1/repositories/team/app/images", {})]:
+            started = time.monotonic()
+            assert client.get(url, **headers).status_code == 200, url
+            assert time.monotonic() - started < 3, f"{url} waited for the write lock"
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+
+
+def test_sqlite_waits_for_a_writer_instead_of_failing_at_once(db):
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's busy timeout")
+    with connection.cursor() as cursor:
+        assert cursor.execute("PRAGMA busy_timeout").fetchone()[0] >= 20_000
+        assert cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_token_records_its_use_at_most_every_few_minutes(client, user):
+    row, token = ApiToken.issue(user)
+    for minutes_ago, recorded in ((1, False), (10, True)):
+        before = timezone.now() - timedelta(minutes=minutes_ago)
+        ApiToken.objects.filter(pk=row.pk).update(last_used_at=before)
+        assert client.get("/api/v1/repositories", **bearer(token)).status_code == 200
+        assert (ApiToken.objects.get(pk=row.pk).last_used_at != before) is recorded
+
+
+def test_a_token_whose_use_cannot_be_recorded_still_reads(client, user, monkeypatch):
+    token = ApiToken.issue(user)[1]
+
+    def locked(*args, **kwargs):
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr("django.db.models.query.QuerySet.update", locked)
+    assert client.get("/api/v1/repositories", **bearer(token)).status_code == 200

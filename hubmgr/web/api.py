@@ -1,10 +1,11 @@
 """JSON API, read side. Auth: a session, or `Authorization: Bearer <personal token>`."""
 
+import json
+import logging
 from functools import wraps
 
-import json
-
 from django.core.exceptions import PermissionDenied
+from django.db import DatabaseError
 from django.http import Http404, JsonResponse
 from django.urls import reverse
 from django.utils import timezone
@@ -20,6 +21,9 @@ from .deletions import DIGEST, MAX_SELECTION, get_job, require_delete_permission
 from .lookups import get_repository
 from .models import ApiToken, hash_token
 
+log = logging.getLogger("hubmgr.api")
+TOKEN_TOUCH_SECONDS = 300
+
 
 class ApiError(Exception):
     """A request the API refuses, with the status and the message to answer."""
@@ -27,6 +31,19 @@ class ApiError(Exception):
     def __init__(self, message, status=400):
         super().__init__(message)
         self.status = status
+
+
+def _touch(token):
+    """Record when a token was last used, at most every few minutes, so that reads rarely
+    write; the record is best-effort and never fails the request (a SQLite database busy with
+    a writer would)."""
+    now = timezone.now()
+    if token.last_used_at and (now - token.last_used_at).total_seconds() < TOKEN_TOUCH_SECONDS:
+        return
+    try:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    except DatabaseError as exc:
+        log.warning("token last_used_at not recorded token=%s error=%s", token.hint, exc)
 
 
 def api_auth(view):
@@ -40,7 +57,7 @@ def api_auth(view):
                 key_hash=hash_token(header[7:].strip())).first()
             if token is None or not token.user.is_active:
                 return JsonResponse({"error": "invalid API token"}, status=401)
-            ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
+            _touch(token)
             request.user = token.user
         elif not request.user.is_authenticated:
             return JsonResponse({"error": "authentication required: log in or send "
