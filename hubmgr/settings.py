@@ -72,6 +72,10 @@ if not SECRET_KEY:
     SECRET_KEY = key_file.read_text().strip()
 ALLOWED_HOSTS = env_list("HUBMGR_ALLOWED_HOSTS", ["localhost", "127.0.0.1"])
 CSRF_TRUSTED_ORIGINS = env_list("HUBMGR_CSRF_TRUSTED_ORIGINS", [])
+# A deletion of 50,000 digests (the most one request may name) is about 4 MB, as the API's
+# JSON or as the web form's fields; bodies beyond twice that are refused.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 8 * 2**20
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 51_000
 
 # The registry hubmgr manages (the data model allows several; the environment configures one).
 REGISTRY_URL = env_str("HUBMGR_REGISTRY_URL")

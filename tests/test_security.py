@@ -1,17 +1,21 @@
 """Hostile input, CSRF, body limits, login throttling, CSP, TLS settings, reads behind a writer."""
 
+import json
 import sqlite3
 import time
 from datetime import timedelta
 from urllib.parse import urlencode
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.db import OperationalError, connection
+from django.test import Client
 from django.utils import timezone
 from hypothesis import HealthCheck, example, given, settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from hubmgr import devstack
+from hubmgr.deletion.models import DeletionJob
 from hubmgr.web.models import ApiToken
 
 from .factories import digest, sample_repo
@@ -59,7 +63,6 @@ def test_no_query_parameter_of_the_table_makes_a_server_error(table, params):
 @example(value="\x00")
 @example(value="9" * 5000)
 def test_no_value_of_the_other_get_parameters_makes_a_server_error(table, value):
-    from hubmgr.deletion.models import DeletionJob
     from hubmgr.inventory.models import Repository
 
     job = DeletionJob.objects.first() or DeletionJob.objects.create(
@@ -142,3 +145,97 @@ def test_a_token_whose_use_cannot_be_recorded_still_reads(client, user, monkeypa
 
     monkeypatch.setattr("django.db.models.query.QuerySet.update", locked)
     assert client.get("/api/v1/repositories", **bearer(token)).status_code == 200
+
+
+# --- CSRF, content type and body size on the JSON API -------------------------------------
+
+PREVIEW = "/api/v1/repositories/team/app/deletions/preview"
+
+
+@pytest.fixture
+def maintainer(django_user_model):
+    user = django_user_model.objects.create_user("maria", password="pw-maria-123")
+    user.user_permissions.add(Permission.objects.get(codename="delete_images"))
+    return user
+
+
+@pytest.fixture
+def browser_client(db, maintainer):
+    """A logged-in browser: Django's CSRF check applies, as it does outside tests."""
+    sample_repo()
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(maintainer)
+    client.get("/repositories/team/app")  # sets the csrftoken cookie, as the page does
+    return client
+
+
+def post_json(client, url, body, **headers):
+    return client.post(url, json.dumps(body), content_type="application/json", **headers)
+
+
+def test_a_session_post_without_the_csrf_token_is_a_json_403(browser_client):
+    resp = post_json(browser_client, "/api/v1/repositories/team/app/deletions",
+                     {"digests": [digest("loose")]})
+    assert resp.status_code == 403 and "CSRF" in resp.json()["error"]
+    assert not DeletionJob.objects.exists()
+
+
+def test_a_session_post_with_the_csrf_token_works(browser_client):
+    csrf = browser_client.cookies["csrftoken"].value
+    resp = post_json(browser_client, PREVIEW, {"digests": [digest("loose")]},
+                     HTTP_X_CSRFTOKEN=csrf)
+    assert resp.status_code == 200 and resp.json()["items"][0]["digest"] == digest("loose")
+
+
+def test_a_bearer_token_needs_no_csrf_token(maintainer):
+    sample_repo()
+    token = ApiToken.issue(maintainer)[1]
+    resp = post_json(Client(enforce_csrf_checks=True), PREVIEW, {"digests": [digest("loose")]},
+                     **bearer(token))
+    assert resp.status_code == 200
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x"])
+def test_a_post_that_is_not_json_is_a_415(browser_client, maintainer, content_type):
+    body = json.dumps({"digests": [digest("loose")]})
+    csrf = browser_client.cookies["csrftoken"].value
+    by_session = browser_client.post(PREVIEW, body, content_type=content_type,
+                                     HTTP_X_CSRFTOKEN=csrf)
+    by_token = Client().post(PREVIEW, body, content_type=content_type,
+                             **bearer(ApiToken.issue(maintainer)[1]))
+    for resp in (by_session, by_token):
+        assert resp.status_code == 415 and "application/json" in resp.json()["error"]
+
+
+def test_a_body_over_the_limit_is_a_json_413(maintainer):
+    sample_repo()
+    body = {"digests": [digest("loose")], "padding": "x" * (8 * 2**20)}
+    resp = post_json(Client(), PREVIEW, body, **bearer(ApiToken.issue(maintainer)[1]))
+    assert resp.status_code == 413 and "larger than 8 MB" in resp.json()["error"]
+
+
+def test_the_largest_selection_fits_in_one_request(maintainer):
+    sample_repo()
+    body = {"digests": [digest(n) for n in range(50_000)]}
+    assert len(json.dumps(body)) > 3_500_000
+    resp = post_json(Client(), PREVIEW, body, **bearer(ApiToken.issue(maintainer)[1]))
+    assert resp.status_code == 200, resp.content[:300]
+
+
+def test_the_web_preview_takes_a_selection_of_thousands(browser_client):
+    csrf = browser_client.cookies["csrftoken"].value
+    digests = [digest("loose")] + [digest(n) for n in range(2_000)]
+    resp = browser_client.post("/repositories/team/app/-/preview", {"digest": digests},
+                               HTTP_X_CSRFTOKEN=csrf, HTTP_HX_REQUEST="true")
+    assert resp.status_code == 200 and "Selected (1)" in resp.content.decode()
+
+
+def test_a_web_body_over_the_limit_is_a_readable_400(browser_client, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000
+    csrf = browser_client.cookies["csrftoken"].value
+    resp = browser_client.post("/repositories/team/app/-/preview",
+                               {"digest": [digest(n) for n in range(1_000)]},
+                               HTTP_X_CSRFTOKEN=csrf, HTTP_HX_REQUEST="true")
+    assert resp.status_code == 400
+    assert 'role="alert">The request is larger than hubmgr accepts' in resp.content.decode()

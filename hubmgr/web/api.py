@@ -1,12 +1,15 @@
-"""JSON API, read side. Auth: a session, or `Authorization: Bearer <personal token>`."""
+"""JSON API. Auth: a session (a POST also needs its CSRF token) or `Authorization: Bearer
+<personal token>`."""
 
 import json
 import logging
 from functools import wraps
 
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.db import DatabaseError
 from django.http import Http404, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -23,6 +26,7 @@ from .models import ApiToken, hash_token
 
 log = logging.getLogger("hubmgr.api")
 TOKEN_TOUCH_SECONDS = 300
+_csrf = CsrfViewMiddleware(lambda request: None)
 
 
 class ApiError(Exception):
@@ -46,31 +50,57 @@ def _touch(token):
         log.warning("token last_used_at not recorded token=%s error=%s", token.hint, exc)
 
 
+def _authenticate(request) -> bool:
+    """Set request.user from a bearer token or the session; True when it was a token."""
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        token = ApiToken.objects.select_related("user").filter(
+            key_hash=hash_token(header[7:].strip())).first()
+        if token is None or not token.user.is_active:
+            raise ApiError("invalid API token", 401)
+        _touch(token)
+        request.user = token.user
+        return True
+    if not request.user.is_authenticated:
+        raise ApiError("authentication required: log in or send 'Authorization: Bearer "
+                       "<token>'", 401)
+    return False
+
+
+def _check_post(request, by_token):
+    """A POST is JSON; with a session it also passes Django's CSRF check, since a browser
+    sends the session cookie along with another site's request. Another site cannot send
+    our bearer token, so a token needs no CSRF token."""
+    if not by_token and _csrf.process_view(request, None, (), {}) is not None:
+        raise ApiError("CSRF check failed: with a session, send the csrftoken cookie's value "
+                       "in the X-CSRFToken header from this site's pages, or use a bearer "
+                       "token", 403)
+    if request.content_type != "application/json":
+        raise ApiError("the body must be JSON, sent with 'Content-Type: application/json'", 415)
+
+
 def api_auth(view):
     """Authenticate by bearer token or session; answer JSON errors, never HTML pages."""
 
     @wraps(view)
     def wrapper(request, *args, **kwargs):
-        header = request.headers.get("Authorization", "")
-        if header.lower().startswith("bearer "):
-            token = ApiToken.objects.select_related("user").filter(
-                key_hash=hash_token(header[7:].strip())).first()
-            if token is None or not token.user.is_active:
-                return JsonResponse({"error": "invalid API token"}, status=401)
-            _touch(token)
-            request.user = token.user
-        elif not request.user.is_authenticated:
-            return JsonResponse({"error": "authentication required: log in or send "
-                                          "'Authorization: Bearer <token>'"}, status=401)
         try:
+            by_token = _authenticate(request)
+            if request.method == "POST":
+                _check_post(request, by_token)
             return view(request, *args, **kwargs)
         except Http404 as exc:
             return JsonResponse({"error": str(exc)}, status=404)
         except PermissionDenied as exc:
             return JsonResponse({"error": str(exc) or "permission denied"}, status=403)
+        except RequestDataTooBig:
+            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE // 2**20
+            return JsonResponse({"error": f"the body is larger than {limit} MB; send fewer "
+                                          "digests at once"}, status=413)
         except ApiError as exc:
             return JsonResponse({"error": str(exc)}, status=exc.status)
 
+    # The CSRF check is _check_post's, made only for a session.
     return csrf_exempt(wrapper)
 
 
