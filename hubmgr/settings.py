@@ -72,6 +72,18 @@ if not SECRET_KEY:
     SECRET_KEY = key_file.read_text().strip()
 ALLOWED_HOSTS = env_list("HUBMGR_ALLOWED_HOSTS", ["localhost", "127.0.0.1"])
 CSRF_TRUSTED_ORIGINS = env_list("HUBMGR_CSRF_TRUSTED_ORIGINS", [])
+# TLS, for a deployment behind a proxy that terminates it (.env.example sets all of these).
+# The defaults suit `make run`: plain http on 127.0.0.1.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("HUBMGR_SECURE_COOKIES", False)
+SECURE_SSL_REDIRECT = env_bool("HUBMGR_SSL_REDIRECT", False)
+# Inside the compose stack the healthcheck and the registry's notifications use plain http.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^hooks/registry$"]
+SECURE_HSTS_SECONDS = env_int("HUBMGR_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("HUBMGR_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("HUBMGR_HSTS_PRELOAD", False)
+if env_bool("HUBMGR_SECURE_PROXY_SSL_HEADER", False):
+    # Only behind a proxy that sets X-Forwarded-Proto itself, dropping the client's.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # A deletion of 50,000 digests (the most one request may name) is about 4 MB, as the API's
 # JSON or as the web form's fields; bodies beyond twice that are refused.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 8 * 2**20

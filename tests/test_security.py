@@ -1,9 +1,14 @@
 """Hostile input, CSRF, body limits, login throttling, CSP, TLS settings, reads behind a writer."""
 
 import json
+import os
+import secrets
 import sqlite3
+import subprocess
+import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -239,3 +244,33 @@ def test_a_web_body_over_the_limit_is_a_readable_400(browser_client, settings):
                                HTTP_X_CSRFTOKEN=csrf, HTTP_HX_REQUEST="true")
     assert resp.status_code == 400
     assert 'role="alert">The request is larger than hubmgr accepts' in resp.content.decode()
+
+
+# --- TLS deployment settings -------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def env_example():
+    pairs = (line.split("=", 1) for line in (ROOT / ".env.example").read_text().splitlines()
+             if line.strip() and not line.lstrip().startswith("#"))
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def test_check_deploy_passes_with_the_env_example_values():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUBMGR_")}
+    env.update(env_example(), HUBMGR_SECRET_KEY=secrets.token_urlsafe(50))
+    result = subprocess.run([sys.executable, "manage.py", "check", "--deploy",
+                             "--fail-level", "WARNING"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_behind_the_proxy_http_redirects_except_for_the_stack_internal_paths(client, settings):
+    settings.SECURE_SSL_REDIRECT = True
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    assert client.get("/login/").status_code == 301
+    assert client.get("/login/", HTTP_X_FORWARDED_PROTO="https").status_code == 200
+    assert client.get("/healthz").status_code in (200, 503)
+    assert client.post("/hooks/registry", "{}", content_type="application/json").status_code \
+        == 401
