@@ -1,6 +1,7 @@
 """Settings, all from HUBMGR_* environment variables with working laptop defaults."""
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -116,6 +117,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "django_htmx",
     "template_partials",
+    "axes",
     "hubmgr.inventory",
     "hubmgr.deletion",
     "hubmgr.web",
@@ -131,6 +133,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks
 ]
 
 ROOT_URLCONF = "hubmgr.urls"
@@ -160,6 +163,23 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # A file, not memory, so test threads (live server, Celery worker) share one database.
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Login throttling: after HUBMGR_LOGIN_FAILURE_LIMIT failures for one username, or from one
+# client address, logins are refused for HUBMGR_LOGIN_COOLOFF_MINUTES (counted again from each
+# refused attempt). The address is REMOTE_ADDR unless HUBMGR_CLIENT_IP_HEADER names the header
+# a proxy in front sets (e.g. X-Forwarded-For); never trusted by default.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("HUBMGR_LOGIN_FAILURE_LIMIT", 10)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("HUBMGR_LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one alone locks
+AXES_RESET_ON_SUCCESS = True
+AXES_DISABLE_ACCESS_LOG = True  # keep only the failures, which expire with the cool-off
+CLIENT_IP_HEADER = env_str("HUBMGR_CLIENT_IP_HEADER")
+AXES_CLIENT_IP_CALLABLE = "hubmgr.web.logins.client_address"
+AXES_LOCKOUT_CALLABLE = "hubmgr.web.logins.locked_out"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -274,3 +274,57 @@ def test_behind_the_proxy_http_redirects_except_for_the_stack_internal_paths(cli
     assert client.get("/healthz").status_code in (200, 503)
     assert client.post("/hooks/registry", "{}", content_type="application/json").status_code \
         == 401
+
+
+# --- login throttling ----------------------------------------------------------------------
+
+def log_in(client, username, password, address="192.0.2.1", **headers):
+    return client.post("/login/", {"username": username, "password": password},
+                       REMOTE_ADDR=address, **headers)
+
+
+def test_repeated_failures_lock_a_username_and_the_page_says_when_to_retry(client, user):
+    for _ in range(9):
+        assert log_in(client, "viewer", "wrong").status_code == 200
+    assert log_in(client, "viewer", "wrong").status_code == 429  # the tenth failure locks
+    resp = log_in(client, "viewer", "pw-viewer-123", address="192.0.2.99")
+    assert resp.status_code == 429 and "_auth_user_id" not in client.session
+    html = resp.content.decode()
+    assert 'role="alert">Too many failed logins' in html and "Try again in 15 minutes" in html
+    assert '<form method="post" action="/login/">' in html
+
+
+def test_repeated_failures_from_one_address_lock_it_for_every_username(client, user):
+    for n in range(10):
+        log_in(client, f"nobody{n}", "wrong")
+    assert log_in(client, "viewer", "pw-viewer-123").status_code == 429
+    assert log_in(client, "viewer", "pw-viewer-123", address="192.0.2.2").status_code == 302
+
+
+def test_a_success_before_the_limit_starts_the_count_again(client, user):
+    for _ in range(9):
+        log_in(client, "viewer", "wrong")
+    assert log_in(client, "viewer", "pw-viewer-123").status_code == 302
+    client.logout()
+    for _ in range(9):
+        log_in(client, "viewer", "wrong")
+    assert log_in(client, "viewer", "pw-viewer-123").status_code == 302
+
+
+def test_the_limit_and_the_cool_off_come_from_settings(client, user, settings):
+    settings.AXES_FAILURE_LIMIT = 2
+    settings.AXES_COOLOFF_TIME = timedelta(minutes=1)
+    log_in(client, "viewer", "wrong")
+    log_in(client, "viewer", "wrong")
+    assert "Try again in 1 minute " in log_in(client, "viewer", "pw-viewer-123").content.decode()
+
+
+def test_a_forwarded_address_counts_only_when_its_header_is_configured(client, user, settings):
+    for n in range(10):  # one address, a different forged X-Forwarded-For each time
+        log_in(client, f"nobody{n}", "wrong", HTTP_X_FORWARDED_FOR=f"198.51.100.{n}")
+    assert log_in(client, "viewer", "pw-viewer-123",
+                  HTTP_X_FORWARDED_FOR="198.51.100.77").status_code == 429
+    settings.CLIENT_IP_HEADER = "X-Forwarded-For"
+    # Behind the proxy the last address is the proxy's view of the client.
+    assert log_in(client, "viewer", "pw-viewer-123",
+                  HTTP_X_FORWARDED_FOR="192.0.2.1, 198.51.100.77").status_code == 302
