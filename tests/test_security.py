@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import secrets
 import sqlite3
 import subprocess
@@ -328,3 +329,32 @@ def test_a_forwarded_address_counts_only_when_its_header_is_configured(client, u
     # Behind the proxy the last address is the proxy's view of the client.
     assert log_in(client, "viewer", "pw-viewer-123",
                   HTTP_X_FORWARDED_FOR="192.0.2.1, 198.51.100.77").status_code == 302
+
+
+# --- Content-Security-Policy ---------------------------------------------------------------
+
+@pytest.mark.parametrize("url, headers", [
+    ("/login/", {}), ("/repositories/", {}), ("/repositories/team/app", {}),
+    ("/repositories/team/app", HTMX), ("/jobs/", {}), ("/admin/", {}),
+    ("/repositories/no/such", {}), ("/api/v1/repositories", {}),
+])
+def test_every_response_forbids_inline_script(table, url, headers):
+    resp = table.get(url, **headers)
+    policy = dict(d.strip().split(" ", 1) for d in resp["Content-Security-Policy"].split(";"))
+    assert policy["script-src"] == "'self'" and policy["style-src"] == "'self'"
+    assert policy["object-src"] == "'none'" and policy["frame-ancestors"] == "'none'"
+
+
+def test_no_template_has_inline_script_style_or_event_handlers():
+    offending = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>|\son[a-z]+=|\sstyle=|<style")
+    for path in (ROOT / "templates").rglob("*.html"):
+        assert not offending.search(path.read_text()), path
+
+
+def test_htmx_adds_no_inline_style(table):
+    # htmx would insert a <style> for its indicators, and copy style attributes when it
+    # settles a swap; the CSP refuses both.
+    html = table.get("/repositories/").content.decode()
+    config = json.loads(re.search(r'<meta name="htmx-config" content=\'([^\']+)\'>', html)[1])
+    assert config["includeIndicatorStyles"] is False
+    assert "style" not in config["attributesToSettle"]
