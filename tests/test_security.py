@@ -358,3 +358,10 @@ def test_htmx_adds_no_inline_style(table):
     config = json.loads(re.search(r'<meta name="htmx-config" content=\'([^\']+)\'>', html)[1])
     assert config["includeIndicatorStyles"] is False
     assert "style" not in config["attributesToSettle"]
+
+
+def test_a_page_post_without_the_csrf_token_says_to_reload(browser_client):
+    resp = browser_client.post("/repositories/team/app/-/preview", {"digest": [digest("loose")]},
+                               HTTP_HX_REQUEST="true")
+    assert resp.status_code == 403
+    assert 'role="alert">This form\'s security token is missing' in resp.content.decode()
