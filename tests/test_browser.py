@@ -123,10 +123,10 @@ def test_search_filter_sort_and_expand_on_the_real_page(page, live_server):
     page.click("button.expand")
     page.wait_for_selector(f"#children-{index.id} tr.child")
     assert page.locator(f"#children-{index.id} tr.child").count() == 2
-    assert page.get_attribute("button.expand", "aria-expanded") == "true"
+    expect(page.locator("button.expand")).to_have_attribute("aria-expanded", "true")
     assert "linux/arm64" in page.inner_text(f"#children-{index.id}")
     page.click("button.expand")
-    assert page.get_attribute("button.expand", "aria-expanded") == "false"
+    expect(page.locator("button.expand")).to_have_attribute("aria-expanded", "false")
     assert page.locator(f"#children-{index.id}").is_hidden()
 
     # A viewer can select, but "Preview and delete" stays disabled and says why.

@@ -259,7 +259,8 @@ def env_example():
 
 
 def test_check_deploy_passes_with_the_env_example_values():
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HUBMGR_")}
+    # Nothing of this test process's own settings (test_browser.py sets DJANGO_ALLOW_ASYNC_UNSAFE).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HUBMGR_", "DJANGO_"))}
     env.update(env_example(), HUBMGR_SECRET_KEY=secrets.token_urlsafe(50))
     result = subprocess.run([sys.executable, "manage.py", "check", "--deploy",
                              "--fail-level", "WARNING"], cwd=ROOT, env=env,
