@@ -1,9 +1,11 @@
 """Settings, all from HUBMGR_* environment variables with working laptop defaults."""
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -72,6 +74,22 @@ if not SECRET_KEY:
     SECRET_KEY = key_file.read_text().strip()
 ALLOWED_HOSTS = env_list("HUBMGR_ALLOWED_HOSTS", ["localhost", "127.0.0.1"])
 CSRF_TRUSTED_ORIGINS = env_list("HUBMGR_CSRF_TRUSTED_ORIGINS", [])
+# TLS, for a deployment behind a proxy that terminates it (.env.example sets all of these).
+# The defaults suit `make run`: plain http on 127.0.0.1.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("HUBMGR_SECURE_COOKIES", False)
+SECURE_SSL_REDIRECT = env_bool("HUBMGR_SSL_REDIRECT", False)
+# Inside the compose stack the healthcheck and the registry's notifications use plain http.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^hooks/registry$"]
+SECURE_HSTS_SECONDS = env_int("HUBMGR_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("HUBMGR_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("HUBMGR_HSTS_PRELOAD", False)
+if env_bool("HUBMGR_SECURE_PROXY_SSL_HEADER", False):
+    # Only behind a proxy that sets X-Forwarded-Proto itself, dropping the client's.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# A deletion of 50,000 digests (the most one request may name) is about 4 MB, as the API's
+# JSON or as the web form's fields; bodies beyond twice that are refused.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 8 * 2**20
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 51_000
 
 # The registry hubmgr manages (the data model allows several; the environment configures one).
 REGISTRY_URL = env_str("HUBMGR_REGISTRY_URL")
@@ -104,6 +122,8 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "django_htmx",
     "template_partials",
+    "axes",
+    "csp",
     "hubmgr.inventory",
     "hubmgr.deletion",
     "hubmgr.web",
@@ -111,6 +131,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -119,11 +140,20 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks
 ]
 
-# A selection of up to 50,000 digests (about 4 MB of form fields) must reach the preview.
-DATA_UPLOAD_MAX_NUMBER_FIELDS = 60_000
-DATA_UPLOAD_MAX_MEMORY_SIZE = 8 * 1024 * 1024
+# Content-Security-Policy: scripts and styles only from our own files, never inline (base.html
+# turns off htmx's indicator style and its copying of style attributes for that).
+CONTENT_SECURITY_POLICY = {"DIRECTIVES": {
+    "default-src": [SELF],
+    "script-src": [SELF],
+    "style-src": [SELF],
+    "object-src": [NONE],
+    "base-uri": [SELF],
+    "form-action": [SELF],
+    "frame-ancestors": [NONE],
+}}
 
 ROOT_URLCONF = "hubmgr.urls"
 WSGI_APPLICATION = "hubmgr.wsgi.application"
@@ -152,6 +182,23 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # A file, not memory, so test threads (live server, Celery worker) share one database.
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Login throttling: after HUBMGR_LOGIN_FAILURE_LIMIT failures for one username, or from one
+# client address, logins are refused for HUBMGR_LOGIN_COOLOFF_MINUTES (counted again from each
+# refused attempt). The address is REMOTE_ADDR unless HUBMGR_CLIENT_IP_HEADER names the header
+# a proxy in front sets (e.g. X-Forwarded-For); never trusted by default.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("HUBMGR_LOGIN_FAILURE_LIMIT", 10)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("HUBMGR_LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one alone locks
+AXES_RESET_ON_SUCCESS = True
+AXES_DISABLE_ACCESS_LOG = True  # keep only the failures, which expire with the cool-off
+CLIENT_IP_HEADER = env_str("HUBMGR_CLIENT_IP_HEADER")
+AXES_CLIENT_IP_CALLABLE = "hubmgr.web.logins.client_address"
+AXES_LOCKOUT_CALLABLE = "hubmgr.web.logins.locked_out"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

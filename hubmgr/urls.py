@@ -4,6 +4,8 @@ from django.urls import path
 
 from hubmgr.web import api, deletions, health, hooks, views
 
+handler400 = views.bad_request
+
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", health.healthz, name="healthz"),

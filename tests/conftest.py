@@ -123,3 +123,11 @@ def user(db):
 def logged_in(client, user):
     client.force_login(user)
     return client
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    """The cache (local memory) outlives a test; a registry's cached health must not."""
+    from django.core.cache import cache
+
+    cache.clear()

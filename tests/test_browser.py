@@ -1,12 +1,14 @@
 """The real page in Chromium (Debian's /usr/bin/chromium driven by Playwright)."""
 
 import os
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
+from playwright.sync_api import expect
 
 from hubmgr.deletion.graph import load_graph
 from hubmgr.deletion.planner import plan
@@ -18,6 +20,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
                                 reason="Debian's chromium is not installed (make test installs it)")
+expect.set_options(timeout=15_000)
 # Playwright's sync API runs an event loop in this thread; the Django calls here are sync.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
@@ -40,6 +43,9 @@ def login(browser, live_server, username, permissions=()):
         user.user_permissions.add(Permission.objects.get(codename=codename))
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
+    page.csp_violations = []  # the Content-Security-Policy must never block our own pages
+    page.on("console", lambda message: "Content Security Policy" in message.text and
+            page.csp_violations.append(f"{message.text} at {message.location}"))
     page.set_default_timeout(15_000)
     page.goto(f"{live_server.url}/repositories/")
     page.fill("#id_username", username)
@@ -54,6 +60,7 @@ def page(browser, live_server, transactional_db):
     page = login(browser, live_server, "alice")
     yield page
     page.context.close()
+    assert page.csp_violations == []
 
 
 @pytest.fixture
@@ -61,6 +68,13 @@ def maintainer_page(browser, live_server, transactional_db):
     page = login(browser, live_server, "maria", ["delete_images"])
     yield page
     page.context.close()
+    assert page.csp_violations == []
+
+
+def wait_for_rows(page, count):
+    # Not page.wait_for_function: Playwright compiles its predicate in the page, which the
+    # Content-Security-Policy (no 'unsafe-eval') rightly refuses.
+    expect(page.locator("tbody.item")).to_have_count(count)
 
 
 def digests(page):
@@ -77,24 +91,24 @@ def test_search_filter_sort_and_expand_on_the_real_page(page, live_server):
     # Search as you type: only the table is swapped, and the URL carries the state.
     page.evaluate("window.__marker = 1")
     page.fill("#search", "1.2")
-    page.wait_for_function("document.querySelectorAll('tbody.item').length === 1")
+    wait_for_rows(page, 1)
     assert digests(page) == [digest("img2")]
     assert "search=1.2" in page.url
     assert page.evaluate("window.__marker") == 1  # no full reload
 
     page.fill("#search", "")
-    page.wait_for_function("document.querySelectorAll('tbody.item').length === 5")
+    wait_for_rows(page, 5)
     page.select_option("#filter", "untagged")
-    page.wait_for_function("document.querySelectorAll('tbody.item').length === 1")
+    wait_for_rows(page, 1)
     assert digests(page) == [loose.digest] and "filter=untagged" in page.url
 
     page.select_option("#filter", "image")
-    page.wait_for_function("document.querySelectorAll('tbody.item').length === 4")
+    wait_for_rows(page, 4)
     page.click("a.sort[data-sort=size]")  # first click: largest first
-    page.wait_for_function("location.search.includes('sort=-size')")
+    expect(page).to_have_url(re.compile("sort=-size"))
     assert digests(page) == [digest(s) for s in ("img2", "img1", "img0", "loose")]
     page.click("a.sort[data-sort=size]")  # second click reverses
-    page.wait_for_function("location.search.includes('sort=size')")
+    expect(page).to_have_url(re.compile("sort=size"))
     assert digests(page) == [digest(s) for s in ("loose", "img0", "img1", "img2")]
     assert "filter=image" in page.url
 
@@ -105,14 +119,14 @@ def test_search_filter_sort_and_expand_on_the_real_page(page, live_server):
 
     # Expand an index: its children appear indented, with platforms.
     page.select_option("#filter", "index")
-    page.wait_for_function("document.querySelectorAll('tbody.item').length === 1")
+    wait_for_rows(page, 1)
     page.click("button.expand")
     page.wait_for_selector(f"#children-{index.id} tr.child")
     assert page.locator(f"#children-{index.id} tr.child").count() == 2
-    assert page.get_attribute("button.expand", "aria-expanded") == "true"
+    expect(page.locator("button.expand")).to_have_attribute("aria-expanded", "true")
     assert "linux/arm64" in page.inner_text(f"#children-{index.id}")
     page.click("button.expand")
-    assert page.get_attribute("button.expand", "aria-expanded") == "false"
+    expect(page.locator("button.expand")).to_have_attribute("aria-expanded", "false")
     assert page.locator(f"#children-{index.id}").is_hidden()
 
     # A viewer can select, but "Preview and delete" stays disabled and says why.
@@ -144,10 +158,10 @@ def test_select_an_index_preview_and_delete_forever(maintainer_page, live_server
     assert reclaim == plan(graph, selected).reclaim_bytes > 0
     page.screenshot(path=str(OUTPUT / "preview-and-delete.png"))
     page.click("#delete-forever")
-    page.wait_for_function("!document.getElementById('preview-dialog').open")
+    expect(page.locator("dialog#preview-dialog[open]")).to_have_count(0)
     page.wait_for_selector(".job-panel .toast", timeout=30_000)
     assert "3 of 3 finished" in page.inner_text(".job-panel")
-    page.wait_for_function("document.querySelectorAll('tbody.item').length === 1")
+    wait_for_rows(page, 1)
     assert digests(page) == [keep["digest"]]
     assert page.inner_text("#selected-count") == "0 selected"
     for digest in [index] + [k["digest"] for k in kids]:
@@ -176,7 +190,7 @@ def test_the_whole_flow_from_the_keyboard_with_every_control_labelled(
     # Search from the keyboard: the search box is the first control after the header links.
     page.focus("#search")
     page.keyboard.type("1.0")
-    page.wait_for_function("document.querySelectorAll('tbody.item').length === 1")
+    wait_for_rows(page, 1)
     # Expand the index with Enter on its toggle, select it with Space.
     page.focus("button.expand")
     page.keyboard.press("Enter")
@@ -199,7 +213,7 @@ def test_the_whole_flow_from_the_keyboard_with_every_control_labelled(
     page.focus("#delete-forever")
     page.keyboard.press("Enter")
     page.wait_for_selector(".job-panel .toast", timeout=30_000)
-    page.wait_for_function("document.querySelectorAll('tbody.item').length === 0")
+    wait_for_rows(page, 0)
     page.fill("#search", "")
-    page.wait_for_function("document.querySelectorAll('tbody.item').length === 3")
+    wait_for_rows(page, 3)
     page.screenshot(path=str(OUTPUT / "table-after-delete.png"), full_page=True)

@@ -1,6 +1,8 @@
 """The Image Management table's queries: search, filter, sort and page, in a fixed number of
 SQL statements whatever the page or the repository size."""
 
+import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -21,6 +23,13 @@ SORTS = ("size", "-size", "last_pushed", "-last_pushed", "last_pulled", "-last_p
 DEFAULT_SORT = "-last_pushed"
 PAGE_SIZES = (25, 50, 100, 200)
 DEFAULT_PAGE_SIZE = 50
+MAX_SEARCH = 200
+# Text that can be the start of a digest; anything else cannot match one.
+DIGEST_PREFIX = re.compile(r"sha256:[0-9a-f]*")
+
+
+class BadParameter(ValueError):
+    """A query parameter the API refuses (the pages fall back to the default instead)."""
 
 
 @dataclass
@@ -32,23 +41,52 @@ class TableState:
     page_size: int = DEFAULT_PAGE_SIZE
 
     @classmethod
-    def from_params(cls, params, max_page_size=PAGE_SIZES[-1]):
-        """Read the query string, falling back to defaults for values we do not know."""
-        state = cls(search=(params.get("search") or params.get("q") or "").strip()[:200])
-        state.filter = params.get("filter", "") if params.get("filter") in FILTERS else ""
-        state.sort = params.get("sort") if params.get("sort") in SORTS else DEFAULT_SORT
+    def from_params(cls, params, max_page_size=PAGE_SIZES[-1], strict=False):
+        """The one place that reads the table's query string, for the page, the htmx partial,
+        the API and a posted "all matching" selection. Text loses control characters and is
+        bounded; numbers are bounded; an unknown filter or sort falls back to the default, or
+        raises BadParameter when ``strict``."""
+        state = cls(search=clean_text(params.get("search") or params.get("q"))[:MAX_SEARCH])
+        state.filter = _choice(params, "filter", FILTERS, "", strict)
+        state.sort = _choice(params, "sort", SORTS, DEFAULT_SORT, strict)
         state.page = _positive(params.get("page"), 1)
         state.page_size = min(_positive(params.get("page_size"), DEFAULT_PAGE_SIZE),
                               max_page_size)
         return state
 
 
-def _positive(value, default):
+def clean_text(value) -> str:
+    """``value`` without control characters (NUL among them, which PostgreSQL refuses in
+    text), trimmed."""
+    return "".join(c for c in str(value or "") if unicodedata.category(c) not in ("Cc", "Cs")) \
+        .strip()
+
+
+def _choice(params, key, allowed, default, strict):
+    value = params.get(key) or ""
+    if value in allowed:
+        return value
+    if value and strict:
+        raise BadParameter(f"{key} must be one of {', '.join(allowed)}")
+    return default
+
+
+def _positive(value, default, limit=10**9):
     try:
-        number = int(value)
+        number = int(value)  # more than 4,300 digits is a ValueError too
     except (TypeError, ValueError):
         return default
-    return number if number > 0 else default
+    return min(number, limit) if number > 0 else default
+
+
+def digest_range(term):
+    """The [low, high) range of digests starting with ``term`` ("sha256:" optional), or None
+    when no digest can start with it."""
+    low = term.lower()
+    low = low if low.startswith("sha256:") else "sha256:" + low
+    if not DIGEST_PREFIX.fullmatch(low):
+        return None
+    return low, low[:-1] + chr(ord(low[-1]) + 1)  # the last character is ':' or hex
 
 
 def items(repo, state: TableState):
@@ -61,10 +99,12 @@ def items(repo, state: TableState):
         # index (the tag scan is narrow; the digest prefix is a range), so SQLite ORs two small
         # lookups instead of reading every row.
         term = state.search
-        low = term.lower() if term.lower().startswith("sha256:") else "sha256:" + term.lower()
-        high = low[:-1] + chr(ord(low[-1]) + 1)
-        tagged = Tag.objects.filter(repository=repo, name__icontains=term).values("manifest_id")
-        qs = qs.filter(Q(id__in=tagged) | Q(digest__gte=low, digest__lt=high))
+        match = Q(id__in=Tag.objects.filter(repository=repo, name__icontains=term)
+                  .values("manifest_id"))
+        prefix = digest_range(term)
+        if prefix:
+            match |= Q(digest__gte=prefix[0], digest__lt=prefix[1])
+        qs = qs.filter(match)
     field = state.sort.lstrip("-")
     descending = state.sort.startswith("-")
     if connection.vendor == "sqlite":

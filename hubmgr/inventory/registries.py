@@ -1,6 +1,7 @@
 """Which registry hubmgr manages, and a client for it."""
 
 from django.conf import settings
+from django.core.cache import cache
 from django.utils import timezone
 
 from hubmgr.registry.client import RegistryClient
@@ -37,22 +38,27 @@ def record_health(registry: Registry, error: str = ""):
 
 
 def check_health(registry: Registry, max_age_seconds=30) -> str:
-    """The registry's last known error ('' when healthy), pinging it when the record is stale.
-    Pages call this, so the ping has a short timeout and its answer is shared for a while.
-    With no registry configured there is nothing to ping (pages say so on their own)."""
+    """The registry's last known error ('' when healthy), pinging it when none is cached.
+    Pages call this, so the ping has a short timeout and its answer is shared for a while, in
+    the cache rather than the database: a page never writes, so a busy SQLite writer cannot
+    fail it. With no registry configured there is nothing to ping (pages say so on their own)."""
     if not registry.url:
         return ""
-    now = timezone.now()
-    fresh = registry.last_checked_at and (now - registry.last_checked_at).total_seconds() < \
-        max_age_seconds
-    if fresh:
-        return registry.last_error
-    try:
-        client = client_for(registry, pool_size=1)
-        client.timeout = (1.5, 3)
-        client.ping()
-        error = ""
-    except RegistryError as exc:
-        error = str(exc)
-    record_health(registry, error)
+    key = f"hubmgr:registry-health:{registry.pk}:{registry.url}"
+    error = cache.get(key)
+    if error is None:
+        error = _ping(registry)
+        cache.set(key, error, max_age_seconds)
     return error
+
+
+def _ping(registry: Registry) -> str:
+    client = client_for(registry, pool_size=1)
+    client.timeout = (1.5, 3)
+    try:
+        client.ping()
+        return ""
+    except RegistryError as exc:
+        return str(exc)
+    finally:
+        client.close()

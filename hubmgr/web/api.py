@@ -1,11 +1,15 @@
-"""JSON API, read side. Auth: a session, or `Authorization: Bearer <personal token>`."""
-
-from functools import wraps
+"""JSON API. Auth: a session (a POST also needs its CSRF token) or `Authorization: Bearer
+<personal token>`."""
 
 import json
+import logging
+from functools import wraps
 
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.db import DatabaseError
 from django.http import Http404, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
@@ -21,6 +25,10 @@ from .deletions import MAX_SELECTION, get_job, require_delete_permission
 from .lookups import get_repository
 from .models import ApiToken, hash_token
 
+log = logging.getLogger("hubmgr.api")
+TOKEN_TOUCH_SECONDS = 300
+_csrf = CsrfViewMiddleware(lambda request: None)
+
 
 class ApiError(Exception):
     """A request the API refuses, with the status and the message to answer."""
@@ -30,31 +38,70 @@ class ApiError(Exception):
         self.status = status
 
 
+def _touch(token):
+    """Record when a token was last used, at most every few minutes, so that reads rarely
+    write; the record is best-effort and never fails the request (a SQLite database busy with
+    a writer would)."""
+    now = timezone.now()
+    if token.last_used_at and (now - token.last_used_at).total_seconds() < TOKEN_TOUCH_SECONDS:
+        return
+    try:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    except DatabaseError as exc:
+        log.warning("token last_used_at not recorded token=%s error=%s", token.hint, exc)
+
+
+def _authenticate(request) -> bool:
+    """Set request.user from a bearer token or the session; True when it was a token."""
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        token = ApiToken.objects.select_related("user").filter(
+            key_hash=hash_token(header[7:].strip())).first()
+        if token is None or not token.user.is_active:
+            raise ApiError("invalid API token", 401)
+        _touch(token)
+        request.user = token.user
+        return True
+    if not request.user.is_authenticated:
+        raise ApiError("authentication required: log in or send 'Authorization: Bearer "
+                       "<token>'", 401)
+    return False
+
+
+def _check_post(request, by_token):
+    """A POST is JSON; with a session it also passes Django's CSRF check, since a browser
+    sends the session cookie along with another site's request. Another site cannot send
+    our bearer token, so a token needs no CSRF token."""
+    if not by_token and _csrf.process_view(request, None, (), {}) is not None:
+        raise ApiError("CSRF check failed: with a session, send the csrftoken cookie's value "
+                       "in the X-CSRFToken header from this site's pages, or use a bearer "
+                       "token", 403)
+    if request.content_type != "application/json":
+        raise ApiError("the body must be JSON, sent with 'Content-Type: application/json'", 415)
+
+
 def api_auth(view):
     """Authenticate by bearer token or session; answer JSON errors, never HTML pages."""
 
     @wraps(view)
     def wrapper(request, *args, **kwargs):
-        header = request.headers.get("Authorization", "")
-        if header.lower().startswith("bearer "):
-            token = ApiToken.objects.select_related("user").filter(
-                key_hash=hash_token(header[7:].strip())).first()
-            if token is None or not token.user.is_active:
-                return JsonResponse({"error": "invalid API token"}, status=401)
-            ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
-            request.user = token.user
-        elif not request.user.is_authenticated:
-            return JsonResponse({"error": "authentication required: log in or send "
-                                          "'Authorization: Bearer <token>'"}, status=401)
         try:
+            by_token = _authenticate(request)
+            if request.method == "POST":
+                _check_post(request, by_token)
             return view(request, *args, **kwargs)
         except Http404 as exc:
             return JsonResponse({"error": str(exc)}, status=404)
         except PermissionDenied as exc:
             return JsonResponse({"error": str(exc) or "permission denied"}, status=403)
+        except RequestDataTooBig:
+            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE // 2**20
+            return JsonResponse({"error": f"the body is larger than {limit} MB; send fewer "
+                                          "digests at once"}, status=413)
         except ApiError as exc:
             return JsonResponse({"error": str(exc)}, status=exc.status)
 
+    # The CSRF check is _check_post's, made only for a session.
     return csrf_exempt(wrapper)
 
 
@@ -96,11 +143,10 @@ def repositories(request):
 @api_auth
 def images(request, name):
     repo = get_repository(name)
-    for key, allowed in (("filter", queries.FILTERS), ("sort", queries.SORTS)):
-        value = request.GET.get(key)
-        if value and value not in allowed:
-            raise ApiError(f"{key} must be one of {', '.join(allowed)}")
-    state = queries.TableState.from_params(request.GET, max_page_size=1000)
+    try:
+        state = queries.TableState.from_params(request.GET, max_page_size=1000, strict=True)
+    except queries.BadParameter as exc:
+        raise ApiError(str(exc)) from None
     page = queries.page(repo, state)
     kids = queries.children_of_many([r for r in page.rows if r.is_index])
     return JsonResponse({"count": page.count, "page": page.number, "pages": page.pages,

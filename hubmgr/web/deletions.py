@@ -11,6 +11,7 @@ from hubmgr.deletion import actions
 from hubmgr.deletion.graph import selection_digests
 from hubmgr.deletion.models import DeletionJob
 from hubmgr.deletion.planner import CHILD, SELECTED
+from hubmgr.inventory import queries
 
 from .lookups import get_repository
 
@@ -39,9 +40,9 @@ def _selection(request, name):
     repo = get_repository(name)
     require_delete_permission(request.user)
     data = request.POST
+    state = queries.TableState.from_params(data)
     return repo, selection_digests(repo, data.getlist("digest"),
-                                   data.get("all_matching") == "1", data.get("search", ""),
-                                   data.get("filter", ""))
+                                   data.get("all_matching") == "1", state.search, state.filter)
 
 
 def _refuse(request, repo, message, status=400):

@@ -5,6 +5,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
@@ -78,3 +79,14 @@ def _children_url(repo):
     """The children URL up to the digest, reversed once per page rather than once per row."""
     marker = "sha256:0"
     return reverse("index-children", args=[repo.name, marker])[:-len(marker)]
+
+
+def bad_request(request, exception):
+    """Django's 400 (a body over the size limit, a bad Host header, ...) as a page that says
+    what went wrong; htmx shows its alert as a toast."""
+    if isinstance(exception, (RequestDataTooBig, TooManyFieldsSent)):
+        message = ("The request is larger than hubmgr accepts. Select fewer items, or use the "
+                   "API or the delete command for very large deletions.")
+    else:
+        message = "hubmgr could not read this request."
+    return render(request, "400.html", {"message": message}, status=400)
