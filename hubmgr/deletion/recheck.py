@@ -33,23 +33,25 @@ class RegistryView:
         self.children = {}  # digest -> frozenset of child digests (empty for an image)
 
     def refresh(self):
-        """List the tags and resolve the ones not resolved recently. Raises RegistryError."""
+        """List the tags and resolve the ones not resolved recently. Raises RegistryError.
+        DELETE threads read the view meanwhile, so the new answers replace it whole."""
         listed = set(self.client.tags(self.repo.name))
         now = time.monotonic()
-        for tag in set(self.tag_digest) - listed:
-            del self.tag_digest[tag], self.resolved_at[tag]
-        stale = [t for t in listed if now - self.resolved_at.get(t, -1e9) > self.max_age]
+        tag_digest = {t: d for t, d in self.tag_digest.items() if t in listed}
+        resolved_at = {t: at for t, at in self.resolved_at.items() if t in listed}
+        stale = [t for t in listed if now - resolved_at.get(t, -1e9) > self.max_age]
         if stale:
             with ThreadPoolExecutor(self.concurrency, thread_name_prefix="recheck") as pool:
                 answers = list(pool.map(
                     lambda t: self.client.head_manifest(self.repo.name, t), stale))
             for tag, digest in zip(stale, answers):
                 if digest is None:  # deleted between the listing and the HEAD
-                    self.tag_digest.pop(tag, None)
-                    self.resolved_at.pop(tag, None)
+                    tag_digest.pop(tag, None)
+                    resolved_at.pop(tag, None)
                 else:
-                    self.tag_digest[tag], self.resolved_at[tag] = digest, now
-        self._learn_children(set(self.tag_digest.values()) - set(self.children))
+                    tag_digest[tag], resolved_at[tag] = digest, now
+        self._learn_children(set(tag_digest.values()) - set(self.children))
+        self.tag_digest, self.resolved_at = tag_digest, resolved_at
 
     def _learn_children(self, digests):
         """Children of the tagged manifests: from the inventory where it has read them (a
