@@ -127,3 +127,18 @@ def test_a_repository_that_left_the_catalog_is_emptied(registry, registry_client
     registry_client.delete_manifest("gone/app", desc["digest"])
     sync()
     assert not Manifest.objects.filter(repository__name="gone/app").exists()
+
+
+def test_an_index_whose_child_is_gone_says_so(registry, registry_client, client, user):
+    index, kids = multiarch(registry_client, "holes/app", tag="1.0")
+    registry_client.delete_manifest("holes/app", kids[0]["digest"])  # the index still lists it
+    run = sync()
+    gone = row("holes/app", kids[0]["digest"])
+    assert not gone.fetched and gone.error.startswith("the registry has no such manifest (404)")
+    assert row("holes/app", kids[1]["digest"]).fetched
+    assert run.finished_at is not None
+    sync()  # read again, still gone: still says so
+    assert row("holes/app", kids[0]["digest"]).error == gone.error
+    client.force_login(user)
+    html = client.get(f"/repositories/holes/app/-/children/{index}").content.decode()
+    assert "the registry has no such manifest (404)" in html
