@@ -100,7 +100,14 @@
     const target = event.detail.target;
     if (!target) return;
     if (target.id === "image-table" || target.closest && target.closest("#image-table")) render(load());
-    if (target.id === "preview-content") document.getElementById("preview-dialog").showModal();
+  });
+  // The dialog opens once htmx has settled its content, so "Delete forever" is already wired
+  // to htmx when a (fast) user can press it.
+  document.addEventListener("htmx:afterSettle", function (event) {
+    const target = event.detail.target;
+    if (!target || target.id !== "preview-content") return;
+    const dialog = document.getElementById("preview-dialog");
+    if (!dialog.open) dialog.showModal();
   });
   document.addEventListener("htmx:load", function (event) {
     const el = event.detail.elt;

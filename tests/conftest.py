@@ -4,6 +4,7 @@ import bcrypt
 import pytest
 from celery.contrib.testing.worker import start_worker
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 
 from hubmgr import celery_app, devstack
 from hubmgr.registry.client import RegistryClient
@@ -117,6 +118,14 @@ def celery_worker(redis_url, transactional_db):
 @pytest.fixture
 def user(db):
     return get_user_model().objects.create_user("viewer", password="pw-viewer-123")
+
+
+@pytest.fixture
+def maintainer(django_user_model):
+    """A user with the delete permission (as the maintainers group gives)."""
+    user = django_user_model.objects.create_user("maria", password="pw-maria-123")
+    user.user_permissions.add(Permission.objects.get(codename="delete_images"))
+    return user
 
 
 @pytest.fixture

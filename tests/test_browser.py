@@ -164,8 +164,8 @@ def test_select_an_index_preview_and_delete_forever(maintainer_page, live_server
     wait_for_rows(page, 1)
     assert digests(page) == [keep["digest"]]
     assert page.inner_text("#selected-count") == "0 selected"
-    for digest in [index] + [k["digest"] for k in kids]:
-        assert registry_client.head_manifest("web/app", digest) is None
+    for gone in [index] + [k["digest"] for k in kids]:
+        assert registry_client.head_manifest("web/app", gone) is None
 
 
 LABELLED = """() => Array.from(document.querySelectorAll('input:not([type=hidden]), select, button, a'))

@@ -23,13 +23,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def maintainer(django_user_model):
-    user = django_user_model.objects.create_user("maria", password="pw-maria-123")
-    user.user_permissions.add(Permission.objects.get(codename="delete_images"))
-    return user
-
-
-@pytest.fixture
 def maintainer_client(client, maintainer):
     client.force_login(maintainer)
     return client

@@ -13,7 +13,6 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.db import OperationalError, connection
 from django.test import Client
 from django.utils import timezone
@@ -156,13 +155,6 @@ def test_a_token_whose_use_cannot_be_recorded_still_reads(client, user, monkeypa
 # --- CSRF, content type and body size on the JSON API -------------------------------------
 
 PREVIEW = "/api/v1/repositories/team/app/deletions/preview"
-
-
-@pytest.fixture
-def maintainer(django_user_model):
-    user = django_user_model.objects.create_user("maria", password="pw-maria-123")
-    user.user_permissions.add(Permission.objects.get(codename="delete_images"))
-    return user
 
 
 @pytest.fixture
