@@ -87,8 +87,12 @@ DELETE_CONCURRENCY = env_int("HUBMGR_DELETE_CONCURRENCY", 8)
 DELETE_DEADLINE_HOURS = env_int("HUBMGR_DELETE_DEADLINE_HOURS", 24)
 DELETE_RETRY_BASE_SECONDS = env_float("HUBMGR_DELETE_RETRY_BASE_SECONDS", 2.0)
 DELETE_RETRY_MAX_SECONDS = env_float("HUBMGR_DELETE_RETRY_MAX_SECONDS", 600.0)
-# A worker that has held an item this long without finishing is presumed dead.
-DELETE_CLAIM_SECONDS = env_float("HUBMGR_DELETE_CLAIM_SECONDS", 120.0)
+# An item a worker claims is leased for this long; a live worker renews the lease every
+# quarter of it, so only a dead (or stalled) worker's items expire and are retried.
+DELETE_CLAIM_SECONDS = env_float("HUBMGR_DELETE_CLAIM_SECONDS", 20.0)
+# How often Celery beat runs the deletion sweep (releases expired claims, wakes lost jobs).
+# A killed worker's job resumes within CLAIM + CLAIM / 4 + SWEEP seconds (40 s by default).
+DELETE_SWEEP_SECONDS = env_float("HUBMGR_DELETE_SWEEP_SECONDS", 15.0)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -178,7 +182,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     "deletion-sweep": {
         "task": "hubmgr.deletion.tasks.sweep",
-        "schedule": 60.0,
+        "schedule": DELETE_SWEEP_SECONDS,
     },
 }
 
