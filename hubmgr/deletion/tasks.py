@@ -11,7 +11,7 @@ from django.utils import timezone
 from hubmgr.inventory.registries import client_for, default_registry
 from hubmgr.registry.errors import RegistryError
 
-from . import jobs
+from . import jobs, retention
 from .models import DeletionJob
 
 log = logging.getLogger("hubmgr.deletion")
@@ -65,3 +65,10 @@ def sweep():
     for job_id in pending.values_list("id", flat=True):
         DeletionJob.objects.filter(pk=job_id).update(wake_at=None)
         schedule(job_id, 0)
+
+
+@shared_task(name="hubmgr.deletion.tasks.prune")
+def prune():
+    counts = retention.prune()
+    log.info("pruned %s", " ".join(f"{k.replace(' ', '_')}={n}" for k, n in counts.items()))
+    return counts
