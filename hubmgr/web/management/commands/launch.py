@@ -137,8 +137,12 @@ def _interrupt(signum, frame):
 
 
 def _exit(code):
+    """How a child ended, from its return code (negative: the signal that killed it)."""
     if code < 0:
-        return f"killed by {signal.Signals(-code).name}"
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
     return f"exit code {code}"
 
 
