@@ -67,6 +67,14 @@ def digests(page):
     return page.eval_on_selector_all("tbody.item", "els => els.map(e => e.dataset.digest)")
 
 
+def settled(page):
+    """Wait until htmx has finished its requests, swaps and settles. htmx binds the triggers
+    of swapped-in elements (hx-trigger, hx-post) only when it settles, 20 ms after the swap:
+    a key pressed on a new element before then is lost."""
+    page.wait_for_function(
+        "!document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')")
+
+
 def test_search_filter_sort_and_expand_on_the_real_page(page, live_server):
     repo, index, images, loose = sample_repo()
     page.goto(f"{live_server.url}/repositories/")
@@ -90,8 +98,10 @@ def test_search_filter_sort_and_expand_on_the_real_page(page, live_server):
 
     page.select_option("#filter", "image")
     page.wait_for_function("document.querySelectorAll('tbody.item').length === 4")
+    settled(page)
     page.click("a.sort[data-sort=size]")  # first click: largest first
     page.wait_for_function("location.search.includes('sort=-size')")
+    settled(page)
     assert digests(page) == [digest(s) for s in ("img2", "img1", "img0", "loose")]
     page.click("a.sort[data-sort=size]")  # second click reverses
     page.wait_for_function("location.search.includes('sort=size')")
@@ -106,8 +116,10 @@ def test_search_filter_sort_and_expand_on_the_real_page(page, live_server):
     # Expand an index: its children appear indented, with platforms.
     page.select_option("#filter", "index")
     page.wait_for_function("document.querySelectorAll('tbody.item').length === 1")
+    settled(page)
     page.click("button.expand")
     page.wait_for_selector(f"#children-{index.id} tr.child")
+    settled(page)
     assert page.locator(f"#children-{index.id} tr.child").count() == 2
     assert page.get_attribute("button.expand", "aria-expanded") == "true"
     assert "linux/arm64" in page.inner_text(f"#children-{index.id}")
@@ -137,6 +149,7 @@ def test_select_an_index_preview_and_delete_forever(maintainer_page, live_server
     assert page.inner_text("#selected-count") == "1 selected"
     page.click("#preview-delete")
     page.wait_for_selector("dialog#preview-dialog[open]")
+    settled(page)
     modal = page.inner_text("#preview-dialog")
     assert "Selected (1)" in modal and "Also removed (not referenced elsewhere) (2)" in modal
     reclaim = int(page.get_attribute("#reclaim-bytes", "data-bytes"))
@@ -177,10 +190,12 @@ def test_the_whole_flow_from_the_keyboard_with_every_control_labelled(
     page.focus("#search")
     page.keyboard.type("1.0")
     page.wait_for_function("document.querySelectorAll('tbody.item').length === 1")
+    settled(page)
     # Expand the index with Enter on its toggle, select it with Space.
     page.focus("button.expand")
     page.keyboard.press("Enter")
     page.wait_for_selector("tr.child")
+    settled(page)
     assert page.evaluate(LABELLED) == []
     page.focus("input.select-item")
     page.keyboard.press("Space")
@@ -196,6 +211,7 @@ def test_the_whole_flow_from_the_keyboard_with_every_control_labelled(
     page.focus("#preview-delete")
     page.keyboard.press("Enter")
     page.wait_for_selector("dialog#preview-dialog[open]")
+    settled(page)
     page.focus("#delete-forever")
     page.keyboard.press("Enter")
     page.wait_for_selector(".job-panel .toast", timeout=30_000)
