@@ -4,6 +4,11 @@
    of 100,000 manifests on SQLite, with SQL queries per request.
 2. Sync throughput for 5,000 tags from a local docker-registry, against the registry's own raw
    manifest-GET rate measured in the same run with the same concurrency.
+3. Deletion: the deletion plan, a job's DELETE rate against raw DELETEs, and the time from a
+   worker's SIGKILL to its job's next DELETE (real workers and beat, production timing).
+
+BENCH_ONLY=table|sync|delete|kill runs one section. BENCH_DATABASE_URL runs it on that database
+instead of a throw-away SQLite file (the kill section: workers in other processes share it).
 
 Everything runs in a throw-away folder under bench/output/.
 """
@@ -23,6 +28,8 @@ OUT.mkdir(parents=True, exist_ok=True)
 WORK = Path(tempfile.mkdtemp(prefix="run-", dir=OUT))
 os.environ["HUBMGR_DATA_DIR"] = str(WORK)
 os.environ.pop("HUBMGR_DATABASE_URL", None)
+if os.environ.get("BENCH_DATABASE_URL"):
+    os.environ["HUBMGR_DATABASE_URL"] = os.environ["BENCH_DATABASE_URL"]
 os.environ.pop("HUBMGR_REGISTRY_URL", None)
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hubmgr.settings")
 sys.path.insert(0, str(ROOT))
@@ -308,6 +315,87 @@ def _bench_delete(service, count):
           "DELETE, record and inventory update per item)")
 
 
+def bench_kill(rounds=3):
+    """Seconds from a worker's SIGKILL in the middle of a DELETE to the job's next DELETE,
+    with the production lease, heartbeat and sweep cadence, real workers and a real beat."""
+    from hubmgr import celery_app, devstack
+    from tests.servers import FaultProxy
+
+    redis = devstack.start_redis(WORK / "redis")
+    registry = devstack.start_registry(WORK / "registry-kill")
+    proxy = FaultProxy(registry.url)
+    proxy.add("DELETE", r"/manifests/", "delay", 0.8)  # so the kill lands mid-DELETE
+    settings.REGISTRY_URL = proxy.url
+    celery_app.conf.broker_url = redis.url
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("HUBMGR_") or k in ("HUBMGR_DATA_DIR", "HUBMGR_DATABASE_URL")}
+    env.update(HUBMGR_REDIS_URL=redis.url, HUBMGR_REGISTRY_URL=proxy.url,
+               HUBMGR_DELETE_CONCURRENCY="1")
+    beat = _celery(env, "beat", "beat", "--schedule", str(WORK / "celerybeat-schedule"))
+    try:
+        seconds = [_kill_once(env, proxy, registry.url, n) for n in range(rounds)]
+    finally:
+        _stop(beat)
+        proxy.close()
+        registry.stop()
+        redis.stop()
+    print(f"\nA worker SIGKILLed mid-DELETE, to its job's next DELETE by another worker "
+          f"(lease {settings.DELETE_CLAIM_SECONDS:.0f} s, sweep every "
+          f"{settings.DELETE_SWEEP_SECONDS:.0f} s, {connection.vendor}), {rounds} runs:")
+    print(f"  kill -> next DELETE  median {statistics.median(seconds):7.1f} s    "
+          f"max {max(seconds):7.1f} s   ({', '.join(f'{x:.1f}' for x in seconds)})")
+
+
+def _kill_once(env, proxy, registry_url, n):
+    """One job of six items: a worker starts it and is killed during its second DELETE; a
+    fresh worker finishes it. Returns seconds from the kill to the next DELETE."""
+    import signal
+
+    from hubmgr import devstack
+    from hubmgr.deletion import actions, jobs, tasks
+    from hubmgr.inventory.models import Repository
+    from hubmgr.inventory.registries import client_for, default_registry
+    from hubmgr.inventory.sync import sync_registry
+    from hubmgr.registry.client import RegistryClient
+
+    name = f"bench/kill{n}"
+    base = devstack.make_layer("bench-kill", 2000)
+    digests = [devstack_push(RegistryClient(registry_url), name, base, i) for i in range(6)]
+    sync_registry(default_registry(), client_for(default_registry()), name)
+    repo = Repository.objects.get(name=name)
+    job = jobs.create_job(repo, actions.make_plan(repo, digests))
+    sent = proxy.count("DELETE", r"/manifests/")
+    doomed = _celery(env, f"doomed{n}", "worker", "--pool", "solo", "-n", f"doomed{n}@%h")
+    tasks.schedule(job.pk, 0)
+    devstack.wait_for(lambda: proxy.count("DELETE", r"/manifests/") >= sent + 2,
+                      "the first worker's second DELETE", timeout=120)
+    killed_at = time.monotonic()
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait()
+    survivor = _celery(env, f"survivor{n}", "worker", "--pool", "solo", "-n", f"survivor{n}@%h")
+    try:
+        devstack.wait_for(lambda: proxy.first_after(killed_at, "DELETE", r"/manifests/"),
+                          "the next DELETE", timeout=300)
+        devstack.wait_for(lambda: jobs.update_status(job) == "done", "the job", timeout=120)
+    finally:
+        _stop(survivor)
+    return proxy.first_after(killed_at, "DELETE", r"/manifests/") - killed_at
+
+
+def _celery(env, name, *args):
+    import subprocess
+
+    log = open(WORK / f"{name}.log", "ab")
+    return subprocess.Popen([sys.executable, "-m", "celery", "-A", "hubmgr", *args,
+                             "--loglevel", "warning"], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+
+
+def _stop(proc):
+    proc.terminate()
+    proc.wait(30)
+
+
 def devstack_push(pusher, repo, base, i):
     from hubmgr import devstack
 
@@ -316,8 +404,13 @@ def devstack_push(pusher, repo, base, i):
 
 
 if __name__ == "__main__":
+    if connection.vendor == "sqlite":
+        database = f"SQLite {connection.Database.sqlite_version}"
+    else:
+        version = connection.cursor().connection.info.server_version
+        database = f"PostgreSQL {version // 10000}.{version % 10000}"
     print(f"hubmgr bench, {time.strftime('%Y-%m-%d %H:%M %Z')}, {os.cpu_count()} cores, "
-          f"Python {sys.version.split()[0]}, SQLite {connection.Database.sqlite_version}")
+          f"Python {sys.version.split()[0]}, {database}")
     only = os.environ.get("BENCH_ONLY", "")
     call_command("migrate", verbosity=0)
     try:
@@ -328,5 +421,7 @@ if __name__ == "__main__":
             bench_sync()
         if only in ("", "delete"):
             bench_delete()
+        if only in ("", "kill"):
+            bench_kill()
     finally:
         shutil.rmtree(WORK, ignore_errors=True)

@@ -52,6 +52,8 @@ class Service:
     root: Path
     config_path: Path | None = None
     extra: dict = field(default_factory=dict)
+    name: str = ""  # for messages: "the demo registry"
+    log: Path | None = None  # where the service writes its log
 
     def stop(self):
         if self.process.poll() is None:
@@ -106,7 +108,8 @@ def start_registry(root: Path, port: int | None = None, **options) -> Service:
     proc = subprocess.Popen([REGISTRY_BIN, "serve", str(config_path)], stdout=log, stderr=log,
                             stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    service = Service(proc, url, root, config_path)
+    service = Service(proc, url, root, config_path, name="the registry",
+                      log=root / "registry.log")
     try:
         wait_for(lambda: proc.poll() is None and requests.get(url + "/v2/", timeout=1)
                  .status_code in (200, 401), "docker-registry")
@@ -140,7 +143,7 @@ def start_redis(root: Path, port: int | None = None) -> Service:
          "--appendonly", "no", "--dir", str(root), "--logfile", str(root / "redis.log")],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
-    service = Service(proc, url, root)
+    service = Service(proc, url, root, name="Redis", log=root / "redis.log")
     try:
         wait_for(lambda: redis.Redis.from_url(url).ping(), "redis-server")
     except RuntimeError:

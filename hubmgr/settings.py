@@ -109,8 +109,17 @@ DELETE_RETRY_MAX_SECONDS = env_float("HUBMGR_DELETE_RETRY_MAX_SECONDS", 600.0)
 DELETE_PREVIEW_MINUTES = env_int("HUBMGR_DELETE_PREVIEW_MINUTES", 60)
 # Right before DELETEs, a tag resolved by the registry longer ago than this is resolved again.
 DELETE_RECHECK_SECONDS = env_float("HUBMGR_DELETE_RECHECK_SECONDS", 10.0)
-# A worker that has held an item this long without finishing is presumed dead.
-DELETE_CLAIM_SECONDS = env_float("HUBMGR_DELETE_CLAIM_SECONDS", 120.0)
+# An item a worker claims is leased for this long; a live worker renews the lease every
+# quarter of it, so only a dead (or stalled) worker's items expire and are retried.
+DELETE_CLAIM_SECONDS = env_float("HUBMGR_DELETE_CLAIM_SECONDS", 20.0)
+# How often Celery beat runs the deletion sweep (releases expired claims, wakes lost jobs).
+# A killed worker's job resumes within CLAIM + CLAIM / 4 + SWEEP seconds (40 s by default).
+DELETE_SWEEP_SECONDS = env_float("HUBMGR_DELETE_SWEEP_SECONDS", 15.0)
+# Retention, pruned hourly: notification event ids (kept only to drop redeliveries), sync runs
+# (the newest per registry always stays), finished deletion jobs (the audit record; 0 = keep).
+EVENT_RETENTION_DAYS = env_int("HUBMGR_EVENT_RETENTION_DAYS", 7)
+SYNC_RUN_RETENTION_DAYS = env_int("HUBMGR_SYNC_RUN_RETENTION_DAYS", 90)
+DELETION_JOB_RETENTION_DAYS = env_int("HUBMGR_DELETION_JOB_RETENTION_DAYS", 365)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -233,7 +242,15 @@ CELERY_BEAT_SCHEDULE = {
     },
     "deletion-sweep": {
         "task": "hubmgr.deletion.tasks.sweep",
-        "schedule": 60.0,
+        "schedule": DELETE_SWEEP_SECONDS,
+    },
+    "prune-inventory": {
+        "task": "hubmgr.inventory.tasks.prune",
+        "schedule": 3600.0,
+    },
+    "prune-deletion-jobs": {
+        "task": "hubmgr.deletion.tasks.prune",
+        "schedule": 3600.0,
     },
 }
 

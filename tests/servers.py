@@ -26,6 +26,12 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
+    def handle_error(self, request, client_address):
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that went away
+            super().handle_error(request, client_address)
+
 
 def serve(handler_cls, **attrs):
     handler = type("Handler", (handler_cls,), attrs)
@@ -54,6 +60,7 @@ class FaultProxy:
         self.upstream = upstream.rstrip("/")
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str]] = []
+        self.arrivals: list[float] = []  # time.monotonic() of each request, as in requests
         self.lock = threading.Lock()
         self.server = serve(_ProxyHandler, proxy=self)
         self.url = self.server.url
@@ -66,6 +73,7 @@ class FaultProxy:
     def match(self, method, path):
         with self.lock:
             self.requests.append((method, path))
+            self.arrivals.append(time.monotonic())
             for fault in self.faults:
                 if fault.method in (method, "*") and re.search(fault.path, path) and \
                         (fault.times is None or fault.hits < fault.times):
@@ -75,6 +83,14 @@ class FaultProxy:
 
     def count(self, method, pattern):
         return sum(1 for m, p in self.requests if m == method and re.search(pattern, p))
+
+    def first_after(self, since, method, pattern):
+        """time.monotonic() of the first matching request that arrived after ``since``."""
+        with self.lock:
+            for at, (m, p) in zip(self.arrivals, self.requests):
+                if at > since and m == method and re.search(pattern, p):
+                    return at
+        return None
 
     def close(self):
         self.server.shutdown()

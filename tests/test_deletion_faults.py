@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -103,53 +104,77 @@ def database_url():
     return f"postgres://{auth}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
-def start_worker(tmp_path, registry_url, redis_url, name):
-    env = dict(os.environ,
-               DJANGO_SETTINGS_MODULE="hubmgr.settings",
-               HUBMGR_DATABASE_URL=database_url(),
-               HUBMGR_DATA_DIR=str(tmp_path), HUBMGR_REDIS_URL=redis_url,
-               HUBMGR_REGISTRY_URL=registry_url, HUBMGR_DELETE_CONCURRENCY="1",
-               HUBMGR_DELETE_CLAIM_SECONDS="2", HUBMGR_DELETE_RETRY_BASE_SECONDS="0.1")
+def celery_env(tmp_path, registry_url, redis_url):
+    """A worker's environment: this test's database, broker and registry, and the production
+    defaults for everything else (leases, heartbeats, the sweep's cadence)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUBMGR_")}
+    return dict(env, DJANGO_SETTINGS_MODULE="hubmgr.settings",
+                HUBMGR_DATABASE_URL=database_url(), HUBMGR_DATA_DIR=str(tmp_path),
+                HUBMGR_REDIS_URL=redis_url, HUBMGR_REGISTRY_URL=registry_url,
+                HUBMGR_DELETE_CONCURRENCY="1")
+
+
+def start_celery(tmp_path, env, name, *args):
     log = open(tmp_path / f"{name}.log", "wb")
-    return subprocess.Popen([sys.executable, "-m", "celery", "-A", "hubmgr", "worker",
-                             "--pool", "solo", "--loglevel", "info", "-n", f"{name}@%h"],
+    return subprocess.Popen([sys.executable, "-m", "celery", "-A", "hubmgr", *args,
+                             "--loglevel", "info"],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def test_a_worker_killed_mid_job_leaves_nothing_stuck(
-        fault_proxy, registry_client, redis_url, tmp_path, settings):
-    settings.DELETE_CLAIM_SECONDS = 2  # as the workers below have it
+def start_worker(tmp_path, env, name):
+    return start_celery(tmp_path, env, name, "worker", "--pool", "solo", "-n", f"{name}@%h")
+
+
+def start_beat(tmp_path, env):
+    return start_celery(tmp_path, env, "beat", "beat",
+                        "--schedule", str(tmp_path / "celerybeat-schedule"))
+
+
+def stop(*procs):
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_killed_workers_job_resumes_within_a_minute_with_production_timing(
+        fault_proxy, registry_client, redis_url, tmp_path):
+    """SIGKILL a worker in the middle of a DELETE; with the default lease (20 s), heartbeat
+    (5 s) and sweep cadence (15 s, from a real beat), another worker sends the job's next
+    DELETE well within a minute, and the job ends with every item done."""
     digests = [image(registry_client, "faults/kill", tag=f"t{n}", seed=f"k{n}")["digest"]
                for n in range(6)]
     sync()
     fault_proxy.add("DELETE", r"/manifests/", "delay", 0.8)
     job = make_job("faults/kill", digests)
-    first = start_worker(tmp_path, fault_proxy.url, redis_url, "first")
+    env = celery_env(tmp_path, fault_proxy.url, redis_url)
+    first, beat = start_worker(tmp_path, env, "first"), start_beat(tmp_path, env)
+    second = None
     try:
         tasks.schedule(job.pk, 0)
         deadline = time.monotonic() + 60
-        while not job.items.filter(status=DeletionItem.DONE).exists():
+        while fault_proxy.count("DELETE", r"/manifests/") < 2:  # the second is in flight
             assert time.monotonic() < deadline, (tmp_path / "first.log").read_text()[-3000:]
-            time.sleep(0.05)
-        while not job.items.filter(status=DeletionItem.RUNNING).exists():
-            time.sleep(0.02)
+            time.sleep(0.01)
+        killed_at = time.monotonic()
         first.send_signal(signal.SIGKILL)
         first.wait()
-    finally:
-        if first.poll() is None:
-            first.kill()
-    job.refresh_from_db()
-    assert job.status not in DeletionJob.FINISHED
-    assert job.items.filter(status=DeletionItem.RUNNING).exists()  # orphaned claim
+        second = start_worker(tmp_path, env, "second")
+        assert job.items.filter(status=DeletionItem.RUNNING).count() == 1  # orphaned claim
 
-    second = start_worker(tmp_path, fault_proxy.url, redis_url, "second")
-    try:
-        time.sleep(4.5)  # the claim and the job's heartbeat expire
-        tasks.sweep()  # what Celery beat runs every minute
+        while (resumed := fault_proxy.first_after(killed_at, "DELETE", r"/manifests/")) is None:
+            assert time.monotonic() - killed_at < 60, \
+                (tmp_path / "second.log").read_text()[-3000:]
+            time.sleep(0.05)
+        assert resumed - killed_at < 60
         job = wait_finished(job)
     finally:
-        second.terminate()
-        second.wait(20)
+        stop(*[p for p in (first, second, beat) if p])
     assert job.status == DeletionJob.DONE
     assert {i.status for i in job.items.all()} == {DeletionItem.DONE}
     tasks.sweep()  # a finished job is never woken again
@@ -157,6 +182,37 @@ def test_a_worker_killed_mid_job_leaves_nothing_stuck(
     assert job.wake_at is None
     for digest in digests:
         assert registry_client.head_manifest("faults/kill", digest) is None
+
+
+def test_a_live_worker_keeps_the_claim_of_a_delete_that_hangs_past_its_lease(
+        fault_proxy, registry_client, settings):
+    """A DELETE slower than a whole lease: the job loop renews the claim, so a sweep running
+    meanwhile releases nothing and the item is sent once."""
+    settings.DELETE_CLAIM_SECONDS = 2  # renewed every 0.5 s (the loop wakes every second)
+    digest = image(registry_client, "faults/hang", tag="t")["digest"]
+    sync()
+    fault_proxy.add("DELETE", r"/manifests/", "delay", 5)
+    job = make_job("faults/hang", [digest])
+    stopping, released = threading.Event(), []
+
+    def sweep_meanwhile():
+        try:
+            while not stopping.wait(0.2):
+                released.extend(jobs.release_expired_claims())
+        finally:
+            connection.close()
+
+    sweeper = threading.Thread(target=sweep_meanwhile)
+    sweeper.start()
+    try:
+        assert jobs.process_job(job.pk, _client()) == DeletionJob.DONE
+    finally:
+        stopping.set()
+        sweeper.join()
+    assert released == []
+    item = job.items.get()
+    assert item.status == DeletionItem.DONE and item.attempts == 1
+    assert fault_proxy.count("DELETE", r"/manifests/") == 1
 
 
 def test_a_sweep_does_not_multiply_wake_ups(registry_client, registry, settings):

@@ -60,10 +60,11 @@ def process_job(job_id, client, concurrency=None, wait=False, on_progress=None) 
         return job.status if job else "gone"
     DeletionJob.objects.filter(pk=job.pk, status=DeletionJob.QUEUED).update(
         status=DeletionJob.RUNNING)
+    heartbeat(job)  # from now on the sweep leaves this job alone until the heartbeat stops
     in_flight = {}  # future -> item id
     done = []  # deleted, not yet removed from the inventory
     view = RegistryView(client, job.repository, settings.DELETE_RECHECK_SECONDS, concurrency)
-    flushed = time.monotonic()
+    flushed = renewed = time.monotonic()
 
     def flush():
         nonlocal done, flushed
@@ -78,6 +79,10 @@ def process_job(job_id, client, concurrency=None, wait=False, on_progress=None) 
     # the job's status are brought up to date every 50 items or every second.
     with ThreadPoolExecutor(concurrency, thread_name_prefix="delete") as pool:
         while True:
+            if in_flight and time.monotonic() - renewed >= heartbeat_seconds():
+                # A DELETE may hang for up to the registry timeout, longer than a lease.
+                renew_leases(job, in_flight.values())
+                renewed = time.monotonic()
             if len(in_flight) < concurrency * 2:
                 ready = _ready_items(job, set(in_flight.values()), concurrency * 4)
                 if ready and not _refresh_view(job, view, ready):
@@ -102,10 +107,30 @@ def process_job(job_id, client, concurrency=None, wait=False, on_progress=None) 
             time.sleep(min(max(pause, 0.05), 5) if pause is not None else 0.5)
 
 
+def lease_expiry(now=None):
+    """When a claim or a job heartbeat taken now runs out unless it is renewed."""
+    return (now or timezone.now()) + timedelta(seconds=settings.DELETE_CLAIM_SECONDS)
+
+
+def heartbeat_seconds() -> float:
+    """How often a live worker renews its leases: four renewals fit in one lease, so a
+    worker must miss several in a row (stalled, not merely slow) before it loses one."""
+    return settings.DELETE_CLAIM_SECONDS / 4
+
+
 def heartbeat(job):
     """Tell the sweep this job is being worked on; it wakes jobs whose heartbeat stopped."""
-    DeletionJob.objects.filter(pk=job.pk).update(
-        wake_at=timezone.now() + timedelta(seconds=settings.DELETE_CLAIM_SECONDS))
+    DeletionJob.objects.filter(pk=job.pk).update(wake_at=lease_expiry())
+
+
+def renew_leases(job, item_ids):
+    """Extend the claims of the items this worker is deleting right now, and the job's
+    heartbeat. Only items still RUNNING are touched: one the sweep has released already is
+    not taken back (whoever claims it next owns it)."""
+    expires = lease_expiry()
+    Item.objects.filter(pk__in=list(item_ids), status=Item.RUNNING).update(
+        claim_expires_at=expires)
+    DeletionJob.objects.filter(pk=job.pk).update(wake_at=expires)
 
 
 def _due(now):
@@ -136,10 +161,26 @@ def _ready_items(job, exclude=(), limit=200):
 
 
 def _claim(item) -> bool:
+    """Take an item for this worker. True when this call won it.
+
+    What a claim guarantees: the update below is conditional on the item being due (queued,
+    or retrying with its back-off over), so of any number of workers racing for an item
+    exactly one gets True and moves it to RUNNING; the others get False and leave it alone.
+    The claim is a lease of DELETE_CLAIM_SECONDS, not ownership for ever.
+
+    What lease renewal guarantees: while the worker's job loop runs, it renews the lease of
+    every item it has in flight every heartbeat_seconds() (renew_leases), so an item whose
+    DELETE hangs up to the registry timeout is never released from under a live worker. Only
+    a worker that stopped renewing (killed, or stalled for a whole lease) loses its items:
+    the sweep then puts them back to RETRYING and another worker claims them again.
+
+    Should a stalled worker come back and finish such an item anyway, the item is deleted
+    twice at worst, which nobody sees: the second DELETE answers 404, which counts as done
+    ("already gone"), and finishing an item that is finished already changes nothing.
+    """
     now = timezone.now()
     claimed = Item.objects.filter(_due(now), pk=item.pk).update(
-        status=Item.RUNNING, attempts=F("attempts") + 1,
-        claim_expires_at=now + timedelta(seconds=settings.DELETE_CLAIM_SECONDS))
+        status=Item.RUNNING, attempts=F("attempts") + 1, claim_expires_at=lease_expiry(now))
     return claimed == 1
 
 
@@ -281,7 +322,9 @@ def next_wakeup(job):
 
 
 def release_expired_claims() -> list:
-    """Items whose worker died mid-delete go back to be retried. Returns their job ids."""
+    """Items whose worker died mid-delete go back to be retried. Returns their job ids.
+
+    A claim expires only when its worker stopped renewing it (see _claim)."""
     now = timezone.now()
     expired = Item.objects.filter(status=Item.RUNNING, claim_expires_at__lt=now)
     jobs = sorted(set(expired.values_list("job_id", flat=True)))

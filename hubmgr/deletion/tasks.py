@@ -5,14 +5,13 @@ import logging
 from datetime import timedelta
 
 from celery import shared_task
-from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
 from hubmgr.inventory.registries import client_for, default_registry
 from hubmgr.registry.errors import RegistryError
 
-from . import jobs
+from . import jobs, retention
 from .models import DeletionJob
 
 log = logging.getLogger("hubmgr.deletion")
@@ -56,11 +55,20 @@ def sweep():
     """Release claims of dead workers and wake every unfinished job: a lost broker message
     or a restarted stack never leaves a job stuck."""
     jobs.release_expired_claims()
-    # A wake-up overdue by more than a claim's lifetime was lost (broker restarted, worker
-    # killed): running jobs keep pushing theirs into the future.
-    overdue = timezone.now() - timedelta(seconds=settings.DELETE_CLAIM_SECONDS)
+    # A running job keeps pushing its wake_at into the future (jobs.heartbeat); a wake-up
+    # overdue by more than one heartbeat was lost (broker restarted, worker killed), not
+    # merely late. From a worker's death to its job being woken again takes at most
+    # DELETE_CLAIM_SECONDS + heartbeat_seconds() + DELETE_SWEEP_SECONDS (20 + 5 + 15 s).
+    overdue = timezone.now() - timedelta(seconds=jobs.heartbeat_seconds())
     pending = DeletionJob.objects.exclude(status__in=DeletionJob.FINISHED).filter(
         Q(wake_at__isnull=True) | Q(wake_at__lt=overdue))
     for job_id in pending.values_list("id", flat=True):
         DeletionJob.objects.filter(pk=job_id).update(wake_at=None)
         schedule(job_id, 0)
+
+
+@shared_task(name="hubmgr.deletion.tasks.prune")
+def prune():
+    counts = retention.prune()
+    log.info("pruned %s", " ".join(f"{k.replace(' ', '_')}={n}" for k, n in counts.items()))
+    return counts

@@ -6,6 +6,7 @@ from celery import shared_task
 
 from hubmgr.registry.errors import RegistryError, RegistryUnavailable
 
+from . import retention
 from .crawl import Crawler
 from .models import Repository
 from .registries import client_for, default_registry
@@ -63,3 +64,10 @@ def reconcile():
     finally:
         client.close()
     return run.pk
+
+
+@shared_task(name="hubmgr.inventory.tasks.prune")
+def prune():
+    counts = retention.prune()
+    log.info("pruned %s", " ".join(f"{k.replace(' ', '_')}={n}" for k, n in counts.items()))
+    return counts

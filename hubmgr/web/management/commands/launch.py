@@ -2,9 +2,12 @@
 
 Starts a private Redis unless HUBMGR_REDIS_URL is set, and a demo registry with sample images
 unless HUBMGR_REGISTRY_URL is set; migrates; creates an `admin` user the first time; then runs
-the web server, a Celery worker with beat, and a first sync.
+the web server, a Celery worker with beat, and a first sync. When any of these stops, it says
+which one, with its exit code and its log, stops the others and exits with status 1. The
+children's process ids are in DATA_DIR/pids while it runs.
 """
 
+import json
 import os
 import secrets
 import signal
@@ -17,7 +20,7 @@ import requests
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from hubmgr import devstack
 from hubmgr.registry.client import RegistryClient
@@ -32,7 +35,7 @@ class Command(BaseCommand):
     def handle(self, addr, **options):
         data = Path(settings.DATA_DIR)
         data.mkdir(parents=True, exist_ok=True)
-        self.services, self.procs = [], []
+        self.services, self.procs = [], []  # procs: (name, Popen)
         env = dict(os.environ)
         signal.signal(signal.SIGTERM, _interrupt)
         try:
@@ -41,16 +44,18 @@ class Command(BaseCommand):
             pass
         finally:
             self.stdout.write("\nStopping…")
-            for proc in reversed(self.procs):
+            for _, proc in reversed(self.procs):
                 if proc.poll() is None:
                     proc.send_signal(signal.SIGTERM)
-            for proc in self.procs:
+            for _, proc in self.procs:
                 try:
                     proc.wait(15)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+                    proc.wait()
             for service in reversed(self.services):
                 service.stop()
+            (data / "pids").unlink(missing_ok=True)
 
     def _run(self, addr, data, env):
         token = settings.WEBHOOK_TOKEN or _kept_secret(data / "webhook_token")
@@ -65,6 +70,7 @@ class Command(BaseCommand):
             registry = devstack.start_registry(
                 data / "registry", _port(5000),
                 notify_url=f"http://{addr}/hooks/registry", notify_token=token)
+            registry.name = "the demo registry"
             self.services.append(registry)
             env["HUBMGR_REGISTRY_URL"] = settings.REGISTRY_URL = registry.url
             self.stdout.write(f"Demo registry: {registry.url} (data in {registry.root})")
@@ -72,11 +78,13 @@ class Command(BaseCommand):
         call_command("migrate", verbosity=0)
         password = self._first_user(data)
         manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
-        self.procs.append(subprocess.Popen(manage + ["runserver", addr, "--noreload"], env=env))
-        self.procs.append(subprocess.Popen(
+        self.procs.append(("the web server", subprocess.Popen(
+            manage + ["runserver", addr, "--noreload"], env=env)))
+        self.procs.append(("the Celery worker", subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "hubmgr", "worker", "--beat", "--loglevel",
              "warning", "--concurrency", "2", "--schedule", str(data / "celerybeat-schedule")],
-            env=env, cwd=settings.BASE_DIR))
+            env=env, cwd=settings.BASE_DIR)))
+        self._write_pids(data / "pids")
         devstack.wait_for(lambda: requests.get(f"http://{addr}/login/", timeout=1).ok,
                           "the web server", timeout=60)
         if demo and not (data / "registry" / "seeded").exists():
@@ -91,9 +99,27 @@ class Command(BaseCommand):
         else:
             self.stdout.write("Log in with your user (python manage.py createsuperuser adds one).")
         self.stdout.write("Ctrl-C stops everything this command started.")
-        while all(p.poll() is None for p in self.procs):
+        self._watch()
+
+    def _children(self):
+        """(name, process, log file or None) of everything this command started."""
+        return ([(s.name, s.process, s.log) for s in self.services]
+                + [(name, proc, None) for name, proc in self.procs])
+
+    def _write_pids(self, path):
+        path.write_text(json.dumps({name: proc.pid for name, proc, _ in self._children()}))
+
+    def _watch(self):
+        """Return only by raising: when any child stops, name it, its exit code and its log.
+        The caller's cleanup then stops the others."""
+        while True:
+            for name, proc, log in self._children():
+                code = proc.poll()
+                if code is not None:
+                    where = f"its log is {log}" if log else "its output is above"
+                    raise CommandError(f"{name} (pid {proc.pid}) stopped: {_exit(code)}; "
+                                       f"{where}. Everything else was stopped too.")
             time.sleep(0.5)
-        self.stderr.write("A child process stopped; shutting down.")
 
     def _first_user(self, data):
         users = get_user_model().objects
@@ -108,6 +134,16 @@ class Command(BaseCommand):
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
+
+
+def _exit(code):
+    """How a child ended, from its return code (negative: the signal that killed it)."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
 
 
 def _kept_secret(path: Path, length=32) -> str:

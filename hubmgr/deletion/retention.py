@@ -1,0 +1,28 @@
+"""Finished deletion jobs are the audit record of what was deleted, by whom and why; they are
+kept for HUBMGR_DELETION_JOB_RETENTION_DAYS (365 by default, 0 keeps them for ever)."""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from hubmgr.inventory.retention import delete_in_batches
+
+from .models import DeletionItem, DeletionJob
+
+
+def prune_jobs(days=None) -> int:
+    """Delete jobs that finished more than ``days`` ago, and their items. Unfinished jobs are
+    never touched. The items go first, in batches (a job may have thousands), so deleting a
+    job is one small cascade. Returns the number of jobs deleted."""
+    days = settings.DELETION_JOB_RETENTION_DAYS if days is None else days
+    if days <= 0:
+        return 0
+    old = DeletionJob.objects.filter(status__in=DeletionJob.FINISHED,
+                                     finished_at__lt=timezone.now() - timedelta(days=days))
+    delete_in_batches(DeletionItem.objects.filter(job__in=old))
+    return delete_in_batches(old)
+
+
+def prune() -> dict:
+    return {"deletion jobs": prune_jobs()}

@@ -1,0 +1,50 @@
+"""Keeping the inventory's bookkeeping tables bounded: old notification event ids and old sync
+runs are deleted on a schedule (Celery beat, or `manage.py prune`)."""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Max
+from django.utils import timezone
+
+from .models import ProcessedEvent, SyncRun
+
+BATCH_SIZE = 2000
+
+
+def delete_in_batches(queryset, batch_size=BATCH_SIZE) -> int:
+    """Delete the rows of ``queryset``, oldest ids first, ``batch_size`` ids per DELETE, and
+    return how many went. Each batch is its own short statement, so a million rows never hold
+    SQLite's write lock (or PostgreSQL row locks) for long, and an interrupted run keeps what
+    it deleted. Rows deleted by cascade are not counted."""
+    model, total = queryset.model, 0
+    while True:
+        ids = list(queryset.order_by("pk").values_list("pk", flat=True)[:batch_size])
+        if not ids:
+            return total
+        model.objects.filter(pk__in=ids).delete()
+        total += len(ids)
+
+
+def prune_events(days=None) -> int:
+    """Forget event ids received more than ``days`` ago (HUBMGR_EVENT_RETENTION_DAYS). They
+    only guard against a registry delivering an event twice, which happens within minutes or
+    hours of the first delivery."""
+    days = settings.EVENT_RETENTION_DAYS if days is None else days
+    cutoff = timezone.now() - timedelta(days=days)
+    return delete_in_batches(ProcessedEvent.objects.filter(received_at__lt=cutoff))
+
+
+def prune_sync_runs(days=None) -> int:
+    """Delete sync runs (with the problems they recorded) started more than ``days`` ago
+    (HUBMGR_SYNC_RUN_RETENTION_DAYS). The newest run of each registry always stays."""
+    days = settings.SYNC_RUN_RETENTION_DAYS if days is None else days
+    cutoff = timezone.now() - timedelta(days=days)
+    newest = list(SyncRun.objects.values("registry").annotate(last=Max("pk"))
+                  .values_list("last", flat=True))
+    return delete_in_batches(SyncRun.objects.filter(started_at__lt=cutoff).exclude(pk__in=newest))
+
+
+def prune() -> dict:
+    """Prune both tables with the configured retention. Returns {table: rows deleted}."""
+    return {"notification events": prune_events(), "sync runs": prune_sync_runs()}
