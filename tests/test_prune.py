@@ -2,6 +2,7 @@
 finished deletion jobs go, in batches; newer rows, the newest sync run and unfinished jobs
 stay."""
 
+from datetime import timedelta
 from io import StringIO
 
 import pytest
@@ -72,6 +73,19 @@ def test_finished_jobs_past_the_retention_go_with_their_items():
     assert prune_jobs(days=0) == 0  # 0 keeps them for ever
 
 
+def test_previews_go_a_day_after_they_expire():
+    from hubmgr.deletion.models import DeletionPreview
+    from hubmgr.deletion.retention import prune_previews
+
+    from .factories import make_repo
+
+    repo = make_repo("team/app")
+    for hours in (-30, -2, 1):
+        DeletionPreview.objects.create(repository=repo, plan={}, expires_at=days_ago(0) +
+                                       timedelta(hours=hours))
+    assert prune_previews() == 1 and DeletionPreview.objects.count() == 2
+
+
 def test_rows_are_deleted_a_batch_at_a_time():
     events(*[10] * 25)
     with CaptureQueriesContext(connection) as ctx:
@@ -91,17 +105,17 @@ def test_the_prune_command_prints_what_it_deleted(settings):
     out = StringIO()
     call_command("prune", stdout=out)
     assert out.getvalue().strip() == \
-        "Pruned 2 notification events, 1 sync runs, 1 deletion jobs."
+        "Pruned 2 notification events, 1 sync runs, 1 deletion jobs, 0 deletion previews."
     call_command("prune", stdout=out)
     assert out.getvalue().strip().endswith(
-        "Pruned 0 notification events, 0 sync runs, 0 deletion jobs.")
+        "Pruned 0 notification events, 0 sync runs, 0 deletion jobs, 0 deletion previews.")
 
 
 def test_beat_prunes_every_hour_with_the_configured_retention():
     events(8)
     job("done", 366)
     assert inventory_tasks.prune() == {"notification events": 1, "sync runs": 0}
-    assert deletion_tasks.prune() == {"deletion jobs": 1}
+    assert deletion_tasks.prune() == {"deletion jobs": 1, "deletion previews": 0}
     scheduled = {e["task"]: e["schedule"] for e in settings.CELERY_BEAT_SCHEDULE.values()}
     assert scheduled["hubmgr.inventory.tasks.prune"] == 3600
     assert scheduled["hubmgr.deletion.tasks.prune"] == 3600

@@ -1,5 +1,6 @@
 """Finished deletion jobs are the audit record of what was deleted, by whom and why; they are
-kept for HUBMGR_DELETION_JOB_RETENTION_DAYS (365 by default, 0 keeps them for ever)."""
+kept for HUBMGR_DELETION_JOB_RETENTION_DAYS (365 by default, 0 keeps them for ever). Previews
+go a day after they expire."""
 
 from datetime import timedelta
 
@@ -8,7 +9,7 @@ from django.utils import timezone
 
 from hubmgr.inventory.retention import delete_in_batches
 
-from .models import DeletionItem, DeletionJob
+from .models import DeletionItem, DeletionJob, DeletionPreview
 
 
 def prune_jobs(days=None) -> int:
@@ -24,5 +25,13 @@ def prune_jobs(days=None) -> int:
     return delete_in_batches(old)
 
 
+def prune_previews() -> int:
+    """Delete previews that expired more than a day ago, confirmed or not: a job keeps its
+    own copy of what it ran, and an expired preview can no longer be confirmed."""
+    cutoff = timezone.now() - timedelta(days=1)
+    return delete_in_batches(DeletionPreview.objects.filter(expires_at__lt=cutoff),
+                             batch_size=100)  # a preview holds its whole plan
+
+
 def prune() -> dict:
-    return {"deletion jobs": prune_jobs()}
+    return {"deletion jobs": prune_jobs(), "deletion previews": prune_previews()}
