@@ -33,7 +33,7 @@ test: system-deps-test install-dev
 	bash scripts/test.sh
 
 bench: system-deps install-dev
-	$(PY) bench/run.py
+	bash scripts/bench.sh
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache test-output

@@ -61,8 +61,8 @@ def test_garbage_collection_frees_exactly_the_reclaim_estimate(registry, registr
     p, job = run("gc/app", [d["i"], d["loose"]])
     assert {n.digest for n, _ in p.items} == {d["i"], d["c1"], d["att"], d["loose"]}
     assert dict(p.kept)[("gc/app", d["c2"])].startswith("also referenced by index")
-    assert job.status == DeletionJob.DONE and job.reclaim_bytes == p.reclaim_bytes > 0
-    assert set(job.items.values_list("status", flat=True)) == {DeletionItem.DONE}
+    assert job.status == DeletionJob.Status.DONE and job.reclaim_bytes == p.reclaim_bytes > 0
+    assert set(job.items.values_list("status", flat=True)) == {DeletionItem.Status.DONE}
 
     for digest in (d["i"], d["c1"], d["att"], d["loose"]):
         assert registry_client.head_manifest("gc/app", digest) is None
@@ -99,11 +99,11 @@ def test_a_tag_added_after_the_preview_keeps_the_item(registry, registry_client)
     Tag.objects.create(repository=r, name="pinned", manifest=child)  # as a push event would
     jobs.process_job(job.pk, client_for(default_registry()), wait=True)
     item = job.items.get(digest=d["c1"])
-    assert item.status == DeletionItem.SKIPPED
+    assert item.status == DeletionItem.Status.SKIPPED
     assert item.last_error == "tagged since the preview: pinned"
     assert registry_client.head_manifest("gc/app", d["c1"]) == d["c1"]
     job.refresh_from_db()
-    assert job.status == DeletionJob.PARTIAL
+    assert job.status == DeletionJob.Status.PARTIAL
 
 
 def test_a_child_whose_index_failed_is_not_deleted(registry, registry_client, settings):
@@ -112,10 +112,10 @@ def test_a_child_whose_index_failed_is_not_deleted(registry, registry_client, se
     r = repo("gc/app")
     graph, selected = load_graph(r, [d["i"]])
     job = jobs.create_job(r, snapshot(plan(graph, selected)))
-    job.items.filter(digest=d["i"]).update(status=DeletionItem.FAILED, last_error="x")
+    job.items.filter(digest=d["i"]).update(status=DeletionItem.Status.FAILED, last_error="x")
     jobs.process_job(job.pk, client_for(default_registry()), wait=True)
     assert set(job.items.exclude(digest=d["i"]).values_list("status", flat=True)) == {
-        DeletionItem.SKIPPED}
+        DeletionItem.Status.SKIPPED}
     assert registry_client.head_manifest("gc/app", d["c1"]) == d["c1"]
 
 
@@ -127,9 +127,9 @@ def test_a_registry_with_deletion_disabled_fails_the_item_with_the_reason(tmp_pa
         sync()
         _, job = run("nd/app", [desc["digest"]])
         item = job.items.get()
-        assert item.status == DeletionItem.FAILED and item.attempts == 1
+        assert item.status == DeletionItem.Status.FAILED and item.attempts == 1
         assert item.last_error == "the registry has deletion disabled (storage.delete.enabled)"
-        assert job.status == DeletionJob.FAILED
+        assert job.status == DeletionJob.Status.FAILED
         assert Manifest.objects.filter(digest=desc["digest"]).exists()
     finally:
         service.stop()
@@ -143,7 +143,7 @@ def test_credentials_that_may_not_delete_fail_the_item(basic_registry, settings)
     settings.REGISTRY_PASSWORD = "wrong"
     _, job = run("cred/app", [desc["digest"]])
     item = job.items.get()
-    assert item.status == DeletionItem.FAILED
+    assert item.status == DeletionItem.Status.FAILED
     # Refused already when listing the tags, before any DELETE was sent.
     assert item.last_error.startswith("could not check the registry's tags first")
     assert "refused hubmgr's credentials" in item.last_error
@@ -167,7 +167,7 @@ def test_an_image_also_in_another_repository_frees_nothing(registry, registry_cl
     assert one["digest"] == two["digest"]
     sync()
     p, job = run("twin/one", [one["digest"]])
-    assert p.reclaim_bytes == 0 and job.status == DeletionJob.DONE
+    assert p.reclaim_bytes == 0 and job.status == DeletionJob.Status.DONE
     assert registry_client.head_manifest("twin/two", two["digest"]) == two["digest"]
     registry.stop()
     before = devstack.blob_bytes(registry.root)
@@ -198,7 +198,7 @@ def test_a_tag_pushed_without_any_notification_keeps_the_image(registry, registr
     registry_client.put_manifest("gc/app", "hotfix", body.body, body.media_type)  # unseen
     job = go()
     item = job.items.get()
-    assert item.status == DeletionItem.SKIPPED
+    assert item.status == DeletionItem.Status.SKIPPED
     assert item.last_error == "tagged since the preview: hotfix (seen in the registry)"
     assert registry_client.head_manifest("gc/app", d["solo"]) == d["solo"]
 
@@ -212,7 +212,7 @@ def test_a_known_tag_moved_onto_the_image_keeps_it(registry, registry_client):
     body = registry_client.get_manifest("gc/app", d["loose"])
     registry_client.put_manifest("gc/app", "solo", body.body, body.media_type)  # solo moves
     item = go().items.get()
-    assert item.status == DeletionItem.SKIPPED and "tagged since the preview: solo" in \
+    assert item.status == DeletionItem.Status.SKIPPED and "tagged since the preview: solo" in \
         item.last_error
     assert registry_client.head_manifest("gc/app", d["loose"]) == d["loose"]
 
@@ -241,7 +241,7 @@ def test_nothing_is_deleted_while_the_registrys_tags_cannot_be_read(
     fault_proxy.add("GET", r"/tags/list", "status", 503)
     _, job = run("gc/app", [d["solo"]], wait=False)
     item = job.items.get()
-    assert item.status == DeletionItem.RETRYING
+    assert item.status == DeletionItem.Status.RETRYING
     assert item.last_error.startswith("could not check the registry's tags first")
     assert fault_proxy.count("DELETE", r"/manifests/") == 0
     assert registry_client.head_manifest("gc/app", d["solo"]) == d["solo"]

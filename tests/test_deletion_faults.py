@@ -57,9 +57,9 @@ def test_transient_failures_are_retried_until_every_item_is_done(
     job = make_job("faults/app", [index] + images)
     tasks.schedule(job.pk, 0)
     job = wait_finished(job)
-    assert job.status == DeletionJob.DONE
+    assert job.status == DeletionJob.Status.DONE
     items = list(job.items.all())
-    assert len(items) == 7 and {i.status for i in items} == {DeletionItem.DONE}
+    assert len(items) == 7 and {i.status for i in items} == {DeletionItem.Status.DONE}
     assert sum(i.attempts for i in items) >= 7 + 4
     for digest in [index] + images + [k["digest"] for k in kids]:
         assert registry_client.head_manifest("faults/app", digest) is None
@@ -74,7 +74,7 @@ def test_a_job_shows_retrying_with_the_last_error_while_the_registry_fails(
     job = make_job("faults/slow", [digest])
     status = jobs.process_job(job.pk, _client())
     item = job.items.get()
-    assert status == DeletionJob.RETRYING and item.status == DeletionItem.RETRYING
+    assert status == DeletionJob.Status.RETRYING and item.status == DeletionItem.Status.RETRYING
     assert "HTTP 503" in item.last_error and item.next_attempt_at is not None
 
 
@@ -85,7 +85,7 @@ def test_a_job_past_its_deadline_fails_the_item_with_the_reason(
     sync()
     fault_proxy.add("DELETE", r"/manifests/", "status", 503)
     job = make_job("faults/late", [digest])
-    assert jobs.process_job(job.pk, _client()) == DeletionJob.FAILED
+    assert jobs.process_job(job.pk, _client()) == DeletionJob.Status.FAILED
     assert job.items.get().last_error.startswith("gave up after 1 attempts at the deadline")
 
 
@@ -165,7 +165,7 @@ def test_a_killed_workers_job_resumes_within_a_minute_with_production_timing(
         first.send_signal(signal.SIGKILL)
         first.wait()
         second = start_worker(tmp_path, env, "second")
-        assert job.items.filter(status=DeletionItem.RUNNING).count() == 1  # orphaned claim
+        assert job.items.filter(status=DeletionItem.Status.RUNNING).count() == 1  # orphaned claim
 
         while (resumed := fault_proxy.first_after(killed_at, "DELETE", r"/manifests/")) is None:
             assert time.monotonic() - killed_at < 60, \
@@ -175,8 +175,8 @@ def test_a_killed_workers_job_resumes_within_a_minute_with_production_timing(
         job = wait_finished(job)
     finally:
         stop(*[p for p in (first, second, beat) if p])
-    assert job.status == DeletionJob.DONE
-    assert {i.status for i in job.items.all()} == {DeletionItem.DONE}
+    assert job.status == DeletionJob.Status.DONE
+    assert {i.status for i in job.items.all()} == {DeletionItem.Status.DONE}
     tasks.sweep()  # a finished job is never woken again
     job.refresh_from_db()
     assert job.wake_at is None
@@ -205,13 +205,13 @@ def test_a_live_worker_keeps_the_claim_of_a_delete_that_hangs_past_its_lease(
     sweeper = threading.Thread(target=sweep_meanwhile)
     sweeper.start()
     try:
-        assert jobs.process_job(job.pk, _client()) == DeletionJob.DONE
+        assert jobs.process_job(job.pk, _client()) == DeletionJob.Status.DONE
     finally:
         stopping.set()
         sweeper.join()
     assert released == []
     item = job.items.get()
-    assert item.status == DeletionItem.DONE and item.attempts == 1
+    assert item.status == DeletionItem.Status.DONE and item.attempts == 1
     assert fault_proxy.count("DELETE", r"/manifests/") == 1
 
 
@@ -241,11 +241,11 @@ def test_a_redis_restart_loses_no_job(registry, registry_client, redis_service, 
     finally:
         redis_service.start()
     job.refresh_from_db()
-    assert job.status == DeletionJob.QUEUED and job.items.get().attempts == 0
+    assert job.status == DeletionJob.Status.QUEUED and job.items.get().attempts == 0
     with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=20):
         time.sleep(1.5)  # the lost wake-up is overdue, and no message woke the job
-        assert DeletionJob.objects.get(pk=job.pk).status == DeletionJob.QUEUED
+        assert DeletionJob.objects.get(pk=job.pk).status == DeletionJob.Status.QUEUED
         tasks.sweep()
         job = wait_finished(job)
-    assert job.status == DeletionJob.DONE
+    assert job.status == DeletionJob.Status.DONE
     assert registry_client.head_manifest("faults/redis", digest) is None

@@ -8,12 +8,13 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Count, Sum
 from django.http import Http404
 from django.utils import timezone
 
 from . import jobs, tasks
 from .graph import load_graph
-from .models import DeletionJob, DeletionPreview
+from .models import DeletionItem, DeletionJob, DeletionPreview
 from .planner import Plan, plan
 
 log = logging.getLogger("hubmgr.deletion")
@@ -128,14 +129,13 @@ def job_data(job: DeletionJob) -> dict:
 
 
 def progress(job: DeletionJob) -> dict:
-    """Counts for the progress panel."""
-    items = list(job.items.values_list("status", "size", "last_error", "digest", "tags"))
-    counts = {}
-    for status, *_ in items:
-        counts[status] = counts.get(status, 0) + 1
-    done_bytes = sum(size for status, size, *_ in items if status == "done")
-    problems = [{"digest": d, "tags": t, "status": s, "error": e}
-                for s, _, e, d, t in items if s in ("retrying", "failed", "skipped") and e]
-    return {"total": len(items), "counts": counts, "done": counts.get("done", 0),
-            "finished": sum(counts.get(s, 0) for s in ("done", "skipped", "failed")),
-            "done_bytes": done_bytes, "problems": problems[:20]}
+    """Counts for the progress panel (polled every second: aggregates, not every item)."""
+    Status = DeletionItem.Status
+    counts = dict(job.items.values_list("status").annotate(n=Count("id")).order_by())
+    done_bytes = job.items.filter(status=Status.DONE).aggregate(b=Sum("size"))["b"] or 0
+    problems = [{"digest": d, "tags": t, "status": s, "error": e} for s, e, d, t in
+                job.items.filter(status__in=(Status.RETRYING, Status.FAILED, Status.SKIPPED))
+                .exclude(last_error="").values_list("status", "last_error", "digest", "tags")[:20]]
+    return {"total": sum(counts.values()), "counts": counts, "done": counts.get(Status.DONE, 0),
+            "finished": sum(counts.get(s, 0) for s in DeletionItem.FINISHED),
+            "done_bytes": done_bytes, "problems": problems}

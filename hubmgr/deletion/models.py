@@ -6,11 +6,27 @@ from django.conf import settings
 from django.db import models
 
 
+class JobStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    DONE = "done"  # every item deleted
+    PARTIAL = "partial"  # finished, some items kept or failed, each with its reason
+    FAILED = "failed"  # no item could be deleted
+
+
+class ItemStatus(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"  # claimed by a worker, under a lease
+    RETRYING = "retrying"  # a transient failure; tried again at next_attempt_at
+    DONE = "done"
+    SKIPPED = "skipped"  # kept: something refers to it that the preview did not show
+    FAILED = "failed"
+
+
 class DeletionJob(models.Model):
-    QUEUED, RUNNING, RETRYING = "queued", "running", "retrying"
-    DONE, PARTIAL, FAILED = "done", "partial", "failed"
-    STATUSES = [(s, s) for s in (QUEUED, RUNNING, RETRYING, DONE, PARTIAL, FAILED)]
-    FINISHED = (DONE, PARTIAL, FAILED)
+    Status = JobStatus
+    FINISHED = (JobStatus.DONE, JobStatus.PARTIAL, JobStatus.FAILED)
 
     repository = models.ForeignKey("inventory.Repository", on_delete=models.SET_NULL, null=True,
                                    related_name="deletion_jobs")
@@ -20,7 +36,7 @@ class DeletionJob(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     deadline = models.DateTimeField()
-    status = models.CharField(max_length=10, choices=STATUSES, default=QUEUED)
+    status = models.CharField(max_length=10, choices=JobStatus.choices, default=JobStatus.QUEUED)
     reclaim_bytes = models.BigIntegerField(default=0)
     kept = models.JSONField(default=list)  # [{"digest", "reason"}] from the plan
     # When a worker is next due to wake up for this job; one pending wake-up at a time.
@@ -33,12 +49,14 @@ class DeletionJob(models.Model):
     def __str__(self):
         return f"deletion {self.pk} of {self.repository_name}"
 
+    @property
+    def is_finished(self):
+        return self.status in self.FINISHED
+
 
 class DeletionItem(models.Model):
-    QUEUED, RUNNING, RETRYING = "queued", "running", "retrying"
-    DONE, SKIPPED, FAILED = "done", "skipped", "failed"
-    STATUSES = [(s, s) for s in (QUEUED, RUNNING, RETRYING, DONE, SKIPPED, FAILED)]
-    FINISHED = (DONE, SKIPPED, FAILED)
+    Status = ItemStatus
+    FINISHED = (ItemStatus.DONE, ItemStatus.SKIPPED, ItemStatus.FAILED)
 
     job = models.ForeignKey(DeletionJob, on_delete=models.CASCADE, related_name="items")
     position = models.PositiveIntegerField()  # plan order: indexes before their children
@@ -48,7 +66,8 @@ class DeletionItem(models.Model):
     size = models.BigIntegerField(default=0)
     reason = models.CharField(max_length=30)  # "selected" | "unreferenced_child"
     parents = models.JSONField(default=list)  # digests of indexes in this job that list it
-    status = models.CharField(max_length=10, choices=STATUSES, default=QUEUED)
+    status = models.CharField(max_length=10, choices=ItemStatus.choices,
+                              default=ItemStatus.QUEUED)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True)

@@ -70,5 +70,5 @@ class Command(BaseCommand):
                           f"{data['counts'].get('failed', 0)} failed.")
         for problem in data["problems"]:
             self.stdout.write(f"  {problem['status']}: {problem['digest']}: {problem['error']}")
-        if status == DeletionJob.FAILED:
+        if status == DeletionJob.Status.FAILED:
             raise CommandError("No item could be deleted.")
