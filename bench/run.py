@@ -31,6 +31,7 @@ os.environ.pop("HUBMGR_DATABASE_URL", None)
 if os.environ.get("BENCH_DATABASE_URL"):
     os.environ["HUBMGR_DATABASE_URL"] = os.environ["BENCH_DATABASE_URL"]
 os.environ.pop("HUBMGR_REGISTRY_URL", None)
+os.environ.setdefault("HUBMGR_LOG_LEVEL", "WARNING")  # no log line per deleted item
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hubmgr.settings")
 sys.path.insert(0, str(ROOT))
 
@@ -363,7 +364,7 @@ def _kill_once(env, proxy, registry_url, n):
     digests = [devstack_push(RegistryClient(registry_url), name, base, i) for i in range(6)]
     sync_registry(default_registry(), client_for(default_registry()), name)
     repo = Repository.objects.get(name=name)
-    job = jobs.create_job(repo, actions.make_plan(repo, digests))
+    job = jobs.create_job(repo, actions.snapshot(actions.make_plan(repo, digests)))
     sent = proxy.count("DELETE", r"/manifests/")
     doomed = _celery(env, f"doomed{n}", "worker", "--pool", "solo", "-n", f"doomed{n}@%h")
     tasks.schedule(job.pk, 0)

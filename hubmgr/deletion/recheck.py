@@ -6,14 +6,15 @@ repository's tags again, resolves every tag it has not resolved in the last ``ma
 seconds with a HEAD, and reads the content of any tagged index it does not know. An item that
 a tag or an index outside the preview now refers to is kept.
 
-What remains open: a tag moved onto an item within ``max_age`` seconds of its DELETE (a tag
-name new to the listing is always resolved), and an untagged index pushed by digest that
-refers to it, which only a notification can reveal (the registry cannot list untagged
-manifests).
+What remains open: a new tag pushed within ``list_every`` (1 s) of the DELETE; a tag moved
+onto an item within ``max_age`` seconds of its DELETE (a tag name new to the listing is always
+resolved); and an untagged index pushed by digest that refers to it, which only a
+notification can reveal (the registry cannot list untagged manifests).
 """
 
 import re
 import time
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
 from hubmgr.inventory.models import IndexChild, Manifest
@@ -23,20 +24,26 @@ _DIGEST = re.compile(r"sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}")
 
 
 class RegistryView:
-    def __init__(self, client, repo, max_age=10.0, concurrency=8):
+    def __init__(self, client, repo, max_age=10.0, concurrency=8, list_every=1.0):
         self.client = client
         self.repo = repo
         self.max_age = max_age
+        self.list_every = list_every  # seconds between two listings of the tags
+        self.listed_at = None
         self.concurrency = concurrency
         self.tag_digest = {}  # tag -> digest, as the registry answered
+        self.tags_of, self.indexes_of = {}, {}  # digest -> [tag]; child -> [(index, tag)]
         self.resolved_at = {}  # tag -> monotonic time of that answer
         self.children = {}  # digest -> frozenset of child digests (empty for an image)
 
     def refresh(self):
         """List the tags and resolve the ones not resolved recently. Raises RegistryError.
-        DELETE threads read the view meanwhile, so the new answers replace it whole."""
-        listed = set(self.client.tags(self.repo.name))
+        DELETE threads read the view meanwhile, so the new answers replace it whole. Batches
+        come often; the tags are listed at most every ``list_every`` seconds."""
         now = time.monotonic()
+        if self.listed_at is not None and now - self.listed_at < self.list_every:
+            return
+        listed = set(self.client.tags(self.repo.name))
         tag_digest = {t: d for t, d in self.tag_digest.items() if t in listed}
         resolved_at = {t: at for t, at in self.resolved_at.items() if t in listed}
         stale = [t for t in listed if now - resolved_at.get(t, -1e9) > self.max_age]
@@ -51,7 +58,13 @@ class RegistryView:
                 else:
                     tag_digest[tag], resolved_at[tag] = digest, now
         self._learn_children(set(tag_digest.values()) - set(self.children))
-        self.tag_digest, self.resolved_at = tag_digest, resolved_at
+        tags_of, indexes_of = defaultdict(list), defaultdict(list)
+        for tag, digest in sorted(tag_digest.items()):
+            tags_of[digest].append(tag)
+            for child in self.children.get(digest, ()):
+                indexes_of[child].append((digest, tag))
+        self.tag_digest, self.resolved_at, self.listed_at = tag_digest, resolved_at, now
+        self.tags_of, self.indexes_of = tags_of, indexes_of
 
     def _learn_children(self, digests):
         """Children of the tagged manifests: from the inventory where it has read them (a
@@ -79,13 +92,12 @@ class RegistryView:
 
     def why_keep(self, item) -> str:
         """Why the registry says ``item`` must stay, or '' if it is as the preview saw it."""
-        new_tags = sorted(t for t, d in self.tag_digest.items()
-                          if d == item.digest and t not in item.tags)
+        new_tags = [t for t in self.tags_of.get(item.digest, ()) if t not in item.tags]
         if new_tags:
             return f"tagged since the preview: {', '.join(new_tags[:5])} (seen in the registry)"
         allowed = set(item.parents)
-        for tag, digest in sorted(self.tag_digest.items()):
-            if digest not in allowed and item.digest in self.children.get(digest, ()):
-                return (f"referenced since the preview by index {digest[:19]} (tag {tag}, "
+        for index, tag in self.indexes_of.get(item.digest, ()):
+            if index not in allowed:
+                return (f"referenced since the preview by index {index[:19]} (tag {tag}, "
                         "seen in the registry)")
         return ""

@@ -29,11 +29,11 @@ MISSING = ("the registry has no such manifest (404): an index lists it, but it w
 class Batch:
     """The writes of one ``writing`` block; each records the manifests it changed."""
 
-    def __init__(self, repo):
+    def __init__(self, repo, whole=False):
         self.repo = repo
         self.touched = set()
         self.changed = False  # rows were added or removed: counts need a refresh
-        self.whole = False  # refresh the whole repository
+        self.whole = whole  # refresh the whole repository
 
     def store_fetched(self, fetched, configs, missing=()):
         ids = store_fetched(self.repo, fetched, configs, missing)
@@ -44,16 +44,17 @@ class Batch:
         """Point each tag ({name: manifest id}) at its manifest."""
         if not mapping:
             return
-        old = Tag.objects.filter(repository=self.repo, name__in=list(mapping)) \
-            .values_list("manifest_id", flat=True)
-        self.touched |= set(old) | set(mapping.values())
+        if not self.whole:  # the manifests these tags leave change too
+            self.touched |= set(Tag.objects.filter(repository=self.repo, name__in=list(mapping))
+                                .values_list("manifest_id", flat=True))
+            self.touched |= set(mapping.values())
         set_tags(self.repo, mapping)
 
     def drop_tags(self, names):
-        names = list(names)
         for chunk in _chunks(names):
             tags = Tag.objects.filter(repository=self.repo, name__in=chunk)
-            self.touched |= set(tags.values_list("manifest_id", flat=True))
+            if not self.whole:
+                self.touched |= set(tags.values_list("manifest_id", flat=True))
             tags.delete()
 
     def forget(self, ids):
@@ -72,8 +73,7 @@ class Batch:
 def writing(repo: Repository, whole=False):
     """One transactional write into ``repo``'s inventory. The rows the block changed (or the
     whole repository, with ``whole``) are refreshed, counts included, before it commits."""
-    batch = Batch(repo)
-    batch.whole = whole
+    batch = Batch(repo, whole)
     with transaction.atomic():
         yield batch
         if batch.whole:
