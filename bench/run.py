@@ -185,7 +185,7 @@ def bench_table():
         ("api, sort last pulled", f"{api}?sort=-last_pulled&filter=tagged", {}),
     ]
     print(f"\nServer time per request, {REQUESTS} requests each, {MANIFESTS:,} manifests, "
-          "SQLite:")
+          f"{connection.vendor}:")
     print(f"{'case':28} {'p50 ms':>8} {'p95 ms':>8}  SQL queries")
     for name, url, headers in cases:
         p50, p95, queries = time_requests(client, url, headers)
