@@ -45,7 +45,8 @@ def serve(handler_cls, **attrs):
 @dataclass
 class Fault:
     """Apply ``action`` to requests matching ``method`` and ``path`` (a regex), ``times``
-    times (None: always). Actions: ("status", code), ("corrupt",), ("delay", seconds),
+    times (None: always). Actions: ("status", code), ("corrupt",), ("body", text) (the
+    registry's answer with this body instead), ("delay", seconds),
     ("reset",)."""
 
     method: str
@@ -125,6 +126,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         out = {k: v for k, v in resp.headers.items() if k.lower() not in HOP}
         if "Location" in out:
             out["Location"] = out["Location"].replace(self.proxy.upstream, self.proxy.url)
+        if action and action[0] == "body":
+            content = action[1].encode()
         if action and action[0] == "corrupt":
             content = b'{"schemaVersion": 2, "mediaType": "broken'
         self._send(resp.status_code, out, content)

@@ -114,13 +114,13 @@ def test_names_stored_before_they_were_checked_neither_stop_a_sync_nor_break_a_p
     from hubmgr.inventory.registries import default_registry
 
     good = image(registry_client, "ok/app", tag="t", seed="ok")["digest"]
-    for name in ("Team/UPPER", "a\nb", "x" * 255):
+    for name in ("Team/UPPER", "a\nb", "-lead/" + "x" * 249):
         junk = Repository.objects.create(registry=default_registry(), name=name)
         Manifest.objects.create(repository=junk, digest=sha256_digest(name.encode()))
     run = sync()
     assert row("ok/app", good).tags == ["t"]
     assert sorted(p["reference"] for p in run.problems) == sorted(
-        ["Team/UPPER", "a b", "x" * 255])
+        repr(n) for n in ("Team/UPPER", "a\nb", "-lead/" + "x" * 249))
     admin = django_user_model.objects.create_superuser("root", "", "pw-root-12345")
     client.force_login(admin)
     page = client.get("/repositories/")
@@ -208,3 +208,13 @@ def test_no_envelope_gets_a_5xx(client):
     assert ProcessedEvent.objects.filter(error="").exists()
     assert ProcessedEvent.objects.exclude(error="").exists()
     assert SyncRun.objects.count() == 0
+
+
+def test_a_catalog_with_junk_names_lists_them_and_syncs_the_rest(fault_proxy, registry_client):
+    good = image(registry_client, "ok/app", tag="t", seed="ok")["digest"]
+    fault_proxy.add("GET", r"/v2/_catalog", "body",
+                    json.dumps({"repositories": ["ok/app", {"x": 1}, 7, "../etc", "UP"]}))
+    run = sync()
+    assert row("ok/app", good).tags == ["t"]
+    assert sorted(p["reference"] for p in run.problems) == sorted(
+        ["{'x': 1}", "7", "'../etc'", "'UP'"])

@@ -68,8 +68,9 @@ def _sync(run, registry, client, repository, concurrency, progress):
             raise
         record_health(registry, "")
         # Repositories we know that left the catalog are reconciled too, so they empty out.
+        listed = _valid_names(run, listed)
         known = set(Repository.objects.filter(registry=registry).values_list("name", flat=True))
-        wanted = _valid_names(run, listed + sorted(known - set(listed)))
+        wanted = listed + _valid_names(run, sorted(known - set(listed)))
         tag_lists = _tag_lists(run, crawler, wanted)
         if progress is not None:
             progress.reset(total=sum(len(t) for t in tag_lists.values()))
@@ -105,8 +106,8 @@ def _valid_names(run, candidates):
         if names.valid_name(name):
             out.append(name)
         else:
-            _problem(run, name, "not a valid repository name: hubmgr does not read it (an "
-                                "administrator can remove it from hubmgr in the admin)")
+            _problem(run, names.shown(name, 300), "not a valid repository name: hubmgr does "
+                     "not read it (an administrator can remove it from hubmgr in the admin)")
     return out
 
 
