@@ -186,3 +186,12 @@ def test_the_real_registry_reports_pushes_and_pulls(notified_registry, celery_wo
 
     client.delete_manifest("live/app", untagged["digest"])
     assert wait_until(lambda: not Manifest.objects.filter(digest=untagged["digest"]).exists())
+
+
+@pytest.mark.django_db
+def test_lone_surrogates_and_controls_in_free_text_are_dropped(client):
+    raw = json.dumps({"events": [event(media_type=OCI_MANIFEST + "\ud800\x00",
+                                       useragent="\udfffdocker")]})
+    resp = post(client, None, raw=raw)
+    assert resp.status_code == 200 and resp.json()["accepted"] == 1
+    assert Manifest.objects.get().media_type == OCI_MANIFEST

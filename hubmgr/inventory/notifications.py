@@ -85,7 +85,7 @@ def _event_id(raw) -> str:
     value = raw.get("id") if isinstance(raw, dict) else None
     if not isinstance(value, str) or not value:
         return ""
-    text = names.clean(value, 10**9)
+    text = names.clean(value)
     if len(text) <= MAX_EVENT_ID and text == value:
         return value
     return "sha256:" + hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()

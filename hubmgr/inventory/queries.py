@@ -2,7 +2,6 @@
 SQL statements whatever the page or the repository size."""
 
 import re
-import unicodedata
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -10,6 +9,8 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import F, Q
 from django.utils import timezone
+
+from hubmgr.registry.names import clean
 
 from .models import IndexChild, Kind, Manifest, Tag
 
@@ -46,20 +47,13 @@ class TableState:
         the API and a posted "all matching" selection. Text loses control characters and is
         bounded; numbers are bounded; an unknown filter or sort falls back to the default, or
         raises BadParameter when ``strict``."""
-        state = cls(search=clean_text(params.get("search") or params.get("q"))[:MAX_SEARCH])
+        state = cls(search=clean(params.get("search") or params.get("q") or "").strip()[:MAX_SEARCH])
         state.filter = _choice(params, "filter", FILTERS, "", strict)
         state.sort = _choice(params, "sort", SORTS, DEFAULT_SORT, strict)
         state.page = _positive(params.get("page"), 1)
         state.page_size = min(_positive(params.get("page_size"), DEFAULT_PAGE_SIZE),
                               max_page_size)
         return state
-
-
-def clean_text(value) -> str:
-    """``value`` without control characters (NUL among them, which PostgreSQL refuses in
-    text), trimmed."""
-    return "".join(c for c in str(value or "") if unicodedata.category(c) not in ("Cc", "Cs")) \
-        .strip()
 
 
 def _choice(params, key, allowed, default, strict):

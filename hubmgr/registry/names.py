@@ -10,6 +10,7 @@ Sources: distribution's reference grammar (`reference/regexp.go`) and its digest
 """
 
 import re
+import unicodedata
 
 MAX_NAME = 255
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -42,11 +43,10 @@ def shown(value, limit=80) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def clean(value, limit) -> str:
-    """Text fit for a column of ``limit`` characters: control characters (NUL included, which
-    PostgreSQL refuses) become spaces, and anything longer is cut with an ellipsis."""
-    text = _CONTROL.sub(" ", value if isinstance(value, str) else str(value))
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+def clean(value, limit=None) -> str:
+    """Text fit for a column of ``limit`` characters (or for a query): without control
+    characters or lone surrogates (PostgreSQL refuses NUL, and a surrogate cannot be encoded),
+    and cut with an ellipsis when longer."""
+    text = "".join(c for c in (value if isinstance(value, str) else str(value))
+                   if unicodedata.category(c) not in ("Cc", "Cs"))
+    return text if limit is None or len(text) <= limit else text[:limit - 1] + "…"
