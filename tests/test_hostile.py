@@ -5,7 +5,7 @@ import json
 
 import pytest
 from django.contrib.auth import get_user_model
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, example, given, settings as hsettings, strategies as st
 
 from hubmgr import devstack
 from hubmgr.inventory.models import Manifest, ProcessedEvent, Repository, SyncRun
@@ -193,9 +193,14 @@ def fuzz_examples():
 def test_no_envelope_gets_a_5xx(client):
     get_user_model()  # the app registry is ready before hypothesis starts
 
+    valid = {"id": "fuzz-valid", "action": "push", "timestamp": "2026-11-01T10:00:00Z",
+             "target": {"mediaType": OCI_MANIFEST, "repository": "fuzz/app",
+                        "digest": sha256_digest(b"a"), "tag": "v1"}}
+
     @hsettings(max_examples=fuzz_examples(), deadline=None, database=None,
                suppress_health_check=list(HealthCheck))
     @given(ENVELOPE)
+    @example({"events": [valid, {**valid, "action": "garbled"}]})
     def check(envelope):
         body = json.dumps(envelope, allow_nan=True)
         resp = client.post("/hooks/registry", body, content_type="application/json",

@@ -87,6 +87,14 @@ def test_a_bad_event_is_recorded_and_skipped_and_the_rest_applied(client, bad, r
 
 
 @pytest.mark.django_db
+def test_a_garbled_redelivery_never_overwrites_an_applied_event(client):
+    post(client, [event(id="same")])
+    resp = post(client, [{**event(id="same"), "action": "garbled"}])
+    assert resp.json() == {"accepted": 0, "duplicates": 1, "rejected": 0}
+    assert ProcessedEvent.objects.get(event_id="same").error == ""
+
+
+@pytest.mark.django_db
 def test_an_event_id_longer_than_its_column_still_dedups(client):
     long_id = "x" * 500
     assert post(client, [event(id=long_id)]).json()["accepted"] == 1

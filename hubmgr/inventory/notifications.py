@@ -170,20 +170,24 @@ def apply_events(registry, events) -> Outcome:
 
 
 def _reject(event, error, outcome):
-    """Record an event that cannot be applied, so it is counted, shown and never retried."""
+    """Record an event that cannot be applied, so it is counted, shown and never retried. An
+    id seen before (applied or rejected) is a redelivery: its record stays as it was."""
+    if event.id:
+        try:
+            with transaction.atomic():
+                _, created = ProcessedEvent.objects.get_or_create(
+                    event_id=event.id, defaults={"action": event.action,
+                                                 "repository": event.repository,
+                                                 "error": names.clean(error, 2000)})
+        except Exception:  # noqa: BLE001 - the log line below is the record then
+            log.exception("notification rejection not recorded event=%s", event.id)
+            created = True
+        if not created:
+            outcome.duplicates += 1
+            return
     outcome.rejected += 1
     log.warning("notification rejected event=%s action=%s repository=%s error=%s",
                 event.id or "-", event.action or "-", event.repository or "-", error)
-    if not event.id:
-        return
-    try:
-        with transaction.atomic():
-            ProcessedEvent.objects.update_or_create(
-                event_id=event.id, defaults={"action": event.action,
-                                             "repository": event.repository,
-                                             "error": names.clean(error, 2000)})
-    except Exception:  # noqa: BLE001 - the log line above is the record then
-        log.exception("notification rejection not recorded event=%s", event.id)
 
 
 def _apply(registry, events) -> Outcome:
