@@ -22,7 +22,7 @@ from hubmgr.registry.errors import (
     RegistryUnsupported,
 )
 
-from .models import DeletionItem, DeletionJob
+from .models import DeletionItem, DeletionJob, ItemStatus, JobStatus
 from .recheck import RegistryView
 
 log = logging.getLogger("hubmgr.deletion")
@@ -58,8 +58,8 @@ def process_job(job_id, client, concurrency=None, wait=False, on_progress=None) 
     job = DeletionJob.objects.select_related("repository").filter(pk=job_id).first()
     if job is None or job.status in DeletionJob.FINISHED:
         return job.status if job else "gone"
-    DeletionJob.objects.filter(pk=job.pk, status=DeletionJob.Status.QUEUED).update(
-        status=DeletionJob.Status.RUNNING)
+    DeletionJob.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(
+        status=JobStatus.RUNNING)
     heartbeat(job)  # from now on the sweep leaves this job alone until the heartbeat stops
     in_flight = {}  # future -> item id
     done = []  # deleted, not yet removed from the inventory
@@ -128,14 +128,14 @@ def renew_leases(job, item_ids):
     heartbeat. Only items still RUNNING are touched: one the sweep has released already is
     not taken back (whoever claims it next owns it)."""
     expires = lease_expiry()
-    Item.objects.filter(pk__in=list(item_ids), status=Item.Status.RUNNING).update(
+    Item.objects.filter(pk__in=list(item_ids), status=ItemStatus.RUNNING).update(
         claim_expires_at=expires)
     DeletionJob.objects.filter(pk=job.pk).update(wake_at=expires)
 
 
 def _due(now):
     """Items that may be claimed now: queued, or retrying with their back-off over."""
-    return Q(status=Item.Status.QUEUED) | Q(status=Item.Status.RETRYING, next_attempt_at__lte=now)
+    return Q(status=ItemStatus.QUEUED) | Q(status=ItemStatus.RETRYING, next_attempt_at__lte=now)
 
 
 def _ready_items(job, exclude=(), limit=200):
@@ -151,10 +151,10 @@ def _ready_items(job, exclude=(), limit=200):
         pending = [p for p in item.parents if states.get(p) not in Item.FINISHED]
         if pending:
             continue
-        blocked = [p for p in item.parents if states.get(p) != Item.Status.DONE]
+        blocked = [p for p in item.parents if states.get(p) != ItemStatus.DONE]
         if blocked:
-            _finish(item, Item.Status.SKIPPED, f"kept: its index {blocked[0][:19]} was not deleted, "
-                                        "so it still references this image")
+            _finish(item, ItemStatus.SKIPPED, f"kept: its index {blocked[0][:19]} was not "
+                                              "deleted, so it still references this image")
             continue
         ready.append(item)
     return ready
@@ -180,7 +180,8 @@ def _claim(item) -> bool:
     """
     now = timezone.now()
     claimed = Item.objects.filter(_due(now), pk=item.pk).update(
-        status=Item.Status.RUNNING, attempts=F("attempts") + 1, claim_expires_at=lease_expiry(now))
+        status=ItemStatus.RUNNING, attempts=F("attempts") + 1,
+        claim_expires_at=lease_expiry(now))
     return claimed == 1
 
 
@@ -229,14 +230,14 @@ def _run_item(job, item, client, view):
         return None
     reason = still_unreferenced(job, item) or view.why_keep(item)
     if reason:
-        _finish(item, Item.Status.SKIPPED, reason)
+        _finish(item, ItemStatus.SKIPPED, reason)
         return None
     try:
         client.delete_manifest(job.repository_name, item.digest)
     except RegistryError as exc:
         _failed_attempt(job, item, exc)
         return None
-    _finish(item, Item.Status.DONE)
+    _finish(item, ItemStatus.DONE)
     return item
 
 
@@ -254,14 +255,14 @@ def _failed_attempt(job, item, exc, context=""):
     else:
         reason = str(exc)
     if not exc.transient:
-        return _finish(item, Item.Status.FAILED, reason)
+        return _finish(item, ItemStatus.FAILED, reason)
     attempts = Item.objects.filter(pk=item.pk).values_list("attempts", flat=True).first() or 1
     if now >= job.deadline:
-        return _finish(item, Item.Status.FAILED, f"gave up after {attempts} attempts at the deadline: "
-                                          f"{reason}")
+        return _finish(item, ItemStatus.FAILED, f"gave up after {attempts} attempts at the "
+                                                f"deadline: {reason}")
     delay = backoff(attempts)
-    Item.objects.filter(pk=item.pk, status=Item.Status.RUNNING).update(
-        status=Item.Status.RETRYING, last_error=reason, claim_expires_at=None,
+    Item.objects.filter(pk=item.pk, status=ItemStatus.RUNNING).update(
+        status=ItemStatus.RETRYING, last_error=reason, claim_expires_at=None,
         next_attempt_at=min(now + timedelta(seconds=delay), job.deadline))
     log.warning("deletion job=%s item=%s digest=%s retry_in=%.1fs attempts=%d error=%s",
                 job.pk, item.pk, item.digest, delay, attempts, reason)
@@ -289,34 +290,35 @@ def update_status(job) -> str:
     for status, n in job.items.values_list("status").annotate(n=Count("id")).order_by():
         counts[status] = n
     total = sum(counts.values())
-    finished = counts[Item.Status.DONE] + counts[Item.Status.SKIPPED] + counts[Item.Status.FAILED]
+    finished = sum(counts[s] for s in Item.FINISHED)
     if finished == total:
-        if counts[Item.Status.DONE] == total:
-            status = DeletionJob.Status.DONE
-        elif counts[Item.Status.FAILED] == total:
-            status = DeletionJob.Status.FAILED
+        if counts[ItemStatus.DONE] == total:
+            status = JobStatus.DONE
+        elif counts[ItemStatus.FAILED] == total:
+            status = JobStatus.FAILED
         else:
-            status = DeletionJob.Status.PARTIAL  # some items were kept or failed, each with a reason
-    elif counts[Item.Status.RETRYING]:
-        status = DeletionJob.Status.RETRYING
-    elif finished or counts[Item.Status.RUNNING]:
-        status = DeletionJob.Status.RUNNING
+            status = JobStatus.PARTIAL  # some items kept or failed, each with a reason
+    elif counts[ItemStatus.RETRYING]:
+        status = JobStatus.RETRYING
+    elif finished or counts[ItemStatus.RUNNING]:
+        status = JobStatus.RUNNING
     else:
-        status = DeletionJob.Status.QUEUED
+        status = JobStatus.QUEUED
     updates = {"status": status}
     if status in DeletionJob.FINISHED:
         updates["finished_at"] = timezone.now()
     DeletionJob.objects.filter(pk=job.pk).exclude(status=status).update(**updates)
     if status in DeletionJob.FINISHED and job.status not in DeletionJob.FINISHED:
         log.info("deletion job=%s finished status=%s done=%d skipped=%d failed=%d", job.pk,
-                 status, counts[Item.Status.DONE], counts[Item.Status.SKIPPED], counts[Item.Status.FAILED])
+                 status, counts[ItemStatus.DONE], counts[ItemStatus.SKIPPED],
+                 counts[ItemStatus.FAILED])
     job.status = status
     return status
 
 
 def next_wakeup(job):
     """Seconds until the earliest retry of this job is due, or None."""
-    due = job.items.filter(status=Item.Status.RETRYING).order_by("next_attempt_at") \
+    due = job.items.filter(status=ItemStatus.RETRYING).order_by("next_attempt_at") \
         .values_list("next_attempt_at", flat=True).first()
     return (due - timezone.now()).total_seconds() if due else None
 
@@ -326,9 +328,10 @@ def release_expired_claims() -> list:
 
     A claim expires only when its worker stopped renewing it (see _claim)."""
     now = timezone.now()
-    expired = Item.objects.filter(status=Item.Status.RUNNING, claim_expires_at__lt=now)
+    expired = Item.objects.filter(status=ItemStatus.RUNNING, claim_expires_at__lt=now)
     jobs = sorted(set(expired.values_list("job_id", flat=True)))
-    released = expired.update(status=Item.Status.RETRYING, next_attempt_at=now, claim_expires_at=None,
+    released = expired.update(status=ItemStatus.RETRYING, next_attempt_at=now,
+                              claim_expires_at=None,
                               last_error="the worker stopped while deleting; trying again")
     if released:
         log.warning("deletion released expired claims items=%d jobs=%s", released, jobs)

@@ -47,7 +47,8 @@ class TableState:
         the API and a posted "all matching" selection. Text loses control characters and is
         bounded; numbers are bounded; an unknown filter or sort falls back to the default, or
         raises BadParameter when ``strict``."""
-        state = cls(search=clean(params.get("search") or params.get("q") or "").strip()[:MAX_SEARCH])
+        search = clean(params.get("search") or params.get("q") or "").strip()
+        state = cls(search=search[:MAX_SEARCH])
         state.filter = _choice(params, "filter", FILTERS, "", strict)
         state.sort = _choice(params, "sort", SORTS, DEFAULT_SORT, strict)
         state.page = _positive(params.get("page"), 1)
