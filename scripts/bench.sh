@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # `make bench`: every figure on SQLite, then again on PostgreSQL when a server answers at
 # 127.0.0.1:5432 with trust auth, in a database made afresh for the run (hubmgr_bench;
-# HUBMGR_BENCH_POSTGRES_URL points elsewhere). Extra arguments are ignored; BENCH_ONLY picks
-# one section (see bench/run.py).
+# HUBMGR_BENCH_POSTGRES_URL points elsewhere). Figures are printed and written to
+# bench/output/results.json. BENCH_ONLY picks sections (see bench/run.py); BENCH_KEEP=1 keeps
+# the PostgreSQL database afterwards and prints its URL. Extra arguments are ignored.
 set -euo pipefail
 PY=.venv/bin/python
 pg_url="${HUBMGR_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/hubmgr_bench}"
+export BENCH_RUN_ID="${BENCH_RUN_ID:-$(date +%s)-$$}"
 
-echo "== bench on SQLite"
-BENCH_DATABASE_URL= "$PY" bench/run.py
-
-if "$PY" - "$pg_url" <<'PYFRESH' 2>/dev/null; then
+pg_admin() {  # pg_admin create|drop: the benchmark database, through the maintenance db
+  "$PY" - "$pg_url" "$1" <<'PYADMIN' 2>/dev/null
 import sys
 from urllib.parse import urlsplit
 
@@ -22,11 +22,27 @@ name = u.path.lstrip("/")
 with psycopg.connect(host=u.hostname, port=u.port or 5432, user=u.username or "postgres",
                      password=u.password, dbname="postgres", connect_timeout=3,
                      autocommit=True) as conn:
-    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-PYFRESH
+    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    if sys.argv[2] == "create":
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+PYADMIN
+}
+
+if [ -z "${BENCH_SKIP_SQLITE:-}" ]; then
+  echo "== bench on SQLite"
+  BENCH_DATABASE_URL= "$PY" bench/run.py
+fi
+
+if pg_admin create; then
   echo "== bench on PostgreSQL ($pg_url)"
-  BENCH_DATABASE_URL="$pg_url" "$PY" bench/run.py
+  BENCH_DATABASE_URL="$pg_url" BENCH_MANIFESTS="${BENCH_PG_MANIFESTS:-${BENCH_MANIFESTS:-100000}}" \
+    "$PY" bench/run.py
+  if [ -n "${BENCH_KEEP:-}" ]; then
+    echo "BENCH_DATABASE_URL=$pg_url"
+  else
+    pg_admin drop
+  fi
 else
   echo "== PostgreSQL bench skipped: no server answered at $pg_url"
 fi
+echo "figures: bench/output/results.json"
