@@ -42,11 +42,18 @@ class Repository(models.Model):
     tagged_count = models.PositiveIntegerField(default=0)
     index_count = models.PositiveIntegerField(default=0)
     total_size = models.BigIntegerField(default=0)
+    # The last push and pull events seen for any of its manifests; they never move back, even
+    # when that manifest is later deleted.
+    last_pushed = models.DateTimeField(null=True, blank=True)
+    last_pulled = models.DateTimeField(null=True, blank=True)
     last_synced_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name_plural = "repositories"
         constraints = [models.UniqueConstraint(fields=["registry", "name"], name="repo_unique")]
+        indexes = [models.Index(fields=["registry", "total_size"], name="repo_size"),
+                   models.Index(fields=["registry", "item_count"], name="repo_items"),
+                   models.Index(fields=["registry", "last_pushed"], name="repo_pushed")]
         ordering = ["name"]
 
     def __str__(self):

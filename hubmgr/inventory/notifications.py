@@ -25,7 +25,7 @@ from hubmgr.registry.client import USER_AGENT
 from hubmgr.registry.manifests import INDEX_TYPES, IMAGE_TYPES, parse_time, plausible
 
 from .models import Kind, Manifest, ProcessedEvent, PushSource, Repository
-from .store import writing
+from .store import note_activity, writing
 
 log = logging.getLogger("hubmgr.notifications")
 MEDIA_TYPES = ("application/vnd.docker.distribution.events.v1+json",
@@ -243,6 +243,7 @@ def _push(repo, event, batch, to_fetch):
             or event.timestamp > manifest.last_pushed:
         manifest.last_pushed, manifest.last_pushed_source = event.timestamp, PushSource.PUSH_EVENT
         manifest.save(update_fields=["last_pushed", "last_pushed_source"])
+    note_activity(repo, pushed=event.timestamp)
     batch.touch([manifest.pk])
     if event.tag:
         batch.set_tags({event.tag: manifest.pk})
@@ -255,6 +256,7 @@ def _pull(repo, event, batch, to_fetch):
     Manifest.objects.filter(pk=manifest.pk).filter(
         Q(last_pulled__isnull=True) | Q(last_pulled__lt=event.timestamp)
     ).update(last_pulled=event.timestamp)
+    note_activity(repo, pulled=event.timestamp)
     if not manifest.fetched:
         to_fetch.add(manifest.digest)
         batch.touch([manifest.pk])

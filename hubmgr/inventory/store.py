@@ -11,7 +11,7 @@ from collections import defaultdict
 from contextlib import contextmanager
 
 from django.db import connection, transaction
-from django.db.models import Count, Exists, F, OuterRef, Sum
+from django.db.models import Count, Exists, F, Max, OuterRef, Q, Sum
 from django.utils import timezone
 
 from hubmgr.registry.manifests import INDEX_TYPES, ImageConfig
@@ -301,9 +301,22 @@ def refresh_counts(repo: Repository):
     blob_ids_in_repo = ManifestBlob.objects.filter(manifest__repository=repo).values("blob_id")
     repo.total_size = Blob.objects.filter(id__in=blob_ids_in_repo).aggregate(
         total=Sum("size"))["total"] or 0
+    latest = Manifest.objects.filter(repository=repo).aggregate(
+        pulled=Max("last_pulled"),
+        pushed=Max("last_pushed", filter=Q(last_pushed_source=PushSource.PUSH_EVENT)))
     Repository.objects.filter(pk=repo.pk).update(
         item_count=repo.item_count, tagged_count=repo.tagged_count,
         index_count=repo.index_count, total_size=repo.total_size)
+    note_activity(repo, pushed=latest["pushed"], pulled=latest["pulled"])
+
+
+def note_activity(repo: Repository, pushed=None, pulled=None):
+    """Move the repository's last push and pull forward (never back) to these times."""
+    for field, when in (("last_pushed", pushed), ("last_pulled", pulled)):
+        if when is not None:
+            Repository.objects.filter(pk=repo.pk).filter(
+                Q(**{f"{field}__isnull": True}) | Q(**{f"{field}__lt": when})
+            ).update(**{field: when})
 
 
 def remove_manifests(repo: Repository, ids):
