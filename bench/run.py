@@ -3,6 +3,7 @@
 Sections (BENCH_ONLY=name runs one; several may be comma separated):
 - table: server time (p50/p95) of the Image Management table and the images API for one
   repository of BENCH_MANIFESTS manifests, with SQL queries per request; then the deletion plan.
+- repos: the repositories page and API at 10,000 repositories.
 - sync: sync throughput from a local docker-registry against the registry's raw manifest-GET
   rate, measured in the same run with the same concurrency.
 - delete: a deletion job's DELETE rate against raw DELETEs.
@@ -40,11 +41,12 @@ django.setup()
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
-from bench import deletion, sync, table  # noqa: E402
+from bench import deletion, repos, sync, table  # noqa: E402
 from bench.common import write_results  # noqa: E402
 
 SECTIONS = {
     "table": [table.bench_table, table.bench_plan],
+    "repos": [repos.bench_repositories],
     "sync": [sync.bench_sync],
     "delete": [deletion.bench_delete],
     "kill": [deletion.bench_kill],

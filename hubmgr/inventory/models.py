@@ -51,9 +51,10 @@ class Repository(models.Model):
     class Meta:
         verbose_name_plural = "repositories"
         constraints = [models.UniqueConstraint(fields=["registry", "name"], name="repo_unique")]
-        indexes = [models.Index(fields=["registry", "total_size"], name="repo_size"),
-                   models.Index(fields=["registry", "item_count"], name="repo_items"),
-                   models.Index(fields=["registry", "last_pushed"], name="repo_pushed")]
+        # The repositories page's sorts, name breaking ties (hubmgr.inventory.listing).
+        indexes = [models.Index(fields=["registry", "total_size", "name"], name="repo_size"),
+                   models.Index(fields=["registry", "item_count", "name"], name="repo_items"),
+                   models.Index(fields=["registry", "last_pushed", "name"], name="repo_pushed")]
         ordering = ["name"]
 
     def __str__(self):

@@ -16,8 +16,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from hubmgr.deletion import actions
-from hubmgr.inventory import queries
-from hubmgr.inventory.models import Repository
+from hubmgr.inventory import listing, queries
 from hubmgr.inventory.registries import default_registry
 from hubmgr.registry import names
 
@@ -133,10 +132,22 @@ def item_json(row, children=None):
 @require_GET
 @api_auth
 def repositories(request):
-    repos = Repository.objects.filter(registry=default_registry()).order_by("name")
-    return JsonResponse({"count": len(repos), "results": [
-        {"name": r.name, "items": r.item_count, "size": r.total_size,
-         "last_synced": _time(r.last_synced_at)} for r in repos]})
+    """?search= (part of the name), sort= (name, size, items, last_pushed; "-" first for
+    descending), page=, page_size= (at most 1,000)."""
+    try:
+        state = listing.ListState.from_params(request.GET, max_page_size=1000, strict=True)
+    except queries.BadParameter as exc:
+        raise ApiError(str(exc)) from None
+    page = listing.page(default_registry(), state)
+    return JsonResponse({"count": page.count, "page": page.number, "pages": page.pages,
+                         "results": [repository_json(r) for r in page.rows]})
+
+
+def repository_json(repo):
+    return {"name": repo.name, "items": repo.item_count, "tagged": repo.tagged_count,
+            "indexes": repo.index_count, "size": repo.total_size,
+            "last_pushed": _time(repo.last_pushed), "last_pulled": _time(repo.last_pulled),
+            "last_synced": _time(repo.last_synced_at)}
 
 
 @require_GET

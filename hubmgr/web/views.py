@@ -12,8 +12,8 @@ from django.views.decorators.http import require_GET
 
 from hubmgr.deletion import actions
 from hubmgr.deletion.models import DeletionJob
-from hubmgr.inventory import queries
-from hubmgr.inventory.models import ProcessedEvent, Repository
+from hubmgr.inventory import listing, queries
+from hubmgr.inventory.models import ProcessedEvent
 from hubmgr.inventory.registries import check_health, default_registry
 
 from .deletions import DELETE_PERMISSION
@@ -30,9 +30,11 @@ def home(request):
 @login_required
 def repositories(request):
     registry = default_registry()
-    repos = Repository.objects.filter(registry=registry).order_by("name")
-    return render(request, "inventory/repositories.html", {
-        "registry": registry, "repositories": repos,
+    state = listing.ListState.from_params(request.GET)
+    context = {"registry": registry, "page": listing.page(registry, state), "state": state}
+    if request.htmx and request.htmx.target == "repo-table":
+        return render(request, "inventory/repositories.html#repo-table", context)
+    return render(request, "inventory/repositories.html", context | {
         "registry_error": check_health(registry),
         "rejected_events": ProcessedEvent.objects.exclude(error="").filter(
             received_at__gte=timezone.now() - timedelta(days=7)).count(),

@@ -1,0 +1,75 @@
+"""The repositories page and API at BENCH_REPOSITORIES (10,000) repositories: server time per
+request for search, each sort and a deep page."""
+
+import statistics
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from .common import REQUESTS, percentile, record
+
+REPOSITORIES = 10_000
+
+
+def build_repositories(n):
+    from hubmgr.inventory.models import Repository
+    from hubmgr.inventory.registries import default_registry
+
+    now = timezone.now()
+    Repository.objects.bulk_create([
+        Repository(registry=default_registry(), name=f"team{i % 97}/service-{i:05d}",
+                   item_count=(i * 37) % 5003, tagged_count=(i * 37) % 5003 // 2,
+                   total_size=(i * 7919) % 50_000_000_000,
+                   last_pushed=None if i % 10 == 0 else now - timedelta(minutes=(i * 13) % 99991),
+                   last_pulled=None if i % 4 == 0 else now - timedelta(minutes=(i * 7) % 99991))
+        for i in range(n)], batch_size=2000)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+
+
+def bench_repositories():
+    from django.contrib.auth import get_user_model
+
+    from hubmgr.inventory.models import Repository
+
+    existing = Repository.objects.count()
+    build_repositories(REPOSITORIES)
+    user, _ = get_user_model().objects.get_or_create(username="bench-repos")
+    settings.ALLOWED_HOSTS.append("testserver")
+    client = Client()
+    client.force_login(user)
+    htmx = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "repo-table"}
+    base, api = "/repositories/", "/api/v1/repositories"
+    matches = Repository.objects.filter(name__icontains="team42/").count()
+    cases = [("full page", base, {}), ("htmx swap", base, htmx),
+             (f"search (team42/, {matches} match)", f"{base}?search=team42/", htmx),
+             ("search (service-0999)", f"{base}?search=service-0999", htmx)]
+    for sort in ("name", "size", "items", "last_pushed"):
+        for prefix in ("", "-"):
+            cases.append((f"sort {prefix}{sort}", f"{base}?sort={prefix}{sort}", htmx))
+    last = -(-(REPOSITORIES + existing) // 50)
+    cases += [(f"page {last} (last)", f"{base}?page={last}&sort=-size", htmx),
+              ("api", f"{api}?page_size=100", {}),
+              ("api, search + sort", f"{api}?search=service-1&sort=-last_pushed", {})]
+    print(f"\nRepositories page, {REPOSITORIES + existing:,} repositories, {REQUESTS} requests "
+          f"each, {connection.vendor}:")
+    print(f"{'case':34} {'p50 ms':>8} {'p95 ms':>8}  SQL queries")
+    for name, url, headers in cases:
+        timings, queries = [], set()
+        client.get(url, **headers)  # warm
+        for _ in range(REQUESTS):
+            with CaptureQueriesContext(connection) as ctx:
+                started = time.perf_counter()
+                resp = client.get(url, **headers)
+                timings.append((time.perf_counter() - started) * 1000)
+            assert resp.status_code == 200, (url, resp.status_code)
+            queries.add(len(ctx.captured_queries))
+        p50, p95 = statistics.median(timings), percentile(timings, 95)
+        record("repositories", name, url=url, p50_ms=round(p50, 1), p95_ms=round(p95, 1),
+               queries=sorted(queries))
+        print(f"{name:34} {p50:8.1f} {p95:8.1f}  {','.join(map(str, sorted(queries)))}")
