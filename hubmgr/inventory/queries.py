@@ -9,7 +9,7 @@ labels the page ("Page N of M").
 
 Counts. Without a search the counters kept on the repository are exact and free. A search
 counts at most COUNT_CAP matches; above that the count is a lower bound (``count_exact`` is
-False, and the pager says "more than 10,000 items").
+False, and the pager says "more than 1,000 items").
 """
 
 import re
@@ -39,8 +39,10 @@ DEFAULT_PAGE_SIZE = 50
 MAX_SEARCH = 200
 # Text that can be the start of a digest; anything else cannot match one.
 DIGEST_PREFIX = re.compile(r"sha256:[0-9a-f]*")
-# A search counts at most this many matches; past it the count says "more than".
-COUNT_CAP = 10_000
+# A search counts at most this many matches; past it the count says "more than". Counting a
+# term too short for the trigram index (two characters) reads about COUNT_CAP / (share of
+# items matching) rows, so the cap stays small.
+COUNT_CAP = 1_000
 # A cursor: the sort value (an integer: bytes, or microseconds since 1970 UTC; "null" for no
 # value) and the row id, e.g. "1764331200123456_4242" or "null_17".
 CURSOR = re.compile(r"(-?\d{1,20}|null)_(\d{1,19})")
@@ -205,13 +207,20 @@ class Page:
 
 
 def page(repo, state: TableState) -> Page:
-    """One page of the table in three queries at most (count with a search, ids, rows; the
-    ids are a subquery of the rows' query), whatever the page number or cursor."""
+    """One page of the table in two queries at most (a search's matching ids, the rows),
+    whatever the page number, cursor or repository size."""
     qs = items(repo, state)
     size = state.page_size
     if state.search:
-        found = qs.order_by()[:COUNT_CAP + 1].count()
-        count, exact = min(found, COUNT_CAP), found <= COUNT_CAP
+        # The ids of up to COUNT_CAP + 1 matches, in whatever order the database finds them
+        # fastest (trigram and digest indexes, or a scan that stops early for a broad term).
+        ids = list(qs.order_by().values_list("id", flat=True)[:COUNT_CAP + 1])
+        count, exact = min(len(ids), COUNT_CAP), len(ids) <= COUNT_CAP
+        if exact:
+            # All the matches are known: sort those few rows, rather than walk a sort index
+            # hoping to meet them (the planner cannot know that, say, a digest prefix's
+            # matches were all pushed in the same month).
+            qs = Manifest.objects.filter(id__in=ids).order_by(*order(state.sort))
     else:
         # The counters kept on the repository are exact and cost no query.
         count, exact = repo.count_for(state.filter), True
