@@ -174,6 +174,13 @@ def test_a_bad_cursor_is_a_400_in_the_api_and_ignored_by_the_page(logged_in):
     assert len(rows(html)) == 5
 
 
+def test_a_cursor_past_the_end_shows_an_empty_page_with_a_way_back(logged_in):
+    repo = inventory("keyset/end", 5)
+    html = logged_in.get(f"/repositories/{repo.name}?sort=-size&page=4&after=0_0",
+                         **HTMX).content.decode()
+    assert rows(html) == [] and link(html, "prev") == "?sort=-size&page=3"
+
+
 def test_a_search_past_the_cap_says_more_than(logged_in, monkeypatch):
     repo = inventory("cap/app", 30, tagged_every=1)
     monkeypatch.setattr(queries, "COUNT_CAP", 12)

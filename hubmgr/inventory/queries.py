@@ -200,8 +200,9 @@ class Page:
 
     @property
     def previous_cursor(self):
-        """Empty when the previous page is page 1, which is linked without a cursor."""
-        if not self.has_previous or self.number <= 2:
+        """Empty when the previous page is page 1, which is linked without a cursor (or when
+        a cursor found no rows, e.g. after a deletion: then the link jumps by page number)."""
+        if not self.has_previous or self.number <= 2 or not self.rows:
             return ""
         return cursor_of(self.rows[0], self.state.sort)
 
@@ -226,16 +227,17 @@ def page(repo, state: TableState) -> Page:
         count, exact = repo.count_for(state.filter), True
     pages = max(1, -(-count // size))
     if state.cursor:
-        number = max(1, min(state.page, pages) if exact else state.page)
+        # The page number only labels a cursor's page; a page after a cursor is not page 1,
+        # and a page before one is page 1 when nothing precedes it.
         rows = _keyset(qs, state, size + 1)
         if state.before:
             more = len(rows) > size
-            rows = rows[-size:]
-            number = number if more else 1
-            result = Page(rows, count, number, pages, state, exact, more, True)
+            result = Page(rows[-size:], count, state.page if more else 1, pages, state, exact,
+                          more, True)
         else:
-            result = Page(rows[:size], count, number, pages, state, exact, True,
+            result = Page(rows[:size], count, max(2, state.page), pages, state, exact, True,
                           len(rows) > size)
+        result.pages = max(pages, result.number)
     else:
         number = min(state.page, pages) if exact else state.page
         rows = _offset(qs, (number - 1) * size, size + 1)
@@ -280,9 +282,10 @@ def _cursor_value(cursor, field):
 
 
 def _after(field, descending, value, pk):
-    """The rows after (value, pk) in the table's order, as conditions that each select one
-    range of a SortIndex in that order. (value, id) < (v, pk) needs no OR: a row comparison
-    does not treat NULL as the end of the order, so the NULL rows are a range of their own."""
+    """The rows after (value, pk) in the table's order, as up to three conditions that each
+    select one range of a SortIndex: the rest of the rows equal to ``value``, the rows beyond
+    it, and the NULL rows (which no comparison matches, so they are a range of their own).
+    One OR of them would be a filter over the whole index instead."""
     nullable = Manifest._meta.get_field(field).null
     null, not_null = Q(**{f"{field}__isnull": True}), Q(**{f"{field}__isnull": False})
     if descending:  # (value DESC NULLS LAST, id DESC)
