@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from hubmgr.registry.names import clean
 
-from .models import IndexChild, Kind, Manifest
+from .models import IndexChild, Kind, Manifest, Tag
 
 FILTERS = {
     "tagged": Q(is_tagged=True),
@@ -130,14 +130,17 @@ class ILike(Lookup):
         return f"{lhs} ILIKE {rhs}", [*lhs_params, *rhs_params]
 
 
-def _tag_match(term):
-    """Some tag of the row contains ``term``, ignoring case. Tag names hold no whitespace, so
-    a term without any cannot match across the space-separated tags_text."""
-    if any(c.isspace() for c in term):
-        return Q(pk__in=[])
+def _tag_match(repo, term):
+    """Some tag of the row contains ``term``, ignoring case."""
     if connection.vendor == "postgresql":
+        # tags_text, through its trigram index. Tag names hold no whitespace, so a term
+        # without any cannot match across the space-separated names.
+        if any(c.isspace() for c in term):
+            return Q(pk__in=[])
         return Q(ILike(F("tags_text"), f"%{connection.ops.prep_for_like_query(term)}%"))
-    return Q(tags_text__icontains=term)
+    # SQLite has no substring index: scanning the narrow tag table beats scanning manifests.
+    return Q(id__in=Tag.objects.filter(repository=repo, name__icontains=term)
+             .values("manifest_id"))
 
 
 def items(repo, state: TableState):
@@ -147,9 +150,9 @@ def items(repo, state: TableState):
     if state.filter:
         qs = qs.filter(FILTERS[state.filter])
     if state.search:
-        # A tag containing the text (tags_text; a trigram index on PostgreSQL), or a digest
-        # starting with it (a range of the (repository, digest) index).
-        match = _tag_match(state.search)
+        # A tag containing the text, or a digest starting with it (a range of the
+        # (repository, digest) index).
+        match = _tag_match(repo, state.search)
         prefix = digest_range(state.search)
         if prefix:
             match |= Q(digest__gte=prefix[0], digest__lt=prefix[1])
@@ -244,7 +247,8 @@ def page(repo, state: TableState) -> Page:
         result = Page(rows[:size], count, number, pages, state, exact, number > 1,
                       len(rows) > size)
     if not exact:
-        result.pages = max(pages, result.number + result.has_next)
+        # A bound the true number of pages is known to exceed ("Page 2 of more than 20").
+        result.pages = max(count // size, result.number - 1 + result.has_next)
     mark_stale(result.rows)
     return result
 

@@ -150,8 +150,8 @@ def images(request, name):
     page = queries.page(repo, state)
     kids = queries.children_of_many([r for r in page.rows if r.is_index])
     # count is exact when count_exact is true; otherwise (a search matching more than
-    # queries.COUNT_CAP items) it is that cap, a lower bound, and so is pages. next and
-    # previous are the URLs of the neighbouring pages (keyset cursors), or null.
+    # queries.COUNT_CAP items) it is that cap and there are more items, and more pages than
+    # pages. next and previous are the neighbouring pages' URLs (keyset cursors), or null.
     return JsonResponse({"count": page.count, "count_exact": page.count_exact,
                          "page": page.number, "pages": page.pages,
                          "next": _page_url(request, page, "next"),
