@@ -77,6 +77,28 @@ class Repository(models.Model):
         }[filter_name]
 
 
+class SortIndex(models.Index):
+    """(repository, column) over the table's rows, read forward for one direction of a sort
+    and backward for the other; ties are broken by the row id.
+
+    PostgreSQL: (repository, column NULLS FIRST, id) INCLUDE (is_tagged, kind). The table
+    orders ``column ASC NULLS FIRST, id ASC`` or ``column DESC NULLS LAST, id DESC``; only an
+    index declared NULLS FIRST gives both orders (the default, NULLS LAST, gave neither, and
+    every page was a sequential scan and a sort). The included columns let a filtered or deep
+    (OFFSET) page find its ids in the index alone.
+    SQLite: (repository, column) as declared. SQLite cannot declare NULLS in an index; it sorts
+    NULL first ascending and last descending, and every index ends with the row id."""
+
+    def create_sql(self, model, schema_editor, using="", **kwargs):
+        if schema_editor.connection.vendor != "postgresql":
+            return super().create_sql(model, schema_editor, using, **kwargs)
+        repository, column = (model._meta.get_field(name) for name in self.fields)
+        return schema_editor._create_index_sql(
+            model, fields=[repository, column, model._meta.pk], name=self.name, using=using,
+            col_suffixes=("", "NULLS FIRST", ""), include=["is_tagged", "kind"],
+            condition=self._get_condition_sql(model, schema_editor), **kwargs)
+
+
 class Manifest(models.Model):
 
     repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="manifests")
@@ -107,15 +129,16 @@ class Manifest(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["repository", "digest"],
                                                name="manifest_unique")]
-        # Partial indexes over the table's rows, one per sort: a page is an index range scan
-        # (the row id breaks ties and is part of every SQLite index).
+        # One index per sort over the table's rows (see SortIndex): a page, a keyset page and
+        # a filtered page are an index range scan. On PostgreSQL, migration 0004 also adds a
+        # trigram index on tags_text (m_tags_trgm) for the search; SQLite has none.
         indexes = [
-            models.Index(fields=["repository", "last_pushed"], name="m_pushed",
-                         condition=models.Q(is_top_level=True)),
-            models.Index(fields=["repository", "last_pulled"], name="m_pulled",
-                         condition=models.Q(is_top_level=True)),
-            models.Index(fields=["repository", "size"], name="m_size",
-                         condition=models.Q(is_top_level=True)),
+            SortIndex(fields=["repository", "last_pushed"], name="m_sort_pushed",
+                      condition=models.Q(is_top_level=True)),
+            SortIndex(fields=["repository", "last_pulled"], name="m_sort_pulled",
+                      condition=models.Q(is_top_level=True)),
+            SortIndex(fields=["repository", "size"], name="m_sort_size",
+                      condition=models.Q(is_top_level=True)),
             models.Index(fields=["digest"], name="m_digest"),
         ]
 

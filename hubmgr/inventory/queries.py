@@ -1,13 +1,25 @@
 """The Image Management table's queries: search, filter, sort and page, in a fixed number of
-SQL statements whatever the page or the repository size."""
+SQL statements whatever the page or the repository size.
+
+Paging. "Next" and "Previous" carry a keyset cursor (``after=`` / ``before=``): the sort value
+and id of the last (first) row shown, so any page reached by them costs what page 1 costs.
+``page=N`` alone still jumps to page N with OFFSET; on PostgreSQL the skipped rows are read from
+the sort index only (an index-only scan), not from the table. With a cursor, ``page`` only
+labels the page ("Page N of M").
+
+Counts. Without a search the counters kept on the repository are exact and free. A search
+counts at most COUNT_CAP matches; above that the count is a lower bound (``count_exact`` is
+False, and the pager says "more than 1,000 items").
+"""
 
 import re
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import F, Q
+from django.db.models import DateTimeField, F, Lookup, Q
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from hubmgr.registry.names import clean
@@ -27,6 +39,14 @@ DEFAULT_PAGE_SIZE = 50
 MAX_SEARCH = 200
 # Text that can be the start of a digest; anything else cannot match one.
 DIGEST_PREFIX = re.compile(r"sha256:[0-9a-f]*")
+# A search counts at most this many matches; past it the count says "more than". Counting a
+# term too short for the trigram index (two characters) reads about COUNT_CAP / (share of
+# items matching) rows, so the cap stays small.
+COUNT_CAP = 1_000
+# A cursor: the sort value (an integer: bytes, or microseconds since 1970 UTC; "null" for no
+# value) and the row id, e.g. "1764331200123456_4242" or "null_17".
+CURSOR = re.compile(r"(-?\d{1,20}|null)_(\d{1,19})")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class BadParameter(ValueError):
@@ -40,6 +60,8 @@ class TableState:
     sort: str = DEFAULT_SORT
     page: int = 1
     page_size: int = DEFAULT_PAGE_SIZE
+    after: str = ""
+    before: str = ""
 
     @classmethod
     def from_params(cls, params, max_page_size=PAGE_SIZES[-1], strict=False):
@@ -54,7 +76,19 @@ class TableState:
         state.page = _positive(params.get("page"), 1)
         state.page_size = min(_positive(params.get("page_size"), DEFAULT_PAGE_SIZE),
                               max_page_size)
+        for key in ("after", "before"):
+            value = params.get(key) or ""
+            if CURSOR.fullmatch(value):
+                setattr(state, key, value)
+            elif value and strict:
+                raise BadParameter(f"{key} must be a cursor from a next or previous link")
+        if state.after:
+            state.before = ""
         return state
+
+    @property
+    def cursor(self):
+        return self.after or self.before
 
 
 def _choice(params, key, allowed, default, strict):
@@ -84,33 +118,64 @@ def digest_range(term):
     return low, low[:-1] + chr(ord(low[-1]) + 1)  # the last character is ':' or hex
 
 
+class ILike(Lookup):
+    """``column ILIKE pattern``: what PostgreSQL's trigram index serves (Django's icontains
+    compares UPPER(column), which it does not)."""
+
+    lookup_name = "ilike"
+
+    def as_sql(self, compiler, connection):
+        lhs, lhs_params = self.process_lhs(compiler, connection)
+        rhs, rhs_params = self.process_rhs(compiler, connection)
+        return f"{lhs} ILIKE {rhs}", [*lhs_params, *rhs_params]
+
+
+def _tag_match(repo, term):
+    """Some tag of the row contains ``term``, ignoring case."""
+    if connection.vendor == "postgresql":
+        # tags_text, through its trigram index. Tag names hold no whitespace, so a term
+        # without any cannot match across the space-separated names.
+        if any(c.isspace() for c in term):
+            return Q(pk__in=[])
+        return Q(ILike(F("tags_text"), f"%{connection.ops.prep_for_like_query(term)}%"))
+    # SQLite has no substring index: scanning the narrow tag table beats scanning manifests.
+    return Q(id__in=Tag.objects.filter(repository=repo, name__icontains=term)
+             .values("manifest_id"))
+
+
 def items(repo, state: TableState):
-    """Top-level items of a repository (indexes and images not only reachable as a child)."""
+    """Top-level items of a repository (indexes and images not only reachable as a child),
+    searched, filtered and in the table's order."""
     qs = Manifest.objects.filter(repository=repo, is_top_level=True)
     if state.filter:
         qs = qs.filter(FILTERS[state.filter])
     if state.search:
-        # A tag containing the text, or a digest starting with it. Both sides can use an
-        # index (the tag scan is narrow; the digest prefix is a range), so SQLite ORs two small
-        # lookups instead of reading every row.
-        term = state.search
-        match = Q(id__in=Tag.objects.filter(repository=repo, name__icontains=term)
-                  .values("manifest_id"))
-        prefix = digest_range(term)
+        # A tag containing the text, or a digest starting with it (a range of the
+        # (repository, digest) index).
+        match = _tag_match(repo, state.search)
+        prefix = digest_range(state.search)
         if prefix:
             match |= Q(digest__gte=prefix[0], digest__lt=prefix[1])
         qs = qs.filter(match)
-    field = state.sort.lstrip("-")
-    descending = state.sort.startswith("-")
+    return qs.order_by(*order(state.sort))
+
+
+def order(sort):
+    """ORDER BY for a sort: descending puts NULL last, ascending first; the id breaks ties.
+    Each is one direction of a SortIndex."""
+    field = sort.lstrip("-")
+    descending = sort.startswith("-")
     if connection.vendor == "sqlite":
         # SQLite already sorts NULL first ascending and last descending; spelling it out
         # would stop it from reading the order straight off the index.
-        order = [f"-{field}", "-id"] if descending else [field, "id"]
-    elif descending:
-        order = [F(field).desc(nulls_last=True), F("id").desc()]
-    else:
-        order = [F(field).asc(nulls_first=True), F("id").asc()]
-    return qs.order_by(*order)
+        return [f"-{field}", "-id"] if descending else [field, "id"]
+    if descending:
+        return [F(field).desc(nulls_last=True), F("id").desc()]
+    return [F(field).asc(nulls_first=True), F("id").asc()]
+
+
+def reverse(sort):
+    return sort[1:] if sort.startswith("-") else f"-{sort}"
 
 
 @dataclass
@@ -120,34 +185,138 @@ class Page:
     number: int
     pages: int
     state: TableState
-
-    @property
-    def has_previous(self):
-        return self.number > 1
-
-    @property
-    def has_next(self):
-        return self.number < self.pages
+    count_exact: bool = True
+    has_previous: bool = False
+    has_next: bool = False
 
     @property
     def first_index(self):
-        return (self.number - 1) * self.state.page_size + 1 if self.count else 0
+        return (self.number - 1) * self.state.page_size + 1 if self.rows else 0
 
     @property
     def last_index(self):
-        return min(self.number * self.state.page_size, self.count)
+        return self.first_index + len(self.rows) - 1 if self.rows else 0
+
+    @property
+    def next_cursor(self):
+        return cursor_of(self.rows[-1], self.state.sort) if self.has_next else ""
+
+    @property
+    def previous_cursor(self):
+        """Empty when the previous page is page 1, which is linked without a cursor (or when
+        a cursor found no rows, e.g. after a deletion: then the link jumps by page number)."""
+        if not self.has_previous or self.number <= 2 or not self.rows:
+            return ""
+        return cursor_of(self.rows[0], self.state.sort)
 
 
 def page(repo, state: TableState) -> Page:
+    """One page of the table in two queries at most (a search's matching ids, the rows),
+    whatever the page number, cursor or repository size."""
     qs = items(repo, state)
-    # Without a search the counters kept on the repository are exact and cost no query.
-    count = qs.count() if state.search else repo.count_for(state.filter)
-    pages = max(1, -(-count // state.page_size))
-    number = min(state.page, pages)
-    start = (number - 1) * state.page_size
-    rows = list(qs.only(*ROW_FIELDS)[start:start + state.page_size])
-    mark_stale(rows)
-    return Page(rows, count, number, pages, state)
+    size = state.page_size
+    if state.search:
+        # The ids of up to COUNT_CAP + 1 matches, in whatever order the database finds them
+        # fastest (trigram and digest indexes, or a scan that stops early for a broad term).
+        ids = list(qs.order_by().values_list("id", flat=True)[:COUNT_CAP + 1])
+        count, exact = min(len(ids), COUNT_CAP), len(ids) <= COUNT_CAP
+        if exact:
+            # All the matches are known: sort those few rows, rather than walk a sort index
+            # hoping to meet them (the planner cannot know that, say, a digest prefix's
+            # matches were all pushed in the same month).
+            qs = Manifest.objects.filter(id__in=ids).order_by(*order(state.sort))
+    else:
+        # The counters kept on the repository are exact and cost no query.
+        count, exact = repo.count_for(state.filter), True
+    pages = max(1, -(-count // size))
+    if state.cursor:
+        # The page number only labels a cursor's page; a page after a cursor is not page 1,
+        # and a page before one is page 1 when nothing precedes it.
+        rows = _keyset(qs, state, size + 1)
+        if state.before:
+            more = len(rows) > size
+            result = Page(rows[-size:], count, state.page if more else 1, pages, state, exact,
+                          more, True)
+        else:
+            result = Page(rows[:size], count, max(2, state.page), pages, state, exact, True,
+                          len(rows) > size)
+        result.pages = max(pages, result.number)
+    else:
+        number = min(state.page, pages) if exact else state.page
+        rows = _offset(qs, (number - 1) * size, size + 1)
+        result = Page(rows[:size], count, number, pages, state, exact, number > 1,
+                      len(rows) > size)
+    if not exact:
+        # A bound the true number of pages is known to exceed ("Page 2 of more than 20").
+        result.pages = max(count // size, result.number - 1 + result.has_next)
+    mark_stale(result.rows)
+    return result
+
+
+def _offset(qs, start, limit):
+    if start and connection.vendor == "postgresql":
+        # The skipped rows come from the sort index alone (an index-only scan of ids); only
+        # the page's rows are read from the table.
+        ids = qs.values("id")[start:start + limit]
+        qs = Manifest.objects.filter(id__in=ids).order_by(*qs.query.order_by)
+        return list(qs.only(*ROW_FIELDS))
+    return list(qs.only(*ROW_FIELDS)[start:start + limit])
+
+
+def cursor_of(row, sort):
+    value = getattr(row, sort.lstrip("-"))
+    if value is None:
+        return f"null_{row.id}"
+    if isinstance(value, datetime):
+        value = (value - EPOCH) // timedelta(microseconds=1)
+    return f"{value}_{row.id}"
+
+
+def _cursor_value(cursor, field):
+    raw, pk = CURSOR.fullmatch(cursor).groups()
+    if raw == "null":
+        return None, int(pk)
+    value = int(raw)
+    if isinstance(Manifest._meta.get_field(field), DateTimeField):
+        try:
+            return EPOCH + timedelta(microseconds=value), int(pk)
+        except OverflowError:
+            return (datetime.max if value > 0 else datetime.min).replace(tzinfo=UTC), int(pk)
+    return value, int(pk)
+
+
+def _after(field, descending, value, pk):
+    """The rows after (value, pk) in the table's order, as up to three conditions that each
+    select one range of a SortIndex: the rest of the rows equal to ``value``, the rows beyond
+    it, and the NULL rows (which no comparison matches, so they are a range of their own).
+    One OR of them would be a filter over the whole index instead."""
+    nullable = Manifest._meta.get_field(field).null
+    null, not_null = Q(**{f"{field}__isnull": True}), Q(**{f"{field}__isnull": False})
+    if descending:  # (value DESC NULLS LAST, id DESC)
+        if value is None:
+            return [null & Q(id__lt=pk)]
+        ranges = [Q(**{field: value}, id__lt=pk), Q(**{f"{field}__lt": value})]
+        return ranges + [null] if nullable else ranges
+    if value is None:  # (value ASC NULLS FIRST, id ASC)
+        return [null & Q(id__gt=pk), not_null]
+    return [Q(**{field: value}, id__gt=pk), Q(**{f"{field}__gt": value})]
+
+
+def _keyset(qs, state, limit):
+    """Up to ``limit`` rows after (or before) the cursor, in the table's order: one statement
+    whose subqueries each read at most ``limit`` ids from one index range."""
+    sort = reverse(state.sort) if state.before else state.sort
+    field = sort.lstrip("-")
+    value, pk = _cursor_value(state.cursor, field)
+    parts, params = [], []
+    for n, condition in enumerate(_after(field, sort.startswith("-"), value, pk)):
+        ids = qs.filter(condition).order_by(*order(sort)).values("id")[:limit]
+        sql, sql_params = ids.query.sql_with_params()
+        parts.append(f"SELECT * FROM ({sql}) AS k{n}")
+        params.extend(sql_params)
+    rows = list(Manifest.objects.filter(id__in=RawSQL(" UNION ALL ".join(parts), params))
+                .order_by(*order(sort)).only(*ROW_FIELDS)[:limit])
+    return rows[::-1] if state.before else rows
 
 
 ROW_FIELDS = ("id", "digest", "media_type", "kind", "platform", "size", "last_pushed",

@@ -160,8 +160,29 @@ def images(request, name):
         raise ApiError(str(exc)) from None
     page = queries.page(repo, state)
     kids = queries.children_of_many([r for r in page.rows if r.is_index])
-    return JsonResponse({"count": page.count, "page": page.number, "pages": page.pages,
+    # count is exact when count_exact is true; otherwise (a search matching more than
+    # queries.COUNT_CAP items) it is that cap and there are more items, and more pages than
+    # pages. next and previous are the neighbouring pages' URLs (keyset cursors), or null.
+    return JsonResponse({"count": page.count, "count_exact": page.count_exact,
+                         "page": page.number, "pages": page.pages,
+                         "next": _page_url(request, page, "next"),
+                         "previous": _page_url(request, page, "previous"),
                          "results": [item_json(r, kids.get(r.id)) for r in page.rows]})
+
+
+def _page_url(request, page, which):
+    if not (page.has_next if which == "next" else page.has_previous):
+        return None
+    params = request.GET.copy()
+    for key in ("after", "before"):
+        params.pop(key, None)
+    if which == "next":
+        params["page"], params["after"] = page.number + 1, page.next_cursor
+    else:
+        params["page"] = page.number - 1
+        if page.previous_cursor:
+            params["before"] = page.previous_cursor
+    return f"{request.path}?{params.urlencode()}"
 
 
 def _body(request) -> dict:
