@@ -7,7 +7,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from hubmgr.inventory.models import Manifest, ProcessedEvent, Repository, Tag
+from hubmgr.inventory import envelopes
+from hubmgr.inventory.models import Manifest, ProcessedEvent, QueuedEnvelope, Repository, Tag
+from hubmgr.inventory.registries import default_registry
 from hubmgr.registry.client import USER_AGENT, RegistryClient
 from hubmgr.registry.manifests import OCI_MANIFEST
 
@@ -35,6 +37,19 @@ def post(client, events, token=WEBHOOK_TOKEN, content_type=V1, raw=None):
     headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token else {}
     body = raw if raw is not None else json.dumps({"events": events})
     return client.post("/hooks/registry", body, content_type=content_type, **headers)
+
+
+def drain(limit=None):
+    """What the worker does: apply every queued envelope (in batches of ``limit``)."""
+    return envelopes.drain(default_registry(), limit=limit)[1].as_json()
+
+
+def deliver(client, events, content_type=V1, raw=None):
+    """Post one envelope, as the registry does, and apply the queue: what became of it."""
+    resp = post(client, events, content_type=content_type, raw=raw)
+    assert resp.status_code == 200, resp.content
+    assert resp.json() == {"queued": len(events if raw is None else json.loads(raw)["events"])}
+    return drain()
 
 
 @pytest.mark.django_db
@@ -74,32 +89,30 @@ def test_a_body_that_is_no_envelope_is_a_400_and_writes_nothing(client, raw):
     (event(id="e2", tag="bad tag\x00"), "not a valid tag"),
 ])
 def test_a_bad_event_is_recorded_and_skipped_and_the_rest_applied(client, bad, reason):
-    resp = post(client, [event(), bad])
-    assert resp.status_code == 200
-    assert resp.json() == {"accepted": 1, "duplicates": 0, "rejected": 1}
+    assert deliver(client, [event(), bad]) == {"accepted": 1, "duplicates": 0, "rejected": 1}
     assert Manifest.objects.get().digest == DIGEST
     assert list(Repository.objects.values_list("name", flat=True)) == ["hook/app"]
     rejected = ProcessedEvent.objects.exclude(error="").get()
     assert rejected.event_id == bad["id"] and reason in rejected.error
     # Delivered again, it is not applied twice and still answers 2xx.
-    assert post(client, [event(), bad]).status_code == 200
+    assert deliver(client, [event(), bad]) == {"accepted": 0, "duplicates": 2, "rejected": 0}
     assert ProcessedEvent.objects.count() == 2
 
 
 @pytest.mark.django_db
 def test_a_garbled_redelivery_never_overwrites_an_applied_event(client):
-    post(client, [event(id="same")])
-    resp = post(client, [{**event(id="same"), "action": "garbled"}])
-    assert resp.json() == {"accepted": 0, "duplicates": 1, "rejected": 0}
+    deliver(client, [event(id="same")])
+    assert deliver(client, [{**event(id="same"), "action": "garbled"}]) == {
+        "accepted": 0, "duplicates": 1, "rejected": 0}
     assert ProcessedEvent.objects.get(event_id="same").error == ""
 
 
 @pytest.mark.django_db
 def test_an_event_id_longer_than_its_column_still_dedups(client):
     long_id = "x" * 500
-    assert post(client, [event(id=long_id)]).json()["accepted"] == 1
-    assert post(client, [event(id=long_id)]).json() == {"accepted": 0, "duplicates": 1,
-                                                        "rejected": 0}
+    assert deliver(client, [event(id=long_id)])["accepted"] == 1
+    assert deliver(client, [event(id=long_id)]) == {"accepted": 0, "duplicates": 1,
+                                                    "rejected": 0}
     assert ProcessedEvent.objects.get().event_id.startswith("sha256:")
 
 
@@ -111,8 +124,7 @@ def test_get_is_not_allowed(client):
 @pytest.mark.django_db
 @pytest.mark.parametrize("content_type", [V1, V2])
 def test_a_push_adds_the_manifest_and_tag_with_its_push_time(client, content_type):
-    resp = post(client, [event()], content_type=content_type)
-    assert resp.status_code == 200
+    assert deliver(client, [event()], content_type=content_type)["accepted"] == 1
     m = Manifest.objects.get(digest=DIGEST)
     assert m.tags == ["v1"] and not m.fetched
     assert m.last_pushed == datetime(2026, 11, 1, 10, 0, 0, 123456, tzinfo=timezone.utc)
@@ -121,40 +133,40 @@ def test_a_push_adds_the_manifest_and_tag_with_its_push_time(client, content_typ
 
 @pytest.mark.django_db
 def test_events_are_applied_once_by_id(client):
-    post(client, [event(action="pull", id="p1", ts="2026-11-02T00:00:00Z", method="GET")])
-    post(client, [event(action="pull", id="p1", ts="2026-11-02T00:00:00Z", method="GET")])
+    deliver(client, [event(action="pull", id="p1", ts="2026-11-02T00:00:00Z", method="GET")])
+    deliver(client, [event(action="pull", id="p1", ts="2026-11-02T00:00:00Z", method="GET")])
     assert ProcessedEvent.objects.filter(event_id="p1").count() == 1
     # An older pull delivered late never moves "last pulled" back.
-    post(client, [event(action="pull", id="p0", ts="2026-10-01T00:00:00Z", method="GET")])
+    deliver(client, [event(action="pull", id="p0", ts="2026-10-01T00:00:00Z", method="GET")])
     m = Manifest.objects.get(digest=DIGEST)
     assert m.last_pulled == datetime(2026, 11, 2, tzinfo=timezone.utc)
 
 
 @pytest.mark.django_db
 def test_pulls_by_our_crawler_and_heads_do_not_count(client, settings):
-    post(client, [event()])
-    post(client, [event(action="pull", id="c1", method="GET", useragent=USER_AGENT)])
-    post(client, [event(action="pull", id="h1", method="HEAD")])
+    deliver(client, [event()])
+    deliver(client, [event(action="pull", id="c1", method="GET", useragent=USER_AGENT)])
+    deliver(client, [event(action="pull", id="h1", method="HEAD")])
     assert Manifest.objects.get(digest=DIGEST).last_pulled is None
     settings.COUNT_HEAD_PULLS = True
-    post(client, [event(action="pull", id="h2", method="HEAD")])
+    deliver(client, [event(action="pull", id="h2", method="HEAD")])
     assert Manifest.objects.get(digest=DIGEST).last_pulled is not None
 
 
 @pytest.mark.django_db
 def test_delete_events_remove_the_manifest_and_its_tags(client):
-    post(client, [event(), event(id="e2", tag="latest")])
+    deliver(client, [event(), event(id="e2", tag="latest")])
     assert Tag.objects.count() == 2
-    post(client, [event(action="delete", id="d0", digest="", tag="latest", method="DELETE")])
+    deliver(client, [event(action="delete", id="d0", digest="", tag="latest", method="DELETE")])
     assert list(Tag.objects.values_list("name", flat=True)) == ["v1"]
-    post(client, [event(action="delete", id="d1", tag="", method="DELETE")])
+    deliver(client, [event(action="delete", id="d1", tag="", method="DELETE")])
     assert not Manifest.objects.exists() and not Tag.objects.exists()
     assert Repository.objects.get(name="hook/app").item_count == 0
 
 
 @pytest.mark.django_db
 def test_blob_pushes_are_ignored(client):
-    post(client, [event(media_type="application/octet-stream", tag="")])
+    deliver(client, [event(media_type="application/octet-stream", tag="")])
     assert not Manifest.objects.exists()
 
 
@@ -200,6 +212,5 @@ def test_the_real_registry_reports_pushes_and_pulls(notified_registry, celery_wo
 def test_lone_surrogates_and_controls_in_free_text_are_dropped(client):
     raw = json.dumps({"events": [event(media_type=OCI_MANIFEST + "\ud800\x00",
                                        useragent="\udfffdocker")]})
-    resp = post(client, None, raw=raw)
-    assert resp.status_code == 200 and resp.json()["accepted"] == 1
+    assert deliver(client, None, raw=raw)["accepted"] == 1
     assert Manifest.objects.get().media_type == OCI_MANIFEST
