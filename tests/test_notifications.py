@@ -214,3 +214,118 @@ def test_lone_surrogates_and_controls_in_free_text_are_dropped(client):
                                        useragent="\udfffdocker")]})
     assert deliver(client, None, raw=raw)["accepted"] == 1
     assert Manifest.objects.get().media_type == OCI_MANIFEST
+
+
+# ---- the queue -------------------------------------------------------------------------------
+def pull(id, ts, digest=DIGEST):
+    return event(action="pull", id=id, ts=ts, digest=digest, tag="", method="GET")
+
+
+@pytest.mark.django_db
+def test_the_webhook_only_queues_and_the_worker_applies(client):
+    resp = post(client, [event(), pull("p1", "2026-11-02T00:00:00Z")])
+    assert resp.status_code == 200 and resp.json() == {"queued": 2}
+    assert QueuedEnvelope.objects.get().events == 2
+    assert not Manifest.objects.exists() and not ProcessedEvent.objects.exists()
+    assert envelopes.backlog()["pending"] == 1
+    assert drain() == {"accepted": 2, "duplicates": 0, "rejected": 0}
+    assert not QueuedEnvelope.objects.exists()
+    assert Manifest.objects.get().last_pulled == datetime(2026, 11, 2, tzinfo=timezone.utc)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("limit", [1, 3, 500])
+def test_events_are_applied_once_across_redeliveries_and_batches(client, limit):
+    for n in range(4):  # each delivered twice, and once more inside a later envelope
+        post(client, [pull(f"p{n}", f"2026-11-0{n + 1}T00:00:00Z")])
+        post(client, [pull(f"p{n}", f"2026-11-0{n + 1}T00:00:00Z")])
+    post(client, [pull("p0", "2026-11-01T00:00:00Z"), pull("p9", "2026-11-09T00:00:00Z")])
+    assert drain(limit=limit) == {"accepted": 5, "duplicates": 5, "rejected": 0}
+    assert ProcessedEvent.objects.count() == 5
+    assert Manifest.objects.get().last_pulled == datetime(2026, 11, 9, tzinfo=timezone.utc)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("limit", [1, 500])
+def test_late_events_never_move_a_time_or_a_tag_back(client, limit):
+    other = "sha256:" + "b" * 64
+    post(client, [event(id="a1", ts="2026-11-05T00:00:00Z")])  # v1 -> a
+    post(client, [event(id="b1", digest=other, ts="2026-11-06T00:00:00Z")])  # v1 -> b
+    post(client, [pull("p2", "2026-11-07T00:00:00Z")])
+    # Delivered late: an older push of v1 onto a, an older pull, an older push of a.
+    post(client, [event(id="a0", ts="2026-11-04T00:00:00Z")])
+    post(client, [pull("p1", "2026-11-03T00:00:00Z")])
+    # An older delete of v1 (it was pushed again after it) leaves v1.
+    post(client, [event(action="delete", id="d0", digest="", tag="v1",
+                        ts="2026-11-05T12:00:00Z", method="DELETE")])
+    drain(limit=limit)
+    assert Tag.objects.get(name="v1").manifest.digest == other
+    a = Manifest.objects.get(digest=DIGEST)
+    assert a.last_pulled == datetime(2026, 11, 7, tzinfo=timezone.utc)
+    assert a.last_pushed == datetime(2026, 11, 5, tzinfo=timezone.utc) and a.tags == []
+    repo = Repository.objects.get(name="hook/app")
+    assert (repo.item_count, repo.tagged_count) == (2, 1)
+    # A newer delete does remove it.
+    deliver(client, [event(action="delete", id="d1", digest="", tag="v1",
+                           ts="2026-11-08T00:00:00Z", method="DELETE")])
+    assert not Tag.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_poison_event_in_a_batch_costs_only_itself(client, monkeypatch):
+    from hubmgr.inventory import notifications
+
+    poison = "sha256:" + "f" * 64
+    real = notifications._move_times
+
+    def failing(column, times):
+        if Manifest.objects.filter(pk__in=list(times), digest=poison).exists():
+            raise OverflowError("the database refused it")
+        return real(column, times)
+    monkeypatch.setattr(notifications, "_move_times", failing)
+    post(client, [pull("p1", "2026-11-02T00:00:00Z")])
+    post(client, [pull("bad", "2026-11-02T00:00:00Z", digest=poison)])
+    post(client, [event(id="e2", tag="v2")])
+    assert drain() == {"accepted": 2, "duplicates": 0, "rejected": 1}
+    assert "OverflowError: the database refused it" in ProcessedEvent.objects.get(
+        event_id="bad").error
+    assert Manifest.objects.get(digest=DIGEST).tags == ["v2"]
+    assert not Manifest.objects.filter(digest=poison).exists()
+    assert not QueuedEnvelope.objects.exists()
+
+
+@pytest.mark.django_db
+def test_an_envelope_that_cannot_be_applied_is_kept_with_its_error_and_the_queue_goes_on(
+        client, monkeypatch):
+    from hubmgr.inventory import notifications
+
+    real = envelopes.parse_envelope
+
+    def failing(body):
+        if b"broken" in body:
+            raise RuntimeError("no such luck")
+        return real(body)
+    monkeypatch.setattr(envelopes, "parse_envelope", failing)
+    post(client, [pull("broken", "2026-11-02T00:00:00Z")])
+    post(client, [pull("p1", "2026-11-03T00:00:00Z")])
+    assert drain()["accepted"] == 1
+    kept = QueuedEnvelope.objects.get()
+    assert "RuntimeError: no such luck" in kept.error
+    assert envelopes.backlog() == {"pending": 0, "failed": 1, "oldest_seconds": 0}
+    assert notifications  # the module stayed importable with the patch
+
+
+@pytest.mark.django_db
+def test_healthz_reports_the_queue(client, registry):
+    post(client, [pull("p1", "2026-11-03T00:00:00Z")])
+    body = client.get("/healthz").json()
+    assert body["notification_queue"]["pending"] == 1
+
+
+@pytest.mark.django_db
+def test_the_webhook_skips_the_middleware_stack_but_checks_the_host(client):
+    resp = post(client, [event()])
+    assert resp.status_code == 200 and "Set-Cookie" not in resp
+    bad = client.post("/hooks/registry", "{}", content_type=V1, HTTP_HOST="evil.example",
+                      HTTP_AUTHORIZATION=f"Bearer {WEBHOOK_TOKEN}")
+    assert bad.status_code == 400
