@@ -163,7 +163,7 @@ def load_main():
                 due = start_at + sent / per_thread
                 if due > now:
                     time.sleep(due - now)
-            event = make_event(f"load-{rng_seed}-{k}-{sent}", spec["n"], rng)
+            event = make_event(f"load-{spec['run']}-{rng_seed}-{k}-{sent}", spec["n"], rng)
             try:
                 status, took = _post(conn, [event])
             except (OSError, http.client.HTTPException):
@@ -219,7 +219,7 @@ def _run(port, n, gunicorn_pid, worker_pid):
     threads = max(1, CONNECTIONS // PROCESSES)
     procs = []
     for p in range(PROCESSES):
-        spec = {"seed": p + 1, "threads": threads, "rate": RATE / PROCESSES if RATE else 0,
+        spec = {"seed": p + 1, "run": int(start_at), "threads": threads, "rate": RATE / PROCESSES if RATE else 0,
                 "port": port, "n": n, "start_at": start_at, "seconds": SECONDS}
         proc = subprocess.Popen([sys.executable, "-c", "from bench.ingest import load_main; "
                                  "load_main()"], cwd=ROOT, env=os.environ.copy(),
