@@ -6,10 +6,12 @@ import time
 from datetime import datetime, timezone
 
 import pytest
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from hubmgr.inventory import envelopes
 from hubmgr.inventory.models import Manifest, ProcessedEvent, QueuedEnvelope, Repository, Tag
 from hubmgr.inventory.registries import default_registry
+from hubmgr.registry import manifests
 from hubmgr.registry.client import USER_AGENT, RegistryClient
 from hubmgr.registry.manifests import OCI_MANIFEST
 
@@ -329,3 +331,75 @@ def test_the_webhook_skips_the_middleware_stack_but_checks_the_host(client):
     bad = client.post("/hooks/registry", "{}", content_type=V1, HTTP_HOST="evil.example",
                       HTTP_AUTHORIZATION=f"Bearer {WEBHOOK_TOKEN}")
     assert bad.status_code == 400
+
+
+# ---- counts kept incrementally equal counts made afresh ----------------------------------------
+POOL = [f"sha256:{n:064x}" for n in range(1, 7)]  # the first two fetch as indexes
+LAYERS = {f"sha256:{n:064x}": 1000 * n for n in range(100, 105)}
+OPS = st.lists(st.one_of(
+    st.tuples(st.just("push"), st.sampled_from(POOL), st.sampled_from(["", "a", "b", "c"]),
+              st.integers(1, 9)),
+    st.tuples(st.just("pull"), st.sampled_from(POOL), st.just(""), st.integers(1, 9)),
+    st.tuples(st.just("delete"), st.sampled_from(POOL), st.just(""), st.integers(1, 9)),
+    st.tuples(st.just("untag"), st.just(""), st.sampled_from(["a", "b", "c"]),
+              st.integers(1, 9)),
+    st.tuples(st.just("fetch"), st.sampled_from(POOL), st.just(""), st.just(0)),
+), max_size=25)
+
+
+def fetched(digest):
+    """What a fetch of a pool digest reads: indexes of two images, images of a config and a
+    layer or two shared between them."""
+    from hubmgr.inventory.crawl import Fetched
+    from hubmgr.registry import manifests
+
+    n = POOL.index(digest)
+    if n < 2:
+        kids = [manifests.Descriptor(OCI_MANIFEST, POOL[n + k], 500, "linux/amd64")
+                for k in (2, 3)]
+        return Fetched(digest, manifests.OCI_INDEX, manifests.Manifest(
+            digest, manifests.OCI_INDEX, 300, manifests.INDEX, children=kids))
+    layers = list(LAYERS)
+    blobs = [manifests.Descriptor("x", d, LAYERS[d]) for d in (layers[n - 2], layers[n % 5])]
+    config = manifests.Descriptor("c", f"sha256:{900 + n:064x}", 7 * n)
+    return Fetched(digest, OCI_MANIFEST, manifests.Manifest(
+        digest, OCI_MANIFEST, 300, manifests.IMAGE, config=config, layers=blobs))
+
+
+def counted(repo):
+    repo.refresh_from_db()
+    rows = sorted(Manifest.objects.filter(repository=repo).values_list(
+        "digest", "tags_text", "is_tagged", "is_top_level", "kind", "size"))
+    return (repo.item_count, repo.tagged_count, repo.index_count, repo.total_size), rows
+
+
+@pytest.mark.django_db
+def test_counts_kept_by_events_equal_a_full_recount(client):
+    from hubmgr.inventory.store import refresh, writing
+
+    examples = iter(range(10_000))
+
+    @hsettings(max_examples=60, deadline=None, database=None,
+               suppress_health_check=list(HealthCheck))
+    @given(OPS, st.sampled_from([1, 2, 500]))
+    def check(ops, limit):
+        name = f"prop/r{next(examples)}"
+        repo = Repository.objects.create(registry=default_registry(), name=name)
+        for n, (action, digest, tag, day) in enumerate(ops):
+            ts = f"2026-11-0{day}T00:00:00Z"
+            if action == "fetch":
+                drain(limit=limit)
+                with writing(repo) as batch:
+                    batch.store_fetched({digest: fetched(digest)}, {})
+                continue
+            media = manifests.OCI_INDEX if digest in POOL[:2] else OCI_MANIFEST
+            body = event(action="delete" if action == "untag" else action, id=f"{name}-{n}",
+                         digest=digest, tag=tag, repository=name, ts=ts, media_type=media,
+                         method={"push": "PUT", "pull": "GET"}.get(action, "DELETE"))
+            post(client, [body])
+        drain(limit=limit)
+        kept = counted(repo)
+        refresh(repo)
+        assert counted(repo) == kept
+
+    check()
