@@ -181,7 +181,8 @@ def wait_until(check, timeout=20):
     return check()
 
 
-def test_the_real_registry_reports_pushes_and_pulls(notified_registry, celery_worker):
+def test_the_real_registry_reports_pushes_and_pulls(notified_registry, celery_worker,
+                                                    logged_in):
     client = RegistryClient(notified_registry.url)
     index, kids = multiarch(client, "live/app", tag="2.0")
     untagged = image(client, "live/app", seed="untagged")  # by digest: only a push event tells
@@ -196,11 +197,17 @@ def test_the_real_registry_reports_pushes_and_pulls(notified_registry, celery_wo
     assert loose.is_top_level and loose.tags == [] and loose.platform == "linux/amd64"
     assert loose.last_pulled is None  # our own GETs while fetching do not count
 
-    # A real client pull (skopeo) by tag.
+    # A real client pull (skopeo) by tag: queued by the webhook, applied by the worker, on
+    # the page within a couple of seconds.
+    def never_pulled():
+        page = logged_in.get("/repositories/live/app").content.decode()
+        return page.count("Never")
+    before = never_pulled()
     subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw",
                     f"docker://{notified_registry.url.removeprefix('http://')}/live/app:2.0"],
                    check=True, capture_output=True)
-    assert wait_until(lambda: Manifest.objects.get(digest=index).last_pulled is not None)
+    assert wait_until(lambda: never_pulled() == before - 1, timeout=2.5)
+    assert Manifest.objects.get(digest=index).last_pulled is not None
 
     # A sync afterwards keeps the untagged image that only a push event revealed.
     sync()
@@ -403,3 +410,22 @@ def test_counts_kept_by_events_equal_a_full_recount(client):
         assert counted(repo) == kept
 
     check()
+
+
+def test_events_stored_while_no_worker_runs_are_applied_when_one_starts(client, redis_url,
+                                                                         transactional_db):
+    from celery.contrib.testing.worker import start_worker
+
+    from hubmgr import celery_app
+    from hubmgr.inventory import tasks
+
+    celery_app.control.purge()
+    tasks._wake_flag().delete(tasks.WAKE_KEY)
+    for n in range(3):  # the worker is down (none started yet): they wait in the table
+        assert post(client, [pull(f"p{n}", f"2026-11-0{n + 1}T00:00:00Z")]).status_code == 200
+    time.sleep(0.5)
+    assert QueuedEnvelope.objects.count() == 3 and not Manifest.objects.exists()
+    with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=20):
+        assert wait_until(lambda: not QueuedEnvelope.objects.exists(), timeout=10)
+    assert Manifest.objects.get().last_pulled == datetime(2026, 11, 3, tzinfo=timezone.utc)
+    assert ProcessedEvent.objects.count() == 3
