@@ -219,7 +219,8 @@ def _run(port, n, gunicorn_pid, worker_pid):
     threads = max(1, CONNECTIONS // PROCESSES)
     procs = []
     for p in range(PROCESSES):
-        spec = {"seed": p + 1, "run": int(start_at), "threads": threads, "rate": RATE / PROCESSES if RATE else 0,
+        spec = {"seed": p + 1, "run": int(start_at), "threads": threads,
+                "rate": RATE / PROCESSES if RATE else 0,
                 "port": port, "n": n, "start_at": start_at, "seconds": SECONDS}
         proc = subprocess.Popen([sys.executable, "-c", "from bench.ingest import load_main; "
                                  "load_main()"], cwd=ROOT, env=os.environ.copy(),
