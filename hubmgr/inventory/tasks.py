@@ -1,6 +1,7 @@
 """Celery tasks: thin wrappers that load state again and call plain functions."""
 
 import logging
+import time
 
 from celery import shared_task
 
@@ -79,6 +80,7 @@ WAKE_KEY = "hubmgr:notifications:wake"
 WAKE_SECONDS = 10  # a lost wake-up blocks others no longer than this (beat sweeps meanwhile)
 TASK_SECONDS = 30  # one task's share of a long backlog; it queues its successor
 _redis = {}
+_broker_down_until = [0.0]
 
 
 def _wake_flag():
@@ -94,11 +96,15 @@ def _wake_flag():
 def wake():
     """Queue one apply task for envelopes just stored, unless one is queued and has not
     started yet (it will see them): a thousand envelopes a second queue a few tasks, not a
-    thousand. With the broker down the envelopes wait for beat's sweep."""
+    thousand. With the broker down the envelopes wait for beat's sweep, and the webhook stops
+    trying for a few seconds so the registry is not kept waiting on broker timeouts."""
+    if time.monotonic() < _broker_down_until[0]:
+        return
     try:
         if _wake_flag().set(WAKE_KEY, 1, nx=True, ex=WAKE_SECONDS):
             apply_notifications.delay()
     except Exception as exc:  # noqa: BLE001 - any broker failure; the envelopes are stored
+        _broker_down_until[0] = time.monotonic() + WAKE_SECONDS / 2
         log.warning("notification apply not queued (the sweep will apply them): %s", exc)
 
 
