@@ -1,12 +1,14 @@
-"""Registry notifications: parse an envelope, then apply its events in one transaction.
+"""Registry notifications: parse an envelope, then apply events in bulk, in one transaction.
 
 Push events give "last pushed", pull events "last pulled", delete events remove what is gone.
-Events are deduplicated by id: the registry retries deliveries and may send one twice.
+Events are deduplicated by id: the registry retries deliveries and may send one twice. The
+webhook only queues envelopes (envelopes.py); a worker applies them here, many at a time.
 
-The registry retries a delivery that does not get a 2xx for ever, holding back every later
-event behind it. So once an envelope is authenticated and is a JSON object with an "events"
-list, each event is checked on its own: one that is malformed, or that cannot be applied, is
-recorded (ProcessedEvent.error, logged with its id) and skipped, and the others are applied.
+Per manifest, times only move forward, and a tag only moves to a push later than the one
+(or the sync) that last set it, so events delivered late or in another batch change nothing
+they should not. Each event is checked on its own: one that is malformed, or that cannot be
+applied, is recorded (ProcessedEvent.error, logged with its id) and skipped, and the others
+are applied.
 """
 
 import hashlib
