@@ -237,7 +237,7 @@ def _run(port, n, gunicorn_pid, worker_pid):
     outputs = [json.loads(proc.stdout.read()) for proc in procs]
     for proc in procs:
         proc.wait()
-    stopped = time.time()
+    stopped = start_at + SECONDS  # when the load generators stopped sending
     cpu_web = _cpu_seconds(gunicorn_pid) - cpu_web
     cpu_worker = _cpu_seconds(worker_pid) - cpu_worker
     busy1, all1 = _machine_busy()
