@@ -7,6 +7,8 @@ Sections (BENCH_ONLY=name runs one; several may be comma separated):
 - sync: sync throughput from a local docker-registry against the registry's raw manifest-GET
   rate, measured in the same run with the same concurrency.
 - delete: a deletion job's DELETE rate against raw DELETEs.
+- ingest: notifications per second through the webhook (gunicorn, 2 workers) with a real
+  Celery worker applying them, one event per POST, and the time until they are visible.
 - kill: the time from a worker's SIGKILL to its job's next DELETE (real workers and beat).
 
 BENCH_DATABASE_URL runs on that database instead of a throw-away SQLite file. Figures are
@@ -41,7 +43,7 @@ django.setup()
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
-from bench import deletion, repos, sync, table  # noqa: E402
+from bench import deletion, ingest, repos, sync, table  # noqa: E402
 from bench.common import write_results  # noqa: E402
 
 SECTIONS = {
@@ -50,6 +52,7 @@ SECTIONS = {
     "sync": [sync.bench_sync],
     "delete": [deletion.bench_delete],
     "kill": [deletion.bench_kill],
+    "ingest": [ingest.bench_ingest],
 }
 
 

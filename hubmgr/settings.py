@@ -115,6 +115,11 @@ DELETE_CLAIM_SECONDS = env_float("HUBMGR_DELETE_CLAIM_SECONDS", 20.0)
 # How often Celery beat runs the deletion sweep (releases expired claims, wakes lost jobs).
 # A killed worker's job resumes within CLAIM + CLAIM / 4 + SWEEP seconds (40 s by default).
 DELETE_SWEEP_SECONDS = env_float("HUBMGR_DELETE_SWEEP_SECONDS", 15.0)
+# Notifications are queued by the webhook and applied by a worker, up to this many envelopes
+# (a registry sends one event per envelope) per transaction; beat's sweep applies what a lost
+# wake-up left queued, and logs the queue's depth, this often.
+NOTIFY_BATCH = env_int("HUBMGR_NOTIFY_BATCH", 500)
+NOTIFY_SWEEP_SECONDS = env_float("HUBMGR_NOTIFY_SWEEP_SECONDS", 5.0)
 # Retention, pruned hourly: notification event ids (kept only to drop redeliveries), sync runs
 # (the newest per registry always stays), finished deletion jobs (the audit record; 0 = keep).
 EVENT_RETENTION_DAYS = env_int("HUBMGR_EVENT_RETENTION_DAYS", 7)
@@ -139,6 +144,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "hubmgr.web.hooks.HookShortcut",  # the registry's webhook skips the rest
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -243,6 +249,12 @@ CELERY_BEAT_SCHEDULE = {
     "deletion-sweep": {
         "task": "hubmgr.deletion.tasks.sweep",
         "schedule": DELETE_SWEEP_SECONDS,
+    },
+    "notifications": {
+        "task": "hubmgr.inventory.tasks.apply_notifications",
+        "schedule": NOTIFY_SWEEP_SECONDS,
+        "kwargs": {"sweep": True},
+        "options": {"expires": NOTIFY_SWEEP_SECONDS},  # none pile up while workers are down
     },
     "prune-inventory": {
         "task": "hubmgr.inventory.tasks.prune",

@@ -40,7 +40,9 @@ def test_the_compose_file_is_valid(tmp_path):
 def test_healthz_is_200_when_everything_answers(client, registry):
     resp = client.get("/healthz")
     assert resp.status_code == 200
-    assert resp.json() == {"status": "ok", "database": "ok", "broker": "ok", "registry": "ok"}
+    assert resp.json() == {"status": "ok", "database": "ok", "broker": "ok", "registry": "ok",
+                           "notification_queue": {"pending": 0, "failed": 0,
+                                                  "oldest_seconds": 0}}
 
 
 @pytest.mark.django_db

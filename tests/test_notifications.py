@@ -6,8 +6,12 @@ import time
 from datetime import datetime, timezone
 
 import pytest
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from hubmgr.inventory.models import Manifest, ProcessedEvent, Repository, Tag
+from hubmgr.inventory import envelopes
+from hubmgr.inventory.models import Manifest, ProcessedEvent, QueuedEnvelope, Repository, Tag
+from hubmgr.inventory.registries import default_registry
+from hubmgr.registry import manifests
 from hubmgr.registry.client import USER_AGENT, RegistryClient
 from hubmgr.registry.manifests import OCI_MANIFEST
 
@@ -35,6 +39,19 @@ def post(client, events, token=WEBHOOK_TOKEN, content_type=V1, raw=None):
     headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token else {}
     body = raw if raw is not None else json.dumps({"events": events})
     return client.post("/hooks/registry", body, content_type=content_type, **headers)
+
+
+def drain(limit=None):
+    """What the worker does: apply every queued envelope (in batches of ``limit``)."""
+    return envelopes.drain(default_registry(), limit=limit)[1].as_json()
+
+
+def deliver(client, events, content_type=V1, raw=None):
+    """Post one envelope, as the registry does, and apply the queue: what became of it."""
+    resp = post(client, events, content_type=content_type, raw=raw)
+    assert resp.status_code == 200, resp.content
+    assert resp.json() == {"queued": len(events if raw is None else json.loads(raw)["events"])}
+    return drain()
 
 
 @pytest.mark.django_db
@@ -74,32 +91,30 @@ def test_a_body_that_is_no_envelope_is_a_400_and_writes_nothing(client, raw):
     (event(id="e2", tag="bad tag\x00"), "not a valid tag"),
 ])
 def test_a_bad_event_is_recorded_and_skipped_and_the_rest_applied(client, bad, reason):
-    resp = post(client, [event(), bad])
-    assert resp.status_code == 200
-    assert resp.json() == {"accepted": 1, "duplicates": 0, "rejected": 1}
+    assert deliver(client, [event(), bad]) == {"accepted": 1, "duplicates": 0, "rejected": 1}
     assert Manifest.objects.get().digest == DIGEST
     assert list(Repository.objects.values_list("name", flat=True)) == ["hook/app"]
     rejected = ProcessedEvent.objects.exclude(error="").get()
     assert rejected.event_id == bad["id"] and reason in rejected.error
     # Delivered again, it is not applied twice and still answers 2xx.
-    assert post(client, [event(), bad]).status_code == 200
+    assert deliver(client, [event(), bad]) == {"accepted": 0, "duplicates": 2, "rejected": 0}
     assert ProcessedEvent.objects.count() == 2
 
 
 @pytest.mark.django_db
 def test_a_garbled_redelivery_never_overwrites_an_applied_event(client):
-    post(client, [event(id="same")])
-    resp = post(client, [{**event(id="same"), "action": "garbled"}])
-    assert resp.json() == {"accepted": 0, "duplicates": 1, "rejected": 0}
+    deliver(client, [event(id="same")])
+    assert deliver(client, [{**event(id="same"), "action": "garbled"}]) == {
+        "accepted": 0, "duplicates": 1, "rejected": 0}
     assert ProcessedEvent.objects.get(event_id="same").error == ""
 
 
 @pytest.mark.django_db
 def test_an_event_id_longer_than_its_column_still_dedups(client):
     long_id = "x" * 500
-    assert post(client, [event(id=long_id)]).json()["accepted"] == 1
-    assert post(client, [event(id=long_id)]).json() == {"accepted": 0, "duplicates": 1,
-                                                        "rejected": 0}
+    assert deliver(client, [event(id=long_id)])["accepted"] == 1
+    assert deliver(client, [event(id=long_id)]) == {"accepted": 0, "duplicates": 1,
+                                                    "rejected": 0}
     assert ProcessedEvent.objects.get().event_id.startswith("sha256:")
 
 
@@ -111,8 +126,7 @@ def test_get_is_not_allowed(client):
 @pytest.mark.django_db
 @pytest.mark.parametrize("content_type", [V1, V2])
 def test_a_push_adds_the_manifest_and_tag_with_its_push_time(client, content_type):
-    resp = post(client, [event()], content_type=content_type)
-    assert resp.status_code == 200
+    assert deliver(client, [event()], content_type=content_type)["accepted"] == 1
     m = Manifest.objects.get(digest=DIGEST)
     assert m.tags == ["v1"] and not m.fetched
     assert m.last_pushed == datetime(2026, 11, 1, 10, 0, 0, 123456, tzinfo=timezone.utc)
@@ -121,40 +135,40 @@ def test_a_push_adds_the_manifest_and_tag_with_its_push_time(client, content_typ
 
 @pytest.mark.django_db
 def test_events_are_applied_once_by_id(client):
-    post(client, [event(action="pull", id="p1", ts="2026-11-02T00:00:00Z", method="GET")])
-    post(client, [event(action="pull", id="p1", ts="2026-11-02T00:00:00Z", method="GET")])
+    deliver(client, [event(action="pull", id="p1", ts="2026-11-02T00:00:00Z", method="GET")])
+    deliver(client, [event(action="pull", id="p1", ts="2026-11-02T00:00:00Z", method="GET")])
     assert ProcessedEvent.objects.filter(event_id="p1").count() == 1
     # An older pull delivered late never moves "last pulled" back.
-    post(client, [event(action="pull", id="p0", ts="2026-10-01T00:00:00Z", method="GET")])
+    deliver(client, [event(action="pull", id="p0", ts="2026-10-01T00:00:00Z", method="GET")])
     m = Manifest.objects.get(digest=DIGEST)
     assert m.last_pulled == datetime(2026, 11, 2, tzinfo=timezone.utc)
 
 
 @pytest.mark.django_db
 def test_pulls_by_our_crawler_and_heads_do_not_count(client, settings):
-    post(client, [event()])
-    post(client, [event(action="pull", id="c1", method="GET", useragent=USER_AGENT)])
-    post(client, [event(action="pull", id="h1", method="HEAD")])
+    deliver(client, [event()])
+    deliver(client, [event(action="pull", id="c1", method="GET", useragent=USER_AGENT)])
+    deliver(client, [event(action="pull", id="h1", method="HEAD")])
     assert Manifest.objects.get(digest=DIGEST).last_pulled is None
     settings.COUNT_HEAD_PULLS = True
-    post(client, [event(action="pull", id="h2", method="HEAD")])
+    deliver(client, [event(action="pull", id="h2", method="HEAD")])
     assert Manifest.objects.get(digest=DIGEST).last_pulled is not None
 
 
 @pytest.mark.django_db
 def test_delete_events_remove_the_manifest_and_its_tags(client):
-    post(client, [event(), event(id="e2", tag="latest")])
+    deliver(client, [event(), event(id="e2", tag="latest")])
     assert Tag.objects.count() == 2
-    post(client, [event(action="delete", id="d0", digest="", tag="latest", method="DELETE")])
+    deliver(client, [event(action="delete", id="d0", digest="", tag="latest", method="DELETE")])
     assert list(Tag.objects.values_list("name", flat=True)) == ["v1"]
-    post(client, [event(action="delete", id="d1", tag="", method="DELETE")])
+    deliver(client, [event(action="delete", id="d1", tag="", method="DELETE")])
     assert not Manifest.objects.exists() and not Tag.objects.exists()
     assert Repository.objects.get(name="hook/app").item_count == 0
 
 
 @pytest.mark.django_db
 def test_blob_pushes_are_ignored(client):
-    post(client, [event(media_type="application/octet-stream", tag="")])
+    deliver(client, [event(media_type="application/octet-stream", tag="")])
     assert not Manifest.objects.exists()
 
 
@@ -167,7 +181,8 @@ def wait_until(check, timeout=20):
     return check()
 
 
-def test_the_real_registry_reports_pushes_and_pulls(notified_registry, celery_worker):
+def test_the_real_registry_reports_pushes_and_pulls(notified_registry, celery_worker,
+                                                    logged_in):
     client = RegistryClient(notified_registry.url)
     index, kids = multiarch(client, "live/app", tag="2.0")
     untagged = image(client, "live/app", seed="untagged")  # by digest: only a push event tells
@@ -182,11 +197,17 @@ def test_the_real_registry_reports_pushes_and_pulls(notified_registry, celery_wo
     assert loose.is_top_level and loose.tags == [] and loose.platform == "linux/amd64"
     assert loose.last_pulled is None  # our own GETs while fetching do not count
 
-    # A real client pull (skopeo) by tag.
+    # A real client pull (skopeo) by tag: queued by the webhook, applied by the worker, on
+    # the page within a couple of seconds.
+    def never_pulled():
+        page = logged_in.get("/repositories/live/app").content.decode()
+        return page.count("Never")
+    before = never_pulled()
     subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw",
                     f"docker://{notified_registry.url.removeprefix('http://')}/live/app:2.0"],
                    check=True, capture_output=True)
-    assert wait_until(lambda: Manifest.objects.get(digest=index).last_pulled is not None)
+    assert wait_until(lambda: never_pulled() == before - 1, timeout=2.5)
+    assert Manifest.objects.get(digest=index).last_pulled is not None
 
     # A sync afterwards keeps the untagged image that only a push event revealed.
     sync()
@@ -200,6 +221,211 @@ def test_the_real_registry_reports_pushes_and_pulls(notified_registry, celery_wo
 def test_lone_surrogates_and_controls_in_free_text_are_dropped(client):
     raw = json.dumps({"events": [event(media_type=OCI_MANIFEST + "\ud800\x00",
                                        useragent="\udfffdocker")]})
-    resp = post(client, None, raw=raw)
-    assert resp.status_code == 200 and resp.json()["accepted"] == 1
+    assert deliver(client, None, raw=raw)["accepted"] == 1
     assert Manifest.objects.get().media_type == OCI_MANIFEST
+
+
+# ---- the queue -------------------------------------------------------------------------------
+def pull(id, ts, digest=DIGEST):
+    return event(action="pull", id=id, ts=ts, digest=digest, tag="", method="GET")
+
+
+@pytest.mark.django_db
+def test_the_webhook_only_queues_and_the_worker_applies(client):
+    resp = post(client, [event(), pull("p1", "2026-11-02T00:00:00Z")])
+    assert resp.status_code == 200 and resp.json() == {"queued": 2}
+    assert QueuedEnvelope.objects.get().events == 2
+    assert not Manifest.objects.exists() and not ProcessedEvent.objects.exists()
+    assert envelopes.backlog()["pending"] == 1
+    assert drain() == {"accepted": 2, "duplicates": 0, "rejected": 0}
+    assert not QueuedEnvelope.objects.exists()
+    assert Manifest.objects.get().last_pulled == datetime(2026, 11, 2, tzinfo=timezone.utc)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("limit", [1, 3, 500])
+def test_events_are_applied_once_across_redeliveries_and_batches(client, limit):
+    for n in range(4):  # each delivered twice, and once more inside a later envelope
+        post(client, [pull(f"p{n}", f"2026-11-0{n + 1}T00:00:00Z")])
+        post(client, [pull(f"p{n}", f"2026-11-0{n + 1}T00:00:00Z")])
+    post(client, [pull("p0", "2026-11-01T00:00:00Z"), pull("p9", "2026-11-09T00:00:00Z")])
+    assert drain(limit=limit) == {"accepted": 5, "duplicates": 5, "rejected": 0}
+    assert ProcessedEvent.objects.count() == 5
+    assert Manifest.objects.get().last_pulled == datetime(2026, 11, 9, tzinfo=timezone.utc)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("limit", [1, 500])
+def test_late_events_never_move_a_time_or_a_tag_back(client, limit):
+    other = "sha256:" + "b" * 64
+    post(client, [event(id="a1", ts="2026-11-05T00:00:00Z")])  # v1 -> a
+    post(client, [event(id="b1", digest=other, ts="2026-11-06T00:00:00Z")])  # v1 -> b
+    post(client, [pull("p2", "2026-11-07T00:00:00Z")])
+    # Delivered late: an older push of v1 onto a, an older pull, an older push of a.
+    post(client, [event(id="a0", ts="2026-11-04T00:00:00Z")])
+    post(client, [pull("p1", "2026-11-03T00:00:00Z")])
+    # An older delete of v1 (it was pushed again after it) leaves v1.
+    post(client, [event(action="delete", id="d0", digest="", tag="v1",
+                        ts="2026-11-05T12:00:00Z", method="DELETE")])
+    drain(limit=limit)
+    assert Tag.objects.get(name="v1").manifest.digest == other
+    a = Manifest.objects.get(digest=DIGEST)
+    assert a.last_pulled == datetime(2026, 11, 7, tzinfo=timezone.utc)
+    assert a.last_pushed == datetime(2026, 11, 5, tzinfo=timezone.utc) and a.tags == []
+    repo = Repository.objects.get(name="hook/app")
+    assert (repo.item_count, repo.tagged_count) == (2, 1)
+    # A newer delete does remove it.
+    deliver(client, [event(action="delete", id="d1", digest="", tag="v1",
+                           ts="2026-11-08T00:00:00Z", method="DELETE")])
+    assert not Tag.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_poison_event_in_a_batch_costs_only_itself(client, monkeypatch):
+    from hubmgr.inventory import notifications
+
+    poison = "sha256:" + "f" * 64
+    real = notifications._move_times
+
+    def failing(column, times):
+        if Manifest.objects.filter(pk__in=list(times), digest=poison).exists():
+            raise OverflowError("the database refused it")
+        return real(column, times)
+    monkeypatch.setattr(notifications, "_move_times", failing)
+    post(client, [pull("p1", "2026-11-02T00:00:00Z")])
+    post(client, [pull("bad", "2026-11-02T00:00:00Z", digest=poison)])
+    post(client, [event(id="e2", tag="v2")])
+    assert drain() == {"accepted": 2, "duplicates": 0, "rejected": 1}
+    assert "OverflowError: the database refused it" in ProcessedEvent.objects.get(
+        event_id="bad").error
+    assert Manifest.objects.get(digest=DIGEST).tags == ["v2"]
+    assert not Manifest.objects.filter(digest=poison).exists()
+    assert not QueuedEnvelope.objects.exists()
+
+
+@pytest.mark.django_db
+def test_an_envelope_that_cannot_be_applied_is_kept_with_its_error_and_the_queue_goes_on(
+        client, monkeypatch):
+    from hubmgr.inventory import notifications
+
+    real = envelopes.parse_envelope
+
+    def failing(body):
+        if b"broken" in body:
+            raise RuntimeError("no such luck")
+        return real(body)
+    monkeypatch.setattr(envelopes, "parse_envelope", failing)
+    post(client, [pull("broken", "2026-11-02T00:00:00Z")])
+    post(client, [pull("p1", "2026-11-03T00:00:00Z")])
+    assert drain()["accepted"] == 1
+    kept = QueuedEnvelope.objects.get()
+    assert "RuntimeError: no such luck" in kept.error
+    assert envelopes.backlog() == {"pending": 0, "failed": 1, "oldest_seconds": 0}
+    assert notifications  # the module stayed importable with the patch
+
+
+@pytest.mark.django_db
+def test_healthz_reports_the_queue(client, registry):
+    post(client, [pull("p1", "2026-11-03T00:00:00Z")])
+    body = client.get("/healthz").json()
+    assert body["notification_queue"]["pending"] == 1
+
+
+@pytest.mark.django_db
+def test_the_webhook_skips_the_middleware_stack_but_checks_the_host(client):
+    resp = post(client, [event()])
+    assert resp.status_code == 200 and "Set-Cookie" not in resp
+    bad = client.post("/hooks/registry", "{}", content_type=V1, HTTP_HOST="evil.example",
+                      HTTP_AUTHORIZATION=f"Bearer {WEBHOOK_TOKEN}")
+    assert bad.status_code == 400
+
+
+# ---- counts kept incrementally equal counts made afresh ----------------------------------------
+POOL = [f"sha256:{n:064x}" for n in range(1, 7)]  # the first two fetch as indexes
+LAYERS = {f"sha256:{n:064x}": 1000 * n for n in range(100, 105)}
+OPS = st.lists(st.one_of(
+    st.tuples(st.just("push"), st.sampled_from(POOL), st.sampled_from(["", "a", "b", "c"]),
+              st.integers(1, 9)),
+    st.tuples(st.just("pull"), st.sampled_from(POOL), st.just(""), st.integers(1, 9)),
+    st.tuples(st.just("delete"), st.sampled_from(POOL), st.just(""), st.integers(1, 9)),
+    st.tuples(st.just("untag"), st.just(""), st.sampled_from(["a", "b", "c"]),
+              st.integers(1, 9)),
+    st.tuples(st.just("fetch"), st.sampled_from(POOL), st.just(""), st.just(0)),
+), max_size=25)
+
+
+def fetched(digest):
+    """What a fetch of a pool digest reads: indexes of two images, images of a config and a
+    layer or two shared between them."""
+    from hubmgr.inventory.crawl import Fetched
+    from hubmgr.registry import manifests
+
+    n = POOL.index(digest)
+    if n < 2:
+        kids = [manifests.Descriptor(OCI_MANIFEST, POOL[n + k], 500, "linux/amd64")
+                for k in (2, 3)]
+        return Fetched(digest, manifests.OCI_INDEX, manifests.Manifest(
+            digest, manifests.OCI_INDEX, 300, manifests.INDEX, children=kids))
+    layers = list(LAYERS)
+    blobs = [manifests.Descriptor("x", d, LAYERS[d]) for d in (layers[n - 2], layers[n % 5])]
+    config = manifests.Descriptor("c", f"sha256:{900 + n:064x}", 7 * n)
+    return Fetched(digest, OCI_MANIFEST, manifests.Manifest(
+        digest, OCI_MANIFEST, 300, manifests.IMAGE, config=config, layers=blobs))
+
+
+def counted(repo):
+    repo.refresh_from_db()
+    rows = sorted(Manifest.objects.filter(repository=repo).values_list(
+        "digest", "tags_text", "is_tagged", "is_top_level", "kind", "size"))
+    return (repo.item_count, repo.tagged_count, repo.index_count, repo.total_size), rows
+
+
+@pytest.mark.django_db
+def test_counts_kept_by_events_equal_a_full_recount(client):
+    from hubmgr.inventory.store import refresh, writing
+
+    examples = iter(range(10_000))
+
+    @hsettings(max_examples=60, deadline=None, database=None,
+               suppress_health_check=list(HealthCheck))
+    @given(OPS, st.sampled_from([1, 2, 500]))
+    def check(ops, limit):
+        name = f"prop/r{next(examples)}"
+        repo = Repository.objects.create(registry=default_registry(), name=name)
+        for n, (action, digest, tag, day) in enumerate(ops):
+            ts = f"2026-11-0{day}T00:00:00Z"
+            if action == "fetch":
+                drain(limit=limit)
+                with writing(repo) as batch:
+                    batch.store_fetched({digest: fetched(digest)}, {})
+                continue
+            media = manifests.OCI_INDEX if digest in POOL[:2] else OCI_MANIFEST
+            body = event(action="delete" if action == "untag" else action, id=f"{name}-{n}",
+                         digest=digest, tag=tag, repository=name, ts=ts, media_type=media,
+                         method={"push": "PUT", "pull": "GET"}.get(action, "DELETE"))
+            post(client, [body])
+        drain(limit=limit)
+        kept = counted(repo)
+        refresh(repo)
+        assert counted(repo) == kept
+
+    check()
+
+
+def test_events_stored_while_no_worker_runs_are_applied_when_one_starts(client, redis_url,
+                                                                         transactional_db):
+    from celery.contrib.testing.worker import start_worker
+
+    from hubmgr import celery_app
+    from hubmgr.inventory import tasks
+
+    celery_app.control.purge()
+    tasks._wake_flag().delete(tasks.WAKE_KEY)
+    for n in range(3):  # the worker is down (none started yet): they wait in the table
+        assert post(client, [pull(f"p{n}", f"2026-11-0{n + 1}T00:00:00Z")]).status_code == 200
+    time.sleep(0.5)
+    assert QueuedEnvelope.objects.count() == 3 and not Manifest.objects.exists()
+    with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=20):
+        assert wait_until(lambda: not QueuedEnvelope.objects.exists(), timeout=10)
+    assert Manifest.objects.get().last_pulled == datetime(2026, 11, 3, tzinfo=timezone.utc)
+    assert ProcessedEvent.objects.count() == 3

@@ -163,6 +163,9 @@ class Tag(models.Model):
     name = models.CharField(max_length=128)
     manifest = models.ForeignKey(Manifest, on_delete=models.CASCADE, related_name="tag_set")
     updated_at = models.DateTimeField(auto_now=True)
+    # When the registry last set it: the push event's timestamp, or the time a sync saw it. A
+    # push or tag delete event older than this (delivered late) leaves the tag alone.
+    event_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["repository", "name"], name="tag_unique")]
@@ -218,6 +221,23 @@ class ProcessedEvent(models.Model):
 
     def __str__(self):
         return self.event_id
+
+
+class QueuedEnvelope(models.Model):
+    """A notification body as the webhook received it, waiting for a worker to apply its
+    events (in arrival order, by id). Applied envelopes are deleted; one that could not be
+    applied at all stays, with its error, out of the queue's way."""
+
+    received_at = models.DateTimeField(auto_now_add=True)
+    body = models.BinaryField()
+    events = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        verbose_name = "queued notification"
+
+    def __str__(self):
+        return f"envelope {self.pk} ({self.events} events)"
 
 
 class SyncRun(models.Model):

@@ -1,31 +1,31 @@
-"""Registry notifications: parse an envelope, then apply its events in one transaction.
+"""Registry notifications: parse an envelope, then apply events in bulk, in one transaction.
 
 Push events give "last pushed", pull events "last pulled", delete events remove what is gone.
-Events are deduplicated by id: the registry retries deliveries and may send one twice.
+Events are deduplicated by id: the registry retries deliveries and may send one twice. The
+webhook only queues envelopes (envelopes.py); a worker applies them here, many at a time.
 
-The registry retries a delivery that does not get a 2xx for ever, holding back every later
-event behind it. So once an envelope is authenticated and is a JSON object with an "events"
-list, each event is checked on its own: one that is malformed, or that cannot be applied, is
-recorded (ProcessedEvent.error, logged with its id) and skipped, and the others are applied.
+Per manifest, times only move forward, and a tag only moves to a push later than the one
+(or the sync) that last set it, so events delivered late or in another batch change nothing
+they should not. Each event is checked on its own: one that is malformed, or that cannot be
+applied, is recorded (ProcessedEvent.error, logged with its id) and skipped, and the others
+are applied.
 """
 
 import hashlib
 import json
 import logging
 from collections import defaultdict
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db import connection, transaction
 
 from hubmgr.registry import names
 from hubmgr.registry.client import USER_AGENT
 from hubmgr.registry.manifests import INDEX_TYPES, IMAGE_TYPES, parse_time, plausible
 
-from .models import Kind, Manifest, ProcessedEvent, PushSource, Repository
-from .store import note_activity, writing
+from .models import Kind, Manifest, ProcessedEvent, PushSource, Repository, Tag
+from .store import CHUNK, _chunks, note_activity, writing
 
 log = logging.getLogger("hubmgr.notifications")
 MEDIA_TYPES = ("application/vnd.docker.distribution.events.v1+json",
@@ -66,9 +66,9 @@ class Outcome:
                 "rejected": self.rejected}
 
 
-def parse_envelope(body: bytes) -> list[Event]:
-    """The envelope's events, each checked and bounded; BadEnvelope when the body is not an
-    object with an "events" list."""
+def load_envelope(body: bytes) -> list:
+    """The envelope's raw events; BadEnvelope when the body is not an object with an "events"
+    list (of at most MAX_EVENTS). The webhook checks only this before queueing the body."""
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -77,7 +77,12 @@ def parse_envelope(body: bytes) -> list[Event]:
         raise BadEnvelope('body must be an object with an "events" list')
     if len(data["events"]) > MAX_EVENTS:
         raise BadEnvelope(f"at most {MAX_EVENTS} events per delivery")
-    return [parse_event(n, raw) for n, raw in enumerate(data["events"])]
+    return data["events"]
+
+
+def parse_envelope(body: bytes) -> list[Event]:
+    """The envelope's events, each checked and bounded."""
+    return [parse_event(n, raw) for n, raw in enumerate(load_envelope(body))]
 
 
 def _event_id(raw) -> str:
@@ -150,14 +155,16 @@ def apply_events(registry, events) -> Outcome:
     (an event the checks let through and the database refused), each event is applied again
     on its own, so a poison event costs only itself."""
     try:
-        return _apply(registry, events)
+        with transaction.atomic():
+            return _apply(registry, events)
     except Exception:  # noqa: BLE001 - isolate the poison event below
         log.exception("notification batch failed events=%d; applying them one by one",
                       len(events))
     outcome = Outcome()
     for event in events:
         try:
-            one = _apply(registry, [event])
+            with transaction.atomic():
+                one = _apply(registry, [event])
         except Exception as exc:  # noqa: BLE001
             _reject(event, f"could not be applied: {type(exc).__name__}: {exc}", outcome)
             continue
@@ -185,81 +192,186 @@ def _reject(event, error, outcome):
         if not created:
             outcome.duplicates += 1
             return
+    _log_rejected(event, error, outcome)
+
+
+def _log_rejected(event, error, outcome):
     outcome.rejected += 1
     log.warning("notification rejected event=%s action=%s repository=%s error=%s",
                 event.id or "-", event.action or "-", event.repository or "-", error)
 
 
 def _apply(registry, events) -> Outcome:
+    """Events in bulk: ids recorded in one statement, then each repository's events in
+    timestamp order, pushes and pulls a few statements per run of them between deletes."""
     outcome = Outcome()
-    repos = {}  # name -> (Repository, Batch)
-    with transaction.atomic(), ExitStack() as stack:
-        for event in events:
-            if event.error:
-                _reject(event, event.error, outcome)
-                continue
-            try:
-                with transaction.atomic():
-                    ProcessedEvent.objects.create(event_id=event.id, action=event.action,
-                                                  repository=event.repository)
-            except IntegrityError:
-                outcome.duplicates += 1
-                continue  # delivered before
-            outcome.applied += 1
-            if event.action == "mount" or (event.action == "push"
-                                            and not _is_manifest(event.media_type)):
-                continue  # blob traffic
-            if event.action == "pull" and not counts_as_pull(event):
-                continue
-            if event.repository not in repos:
-                repo = _repository(registry, event)
-                if repo is None:
-                    continue
-                repos[event.repository] = (repo, stack.enter_context(writing(repo)))
-            repo, batch = repos[event.repository]
-            handler = {"push": _push, "pull": _pull, "delete": _delete}[event.action]
-            handler(repo, event, batch, outcome.to_fetch[repo.pk])
+    fresh = _first_deliveries(events, outcome)
+    work = defaultdict(list)
+    for event in fresh:
+        if event.action == "mount" or (event.action == "push"
+                                        and not _is_manifest(event.media_type)):
+            continue  # blob traffic
+        if event.action == "pull" and not counts_as_pull(event):
+            continue
+        work[event.repository].append(event)
+    repos = _repositories(registry, work)
+    for repo in sorted(repos.values(), key=lambda r: r.pk):
+        # Sorted by time (stable: arrival order breaks ties), so "last" means latest.
+        todo = sorted(work[repo.name], key=lambda e: e.timestamp)
+        with writing(repo) as batch:
+            _apply_repository(repo, todo, batch, outcome.to_fetch[repo.pk])
     outcome.to_fetch = {k: v for k, v in outcome.to_fetch.items() if v}
     return outcome
 
 
-def _repository(registry, event):
-    if event.action == "delete":
-        return Repository.objects.filter(registry=registry, name=event.repository).first()
-    return Repository.objects.get_or_create(registry=registry, name=event.repository)[0]
+def _first_deliveries(events, outcome) -> list[Event]:
+    """Record the ids of events not seen before (with the reason for those that cannot be
+    applied), and return the ones to apply. The first delivery of an id decides."""
+    seen, first = set(), []
+    for event in events:
+        if not event.id:
+            _log_rejected(event, event.error, outcome)
+        elif event.id in seen:
+            outcome.duplicates += 1
+        else:
+            seen.add(event.id)
+            first.append(event)
+    known = set()
+    for start in range(0, len(first), CHUNK):
+        known |= set(ProcessedEvent.objects.filter(
+            event_id__in=[e.id for e in first[start:start + CHUNK]])
+            .values_list("event_id", flat=True))
+    new = [e for e in first if e.id not in known]
+    outcome.duplicates += len(first) - len(new)
+    ProcessedEvent.objects.bulk_create(
+        [ProcessedEvent(event_id=e.id, action=e.action, repository=e.repository,
+                        error=names.clean(e.error, 2000)) for e in new], batch_size=CHUNK)
+    fresh = []
+    for event in new:
+        if event.error:
+            _log_rejected(event, event.error, outcome)
+        else:
+            outcome.applied += 1
+            fresh.append(event)
+    return fresh
 
 
-def _manifest(repo, event):
-    manifest, created = Manifest.objects.get_or_create(
-        repository=repo, digest=event.digest,
-        defaults={"media_type": event.media_type,
-                  "kind": Kind.INDEX if event.media_type in INDEX_TYPES else Kind.IMAGE})
-    return manifest
+def _repositories(registry, work) -> dict:
+    """{name: Repository} for the events' repositories; a push or pull creates its
+    repository, a delete in one we do not know has nothing to remove."""
+    repos = {r.name: r for r in Repository.objects.filter(registry=registry,
+                                                          name__in=list(work))}
+    missing = [name for name, events in work.items() if name not in repos
+               and any(e.action != "delete" for e in events)]
+    if missing:
+        Repository.objects.bulk_create([Repository(registry=registry, name=name)
+                                        for name in missing], ignore_conflicts=True)
+        repos.update({r.name: r for r in Repository.objects.filter(registry=registry,
+                                                                    name__in=missing)})
+    for repo in repos.values():
+        repo.registry = registry
+    return repos
 
 
-def _push(repo, event, batch, to_fetch):
-    manifest = _manifest(repo, event)
-    if manifest.last_pushed is None or manifest.last_pushed_source != PushSource.PUSH_EVENT \
-            or event.timestamp > manifest.last_pushed:
-        manifest.last_pushed, manifest.last_pushed_source = event.timestamp, PushSource.PUSH_EVENT
-        manifest.save(update_fields=["last_pushed", "last_pushed_source"])
-    note_activity(repo, pushed=event.timestamp)
-    batch.touch([manifest.pk])
-    if event.tag:
-        batch.set_tags({event.tag: manifest.pk})
-    if not manifest.fetched:
-        to_fetch.add(manifest.digest)
+def _apply_repository(repo, events, batch, to_fetch):
+    run = []
+    for event in events:
+        if event.action == "delete":
+            _apply_run(repo, run, batch, to_fetch)
+            run = []
+            _delete(repo, event, batch, to_fetch)
+        else:
+            run.append(event)
+    _apply_run(repo, run, batch, to_fetch)
 
 
-def _pull(repo, event, batch, to_fetch):
-    manifest = _manifest(repo, event)
-    Manifest.objects.filter(pk=manifest.pk).filter(
-        Q(last_pulled__isnull=True) | Q(last_pulled__lt=event.timestamp)
-    ).update(last_pulled=event.timestamp)
-    note_activity(repo, pulled=event.timestamp)
-    if not manifest.fetched:
-        to_fetch.add(manifest.digest)
-        batch.touch([manifest.pk])
+def _apply_run(repo, events, batch, to_fetch):
+    """Pushes and pulls (in time order, no delete between them): the latest time per
+    manifest, moved forward only; each tag to its latest push, unless the tag was set later."""
+    if not events:
+        return
+    rows = _manifests(repo, events, batch)
+    pushed, pulled, tags = {}, {}, {}
+    for event in events:
+        manifest_id, fetched = rows[event.digest]
+        times = pushed if event.action == "push" else pulled
+        times[manifest_id] = max(times.get(manifest_id, event.timestamp), event.timestamp)
+        if event.action == "push" and event.tag:
+            tags[event.tag] = (manifest_id, event.timestamp)
+        if not fetched:
+            to_fetch.add(event.digest)
+    _move_times("last_pushed", pushed)
+    _move_times("last_pulled", pulled)
+    note_activity(repo, pushed=max(pushed.values(), default=None),
+                  pulled=max(pulled.values(), default=None))
+    if tags:
+        _move_tags(repo, tags, batch)
+
+
+def _manifests(repo, events, batch) -> dict:
+    """{digest: (id, fetched)}, making placeholder rows for digests we had not seen."""
+    media = {}
+    for event in events:
+        if event.action == "push" or event.digest not in media:
+            media[event.digest] = event.media_type
+    rows = {}
+    for chunk in _chunks(list(media)):
+        rows.update((d, (pk, f)) for d, pk, f in Manifest.objects.filter(
+            repository=repo, digest__in=chunk).values_list("digest", "id", "fetched"))
+    missing = [d for d in media if d not in rows]
+    if missing:
+        Manifest.objects.bulk_create(
+            [Manifest(repository=repo, digest=d, media_type=media[d],
+                      kind=Kind.INDEX if media[d] in INDEX_TYPES else Kind.IMAGE)
+             for d in missing], batch_size=CHUNK, ignore_conflicts=True)
+        new = {}
+        for chunk in _chunks(missing):
+            new.update((d, (pk, f)) for d, pk, f in Manifest.objects.filter(
+                repository=repo, digest__in=chunk).values_list("digest", "id", "fetched"))
+        batch.added(pk for pk, _ in new.values())
+        rows.update(new)
+    return rows
+
+
+MOVE_SQL = {
+    "last_pushed": "UPDATE {table} SET last_pushed = %s, last_pushed_source = %s WHERE id = %s "
+                   "AND (last_pushed IS NULL OR last_pushed_source <> %s OR last_pushed < %s)",
+    "last_pulled": "UPDATE {table} SET last_pulled = %s WHERE id = %s "
+                   "AND (last_pulled IS NULL OR last_pulled < %s)",
+}
+
+
+def _move_times(column, times):
+    """Move each manifest's time forward (never back) to {id: time}, one prepared statement
+    for all of them. A push time from an image's created date always gives way."""
+    if not times:
+        return
+    field = Manifest._meta.get_field(column)
+    sql = MOVE_SQL[column].format(table=connection.ops.quote_name(Manifest._meta.db_table))
+    rows = []
+    for manifest_id, when in sorted(times.items()):
+        when = field.get_db_prep_save(when, connection)
+        if column == "last_pushed":
+            rows.append((when, PushSource.PUSH_EVENT, manifest_id, PushSource.PUSH_EVENT, when))
+        else:
+            rows.append((when, manifest_id, when))
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
+
+
+def _move_tags(repo, tags, batch):
+    """Point tags at their latest pushes ({name: (manifest id, time)}). A tag the registry
+    set later than a push (a late delivery) stays where it is."""
+    current = {}
+    for chunk in _chunks(list(tags)):
+        current.update((name, when) for name, when in Tag.objects.filter(
+            repository=repo, name__in=chunk).values_list("name", "event_at"))
+    mapping, at = {}, {}
+    for name, (manifest_id, when) in tags.items():
+        if name in current and current[name] is not None and when <= current[name]:
+            continue
+        mapping[name], at[name] = manifest_id, when
+    batch.set_tags(mapping, at)
 
 
 def _delete(repo, event, batch, to_fetch):
@@ -268,4 +380,4 @@ def _delete(repo, event, batch, to_fetch):
                      .values_list("id", flat=True))
         to_fetch.discard(event.digest)
     else:
-        batch.drop_tags([event.tag])
+        batch.drop_tags([event.tag], set_before=event.timestamp)

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 
 from django.db import connection, transaction
 from django.db.models import Count, Exists, F, Max, OuterRef, Q, Sum
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from hubmgr.registry.manifests import INDEX_TYPES, ImageConfig
@@ -27,32 +28,60 @@ MISSING = ("the registry has no such manifest (404): an index lists it, but it w
 
 
 class Batch:
-    """The writes of one ``writing`` block; each records the manifests it changed."""
+    """The writes of one ``writing`` block; each records the manifests it changed, and what
+    they counted for (top-level, tagged, index) before the block changed them, so the
+    repository's counts move by the difference instead of being counted again."""
 
     def __init__(self, repo, whole=False):
         self.repo = repo
         self.touched = set()
-        self.changed = False  # rows were added or removed: counts need a refresh
+        self.changed = False  # rows were added or removed
         self.whole = whole  # refresh the whole repository
+        self.prior = {}  # manifest id -> its count flags before the block; None: new in it
+        self.size_delta = 0  # bytes of blobs the block added to (or took from) the repository
 
     def store_fetched(self, fetched, configs, missing=()):
-        ids = store_fetched(self.repo, fetched, configs, missing)
+        if self.whole:
+            ids = store_fetched(self.repo, fetched, configs, missing)
+        else:
+            digests = set(fetched) | set(missing) | {
+                c.digest for item in fetched.values() if item.manifest is not None
+                and item.manifest.kind == Kind.INDEX for c in item.manifest.children}
+            before = _flags(Manifest.objects.filter(repository=self.repo), digests=digests)
+            blobs = {b.digest for item in fetched.values() if item.manifest is not None
+                     and item.manifest.kind == Kind.IMAGE for b in item.manifest.blobs}
+            present = self._blobs_present(blobs)
+            ids = store_fetched(self.repo, fetched, configs, missing)
+            for manifest_id in ids.values():
+                self.prior.setdefault(manifest_id, before.get(manifest_id))
+            added = self._blobs_present(blobs - present)
+            self.size_delta += _blob_sizes(self.repo.registry, digests=added)
         self.touched |= set(ids.values())
         return ids
 
-    def set_tags(self, mapping):
-        """Point each tag ({name: manifest id}) at its manifest."""
+    def added(self, ids):
+        """Manifest rows this block inserted itself (e.g. placeholders for events)."""
+        for manifest_id in ids:
+            self.prior.setdefault(manifest_id, None)
+        self.touched |= set(ids)
+
+    def set_tags(self, mapping, at=None):
+        """Point each tag ({name: manifest id}) at its manifest, set by the registry at ``at``
+        ({name: time}; now when not given)."""
         if not mapping:
             return
         if not self.whole:  # the manifests these tags leave change too
             self.touched |= set(Tag.objects.filter(repository=self.repo, name__in=list(mapping))
                                 .values_list("manifest_id", flat=True))
             self.touched |= set(mapping.values())
-        set_tags(self.repo, mapping)
+        set_tags(self.repo, mapping, at)
 
-    def drop_tags(self, names):
+    def drop_tags(self, names, set_before=None):
+        """Remove these tags; with ``set_before``, only those last set no later than it."""
         for chunk in _chunks(names):
             tags = Tag.objects.filter(repository=self.repo, name__in=chunk)
+            if set_before is not None:
+                tags = tags.filter(Q(event_at__isnull=True) | Q(event_at__lte=set_before))
             if not self.whole:
                 self.touched |= set(tags.values_list("manifest_id", flat=True))
             tags.delete()
@@ -60,26 +89,75 @@ class Batch:
     def forget(self, ids):
         """Remove manifests the registry says are gone (with their tags and links)."""
         ids = set(ids)
-        if ids:
-            self.changed = True
+        if not ids:
+            return
+        self.changed = True
+        if self.whole:
             self.touched |= remove_manifests(self.repo, ids)
-            self.touched -= ids
+        else:
+            for manifest_id, flags in _flags(Manifest.objects.filter(repository=self.repo),
+                                             ids=ids).items():
+                self.prior.setdefault(manifest_id, flags)
+            blobs = set()
+            for chunk in _chunks(ids):
+                blobs |= set(ManifestBlob.objects.filter(manifest_id__in=chunk)
+                             .values_list("blob_id", flat=True))
+            self.touched |= remove_manifests(self.repo, ids)
+            kept = set()
+            for chunk in _chunks(blobs):
+                kept |= set(ManifestBlob.objects.filter(
+                    blob_id__in=chunk, manifest__repository=self.repo)
+                    .values_list("blob_id", flat=True).distinct())
+            self.size_delta -= _blob_sizes(self.repo.registry, ids=blobs - kept)
+        self.touched -= ids
 
     def touch(self, ids):
         self.touched |= set(ids)
+
+    def _blobs_present(self, digests):
+        """Which of these blob digests a manifest of the repository links to."""
+        present = set()
+        for chunk in _chunks(digests):
+            present |= set(ManifestBlob.objects.filter(
+                manifest__repository=self.repo, blob__registry=self.repo.registry,
+                blob__digest__in=chunk).values_list("blob__digest", flat=True).distinct())
+        return present
+
+
+def _flags(queryset, ids=None, digests=None) -> dict:
+    """{manifest id: (top level, tagged top level, index top level)}: what a row counts for."""
+    flags = {}
+    key, wanted = ("id__in", ids) if ids is not None else ("digest__in", digests)
+    for chunk in _chunks(wanted):
+        for pk, top, tagged, kind in queryset.filter(**{key: chunk}).values_list(
+                "id", "is_top_level", "is_tagged", "kind"):
+            flags[pk] = (top, top and tagged, top and kind == Kind.INDEX)
+    return flags
+
+
+def _blob_sizes(registry, ids=(), digests=()) -> int:
+    total = 0
+    for key, values in (("id__in", ids), ("digest__in", digests)):
+        for chunk in _chunks(values):
+            total += Blob.objects.filter(registry=registry, **{key: chunk}).aggregate(
+                s=Sum("size"))["s"] or 0
+    return total
 
 
 @contextmanager
 def writing(repo: Repository, whole=False):
     """One transactional write into ``repo``'s inventory. The rows the block changed (or the
-    whole repository, with ``whole``) are refreshed, counts included, before it commits."""
+    whole repository, with ``whole``) are refreshed, counts included, before it commits.
+    Writers of one repository take turns (its row is locked on PostgreSQL), so the counts
+    each moves by stay exact."""
     batch = Batch(repo, whole)
     with transaction.atomic():
+        list(Repository.objects.select_for_update().filter(pk=repo.pk).values_list("pk"))
         yield batch
         if batch.whole:
             refresh(repo)
-        elif batch.touched or batch.changed:
-            refresh(repo, batch.touched)
+        elif batch.touched or batch.prior or batch.size_delta:
+            refresh(repo, batch.touched, batch.prior, batch.size_delta)
 
 
 def _chunks(items, size=CHUNK):
@@ -204,16 +282,23 @@ def update_rows(columns, values):
                            prepared)
 
 
-def set_tags(repo: Repository, mapping: dict):
-    """Point each tag in ``mapping`` ({tag: manifest id}) at its manifest."""
-    Tag.objects.bulk_create([Tag(repository=repo, name=t, manifest_id=m) for t, m in
-                             mapping.items()], batch_size=CHUNK, update_conflicts=True,
-                            unique_fields=["repository", "name"],
-                            update_fields=["manifest", "updated_at"])
+def set_tags(repo: Repository, mapping: dict, at=None):
+    """Point each tag in ``mapping`` ({tag: manifest id}) at its manifest, as the registry
+    set it at ``at`` ({tag: time}; now when not given)."""
+    now = timezone.now()
+    at = at or {}
+    Tag.objects.bulk_create([Tag(repository=repo, name=t, manifest_id=m, event_at=at.get(t, now))
+                             for t, m in mapping.items()], batch_size=CHUNK,
+                            update_conflicts=True, unique_fields=["repository", "name"],
+                            update_fields=["manifest", "updated_at", "event_at"])
 
 
-def refresh(repo: Repository, manifest_ids=None):
-    """Recompute the denormalised columns, for the given manifests or the whole repository."""
+def refresh(repo: Repository, manifest_ids=None, prior=None, size_delta=0):
+    """Recompute the denormalised columns, for the given manifests or the whole repository.
+    For given manifests the counts move by what those rows count for now against before:
+    ``prior`` holds what rows added, removed or re-kinded in the same transaction counted for
+    before it (None: nothing), and ``size_delta`` the bytes of blobs that came or went. The
+    whole repository is counted again (``refresh_counts``, the reconciler)."""
     with transaction.atomic():
         scope = Manifest.objects.filter(repository=repo)
         if manifest_ids is not None:
@@ -224,12 +309,35 @@ def refresh(repo: Repository, manifest_ids=None):
             manifest_ids |= set(IndexChild.objects.filter(index_id__in=manifest_ids)
                                 .values_list("child_id", flat=True))
             scope = scope.filter(id__in=manifest_ids)
+            prior = prior or {}
+            before = {**_flags(Manifest.objects.filter(repository=repo), ids=manifest_ids),
+                      **prior}
         _refresh_tags(repo, scope, manifest_ids)
         scope.filter(is_tagged=True).update(is_top_level=True)
         scope.filter(is_tagged=False).update(
             is_top_level=~Exists(IndexChild.objects.filter(child_id=OuterRef("pk"))))
         _refresh_indexes(scope.filter(kind=Kind.INDEX))
-        refresh_counts(repo)
+        if manifest_ids is None:
+            refresh_counts(repo)
+            return
+        after = _flags(Manifest.objects.filter(repository=repo), ids=manifest_ids | set(prior))
+        delta = [0, 0, 0]
+        for pk in set(before) | set(after):
+            for n, (was, now) in enumerate(zip(before.get(pk) or (0, 0, 0),
+                                               after.get(pk) or (0, 0, 0))):
+                delta[n] += int(now) - int(was)
+        add_counts(repo, *delta, size_delta)
+
+
+def add_counts(repo: Repository, items=0, tagged=0, indexes=0, size=0):
+    """Move the repository's counts by these amounts (never below zero)."""
+    if not (items or tagged or indexes or size):
+        return
+    changes = {name: Greatest(F(name) + value, 0) for name, value in (
+        ("item_count", items), ("tagged_count", tagged), ("index_count", indexes),
+        ("total_size", size)) if value}
+    Repository.objects.filter(pk=repo.pk).update(**changes)
+    repo.refresh_from_db(fields=list(changes))
 
 
 def _refresh_tags(repo, scope, manifest_ids):

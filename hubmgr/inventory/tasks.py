@@ -1,12 +1,14 @@
 """Celery tasks: thin wrappers that load state again and call plain functions."""
 
 import logging
+import time
 
 from celery import shared_task
 
+from hubmgr import celery_app
 from hubmgr.registry.errors import RegistryError, RegistryUnavailable
 
-from . import retention
+from . import envelopes, retention
 from .crawl import Crawler
 from .models import Repository
 from .registries import client_for, default_registry
@@ -71,3 +73,53 @@ def prune():
     counts = retention.prune()
     log.info("pruned %s", " ".join(f"{k.replace(' ', '_')}={n}" for k, n in counts.items()))
     return counts
+
+
+# ---- the notification queue --------------------------------------------------------------
+WAKE_KEY = "hubmgr:notifications:wake"
+WAKE_SECONDS = 10  # a lost wake-up blocks others no longer than this (beat sweeps meanwhile)
+TASK_SECONDS = 30  # one task's share of a long backlog; it queues its successor
+_redis = {}
+_broker_down_until = [0.0]
+
+
+def _wake_flag():
+    """The broker's Redis, where one flag stands for "an apply task is queued"."""
+    import redis
+
+    url = celery_app.conf.broker_url
+    if url not in _redis:
+        _redis[url] = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+    return _redis[url]
+
+
+def wake():
+    """Queue one apply task for envelopes just stored, unless one is queued and has not
+    started yet (it will see them): a thousand envelopes a second queue a few tasks, not a
+    thousand. With the broker down the envelopes wait for beat's sweep, and the webhook stops
+    trying for a few seconds so the registry is not kept waiting on broker timeouts."""
+    if time.monotonic() < _broker_down_until[0]:
+        return
+    try:
+        if _wake_flag().set(WAKE_KEY, 1, nx=True, ex=WAKE_SECONDS):
+            apply_notifications.delay()
+    except Exception as exc:  # noqa: BLE001 - any broker failure; the envelopes are stored
+        _broker_down_until[0] = time.monotonic() + WAKE_SECONDS / 2
+        log.warning("notification apply not queued (the sweep will apply them): %s", exc)
+
+
+@shared_task(name="hubmgr.inventory.tasks.apply_notifications")
+def apply_notifications(sweep=False):
+    """Apply queued notification envelopes until the queue is empty. Also beat's sweep (every
+    HUBMGR_NOTIFY_SWEEP_SECONDS), for a lost wake-up or envelopes stored while the broker
+    was down; the sweep also logs the queue's depth."""
+    try:
+        _wake_flag().delete(WAKE_KEY)  # envelopes stored from now on queue a new task
+    except Exception as exc:  # noqa: BLE001
+        log.warning("notification wake flag not cleared: %s", exc)
+    if sweep:
+        envelopes.report_backlog()
+    done, outcome = envelopes.drain(default_registry(), seconds=TASK_SECONDS)
+    if not done:
+        apply_notifications.delay()
+    return outcome.applied

@@ -1,10 +1,14 @@
-"""GET /healthz: 200 only when the database, the broker and the registry all answer."""
+"""GET /healthz: 200 only when the database, the broker and the registry all answer. It also
+reports the notification queue (envelopes waiting, the oldest one's age, envelopes kept as
+failed), which does not change the status: a backlog is a worker to look at, not a web server
+to restart."""
 
 from django.db import connection
 from django.http import JsonResponse
 from django.views.decorators.http import require_GET
 
 from hubmgr import celery_app
+from hubmgr.inventory import envelopes
 from hubmgr.inventory.registries import client_for, default_registry
 from hubmgr.registry.errors import RegistryError
 
@@ -40,5 +44,8 @@ def healthz(request):
         except Exception as exc:  # noqa: BLE001 - a health check reports any failure
             checks[name] = f"{type(exc).__name__}: {exc}"
     healthy = all(v == "ok" for v in checks.values())
-    return JsonResponse({"status": "ok" if healthy else "failing", **checks},
+    extra = {}
+    if checks["database"] == "ok":
+        extra["notification_queue"] = envelopes.backlog()
+    return JsonResponse({"status": "ok" if healthy else "failing", **checks, **extra},
                         status=200 if healthy else 503)

@@ -1,20 +1,26 @@
-"""POST /hooks/registry: the registry's notifications."""
+"""POST /hooks/registry: the registry's notifications.
+
+The registry sends one event per request and waits for the answer before the next one, so
+this view only authenticates, checks that the body is an envelope, stores it in one INSERT
+and wakes the worker that applies it (hubmgr.inventory.envelopes). Its answer is
+{"queued": <events>}; what became of each event is logged by the worker and kept in
+ProcessedEvent.
+"""
 
 import hmac
 import logging
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db import transaction
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from hubmgr.inventory import tasks
-from hubmgr.inventory.notifications import BadEnvelope, apply_events, parse_envelope
-from hubmgr.inventory.registries import default_registry
+from hubmgr.inventory import envelopes, tasks
+from hubmgr.inventory.notifications import BadEnvelope, load_envelope
 
 log = logging.getLogger("hubmgr.hooks")
+PATH = "/hooks/registry"
 
 
 def _authorized(request) -> bool:
@@ -23,15 +29,6 @@ def _authorized(request) -> bool:
     scheme, _, token = header.partition(" ")
     return bool(expected) and scheme.lower() == "bearer" and \
         hmac.compare_digest(token.strip().encode(), expected.encode())
-
-
-def _queue_fetch(repo_id, digests):
-    try:
-        tasks.fetch.delay(repo_id, digests)
-    except Exception as exc:  # noqa: BLE001 - any broker failure
-        # The events are applied; the manifests stay marked unread and the next sync reads them.
-        log.warning("fetch not queued repository_id=%s digests=%d error=%s", repo_id,
-                    len(digests), exc)
 
 
 @csrf_exempt
@@ -43,7 +40,8 @@ def registry_hook(request):
                    "HUBMGR_WEBHOOK_TOKEN is not set on the hubmgr server")
         return JsonResponse({"error": message}, status=401)
     try:
-        events = parse_envelope(request.body)
+        body = request.body
+        events = load_envelope(body)
     except RequestDataTooBig:
         log.warning("webhook rejected reason=body too large")
         return JsonResponse({"error": "the notification body is larger than hubmgr accepts "
@@ -51,11 +49,24 @@ def registry_hook(request):
     except BadEnvelope as exc:
         log.warning("webhook rejected reason=%s", exc)
         return JsonResponse({"error": f"malformed notification: {exc}"}, status=400)
-    outcome = apply_events(default_registry(), events)
-    for repo_id, digests in outcome.to_fetch.items():
-        transaction.on_commit(lambda r=repo_id, d=sorted(digests): _queue_fetch(r, d))
-    log.info("webhook events=%d applied=%d duplicates=%d rejected=%d fetch=%d", len(events),
-             outcome.applied, outcome.duplicates, outcome.rejected,
-             sum(len(d) for d in outcome.to_fetch.values()))
-    # 2xx even when events were rejected: they are recorded, and a retry would not fix them.
-    return JsonResponse(outcome.as_json())
+    if events:
+        envelopes.enqueue(body, len(events))
+        tasks.wake()
+    # 2xx for every envelope: events that cannot be applied are recorded by the worker, and a
+    # retry would not fix them.
+    return JsonResponse({"queued": len(events)})
+
+
+class HookShortcut:
+    """First in MIDDLEWARE: the webhook skips the rest of the stack (sessions, auth, CSRF,
+    CSP, htmx, axes, static files). It is bearer-token authenticated, never uses a session
+    or cookie and answers only JSON; the host is still checked against ALLOWED_HOSTS."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.path_info != PATH:
+            return self.get_response(request)
+        request.get_host()  # DisallowedHost becomes a 400, as for any other path
+        return registry_hook(request)
