@@ -4,7 +4,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('inventory', '0003_repository_activity'),
+        ('inventory', '0004_table_indexes'),
     ]
 
     operations = [
