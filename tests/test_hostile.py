@@ -193,6 +193,7 @@ def fuzz_examples():
     return 10_000 if connection.vendor == "postgresql" else 1_000
 
 
+@pytest.mark.timeout(900)  # 10,000 examples on PostgreSQL: minutes on a busy 2-core machine
 def test_no_envelope_gets_a_5xx(client):
     get_user_model()  # the app registry is ready before hypothesis starts
 
