@@ -19,7 +19,7 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
@@ -28,9 +28,9 @@ from hubmgr.registry.errors import RegistryError
 from hubmgr.registry.manifests import ImageConfig
 
 from .crawl import Crawler
-from .models import IndexChild, Kind, Manifest, Repository, RepositorySync, SyncRun, Tag
+from .models import Blob, IndexChild, Kind, Manifest, Repository, RepositorySync, SyncRun, Tag
 from .registries import record_health
-from .store import blob_ids, writing
+from .store import writing
 
 log = logging.getLogger("hubmgr.sync")
 MAX_PROBLEMS = 1000
@@ -281,12 +281,8 @@ def _write_chunk(repo, had, result, outcome):
     outcome["problems"].extend(result.problems)
     if not (result.fetched or result.missing or changed or gone_tags):
         return
-    # Blobs are shared by repositories that other workers write at the same time: they are
-    # inserted first, sorted, each batch committed at once, so no two writers wait on each
-    # other's blob rows in opposite orders.
-    blob_ids(repo.registry, sorted(
-        {b.digest: b for item in result.fetched.values() if item.manifest
-         for b in item.manifest.blobs}.values(), key=lambda b: b.digest))
+    _insert_blobs(repo.registry_id, [b for item in result.fetched.values() if item.manifest
+                                     for b in item.manifest.blobs])
     with writing(repo) as batch:
         # Writers of one repository (two overlapping runs, a redelivered task) take turns.
         Repository.objects.select_for_update().filter(pk=repo.pk).first()
@@ -299,6 +295,22 @@ def _write_chunk(repo, had, result, outcome):
                 .values_list("digest", "id"))
         batch.set_tags({t: ids[d] for t, d in changed.items() if d in ids})
         batch.drop_tags(gone_tags)
+
+
+def _insert_blobs(registry_id, descriptors):
+    """On PostgreSQL, where workers write repositories at the same time: insert the blobs a
+    chunk links first, sorted and each committed at once. Blobs are shared between
+    repositories, and two transactions inserting the same blobs in opposite orders would wait
+    on each other (a deadlock); this way the transaction finds them all there. (SQLite has one
+    writer at a time.)"""
+    if connection.vendor != "postgresql" or not descriptors:
+        return
+    rows = sorted({d.digest: d.size for d in descriptors}.items())
+    table = connection.ops.quote_name(Blob._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.executemany(f"INSERT INTO {table} (registry_id, digest, size) VALUES (%s, %s, %s) "
+                           "ON CONFLICT (registry_id, digest) DO NOTHING",
+                           [(registry_id, digest, size) for digest, size in rows])
 
 
 def _reconcile(repo, listed, reached, crawler, outcome):
