@@ -11,11 +11,12 @@ A manifest leaves the inventory only when the registry answers 404 to a HEAD by 
 untagged images learned from push events stay listed. A tag whose lookup failed keeps the
 digest it had. A repository's tags are read in chunks of CHUNK_TAGS; each chunk is written in
 one transaction, and what no chunk reached is reconciled once all were written. Memory is
-bounded by the largest repository's tag and digest names (a few hundred bytes each), plus two
-chunks of manifests in flight.
+bounded by the largest repository's tag and digest names (a few hundred bytes each), plus
+three chunks of manifests in flight (one being written, the next two being read).
 """
 
 import logging
+from collections import deque
 from datetime import timedelta
 
 from django.conf import settings
@@ -51,9 +52,9 @@ def sync_registry(registry, client, repository=None, concurrency=None, progress=
     run = open_run(registry, client, repository)
     crawler = make_crawler(client, concurrency, progress)
     try:
-        for name in run.repository_syncs.filter(finished_at__isnull=True) \
-                .order_by("name").values_list("name", flat=True):
-            sync_repository(run, name, client, crawler=crawler, progress=progress)
+        sync_repositories(run, list(run.repository_syncs.filter(finished_at__isnull=True)
+                                    .order_by("name").values_list("name", flat=True)),
+                          crawler, progress)
     except BaseException as exc:
         close_run(run.pk, error=names.clean(exc, 2000) or type(exc).__name__)
         log.exception("sync run=%s stopped", run.pk)
@@ -119,23 +120,115 @@ def close_abandoned_runs(registry, now=None) -> int:
     return closed
 
 
-def sync_repository(run, name, client, crawler=None, progress=None, worker=""):
-    """Sync one repository of ``run`` and record it there; closes the run when it was the last.
-    A failure costs only this repository: it is recorded in the run's problems. Safe to run
-    twice (a redelivered task): the writes are idempotent and the figures count once."""
-    own = crawler is None
-    crawler = crawler or make_crawler(client)
-    outcome = {"tags": 0, "fetched": 0, "removed": 0, "problems": []}
+def sync_repository(run, name, client, worker=""):
+    """Sync one repository of ``run`` (what a worker's task does) and record it there."""
+    crawler = make_crawler(client)
     try:
-        _sync_repository(run.registry, name, crawler, outcome, progress)
-    except Exception as exc:  # noqa: BLE001 - one poison repository never stops the sync
-        log.exception("sync run=%s repository=%s not written", run.pk, name)
-        outcome["problems"].append({"reference": name, "error": f"could not be written: "
-                                    f"{type(exc).__name__}: {exc}"})
+        sync_repositories(run, [name], crawler, worker=worker)
     finally:
-        if own:
-            crawler.close()
-    record_repository(run.pk, name, outcome, worker)
+        crawler.close()
+
+
+class _Repository:
+    """One repository being synced: what its chunks add up to."""
+
+    def __init__(self, name):
+        self.name = name
+        self.repo = None
+        self.listed = set()
+        self.reached = set()
+        self.chunks = 0  # not written yet
+        self.failed = False
+        self.outcome = {"tags": 0, "fetched": 0, "removed": 0, "problems": []}
+
+    def fail(self, run, exc):
+        """A failure costs only this repository: the rest of it is skipped, the reason listed."""
+        log.exception("sync run=%s repository=%s not written", run.pk, self.name)
+        if not self.failed:
+            self.outcome["problems"].append({"reference": self.name, "error": "could not be "
+                                             f"written: {type(exc).__name__}: {exc}"})
+        self.failed = True
+
+
+def sync_repositories(run, repositories, crawler, progress=None, worker=""):
+    """Sync ``repositories`` of ``run`` one after the other, each recorded on the run once done
+    (the last one closes it). The requests of the next two chunks, of this repository or the
+    next, are queued while one is written: the registry is read while the database is
+    written. Safe to run twice for a repository (a redelivered task): the writes are
+    idempotent and its figures count once."""
+    feed = _feed(run, repositories, crawler, progress, worker)
+    flights = deque()
+
+    def launch():
+        item = next(feed, None)
+        if item is None:
+            return
+        state, tags, digests = item
+        try:
+            flights.append((state, *_start_chunk(crawler, state.repo, tags, digests)))
+        except Exception as exc:  # noqa: BLE001 - one poison repository never stops the sync
+            state.fail(run, exc)
+            flights.append((state, None, None))
+
+    launch()
+    launch()
+    while flights:
+        state, had, crawl = flights.popleft()
+        try:
+            result = crawler.finish(crawl) if crawl is not None else None
+        except Exception as exc:  # noqa: BLE001
+            state.fail(run, exc)
+        launch()
+        if crawl is not None and not state.failed:
+            try:
+                _write_chunk(state.repo, had, result, state.outcome)
+                state.reached |= set(result.tag_digests.values()) | set(result.fetched)
+            except Exception as exc:  # noqa: BLE001
+                state.fail(run, exc)
+        state.chunks -= 1
+        if state.chunks == 0:
+            if not state.failed:
+                try:
+                    _reconcile(state.repo, state.listed, state.reached, crawler, state.outcome)
+                except Exception as exc:  # noqa: BLE001
+                    state.fail(run, exc)
+            record_repository(run.pk, state.name, state.outcome, worker)
+
+
+def _feed(run, repositories, crawler, progress, worker):
+    """(repository state, tags, digests) for each chunk of each repository, in order. A
+    repository whose tags cannot be listed is left as it is this time, with the problem
+    recorded; tags outside the grammar are skipped likewise."""
+    for name in repositories:
+        state = _Repository(name)
+        problems = state.outcome["problems"]
+        try:
+            tags = crawler.client.tags(name)
+        except RegistryError as exc:
+            problems.append({"reference": name, "error": f"could not list its tags: {exc}"})
+            record_repository(run.pk, name, state.outcome, worker)
+            continue
+        listed = [t for t in tags if names.valid_tag(t)]
+        for bad in [t for t in tags if not names.valid_tag(t)][:20]:
+            problems.append({"reference": f"{name}:{names.shown(bad)}",
+                             "error": "not a valid tag: skipped"})
+        del tags
+        state.listed, state.outcome["tags"] = set(listed), len(listed)
+        if progress is not None:
+            progress.total += len(listed)
+            progress.refresh()
+        try:
+            state.repo, _ = Repository.objects.get_or_create(registry=run.registry, name=name)
+            unread = list(Manifest.objects.filter(repository=state.repo, fetched=False)
+                          .values_list("digest", flat=True))
+        except Exception as exc:  # noqa: BLE001
+            state.fail(run, exc)
+            record_repository(run.pk, name, state.outcome, worker)
+            continue
+        chunks = [listed[i:i + CHUNK_TAGS] for i in range(0, len(listed), CHUNK_TAGS)] or [[]]
+        state.chunks = len(chunks)
+        for n, chunk in enumerate(chunks):
+            yield state, chunk, unread if n == 0 else ()
 
 
 def record_repository(run_id, name, outcome, worker=""):
@@ -200,39 +293,6 @@ def _valid_names(run, candidates):
             _problem(run, names.shown(name, 300), "not a valid repository name: hubmgr does "
                      "not read it (an administrator can remove it from hubmgr in the admin)")
     return out
-
-
-def _sync_repository(registry, name, crawler, outcome, progress):
-    problems = outcome["problems"]
-    try:
-        tags = crawler.client.tags(name)
-    except RegistryError as exc:
-        problems.append({"reference": name, "error": f"could not list its tags: {exc}"})
-        return
-    listed = [t for t in tags if names.valid_tag(t)]
-    for bad in [t for t in tags if not names.valid_tag(t)][:20]:
-        problems.append({"reference": f"{name}:{names.shown(bad)}",
-                         "error": "not a valid tag: skipped"})
-    del tags
-    if progress is not None:
-        progress.total += len(listed)
-        progress.refresh()
-    repo, _ = Repository.objects.get_or_create(registry=registry, name=name)
-    unread = list(Manifest.objects.filter(repository=repo, fetched=False)
-                  .values_list("digest", flat=True))
-    reached = set()
-    chunks = [listed[i:i + CHUNK_TAGS] for i in range(0, len(listed), CHUNK_TAGS)] or [[]]
-    # The next chunk's requests are queued before this one is written, so the registry is
-    # read while the database is written.
-    flight = _start_chunk(crawler, repo, chunks[0], unread)
-    for n in range(len(chunks)):
-        had, crawl = flight
-        result = crawler.finish(crawl)
-        flight = _start_chunk(crawler, repo, chunks[n + 1]) if n + 1 < len(chunks) else None
-        _write_chunk(repo, had, result, outcome)
-        reached |= set(result.tag_digests.values()) | set(result.fetched)
-    outcome["tags"] = len(listed)
-    _reconcile(repo, set(listed), reached, crawler, outcome)
 
 
 def _start_chunk(crawler, repo, tags, digests=()):
