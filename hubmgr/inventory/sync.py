@@ -338,7 +338,8 @@ def _write_chunk(repo, had, result, outcome):
     changed = {t: d for t, d in result.tag_digests.items() if had.get(t) != d}
     gone_tags = result.tags_gone & set(had)
     outcome["fetched"] += len(result.fetched)
-    outcome["problems"].extend(result.problems)
+    # A repository's problems are kept up to the run's limit: memory stays bounded too.
+    outcome["problems"].extend(result.problems[:MAX_PROBLEMS - len(outcome["problems"])])
     if not (result.fetched or result.missing or changed or gone_tags):
         return
     _insert_blobs(repo.registry_id, [b for item in result.fetched.values() if item.manifest
@@ -384,10 +385,12 @@ def _reconcile(repo, listed, reached, crawler, outcome):
             reached.add(child_digest)
     unseen = {d: i for d, i in Manifest.objects.filter(repository=repo)
               .values_list("digest", "id").iterator(chunk_size=2000) if d not in reached}
-    answers = crawler.exists(repo.name, unseen) if unseen else {}
+    answers, waiting = {}, list(unseen)
+    for start in range(0, len(waiting), CHUNK_TAGS):  # a chunk of HEADs in flight at a time
+        answers.update(crawler.exists(repo.name, waiting[start:start + CHUNK_TAGS]))
     gone = [unseen[d] for d, present in answers.items() if present is False]
     for digest, present in answers.items():
-        if isinstance(present, str):
+        if isinstance(present, str) and len(outcome["problems"]) < MAX_PROBLEMS:
             outcome["problems"].append({"reference": f"{repo.name}@{digest}", "error": present})
     if dropped or gone:
         with writing(repo) as batch:
