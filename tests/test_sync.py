@@ -245,3 +245,13 @@ def test_repositories_are_forgotten_only_after_a_whole_catalog(registry, registr
     assert repo("leaving/app").manifests.count() == 1
     sync()
     assert not Manifest.objects.filter(repository__name="leaving/app").exists()
+
+
+def test_sync_command_queues_the_run_for_the_workers(registry, registry_client, celery_worker,
+                                                     capsys):
+    image(registry_client, "queue/app", tag="t", seed="queue")
+    call_command("sync", "--queue")
+    assert "Queued 1 repositories for the workers" in capsys.readouterr().out
+    devstack.wait_for(lambda: SyncRun.objects.filter(finished_at__isnull=False).exists(),
+                      "the queued run", timeout=60)
+    assert SyncRun.objects.get().tags == 1 and Tag.objects.get().name == "t"
