@@ -14,7 +14,7 @@ RESULTS_FILE = OUT / "results.json"
 WORK = Path(os.environ["HUBMGR_DATA_DIR"])
 
 MANIFESTS = int(os.environ.get("BENCH_MANIFESTS", 100_000))
-TAGS = int(os.environ.get("BENCH_TAGS", 5_000))
+TAGS = int(os.environ.get("BENCH_TAGS", 20_000))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", 8))
 REQUESTS = int(os.environ.get("BENCH_REQUESTS", 60))
 

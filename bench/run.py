@@ -4,8 +4,10 @@ Sections (BENCH_ONLY=name runs one; several may be comma separated):
 - table: server time (p50/p95) of the Image Management table and the images API for one
   repository of BENCH_MANIFESTS manifests, with SQL queries per request; then the deletion plan.
 - repos: the repositories page and API at 10,000 repositories.
-- sync: sync throughput from a local docker-registry against the registry's raw manifest-GET
-  rate, measured in the same run with the same concurrency.
+- sync: sync throughput from a local docker-registry (BENCH_TAGS images, default 20,000)
+  against the raw rate of the same requests (manifest and config GETs), measured in the same
+  run with the same concurrency; a second sync with no change; the sync process's peak RSS;
+  on PostgreSQL, the sync fanned out to 1 and then 2 Celery workers.
 - delete: a deletion job's DELETE rate against raw DELETEs.
 - ingest: notifications per second through the webhook (gunicorn, 2 workers) with a real
   Celery worker applying them, one event per POST, and the time until they are visible.

@@ -234,6 +234,13 @@ STATIC_ROOT = env_str("HUBMGR_STATIC_ROOT") or None
 WHITENOISE_USE_FINDERS = True
 
 REDIS_URL = env_str("HUBMGR_REDIS_URL", "redis://127.0.0.1:6379/0")
+# The cache holds what processes share for a while (the registry's health that pages show).
+# With HUBMGR_REDIS_URL set (a team's stack), every web process and worker shares it in Redis;
+# a laptop without it keeps it in each process's memory. Sessions and login throttling live in
+# the database, so nothing a web process serves depends on its own disk.
+if os.environ.get("HUBMGR_REDIS_URL"):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                          "LOCATION": REDIS_URL, "KEY_PREFIX": "hubmgr-cache"}}
 CELERY_BROKER_URL = REDIS_URL
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

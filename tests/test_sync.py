@@ -1,5 +1,7 @@
 """`sync` against a real registry: what it reads, what it keeps, what it reconciles away."""
 
+from datetime import timedelta
+
 import pytest
 from django.core.management import CommandError, call_command
 
@@ -142,3 +144,114 @@ def test_an_index_whose_child_is_gone_says_so(registry, registry_client, client,
     client.force_login(user)
     html = client.get(f"/repositories/holes/app/-/children/{index}").content.decode()
     assert "the registry has no such manifest (404)" in html
+
+
+# ---- per-repository runs, chunks and the fan-out -------------------------------------------
+def test_a_repository_is_read_in_chunks_like_in_one_go(registry, registry_client, monkeypatch):
+    from hubmgr.inventory import sync as sync_module
+
+    monkeypatch.setattr(sync_module, "CHUNK_TAGS", 2)
+    index, kids = multiarch(registry_client, "chunks/app", tag="multi")
+    old = image(registry_client, "chunks/app", tag="t0", seed="c-old")
+    for n in range(1, 5):
+        image(registry_client, "chunks/app", tag=f"t{n}", seed=f"c{n}")
+    assert sync().tags == 6
+    registry_client.delete_manifest("chunks/app", old["digest"])
+    moved = image(registry_client, "chunks/app", tag="t1", seed="c-moved")
+    run = sync()
+    assert run.problems == [] and run.removed == 1 and run.manifests_fetched == 1
+    r = repo("chunks/app")
+    assert sorted(Tag.objects.filter(repository=r).values_list("name", flat=True)) == [
+        "multi", "t1", "t2", "t3", "t4"]
+    assert row("chunks/app", moved["digest"]).tags == ["t1"]
+    assert all(not row("chunks/app", k["digest"]).is_top_level for k in kids)
+    assert r.item_count == 6 and r.tagged_count == 5  # the image t1 left stays, untagged
+
+
+def test_each_repository_counts_once_and_the_last_one_closes_the_run(
+        registry, registry_client):
+    from hubmgr.inventory import sync as sync_module
+    from hubmgr.inventory.registries import client_for, default_registry
+
+    for name in ("fan/a", "fan/b"):
+        image(registry_client, name, tag="t", seed=name)
+    registry_obj = default_registry()
+    client = client_for(registry_obj)
+    run = sync_module.open_run(registry_obj, client)
+    assert run.remaining == 2 and run.finished_at is None
+    sync_module.sync_repository(run, "fan/a", client, worker="w1@host")
+    sync_module.sync_repository(run, "fan/a", client, worker="w2@host")  # a redelivery
+    run.refresh_from_db()
+    assert run.finished_at is None and run.repositories == 1 and run.tags == 1
+    sync_module.sync_repository(run, "fan/b", client, worker="w2@host")
+    client.close()
+    run.refresh_from_db()
+    assert run.finished_at is not None and run.repositories == 2 and run.tags == 2
+    assert dict(run.repository_syncs.values_list("name", "worker")) == {
+        "fan/a": "w1@host", "fan/b": "w2@host"}
+
+
+def test_a_repository_that_fails_costs_only_itself_and_the_run_closes(
+        registry, registry_client, monkeypatch):
+    from hubmgr.inventory import sync as sync_module
+
+    image(registry_client, "ok/app", tag="t", seed="ok")
+    image(registry_client, "poison/repo", tag="t", seed="poison")
+    real = sync_module._write_chunk
+
+    def failing(repo, *args):
+        if repo.name == "poison/repo":
+            raise ValueError("boom")
+        return real(repo, *args)
+
+    monkeypatch.setattr(sync_module, "_write_chunk", failing)
+    run = sync()
+    assert run.finished_at is not None and run.error == "" and run.repositories == 2
+    assert run.problems == [{"reference": "poison/repo",
+                             "error": "could not be written: ValueError: boom"}]
+    assert row("ok/app", Manifest.objects.get(repository__name="ok/app").digest).tags == ["t"]
+
+
+def test_the_fan_out_runs_on_workers_and_a_second_waits_for_the_first(
+        registry, registry_client, celery_worker):
+    from hubmgr.inventory.registries import default_registry
+    from hubmgr.inventory.tasks import fan_out, reconcile
+
+    for name in ("queued/a", "queued/b", "queued/c"):
+        image(registry_client, name, tag="t", seed=name)
+    run_id = reconcile()  # lists the catalog here, queues a task per repository
+    devstack.wait_for(lambda: SyncRun.objects.filter(pk=run_id, finished_at__isnull=False)
+                      .exists(), "the fanned-out run", timeout=60)
+    run = SyncRun.objects.get(pk=run_id)
+    assert run.repositories == 3 and run.tags == 3 and run.problems == []
+    assert all(run.repository_syncs.values_list("worker", flat=True))
+    assert Tag.objects.count() == 3
+    # A run still going (its tasks queued) makes the next reconcile wait; one that made no
+    # progress for hours is closed as abandoned, and a new one starts.
+    stuck = SyncRun.objects.create(registry=default_registry(), remaining=1)
+    assert fan_out(default_registry()) is None
+    SyncRun.objects.filter(pk=stuck.pk).update(started_at=stuck.started_at - timedelta(hours=4))
+    assert fan_out(default_registry()) is not None
+    stuck.refresh_from_db()
+    assert stuck.finished_at is not None and stuck.error.startswith("abandoned")
+
+
+def test_repositories_are_forgotten_only_after_a_whole_catalog(registry, registry_client):
+    desc = image(registry_client, "leaving/app", tag="t", seed="leaving")
+    image(registry_client, "staying/app", tag="t", seed="staying")
+    sync()
+    registry_client.delete_manifest("leaving/app", desc["digest"])
+    sync("staying/app")  # one repository: the catalog was not read, nothing is forgotten
+    assert repo("leaving/app").manifests.count() == 1
+    sync()
+    assert not Manifest.objects.filter(repository__name="leaving/app").exists()
+
+
+def test_sync_command_queues_the_run_for_the_workers(registry, registry_client, celery_worker,
+                                                     capsys):
+    image(registry_client, "queue/app", tag="t", seed="queue")
+    call_command("sync", "--queue")
+    assert "Queued 1 repositories for the workers" in capsys.readouterr().out
+    devstack.wait_for(lambda: SyncRun.objects.filter(finished_at__isnull=False).exists(),
+                      "the queued run", timeout=60)
+    assert SyncRun.objects.get().tags == 1 and Tag.objects.get().name == "t"

@@ -6,7 +6,8 @@ one bad manifest does not stop the rest.
 """
 
 import logging
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+import queue
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from hubmgr.registry.errors import RegistryError, RegistryNotFound
@@ -35,12 +36,36 @@ class CrawlResult:
     requests: int = 0
 
 
+class Crawl:
+    """One crawl in flight: its requests are queued in the crawler's pool."""
+
+    def __init__(self, repository, known, context):
+        self.repository = repository
+        self.known = set(known)
+        self.context = context
+        self.result = CrawlResult()
+        self.pending = 0  # requests queued or running
+        self.done = queue.SimpleQueue()  # their futures, as they complete
+        self.wanted = set()  # digests fetched, in flight or being looked up
+        self.configs_wanted = set()
+        self.check = set()  # digests to look up before fetching
+        self.check_configs = set()
+
+
 class Crawler:
-    def __init__(self, client, concurrency=8, config_cache=None, on_tag=None):
+    """``lookup(context, digests, config_digests) -> (known digests, {config digest:
+    ImageConfig})``, when given, is asked in batches, on the thread that calls ``finish``,
+    what the inventory already read, before anything unknown is fetched."""
+
+    LOOKUP_BATCH = 200
+
+    def __init__(self, client, concurrency=8, config_cache=None, on_tag=None, lookup=None):
         self.client = client
+        self.concurrency = concurrency
         self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="crawl")
         self.config_cache = config_cache if config_cache is not None else {}
         self.on_tag = on_tag or (lambda: None)
+        self.lookup = lookup
 
     def close(self):
         self.pool.shutdown(wait=True)
@@ -51,30 +76,34 @@ class Crawler:
         ``known`` is the set of digests already read into the inventory: they are not fetched
         again. Children of new indexes and configs of new images are fetched too.
         """
-        result = CrawlResult()
-        pending = set()
-        wanted = set()  # digests fetched or in flight
-        configs_wanted = set()
+        return self.finish(self.start(repository, tags, known, digests))
 
-        def submit(fn, kind, *args):
-            pending.add(self.pool.submit(_guard, fn, kind, *args))
-            result.requests += 1
-
-        def want(digest):
-            if digest not in known and digest not in wanted:
-                wanted.add(digest)
-                submit(self._get, "get", repository, digest, None)
-
+    def start(self, repository, tags, known, digests=(), context=None) -> Crawl:
+        """Queue the first requests of a crawl (see ``crawl``) and return at once."""
+        crawl = Crawl(repository, known, context)
         for tag, had in tags.items():
-            if had and had in known:
-                submit(self._head, "head", repository, tag)
+            if had and had in crawl.known:
+                self._submit(crawl, self._head, "head", repository, tag)
             else:
-                submit(self._get, "get", repository, tag, tag)
+                self._submit(crawl, self._get, "get", repository, tag, tag)
         for digest in digests:
-            want(digest)
+            self._want(crawl, digest)
+        return crawl
 
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+    def finish(self, crawl) -> CrawlResult:
+        """Wait for a crawl started by ``start``, queueing what its answers lead to."""
+        result, repository = crawl.result, crawl.repository
+        while crawl.pending or crawl.check or crawl.check_configs:
+            waiting = len(crawl.check) + len(crawl.check_configs)
+            if waiting and (waiting >= self.LOOKUP_BATCH or crawl.pending < self.concurrency):
+                self._look_up(crawl)
+            if not crawl.pending:
+                continue
+            # Completions arrive on a queue: waiting costs the same with 10 or 10,000 in flight.
+            done = [crawl.done.get()]
+            while not crawl.done.empty():
+                done.append(crawl.done.get())
+            crawl.pending -= len(done)
             for future in done:
                 kind, ref, value, error = future.result()
                 if kind == "head":
@@ -87,7 +116,7 @@ class Crawler:
                         result.tags_gone.add(ref)
                     else:
                         result.tag_digests[ref] = value
-                        want(value)
+                        self._want(crawl, value)
                 elif kind == "get":
                     tag, reference = ref
                     if tag is not None:
@@ -107,7 +136,7 @@ class Crawler:
                             result.missing.add(reference)
                         continue
                     fetched = value
-                    wanted.add(fetched.digest)
+                    crawl.wanted.add(fetched.digest)
                     result.fetched[fetched.digest] = fetched
                     if tag is not None:
                         result.tag_digests[tag] = fetched.digest
@@ -115,20 +144,53 @@ class Crawler:
                     if manifest is None:
                         continue
                     for child in manifest.children:
-                        want(child.digest)
+                        self._want(crawl, child.digest)
                     cfg = manifest.config
-                    if cfg and cfg.digest not in self.config_cache and \
-                            cfg.digest not in configs_wanted:
-                        configs_wanted.add(cfg.digest)
-                        submit(self._config, "config", repository, cfg.digest)
+                    if cfg:
+                        self._want_config(crawl, cfg.digest)
                 elif kind == "config":
                     if error:
                         result.problems.append({"reference": f"{repository}@{ref}",
                                                 "error": f"image config: {error}"})
                         value = ImageConfig()
-                    self.config_cache[ref] = value
-        result.configs = self.config_cache
+                    result.configs[ref] = value
         return result
+
+    def _submit(self, crawl, fn, kind, *args):
+        crawl.pending += 1
+        self.pool.submit(_guard, fn, kind, *args).add_done_callback(crawl.done.put)
+        crawl.result.requests += 1
+
+    def _want(self, crawl, digest):
+        if digest in crawl.known or digest in crawl.wanted:
+            return
+        crawl.wanted.add(digest)
+        if self.lookup:
+            crawl.check.add(digest)
+        else:
+            self._submit(crawl, self._get, "get", crawl.repository, digest, None)
+
+    def _want_config(self, crawl, digest):
+        if digest in crawl.configs_wanted or digest in crawl.result.configs:
+            return
+        crawl.configs_wanted.add(digest)
+        if digest in self.config_cache:
+            crawl.result.configs[digest] = self.config_cache[digest]
+        elif self.lookup:
+            crawl.check_configs.add(digest)
+        else:
+            self._submit(crawl, self._config, "config", crawl.repository, digest)
+
+    def _look_up(self, crawl):
+        digests, configs = crawl.check, crawl.check_configs
+        crawl.check, crawl.check_configs = set(), set()
+        known, read = self.lookup(crawl.context, digests, configs)
+        crawl.known |= known
+        crawl.result.configs.update(read)
+        for digest in sorted(digests - known):
+            self._submit(crawl, self._get, "get", crawl.repository, digest, None)
+        for digest in sorted(configs - set(read)):
+            self._submit(crawl, self._config, "config", crawl.repository, digest)
 
     def exists(self, repository, digests) -> dict:
         """HEAD each digest: {digest: True (present) | False (404) | error message}."""

@@ -251,3 +251,21 @@ class SyncRun(models.Model):
     # [{"repository", "reference", "error"}]: what could not be read; the sync went on.
     problems = models.JSONField(default=list)
     error = models.TextField(blank=True)
+    # The catalog was read whole, so repositories missing from it may be forgotten at the end.
+    whole_catalog = models.BooleanField(default=False)
+    # Repositories not synced yet; the task that brings it to 0 closes the run.
+    remaining = models.IntegerField(default=0)
+
+
+class RepositorySync(models.Model):
+    """One repository of a sync run: a unit of work that any worker may take. Its figures are
+    added to the run once, when ``finished_at`` is first set."""
+
+    run = models.ForeignKey(SyncRun, on_delete=models.CASCADE, related_name="repository_syncs")
+    name = models.CharField(max_length=255)
+    listed = models.BooleanField(default=True)  # False: known to us, but not in the catalog
+    finished_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True)  # the Celery worker that did it
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "name"], name="reposync_unique")]

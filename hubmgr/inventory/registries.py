@@ -45,10 +45,16 @@ def check_health(registry: Registry, max_age_seconds=30) -> str:
     if not registry.url:
         return ""
     key = f"hubmgr:registry-health:{registry.pk}:{registry.url}"
-    error = cache.get(key)
+    try:
+        error = cache.get(key)
+    except Exception:  # noqa: BLE001 - a shared cache (Redis) that is down: ping instead
+        error = None
     if error is None:
         error = _ping(registry)
-        cache.set(key, error, max_age_seconds)
+        try:
+            cache.set(key, error, max_age_seconds)
+        except Exception:  # noqa: BLE001
+            pass
     return error
 
 

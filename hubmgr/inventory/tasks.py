@@ -3,17 +3,16 @@
 import logging
 import time
 
-from celery import shared_task
+from celery import group, shared_task
 
 from hubmgr import celery_app
 from hubmgr.registry.errors import RegistryError, RegistryUnavailable
 
-from . import envelopes, retention
+from . import envelopes, retention, sync
 from .crawl import Crawler
-from .models import Repository
+from .models import Repository, SyncRun
 from .registries import client_for, default_registry
 from .store import writing
-from .sync import sync_registry
 
 log = logging.getLogger("hubmgr.tasks")
 
@@ -54,18 +53,53 @@ def fetch(repository_id, digests):
     return fetch_manifests(repository_id, digests)
 
 
+def fan_out(registry):
+    """Read the catalog and queue one sync_repository task per repository, for any worker to
+    take. Returns the run, or None while an earlier run is still going (one that made no
+    progress for a long time is closed as abandoned first). Raises RegistryError when the
+    catalog cannot be read (the run is closed with that error)."""
+    sync.close_abandoned_runs(registry)
+    if sync.open_runs(registry).exists():
+        log.info("reconcile skipped registry=%s: a sync is still running", registry.url)
+        return None
+    client = client_for(registry)
+    try:
+        run = sync.open_run(registry, client)
+    finally:
+        client.close()
+    todo = list(run.repository_syncs.filter(finished_at__isnull=True)
+                .values_list("name", flat=True))
+    if todo:
+        group(sync_repository.s(run.pk, name) for name in todo).apply_async()
+    return run
+
+
 @shared_task(name="hubmgr.inventory.tasks.reconcile")
 def reconcile():
     registry = default_registry()
-    client = client_for(registry)
     try:
-        run = sync_registry(registry, client)
+        run = fan_out(registry)
     except RegistryError as exc:
         log.warning("reconcile failed registry=%s error=%s", registry.url, exc)
         return None
+    return run.pk if run else None
+
+
+@shared_task(name="hubmgr.inventory.tasks.sync_repository", bind=True)
+def sync_repository(self, run_id, name):
+    """One repository of a fanned-out sync run; the last one to finish closes the run."""
+    run = SyncRun.objects.select_related("registry").filter(
+        pk=run_id, finished_at__isnull=True).first()
+    if run is None or not run.repository_syncs.filter(name=name, finished_at__isnull=True) \
+            .exists():
+        return None  # done already (a redelivery), or the run was closed as abandoned
+    client = client_for(run.registry)
+    try:
+        sync.sync_repository(run, name, client, worker=self.request.hostname or "")
     finally:
         client.close()
-    return run.pk
+    log.info("sync run=%s repository=%s worker=%s done", run_id, name, self.request.hostname)
+    return name
 
 
 @shared_task(name="hubmgr.inventory.tasks.prune")

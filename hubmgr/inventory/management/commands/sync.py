@@ -16,9 +16,14 @@ class Command(BaseCommand):
         parser.add_argument("--concurrency", type=int, help="parallel requests (default: "
                             "HUBMGR_SYNC_CONCURRENCY)")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+        parser.add_argument("--queue", action="store_true", help="queue one task per "
+                            "repository for the Celery workers instead of syncing here")
 
-    def handle(self, repository=None, concurrency=None, no_progress=False, **options):
+    def handle(self, repository=None, concurrency=None, no_progress=False, queue=False,
+               **options):
         registry = default_registry()
+        if queue:
+            return self._queue(registry)
         try:
             client = client_for(registry)
         except RegistryError as exc:
@@ -37,3 +42,16 @@ class Command(BaseCommand):
             self.stdout.write(f"  problem: {problem['reference']}: {problem['error']}")
         if len(run.problems) > 20:
             self.stdout.write(f"  … and {len(run.problems) - 20} more problems")
+
+    def _queue(self, registry):
+        from hubmgr.inventory.tasks import fan_out
+
+        try:
+            run = fan_out(registry)
+        except RegistryError as exc:
+            raise CommandError(str(exc)) from None
+        if run is None:
+            raise CommandError("A sync of this registry is still running; its repositories "
+                               "are queued or being synced.")
+        self.stdout.write(f"Queued {run.remaining} repositories for the workers (sync run "
+                          f"{run.pk}).")
