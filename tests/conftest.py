@@ -109,7 +109,12 @@ def token_server(tmp_path):
 @pytest.fixture
 def celery_worker(redis_url, transactional_db):
     """A real Celery worker (in a thread) consuming from the private Redis."""
+    from hubmgr.inventory import tasks
+
     celery_app.control.purge()  # wake-ups queued by earlier tests are not this test's
+    # ... and neither is their "a wake-up is queued" flag, nor a broker outage they caused.
+    tasks._wake_flag().delete(tasks.WAKE_KEY)
+    tasks._broker_down_until[0] = 0.0
     with start_worker(celery_app, pool="solo", perform_ping_check=False,
                       shutdown_timeout=20) as worker:
         yield worker
