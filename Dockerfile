@@ -13,4 +13,4 @@ RUN HUBMGR_SECRET_KEY=build-only python manage.py collectstatic --noinput -v0 \
     && useradd --system --home /data hubmgr && mkdir -p /data && chown hubmgr /data
 USER hubmgr
 EXPOSE 8000
-CMD ["gunicorn", "hubmgr.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--access-logfile", "-"]
+CMD ["gunicorn", "hubmgr.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "8", "--access-logfile", "-"]
