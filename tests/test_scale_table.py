@@ -263,7 +263,11 @@ def test_keyset_and_deep_pages_read_index_ranges(big_repo, sort):
         (sql,) = table_queries(big_repo, state)
         nodes = explain(sql)
         scans = [n for n in nodes if n.get("Index Name", "").startswith("m_sort_")]
-        assert scans and all(n["Node Type"] == "Index Only Scan" for n in scans), nodes
+        # Index-only unless the visibility map is behind (autovacuum has not run on the test
+        # table yet): then the planner may read the same range as a bitmap. Either way the
+        # range starts at the cursor (the Index Cond) and nothing sorts the whole table.
+        assert scans and all(n["Node Type"] in ("Index Only Scan", "Bitmap Index Scan")
+                             for n in scans), nodes
         if condition:
             assert all(column in n[condition] for n in scans), scans
         for sort_node in (n for n in nodes if n["Node Type"] in ("Sort", "Incremental Sort")):
