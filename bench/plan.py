@@ -99,9 +99,10 @@ def _selection(repo, n):
 
 
 def bench_plan():
-    cases = [(SMALL, _repository(SMALL))]
+    big = _repository(MANIFESTS)  # first: build_inventory expects no base layers yet
+    cases = [(SMALL, big if MANIFESTS == SMALL else _repository(SMALL))]
     if MANIFESTS > SMALL:
-        cases.append((MANIFESTS, _repository(MANIFESTS)))
+        cases.append((MANIFESTS, big))
     for n, repo in cases:
         _bench_case(repo, n)
     _bench_preview(cases[0][1], SMALL)
