@@ -141,3 +141,11 @@ def test_the_plan_loads_in_a_fixed_number_of_queries():
             plan(*load_graph(repos["a"], [digest(n) for n in names]))
         counts.append(len(ctx.captured_queries))
     assert counts[0] <= counts[1] <= 10
+
+
+def test_digests_that_are_not_digests_are_kept_as_unknown_without_an_error():
+    repos = store({"l": 1}, [(frozenset({"l"}), 3)], {("a", "image0"): ("image", 0)}, {})
+    odd = ['sha256:a,b', 'x"y', "{}", "back\\slash", " ", "", digest("image0")]
+    p = plan(*load_graph(repos["a"], odd))
+    assert [n.digest for n, _ in p.items] == [digest("image0")]
+    assert {key[1] for key, _ in p.kept} == set(odd[:-1])

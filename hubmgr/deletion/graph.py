@@ -37,7 +37,11 @@ def _table(model):
 def _values(values, kind):
     """A subquery over ``values`` (one column, ``value``) and its one parameter."""
     if connection.vendor == "postgresql":
-        return f"SELECT unnest(%s::{kind}[]) AS value", values
+        # As an array literal: psycopg's dump of a 100,000-item list took more memory than
+        # the list.
+        if kind == "text":
+            values = ('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+        return f"SELECT unnest(%s::{kind}[]) AS value", "{" + ",".join(map(str, values)) + "}"
     return "SELECT value FROM json_each(%s)", json.dumps(values)
 
 
@@ -68,18 +72,27 @@ def load_graph(repo, digests) -> tuple[Graph, list]:
         f"(SELECT 1 FROM {manifest_t} o JOIN {_table(type(repo))} r ON r.id = o.repository_id "
         "WHERE o.digest = m.digest AND o.repository_id <> m.repository_id "
         "AND r.registry_id = %s LIMIT 1)")
-    rows = {}  # id -> (id, digest, kind, size, manifest_size, fetched, elsewhere); in ``repo``
+    # Nodes are made as rows arrive and completed in place (a plan may hold 100,000 of them:
+    # no row tuples or lists kept beside them).
+    nodes = {}  # id -> Node; all in ``repo``
+    digest_refs = {}
+    name = repo.name
+    kinds = {Kind.IMAGE.value: Kind.IMAGE.value, Kind.INDEX.value: Kind.INDEX.value}
 
     def add(found):
         new = []
-        for row in found:
-            if row[0] not in rows:
-                rows[row[0]] = row
-                new.append(row[0])
+        for manifest_id, digest, kind, size, manifest_size, fetched, elsewhere in found:
+            if manifest_id not in nodes:
+                nodes[manifest_id] = Node(key=(name, digest), kind=kinds.get(kind, kind),
+                                          size=size, manifest_size=manifest_size,
+                                          fetched=bool(fetched))
+                # A digest is unique within a repository; a row elsewhere keeps its blob.
+                digest_refs[digest] = 2 if elsewhere else 1
+                new.append(manifest_id)
         return new
 
     def load_ids(ids):
-        ids = {i for i in ids if i not in rows}
+        ids = {i for i in ids if i not in nodes}
         if ids:
             add(_select(f"SELECT {columns} FROM ({{}}) v JOIN {manifest_t} m ON m.id = v.value",
                         repo.registry_id, ids))
@@ -104,28 +117,31 @@ def load_graph(repo, digests) -> tuple[Graph, list]:
         return found
 
     # Down: children of selected indexes, to any depth.
-    frontier = [i for i in selected_ids if rows[i][2] == Kind.INDEX]
+    frontier = [i for i in selected_ids if nodes[i].kind == Kind.INDEX]
     while frontier:
         found = load_children(frontier)
-        frontier = [i for i in dict.fromkeys(found) if rows[i][2] == Kind.INDEX
+        frontier = [i for i in dict.fromkeys(found) if nodes[i].kind == Kind.INDEX
                     and i not in children]
     # Up: every index that references a loaded manifest, with all its children. Only the core
     # (loaded before this) can go: the indexes above are not selected, and so nor is what only
     # they reference.
-    core = set(rows)
+    core = set(nodes)
     parents = {index_id for (index_id,) in _select(
         f"SELECT c.index_id FROM ({{}}) v JOIN {child_t} c ON c.child_id = v.value",
         core)} - set(children)
     load_ids(parents)
     load_children(parents)
+    for index_id, kids in children.items():
+        nodes[index_id].children = tuple(nodes[c].key for c in kids)
+    children.clear()
 
-    blobs = defaultdict(list)  # manifest id -> [blob ids], distinct
-    refs = defaultdict(int)  # blob id -> core manifests referencing it
+    refs = {}  # blob id -> core manifests referencing it
     for manifest_id, blob_id in _select(
             f"SELECT l.manifest_id, l.blob_id FROM ({{}}) v JOIN {link_t} l "
             "ON l.manifest_id = v.value", core):
-        blobs[manifest_id].append(blob_id)
-        refs[blob_id] += 1
+        node = nodes[manifest_id]
+        node.blobs += (blob_id,)  # distinct: (manifest, blob) is unique
+        refs[blob_id] = refs.get(blob_id, 0) + 1
     # A blob is freed when every reference to it is going. One reference more than the core's
     # own already says "not all", so ask only whether a manifest outside the core (in any
     # repository) references it: one step into the (blob, manifest) index, stopping at the
@@ -138,24 +154,11 @@ def load_graph(repo, digests) -> tuple[Graph, list]:
         blob_sizes[blob_id] = size
         if outside:
             refs[blob_id] += 1
-    # A digest is unique within a repository; a row elsewhere keeps the manifest's blob.
-    digest_refs = {row[1]: 2 if row[6] else 1 for row in rows.values()}
 
-    tags = defaultdict(list)
-    for manifest_id, name in _select(
+    for manifest_id, tag in _select(
             f"SELECT t.manifest_id, t.name FROM ({{}}) v JOIN {_table(Tag)} t "
-            "ON t.manifest_id = v.value ORDER BY t.name", rows):
-        tags[manifest_id].append(name)
+            "ON t.manifest_id = v.value ORDER BY t.name", nodes):
+        nodes[manifest_id].tags += (tag,)
 
-    nodes = {}
-    name = repo.name
-    for manifest_id, digest, kind, size, manifest_size, fetched, _ in rows.values():
-        key = (name, digest)
-        kids = children.get(manifest_id)
-        nodes[key] = Node(
-            key=key, kind=kind, tags=tuple(tags[manifest_id]) if manifest_id in tags else (),
-            size=size, manifest_size=manifest_size, blobs=tuple(blobs.get(manifest_id, ())),
-            children=tuple((name, rows[c][1]) for c in kids) if kids else (),
-            fetched=bool(fetched))
-    selected = [(name, d) for d in digests]
-    return Graph(nodes, blob_sizes, dict(refs), digest_refs), selected
+    graph = Graph({node.key: node for node in nodes.values()}, blob_sizes, refs, digest_refs)
+    return graph, [(name, d) for d in digests]
