@@ -2,7 +2,9 @@
 
 Sections (BENCH_ONLY=name runs one; several may be comma separated):
 - table: server time (p50/p95) of the Image Management table and the images API for one
-  repository of BENCH_MANIFESTS manifests, with SQL queries per request; then the deletion plan.
+  repository of BENCH_MANIFESTS manifests, with SQL queries per request.
+- plan: the deletion plan (load + plan, planner alone, peak memory) for a tenth of a
+  100,000-manifest repository, and of BENCH_MANIFESTS when larger; a preview at 10,000.
 - repos: the repositories page and API at 10,000 repositories.
 - sync: sync throughput from a local docker-registry (BENCH_TAGS images, default 20,000)
   against the raw rate of the same requests (manifest and config GETs), measured in the same
@@ -45,11 +47,12 @@ django.setup()
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
-from bench import deletion, ingest, repos, sync, table  # noqa: E402
+from bench import deletion, ingest, plan, repos, sync, table  # noqa: E402
 from bench.common import write_results  # noqa: E402
 
 SECTIONS = {
-    "table": [table.bench_table, table.bench_plan],
+    "table": [table.bench_table],
+    "plan": [plan.bench_plan],
     "repos": [repos.bench_repositories],
     "sync": [sync.bench_sync],
     "delete": [deletion.bench_delete],

@@ -112,40 +112,6 @@ def _insert(model, columns, rows):
             cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", batch)
 
 
-def bench_plan():
-    """The deletion plan for 10,000 selected items of the 100,000-manifest repository."""
-    from hubmgr.deletion.graph import load_graph
-    from hubmgr.deletion.planner import plan
-    from hubmgr.inventory.models import Manifest, Repository
-
-    repo = Repository.objects.get(name="bench/big")
-    n_index = MANIFESTS // 10
-    # 1,000 indexes (each taking its two children) and 9,000 top-level images.
-    chosen = [f"sha256:{i:064x}" for i in range(0, n_index, 10)]
-    top_images = Manifest.objects.filter(repository=repo, kind="image", is_top_level=True) \
-        .order_by("id").values_list("digest", flat=True)[:10_000 - len(chosen)]
-    chosen += list(top_images)
-    load_ms, plan_ms = [], []
-    for _ in range(5):
-        started = time.perf_counter()
-        graph, selected = load_graph(repo, chosen)
-        loaded = time.perf_counter()
-        result = plan(graph, selected)
-        load_ms.append((loaded - started) * 1000)
-        plan_ms.append((time.perf_counter() - loaded) * 1000)
-    total = [a + b for a, b in zip(load_ms, plan_ms)]
-    record("plan", f"{len(chosen)} of {MANIFESTS}", selected=len(chosen),
-           deleted=len(result.items), kept=len(result.kept),
-           plan_median_ms=round(statistics.median(plan_ms), 1),
-           total_median_ms=round(statistics.median(total), 1), total_max_ms=round(max(total), 1))
-    print(f"\nDeletion plan for {len(chosen):,} selected items in a {MANIFESTS:,}-manifest "
-          f"repository ({len(result.items):,} to delete, {len(result.kept):,} kept), 5 runs:")
-    print(f"  planner alone     median {statistics.median(plan_ms):7.1f} ms   "
-          f"max {max(plan_ms):7.1f} ms")
-    print(f"  load + plan       median {statistics.median(total):7.1f} ms   "
-          f"max {max(total):7.1f} ms")
-
-
 BROAD = "v3"  # a tag prefix of about 7% of the items (v1 matches under 1%)
 
 

@@ -17,7 +17,8 @@ def img(repo, name, blobs=(), tags=(), size=10):
 
 
 def idx(repo, name, children, tags=()):
-    return Node((repo, name), "index", tuple(tags), 0, 5, frozenset(), tuple((repo, c) for c in children))
+    return Node((repo, name), "index", tuple(tags), 0, 5, frozenset(),
+                tuple((repo, c) for c in children))
 
 
 def test_an_index_takes_its_unreferenced_children_and_goes_first():

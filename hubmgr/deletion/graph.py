@@ -1,9 +1,16 @@
 """Load the part of the inventory a deletion plan can touch, as a planner Graph.
 
-The queries take long lists of ids (10,000 selected items and their children). They go through
-the database cursor directly: the ORM spent most of a plan's time preparing each list value.
+The queries take long lists of ids (100,000 selected items and their children). Each list goes
+as one parameter (a PostgreSQL array, a JSON array on SQLite) through the database cursor: the
+ORM spent most of a plan's time preparing each list value, and PostgreSQL answered long
+``IN (%s, %s, …)`` lists with parallel sequential scans.
+
+Blob references are not counted: for each blob of the manifests that can go, one indexed probe
+asks whether a manifest outside them references it, and stops at the first it finds. The work
+is bounded by the plan's own links, however many images share a base layer.
 """
 
+import json
 from collections import defaultdict
 
 from django.db import connection
@@ -13,9 +20,6 @@ from hubmgr.inventory.queries import TableState, items
 from hubmgr.registry import names
 
 from .planner import Graph, Node
-
-# SQLite allows 32,766 parameters per statement, PostgreSQL 65,535.
-CHUNK = 10_000
 
 
 def selection_digests(repo, digests=(), all_matching=False, search="", filter=""):
@@ -30,101 +34,131 @@ def _table(model):
     return connection.ops.quote_name(model._meta.db_table)
 
 
-def _select_in(sql, values, *fixed):
-    """Run ``sql`` (with one ``IN ({})`` and optional leading %s params) over ``values`` in
-    chunks, yielding result rows."""
-    values = list(values)
+def _values(values, kind):
+    """A subquery over ``values`` (one column, ``value``) and its one parameter."""
+    if connection.vendor == "postgresql":
+        # As an array literal: psycopg's dump of a 100,000-item list took more memory than
+        # the list.
+        if kind == "text":
+            values = ('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+        return f"SELECT unnest(%s::{kind}[]) AS value", "{" + ",".join(map(str, values)) + "}"
+    return "SELECT value FROM json_each(%s)", json.dumps(values)
+
+
+def _select(sql, *params):
+    """Rows of ``sql``, its ``%s`` and ``{}`` filled from ``params`` in order: a value fills a
+    ``%s``; a collection (ids, or text) fills a ``{}`` with a subquery over its values, sent as
+    one parameter."""
+    args, subqueries = [], []
+    for param in params:
+        if isinstance(param, (list, set, dict)):
+            values = list(param)
+            kind = "text" if values and isinstance(values[0], str) else "bigint"
+            subquery, param = _values(values, kind)
+            subqueries.append(subquery)
+        args.append(param)
     with connection.cursor() as cursor:
-        for start in range(0, len(values), CHUNK):
-            chunk = values[start:start + CHUNK]
-            cursor.execute(sql.format(", ".join(["%s"] * len(chunk))), [*fixed, *chunk])
-            yield from cursor.fetchall()
+        cursor.execute(sql.format(*subqueries), args)
+        yield from cursor
 
 
 def load_graph(repo, digests) -> tuple[Graph, list]:
     """A Graph around ``digests`` of ``repo``, and the selected keys."""
-    manifest_t, child_t = _table(Manifest), _table(IndexChild)
-    columns = "id, digest, kind, size, manifest_size, fetched"
-    rows = {}  # id -> (digest, kind, size, manifest_size, fetched); all in ``repo``
+    manifest_t, child_t, link_t = _table(Manifest), _table(IndexChild), _table(ManifestBlob)
+    # The last column: is there a row with this digest in another repository of the registry
+    # (it keeps the manifest's own blob)? Each row's probe stops at the first.
+    columns = (
+        "m.id, m.digest, m.kind, m.size, m.manifest_size, m.fetched, "
+        f"(SELECT 1 FROM {manifest_t} o JOIN {_table(type(repo))} r ON r.id = o.repository_id "
+        "WHERE o.digest = m.digest AND o.repository_id <> m.repository_id "
+        "AND r.registry_id = %s LIMIT 1)")
+    # Nodes are made as rows arrive and completed in place (a plan may hold 100,000 of them:
+    # no row tuples or lists kept beside them).
+    nodes = {}  # id -> Node; all in ``repo``
+    digest_refs = {}
+    name = repo.name
+    kinds = {Kind.IMAGE.value: Kind.IMAGE.value, Kind.INDEX.value: Kind.INDEX.value}
 
     def add(found):
         new = []
-        for row in found:
-            if row[0] not in rows:
-                rows[row[0]] = row[1:]
-                new.append(row[0])
+        for manifest_id, digest, kind, size, manifest_size, fetched, elsewhere in found:
+            if manifest_id not in nodes:
+                nodes[manifest_id] = Node(key=(name, digest), kind=kinds.get(kind, kind),
+                                          size=size, manifest_size=manifest_size,
+                                          fetched=bool(fetched))
+                # A digest is unique within a repository; a row elsewhere keeps its blob.
+                digest_refs[digest] = 2 if elsewhere else 1
+                new.append(manifest_id)
         return new
 
     def load_ids(ids):
-        return add(_select_in(f"SELECT {columns} FROM {manifest_t} WHERE id IN ({{}})",
-                              set(ids) - set(rows)))
+        ids = {i for i in ids if i not in nodes}
+        if ids:
+            add(_select(f"SELECT {columns} FROM ({{}}) v JOIN {manifest_t} m ON m.id = v.value",
+                        repo.registry_id, ids))
 
-    selected_ids = add(_select_in(
-        f"SELECT {columns} FROM {manifest_t} WHERE repository_id = %s AND digest IN ({{}})",
-        digests, repo.pk))
+    digests = list(dict.fromkeys(digests))
+    if not digests:  # (an empty list would be taken for ids)
+        return Graph({}, {}), []
+    selected_ids = add(_select(
+        f"SELECT {columns} FROM ({{}}) v JOIN {manifest_t} m "
+        "ON m.repository_id = %s AND m.digest = v.value", repo.registry_id, digests, repo.pk))
     children = defaultdict(list)  # index id -> [child ids], in the index's order
 
     def load_children(index_ids):
         found = []
-        for index_id, child_id in _select_in(
-                f"SELECT index_id, child_id FROM {child_t} WHERE index_id IN ({{}}) ORDER BY id",
-                index_ids):
-            children[index_id].append(child_id)
-            found.append(child_id)
-        load_ids(found)
+        if index_ids:
+            for index_id, child_id in _select(
+                    f"SELECT c.index_id, c.child_id FROM ({{}}) v JOIN {child_t} c "
+                    "ON c.index_id = v.value ORDER BY c.id", set(index_ids)):
+                children[index_id].append(child_id)
+                found.append(child_id)
+            load_ids(found)
         return found
 
     # Down: children of selected indexes, to any depth.
-    frontier = [i for i in selected_ids if rows[i][1] == Kind.INDEX]
+    frontier = [i for i in selected_ids if nodes[i].kind == Kind.INDEX]
     while frontier:
         found = load_children(frontier)
-        frontier = [i for i in dict.fromkeys(found) if rows[i][1] == Kind.INDEX
+        frontier = [i for i in dict.fromkeys(found) if nodes[i].kind == Kind.INDEX
                     and i not in children]
-    # Up: every index that references a loaded manifest, with all its children.
-    core = list(rows)
-    parents = {index_id for (index_id,) in _select_in(
-        f"SELECT index_id FROM {child_t} WHERE child_id IN ({{}})", core)} - set(children)
+    # Up: every index that references a loaded manifest, with all its children. Only the core
+    # (loaded before this) can go: the indexes above are not selected, and so nor is what only
+    # they reference.
+    core = set(nodes)
+    parents = {index_id for (index_id,) in _select(
+        f"SELECT c.index_id FROM ({{}}) v JOIN {child_t} c ON c.child_id = v.value",
+        core)} - set(children)
     load_ids(parents)
     load_children(parents)
+    for index_id, kids in children.items():
+        nodes[index_id].children = tuple(nodes[c].key for c in kids)
+    children.clear()
 
-    # Blobs of the core manifests, and how many manifests (any repository) reference each.
-    blobs = defaultdict(set)
-    for manifest_id, blob_id in _select_in(
-            f"SELECT manifest_id, blob_id FROM {_table(ManifestBlob)} WHERE manifest_id IN ({{}})",
-            core):
-        blobs[manifest_id].add(blob_id)
-    blob_ids = set().union(*blobs.values()) if blobs else set()
-    blob_digest, blob_sizes = {}, {}
-    for blob_id, digest, size in _select_in(
-            f"SELECT id, digest, size FROM {_table(Blob)} WHERE id IN ({{}})", blob_ids):
-        blob_digest[blob_id] = digest
-        blob_sizes[digest] = size
-    blob_refs = {blob_digest[blob_id]: refs for blob_id, refs in _select_in(
-        f"SELECT blob_id, COUNT(*) FROM {_table(ManifestBlob)} WHERE blob_id IN ({{}}) "
-        "GROUP BY blob_id", blob_ids)}
-    # A digest is unique within a repository; rows with it elsewhere keep the manifest's blob.
-    digest_refs = {row[0]: 1 for row in rows.values()}
-    for (digest,) in _select_in(
-            f"SELECT m.digest FROM {manifest_t} m JOIN {_table(type(repo))} r "
-            f"ON r.id = m.repository_id WHERE r.registry_id = %s AND m.repository_id <> %s "
-            f"AND m.digest IN ({{}})", digest_refs, repo.registry_id, repo.pk):
-        digest_refs[digest] += 1
+    refs = {}  # blob id -> core manifests referencing it
+    for manifest_id, blob_id in _select(
+            f"SELECT l.manifest_id, l.blob_id FROM ({{}}) v JOIN {link_t} l "
+            "ON l.manifest_id = v.value", core):
+        node = nodes[manifest_id]
+        node.blobs += (blob_id,)  # distinct: (manifest, blob) is unique
+        refs[blob_id] = refs.get(blob_id, 0) + 1
+    # A blob is freed when every reference to it is going. One reference more than the core's
+    # own already says "not all", so ask only whether a manifest outside the core (in any
+    # repository) references it: one step into the (blob, manifest) index, stopping at the
+    # first. Not counted, not EXISTS (PostgreSQL makes that a join over every reference).
+    blob_sizes = {}
+    for blob_id, size, outside in _select(
+            f"SELECT b.id, b.size, (SELECT 1 FROM {link_t} l WHERE l.blob_id = b.id "
+            "AND l.manifest_id NOT IN ({}) LIMIT 1) "
+            f"FROM ({{}}) v JOIN {_table(Blob)} b ON b.id = v.value", core, refs):
+        blob_sizes[blob_id] = size
+        if outside:
+            refs[blob_id] += 1
 
-    tags = defaultdict(list)
-    for manifest_id, name in _select_in(
-            f"SELECT manifest_id, name FROM {_table(Tag)} WHERE manifest_id IN ({{}}) "
-            "ORDER BY name", rows):
-        tags[manifest_id].append(name)
+    for manifest_id, tag in _select(
+            f"SELECT t.manifest_id, t.name FROM ({{}}) v JOIN {_table(Tag)} t "
+            "ON t.manifest_id = v.value ORDER BY t.name", nodes):
+        nodes[manifest_id].tags += (tag,)
 
-    nodes = {}
-    name = repo.name
-    for manifest_id, (digest, kind, size, manifest_size, fetched) in rows.items():
-        key = (name, digest)
-        nodes[key] = Node(
-            key=key, kind=kind, tags=tuple(tags.get(manifest_id, ())), size=size,
-            manifest_size=manifest_size,
-            blobs=frozenset(blob_digest[b] for b in blobs.get(manifest_id, ())),
-            children=tuple((name, rows[c][0]) for c in children.get(manifest_id, ())),
-            fetched=bool(fetched))
-    selected = [(name, d) for d in digests]
-    return Graph(nodes, blob_sizes, blob_refs, digest_refs), selected
+    graph = Graph({node.key: node for node in nodes.values()}, blob_sizes, refs, digest_refs)
+    return graph, [(name, d) for d in digests]

@@ -11,7 +11,9 @@ Rules:
   the registry references.
 """
 
+from collections import Counter
 from dataclasses import dataclass, field
+from itertools import chain
 
 from hubmgr.registry.manifests import IMAGE, INDEX
 
@@ -27,7 +29,7 @@ class Node:
     tags: tuple = ()
     size: int = 0
     manifest_size: int = 0
-    blobs: frozenset = frozenset()  # digests of config and layers
+    blobs: tuple = ()  # config and layers, distinct: keys of Graph.blob_sizes
     children: tuple = ()  # keys of child manifests (same repository)
     fetched: bool = True
 
@@ -45,11 +47,13 @@ class Graph:
     """The part of a registry's inventory a plan can touch.
 
     ``nodes`` holds the selected manifests, their children, and every index that references
-    any of them (with its children). ``blob_sizes`` maps blob digest to size.
-    ``blob_refs`` counts, registry-wide, the manifests that reference each blob of those nodes,
-    and ``digest_refs`` the manifest rows (any repository) with each of their digests: a blob
-    or manifest is freed when every reference to it is going. Left empty, both are counted from
-    ``nodes``, which is then taken to be the whole registry (as in tests).
+    any of them (with its children). ``blob_sizes`` maps each blob (its digest, or its id in
+    the database) to its size. ``blob_refs`` counts, registry-wide, the manifests that reference
+    each blob of those nodes, and ``digest_refs`` the manifest rows (any repository) with each of
+    their digests: a blob or manifest is freed when every reference to it is going. Either count
+    may stop at one more than the references from ``nodes``: that already says one stays. Left
+    empty, both are counted from ``nodes``, which is then taken to be the whole registry (as in
+    tests).
     """
 
     nodes: dict
@@ -102,7 +106,10 @@ def plan(graph: Graph, selected) -> Plan:
         # going because of it: start again without it.
         blocked = {}
         for key in going:
-            outside = sorted(p for p in graph.parents.get(key, ()) if p not in going)
+            parents = graph.parents.get(key)
+            if not parents:
+                continue
+            outside = sorted(p for p in parents if p not in going)
             if outside:
                 blocked[key] = "referenced by index " + ", ".join(
                     _describe(graph, p) for p in outside[:3]) + (" and others" if
@@ -168,7 +175,8 @@ def _delete_order(graph, going):
                 visit(parent)
         order.append(key)
 
-    for key in sorted(going, key=lambda k: (graph.nodes[k].kind != INDEX, k)):
+    indexes = sorted(k for k in going if graph.nodes[k].kind == INDEX)
+    for key in indexes + sorted(set(going).difference(indexes)):
         visit(key)
     return order
 
@@ -179,15 +187,12 @@ def reclaim(graph: Graph, going: set) -> int:
     A remaining index's children never go (the plan keeps them), so a manifest's own blob is
     freed exactly when every row with its digest goes.
     """
-    going_digests, going_blobs = {}, {}
-    sizes = {}
-    for key in going:
-        node = graph.nodes[key]
-        going_digests[node.digest] = going_digests.get(node.digest, 0) + 1
-        sizes[node.digest] = node.manifest_size
-        for blob in node.blobs:
-            going_blobs[blob] = going_blobs.get(blob, 0) + 1
-    freed = sum(sizes[d] for d, n in going_digests.items() if n >= graph.digest_refs.get(d, 0))
-    freed += sum(graph.blob_sizes.get(b, 0) for b, n in going_blobs.items()
-                 if n >= graph.blob_refs.get(b, 0))
+    nodes = [graph.nodes[key] for key in going]
+    going_digests = Counter(node.key[1] for node in nodes)
+    going_blobs = Counter(chain.from_iterable(node.blobs for node in nodes))
+    sizes = {node.key[1]: node.manifest_size for node in nodes}
+    digest_refs, blob_refs, blob_sizes = graph.digest_refs, graph.blob_refs, graph.blob_sizes
+    freed = sum(sizes[d] for d, n in going_digests.items() if n >= digest_refs.get(d, 0))
+    freed += sum(blob_sizes.get(b, 0) for b, n in going_blobs.items()
+                 if n >= blob_refs.get(b, 0))
     return freed
