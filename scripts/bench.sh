@@ -2,7 +2,8 @@
 # `make bench`: every figure on SQLite, then again on PostgreSQL when a server answers at
 # 127.0.0.1:5432 with trust auth, in a database made afresh for the run (hubmgr_bench;
 # HUBMGR_BENCH_POSTGRES_URL points elsewhere). Figures are printed and written to
-# bench/output/results.json. BENCH_ONLY picks sections (see bench/run.py); BENCH_KEEP=1 keeps
+# bench/output/results.json. PostgreSQL measures 1,000,000 manifests (BENCH_PG_MANIFESTS),
+# SQLite 100,000 (BENCH_MANIFESTS). BENCH_ONLY picks sections (see bench/run.py); BENCH_KEEP=1 keeps
 # the PostgreSQL database afterwards and prints its URL. Extra arguments are ignored.
 set -euo pipefail
 PY=.venv/bin/python
@@ -35,7 +36,7 @@ fi
 
 if pg_admin create; then
   echo "== bench on PostgreSQL ($pg_url)"
-  BENCH_DATABASE_URL="$pg_url" BENCH_MANIFESTS="${BENCH_PG_MANIFESTS:-${BENCH_MANIFESTS:-100000}}" \
+  BENCH_DATABASE_URL="$pg_url" BENCH_MANIFESTS="${BENCH_PG_MANIFESTS:-1000000}" \
     "$PY" bench/run.py
   if [ -n "${BENCH_KEEP:-}" ]; then
     echo "BENCH_DATABASE_URL=$pg_url"
