@@ -1,17 +1,15 @@
 """The repositories page and API at BENCH_REPOSITORIES (10,000) repositories: server time per
 request for search, each sort and a deep page."""
 
-import statistics
-import time
 from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection
 from django.test import Client
-from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from .common import REQUESTS, percentile, record
+from .common import REQUESTS, record
+from .table import time_requests
 
 REPOSITORIES = 10_000
 
@@ -60,16 +58,7 @@ def bench_repositories():
           f"each, {connection.vendor}:")
     print(f"{'case':34} {'p50 ms':>8} {'p95 ms':>8}  SQL queries")
     for name, url, headers in cases:
-        timings, queries = [], set()
-        client.get(url, **headers)  # warm
-        for _ in range(REQUESTS):
-            with CaptureQueriesContext(connection) as ctx:
-                started = time.perf_counter()
-                resp = client.get(url, **headers)
-                timings.append((time.perf_counter() - started) * 1000)
-            assert resp.status_code == 200, (url, resp.status_code)
-            queries.add(len(ctx.captured_queries))
-        p50, p95 = statistics.median(timings), percentile(timings, 95)
+        p50, p95, queries = time_requests(client, url, headers)
         record("repositories", name, url=url, p50_ms=round(p50, 1), p95_ms=round(p95, 1),
-               queries=sorted(queries))
-        print(f"{name:34} {p50:8.1f} {p95:8.1f}  {','.join(map(str, sorted(queries)))}")
+               queries=queries)
+        print(f"{name:34} {p50:8.1f} {p95:8.1f}  {','.join(map(str, queries))}")

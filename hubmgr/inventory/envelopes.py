@@ -93,11 +93,7 @@ def _apply_alone(registry, envelope, outcome):
         QueuedEnvelope.objects.filter(pk=pk).update(
             error=f"could not be applied: {type(exc).__name__}: {exc}"[:2000])
         return
-    outcome.applied += one.applied
-    outcome.duplicates += one.duplicates
-    outcome.rejected += one.rejected
-    for repo_id, digests in one.to_fetch.items():
-        outcome.to_fetch[repo_id] |= digests
+    outcome.add(one)
 
 
 def _queue_fetch(repo_id, digests):

@@ -61,6 +61,14 @@ class Outcome:
     rejected: int = 0
     to_fetch: dict = field(default_factory=lambda: defaultdict(set))  # repo id -> digests
 
+    def add(self, other):
+        """Count another outcome's events (and digests to fetch) into this one."""
+        self.applied += other.applied
+        self.duplicates += other.duplicates
+        self.rejected += other.rejected
+        for repo_id, digests in other.to_fetch.items():
+            self.to_fetch[repo_id] |= digests
+
     def as_json(self):
         return {"accepted": self.applied, "duplicates": self.duplicates,
                 "rejected": self.rejected}
@@ -168,11 +176,7 @@ def apply_events(registry, events) -> Outcome:
         except Exception as exc:  # noqa: BLE001
             _reject(event, f"could not be applied: {type(exc).__name__}: {exc}", outcome)
             continue
-        outcome.applied += one.applied
-        outcome.duplicates += one.duplicates
-        outcome.rejected += one.rejected
-        for repo_id, digests in one.to_fetch.items():
-            outcome.to_fetch[repo_id] |= digests
+        outcome.add(one)
     return outcome
 
 
