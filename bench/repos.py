@@ -8,8 +8,8 @@ from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
-from .common import REQUESTS, record
-from .table import time_requests
+from .common import REQUESTS
+from .table import measure_cases
 
 REPOSITORIES = 10_000
 
@@ -56,9 +56,4 @@ def bench_repositories():
               ("api, search + sort", f"{api}?search=service-1&sort=-last_pushed", {})]
     print(f"\nRepositories page, {REPOSITORIES + existing:,} repositories, {REQUESTS} requests "
           f"each, {connection.vendor}:")
-    print(f"{'case':34} {'p50 ms':>8} {'p95 ms':>8}  SQL queries")
-    for name, url, headers in cases:
-        p50, p95, queries = time_requests(client, url, headers)
-        record("repositories", name, url=url, p50_ms=round(p50, 1), p95_ms=round(p95, 1),
-               queries=queries)
-        print(f"{name:34} {p50:8.1f} {p95:8.1f}  {','.join(map(str, queries))}")
+    measure_cases("repositories", client, cases, width=34)

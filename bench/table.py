@@ -128,6 +128,17 @@ def time_requests(client, url, headers):
     return statistics.median(timings), percentile(timings, 95), sorted(queries)
 
 
+def measure_cases(section, client, cases, width):
+    """Time each (name, url, headers) case: print a row of p50, p95 and SQL query counts, and
+    record it under ``section``."""
+    print(f"{'case':{width}} {'p50 ms':>8} {'p95 ms':>8}  SQL queries")
+    for name, url, headers in cases:
+        p50, p95, counts = time_requests(client, url, headers)
+        record(section, name, url=url, p50_ms=round(p50, 1), p95_ms=round(p95, 1),
+               queries=counts)
+        print(f"{name:{width}} {p50:8.1f} {p95:8.1f}  {','.join(map(str, counts))}")
+
+
 def table_cases(client, base, api, htmx):
     """(name, url, headers) of every case; the deep keyset page follows Next links' cursor
     format from the row that ends page 9,999."""
@@ -187,9 +198,4 @@ def bench_table():
            items=repo.item_count)
     print(f"\nServer time per request, {REQUESTS} requests each, {MANIFESTS:,} manifests, "
           f"{connection.vendor}:")
-    print(f"{'case':36} {'p50 ms':>8} {'p95 ms':>8}  SQL queries")
-    for name, url, headers in cases:
-        p50, p95, counts = time_requests(client, url, headers)
-        record("table", name, url=url, p50_ms=round(p50, 1), p95_ms=round(p95, 1),
-               queries=counts)
-        print(f"{name:36} {p50:8.1f} {p95:8.1f}  {','.join(map(str, counts))}")
+    measure_cases("table", client, cases, width=36)
