@@ -149,3 +149,20 @@ def test_digests_that_are_not_digests_are_kept_as_unknown_without_an_error():
     p = plan(*load_graph(repos["a"], odd))
     assert [n.digest for n, _ in p.items] == [digest("image0")]
     assert {key[1] for key, _ in p.kept} == set(odd[:-1])
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL planner settings")
+def test_the_load_leaves_the_planner_settings_of_an_outer_transaction_as_they_were():
+    """load_graph turns hash and merge joins off for its own queries (index probes per listed
+    value), and JIT is off for every connection; a caller's transaction keeps the defaults."""
+    repos = store({"l": 1}, [(frozenset({"l"}), 3)], {("a", "image0"): ("image", 0)}, {})
+
+    def show(name):
+        with connection.cursor() as cursor:
+            cursor.execute(f"SHOW {name}")
+            return cursor.fetchone()[0]
+
+    with transaction.atomic():
+        assert plan(*load_graph(repos["a"], [digest("image0")])).items
+        assert (show("enable_hashjoin"), show("enable_mergejoin")) == ("on", "on")
+    assert show("jit") == "off"

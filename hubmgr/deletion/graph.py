@@ -12,8 +12,9 @@ is bounded by the plan's own links, however many images share a base layer.
 
 import json
 from collections import defaultdict
+from contextlib import contextmanager
 
-from django.db import connection
+from django.db import connection, transaction
 
 from hubmgr.inventory.models import Blob, IndexChild, Kind, Manifest, ManifestBlob, Tag
 from hubmgr.inventory.queries import TableState, items
@@ -63,11 +64,37 @@ def _select(sql, *params):
         args.append(param)
     with connection.cursor() as cursor:
         cursor.execute(sql.format(*subqueries), args)
-        yield from cursor
+        while rows := cursor.fetchmany(5000):  # (row by row cost a third of a 10,000-item load)
+            yield from rows
+
+
+@contextmanager
+def _probing():
+    """One transaction (one view of the inventory) in which PostgreSQL looks each listed value
+    up in an index. Its cost model preferred hashing a whole table: for 10,000 digests of a
+    100,000-manifest repository a sequential scan of every repository's manifests took 94 ms,
+    against 45 ms for 10,000 index probes, and the scan grows with the registry."""
+    with transaction.atomic():
+        if connection.vendor != "postgresql":
+            yield
+            return
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
+        try:
+            yield
+        finally:  # back to the session's settings for the rest of an outer transaction
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL enable_hashjoin TO DEFAULT; "
+                               "SET LOCAL enable_mergejoin TO DEFAULT")
 
 
 def load_graph(repo, digests) -> tuple[Graph, list]:
     """A Graph around ``digests`` of ``repo``, and the selected keys."""
+    with _probing():
+        return _load_graph(repo, digests)
+
+
+def _load_graph(repo, digests):
     manifest_t, child_t, link_t = _table(Manifest), _table(IndexChild), _table(ManifestBlob)
     # The last column: is there a row with this digest in another repository of the registry
     # (it keeps the manifest's own blob)? Each row's probe stops at the first.
