@@ -1,4 +1,4 @@
-"""Notification ingest: events per second through the webhook under gunicorn (2 workers), with
+"""Notification ingest: events per second through the webhook under gunicorn (2 workers, 8 threads each), with
 a real Celery worker applying the queue, against one repository of BENCH_MANIFESTS manifests.
 
 The mix is the registry's: one event per POST, 80% pulls and 20% pushes (with tags) of
@@ -23,12 +23,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .common import MANIFESTS, ROOT, WORK, percentile, record
+from .table import digest_of
 
 RATE = float(os.environ.get("BENCH_INGEST_RATE", 1000))
 SECONDS = float(os.environ.get("BENCH_INGEST_SECONDS", 25))
 PROCESSES = int(os.environ.get("BENCH_INGEST_PROCESSES", 2))
 CONNECTIONS = int(os.environ.get("BENCH_INGEST_CONNECTIONS", 8))  # in all
-GUNICORN_ARGS = os.environ.get("BENCH_GUNICORN_ARGS", "-w 2").split()
+GUNICORN_ARGS = os.environ.get("BENCH_GUNICORN_ARGS", "-w 2 --threads 8").split()
 TOKEN = "bench-webhook-token"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -118,7 +119,7 @@ def make_event(event_id, n, rng, when=None, action=None, index=None):
         index = index if index < n_index else index + 2 * n_index
     action = action or ("pull" if rng.random() < 0.8 else "push")
     target = {"mediaType": OCI_INDEX if index < n_index else OCI_MANIFEST,
-              "repository": "bench/big", "digest": f"sha256:{index:064x}", "size": 1234}
+              "repository": "bench/big", "digest": digest_of(index), "size": 1234}
     if action == "push":  # its own tag again, or a rolling tag moved onto it
         target["tag"] = f"v{index}" if rng.random() < 0.5 else f"roll{rng.randrange(200)}"
     return {"id": event_id, "timestamp": _stamp(when), "action": action, "target": target,
@@ -270,7 +271,7 @@ def _probe(port, n, until):
         _post(conn, [event])
         when = datetime.fromtimestamp(sent_at, timezone.utc)
         while not Manifest.objects.filter(repository__name="bench/big",
-                                          digest=f"sha256:{index:064x}",
+                                          digest=digest_of(index),
                                           last_pulled__gte=when).exists():
             time.sleep(0.01)
             if time.time() - sent_at > 30:

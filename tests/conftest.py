@@ -112,9 +112,11 @@ def celery_worker(redis_url, transactional_db):
     from hubmgr.inventory import tasks
 
     celery_app.control.purge()  # wake-ups queued by earlier tests are not this test's
-    # ... and neither is their "a wake-up is queued" flag, nor a broker outage they caused.
+    # ... and neither is their "a wake-up is queued" flag, nor a broker outage they caused,
+    # nor the last wake-up call (the task it queued may be purged).
     tasks._wake_flag().delete(tasks.WAKE_KEY)
     tasks._broker_down_until[0] = 0.0
+    tasks._woken[0] = -1e9
     with start_worker(celery_app, pool="solo", perform_ping_check=False,
                       shutdown_timeout=20) as worker:
         yield worker

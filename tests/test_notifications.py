@@ -429,3 +429,47 @@ def test_events_stored_while_no_worker_runs_are_applied_when_one_starts(client, 
         assert wait_until(lambda: not QueuedEnvelope.objects.exists(), timeout=10)
     assert Manifest.objects.get().last_pulled == datetime(2026, 11, 3, tzinfo=timezone.utc)
     assert ProcessedEvent.objects.count() == 3
+
+
+def test_a_web_process_calls_for_a_wake_up_at_most_every_tenth_of_a_second(monkeypatch):
+    from hubmgr.inventory import tasks
+
+    calls = []
+
+    class Flag:
+        def set(self, *args, **kwargs):
+            calls.append(args)
+            return False  # a task is queued already
+
+    monkeypatch.setattr(tasks, "_wake_flag", Flag)
+    monkeypatch.setattr(tasks, "_woken", [-1e9])
+    for _ in range(50):
+        tasks.wake()
+    assert len(calls) == 1
+    time.sleep(tasks.WAKE_QUIET_SECONDS)
+    tasks.wake()
+    assert len(calls) == 2
+
+
+def test_an_envelope_stored_while_the_queue_lingers_empty_is_applied(client, transactional_db):
+    """The apply task ends only after finding the queue empty twice, a linger apart: an
+    envelope whose web process skipped the wake-up (the task had been queued) is applied."""
+    import threading
+
+    from django.db import connection
+
+    done = []
+
+    def drain_lingering():
+        try:
+            done.append(envelopes.drain(default_registry(), linger=1.0))
+        finally:
+            connection.close()  # this thread's own
+
+    lingering = threading.Thread(target=drain_lingering)
+    lingering.start()
+    time.sleep(0.3)  # the first look found it empty
+    post(client, [pull("late", "2026-11-02T00:00:00Z")])
+    lingering.join(10)
+    assert done and done[0][0] and done[0][1].applied == 1
+    assert not QueuedEnvelope.objects.exists()

@@ -107,17 +107,21 @@ def _queue_fetch(repo_id, digests):
                     len(digests), exc)
 
 
-def drain(registry, seconds=None, limit=None) -> tuple[bool, Outcome]:
-    """Apply batches until the queue is empty (True) or ``seconds`` have passed (False)."""
+def drain(registry, seconds=None, limit=None, linger=0.0) -> tuple[bool, Outcome]:
+    """Apply batches until the queue is empty (True) or ``seconds`` have passed (False).
+    With ``linger``, the queue must be found empty twice, that long apart: envelopes stored
+    by a web process that skipped its wake-up call (tasks.wake) are still applied."""
     deadline = None if seconds is None else time.monotonic() + seconds
     total = Outcome()
+    empty = False
     while True:
         taken, outcome = apply_batch(registry, limit)
-        total.applied += outcome.applied
-        total.duplicates += outcome.duplicates
-        total.rejected += outcome.rejected
+        total.add(outcome)
         if not taken:
-            return True, total
+            if empty or not linger:
+                return True, total
+            time.sleep(linger)
+        empty = not taken
         if deadline is not None and time.monotonic() > deadline:
             return False, total
 

@@ -113,8 +113,12 @@ def prune():
 WAKE_KEY = "hubmgr:notifications:wake"
 WAKE_SECONDS = 10  # a lost wake-up blocks others no longer than this (beat sweeps meanwhile)
 TASK_SECONDS = 30  # one task's share of a long backlog; it queues its successor
+# Within this long of its last wake-up call, a web process skips the next: the task it found
+# or queued then had not started, and it lingers for envelopes before it ends (envelopes.drain).
+WAKE_QUIET_SECONDS = 0.1
 _redis = {}
 _broker_down_until = [0.0]
+_woken = [-1e9]
 
 
 def _wake_flag():
@@ -132,8 +136,10 @@ def wake():
     started yet (it will see them): a thousand envelopes a second queue a few tasks, not a
     thousand. With the broker down the envelopes wait for beat's sweep, and the webhook stops
     trying for a few seconds so the registry is not kept waiting on broker timeouts."""
-    if time.monotonic() < _broker_down_until[0]:
+    now = time.monotonic()
+    if now < _broker_down_until[0] or now - _woken[0] < WAKE_QUIET_SECONDS:
         return
+    _woken[0] = now
     try:
         if _wake_flag().set(WAKE_KEY, 1, nx=True, ex=WAKE_SECONDS):
             apply_notifications.delay()
@@ -153,7 +159,8 @@ def apply_notifications(sweep=False):
         log.warning("notification wake flag not cleared: %s", exc)
     if sweep:
         envelopes.report_backlog()
-    done, outcome = envelopes.drain(default_registry(), seconds=TASK_SECONDS)
+    done, outcome = envelopes.drain(default_registry(), seconds=TASK_SECONDS,
+                                    linger=2.5 * WAKE_QUIET_SECONDS)
     if not done:
         apply_notifications.delay()
     return outcome.applied
