@@ -1,5 +1,6 @@
-"""Notification ingest: events per second through the webhook under gunicorn (2 workers, 8 threads each), with
-a real Celery worker applying the queue, against one repository of BENCH_MANIFESTS manifests.
+"""Notification ingest: events per second through the webhook under gunicorn (2 workers of 8
+threads, as in docker-compose.yml), with a real Celery worker applying the queue, against one
+repository of BENCH_MANIFESTS manifests.
 
 The mix is the registry's: one event per POST, 80% pulls and 20% pushes (with tags) of
 manifests hubmgr knows, unique ids, increasing timestamps. Load comes from a few client

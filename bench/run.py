@@ -11,8 +11,8 @@ Sections (BENCH_ONLY=name runs one; several may be comma separated):
   run with the same concurrency; a second sync with no change; the sync process's peak RSS;
   on PostgreSQL, the sync fanned out to 1 and then 2 Celery workers.
 - delete: a deletion job's DELETE rate against raw DELETEs.
-- ingest: notifications per second through the webhook (gunicorn, 2 workers of 8 threads) with a real
-  Celery worker applying them, one event per POST, and the time until they are visible.
+- ingest: notifications per second through the webhook (gunicorn, 2 workers of 8 threads) with
+  a real Celery worker applying them, one event per POST, and the time until they are visible.
 - kill: the time from a worker's SIGKILL to its job's next DELETE (real workers and beat).
 
 BENCH_DATABASE_URL runs on that database instead of a throw-away SQLite file. Figures are
