@@ -15,6 +15,7 @@ class PushSource(models.TextChoices):
     """Where "last pushed" came from: a push event, or (none seen) the image's created time."""
 
     PUSH_EVENT = "push_event", "push event"
+    ACCESS_LOG = "access_log", "a push in an access log"
     IMAGE_CREATED = "image_created", "the image's created time"
 
 
@@ -25,6 +26,12 @@ class Registry(models.Model):
     last_error = models.TextField(blank=True)
     last_checked_at = models.DateTimeField(null=True, blank=True)
     last_synced_at = models.DateTimeField(null=True, blank=True)
+    # The observation window. notified_since: when the first notification from this registry
+    # arrived (None: none yet). pulls_observed_since: since when hubmgr has seen every pull and
+    # push; it starts with the first notification and moves back when access logs that cover
+    # everything from their first line are imported (import_pulls --complete).
+    notified_since = models.DateTimeField(null=True, blank=True)
+    pulls_observed_since = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name_plural = "registries"
@@ -47,6 +54,9 @@ class Repository(models.Model):
     last_pushed = models.DateTimeField(null=True, blank=True)
     last_pulled = models.DateTimeField(null=True, blank=True)
     last_synced_at = models.DateTimeField(null=True, blank=True)
+    # Moves forward with every change an open table shows (items, tags, sizes, push and pull
+    # times): the page asks for it to know whether to reload its rows.
+    version = models.BigIntegerField(default=0)
 
     class Meta:
         verbose_name_plural = "repositories"
@@ -172,6 +182,32 @@ class Tag(models.Model):
 
     def __str__(self):
         return f"{self.repository.name}:{self.name}"
+
+
+class TagHistory(models.Model):
+    """Where a tag pointed, and when: from push events (and pushes found in access logs), so a
+    pull by tag in an old log line can be resolved to the digest the tag named at that time.
+    ``until`` is empty while the tag still points there (as far as hubmgr knows)."""
+
+    class Source(models.TextChoices):
+        PUSH_EVENT = "push_event", "push event"
+        ACCESS_LOG = "access_log", "access log"
+
+    repository = models.ForeignKey(Repository, on_delete=models.CASCADE,
+                                   related_name="tag_history")
+    tag = models.CharField(max_length=128)
+    digest = models.CharField(max_length=140)
+    since = models.DateTimeField()
+    until = models.DateTimeField(null=True, blank=True)
+    source = models.CharField(max_length=20, choices=Source.choices)
+
+    class Meta:
+        # Also the index that finds where a tag pointed at a given time.
+        constraints = [models.UniqueConstraint(fields=["repository", "tag", "since"],
+                                               name="tag_history_unique")]
+
+    def __str__(self):
+        return f"{self.repository.name}:{self.tag}@{self.digest} from {self.since}"
 
 
 class IndexChild(models.Model):
