@@ -18,6 +18,14 @@ def days_ago(n):
     return timezone.now() - timedelta(days=n) if n is not None else None
 
 
+def observe_pulls(days):
+    """hubmgr has seen every pull and push of the default registry for ``days`` days."""
+    registry = default_registry()
+    registry.notified_since = registry.pulls_observed_since = days_ago(days)
+    registry.save(update_fields=["notified_since", "pulls_observed_since"])
+    return registry
+
+
 def make_repo(name):
     return Repository.objects.create(registry=default_registry(), name=name)
 

@@ -5,7 +5,7 @@ from django.core.management import CommandError, call_command
 
 from hubmgr.web.models import ApiToken
 
-from .factories import digest, sample_repo
+from .factories import digest, observe_pulls, sample_repo
 
 pytestmark = pytest.mark.django_db
 
@@ -52,17 +52,19 @@ def test_repositories_by_token(client, token):
 
 
 def test_images_by_session_with_the_documented_shape(logged_in):
+    since = observe_pulls(400).pulls_observed_since
     repo, index, images, loose = sample_repo()
     body = logged_in.get("/api/v1/repositories/team/app/images").json()
-    assert body["count"] == 5
+    assert body["count"] == 5 and body["pull_data_since"] == since.isoformat()
     first = body["results"][0]
     assert set(first) >= {"digest", "media_type", "type", "tags", "platform", "size",
                           "last_pushed", "last_pushed_source", "last_pulled", "stale",
-                          "children"}
+                          "never_pulled", "pull_data_since", "children"}
     assert first["digest"] == index.digest and first["type"] == "index"
     assert first["tags"] == ["2.0", "latest"] and first["last_pushed_source"] == "push_event"
     assert [c["platform"] for c in first["children"]] == ["linux/amd64", "linux/arm64"]
-    assert body["results"][-1]["digest"] == loose.digest and body["results"][-1]["stale"]
+    assert body["results"][-1]["digest"] == loose.digest
+    assert body["results"][-1]["stale"] is True
 
 
 def test_images_filter_sort_and_page(client, token):

@@ -8,7 +8,7 @@ from django.test.utils import CaptureQueriesContext
 
 from hubmgr import devstack
 
-from .factories import digest, make_image, make_repo, sample_repo
+from .factories import digest, make_image, make_repo, observe_pulls, sample_repo
 
 pytestmark = pytest.mark.django_db
 HTMX = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "image-table"}
@@ -43,6 +43,7 @@ def test_the_table_lists_items_newest_push_first(logged_in):
 
 
 def test_stale_marks_items_not_pulled_for_six_months(logged_in):
+    observe_pulls(400)
     repo = make_repo("stale/app")
     make_image(repo, "fresh", tags=["fresh"], pushed=400, pulled=3)
     make_image(repo, "old", tags=["old"], pushed=400, pulled=200)

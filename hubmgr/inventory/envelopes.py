@@ -17,18 +17,20 @@ import logging
 import threading
 import time
 from contextlib import nullcontext
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count, Min, Q
 from django.utils import timezone
 
-from .models import QueuedEnvelope
+from .models import QueuedEnvelope, Registry
 from .notifications import Outcome, apply_events, parse_envelope
 
 log = logging.getLogger("hubmgr.notifications")
 LOCK_KEY = 0x6875626D  # "hubm": the pg_advisory lock appliers take turns on
 BACKLOG_WARNING_SECONDS = 60
+WINDOW_LOOKBACK = timedelta(days=1)
 _sqlite_writer = threading.Lock()
 
 
@@ -58,6 +60,8 @@ def apply_batch(registry, limit=None) -> tuple[int, Outcome]:
                        .filter(error="").order_by("id").values_list("id", "body")[:limit])
         if not claimed:
             return 0, Outcome()
+        if registry.notified_since is None:
+            _open_window(registry, *claimed[0])
         try:
             with transaction.atomic():
                 outcome = _apply(registry, claimed)
@@ -105,6 +109,26 @@ def _queue_fetch(repo_id, digests):
         # The events are applied; the manifests stay marked unread and the next sync reads them.
         log.warning("fetch not queued repository_id=%s digests=%d error=%s", repo_id,
                     len(digests), exc)
+
+
+def _open_window(registry, envelope_id, body):
+    """The first notification from a registry: from its first event on, hubmgr sees every
+    pull and push (hubmgr.inventory.coverage). The registry may have held its first events a
+    while (retrying while hubmgr was unreachable), but a clock is trusted no further back than
+    a day before arrival. An earlier window start (imported access logs) stays."""
+    received = QueuedEnvelope.objects.filter(pk=envelope_id).values_list(
+        "received_at", flat=True).first() or timezone.now()
+    try:
+        times = [e.timestamp for e in parse_envelope(body) if e.timestamp]
+    except Exception:  # noqa: BLE001 - the envelope's own errors are recorded when applied
+        times = []
+    start = max(min([received, *times]), received - WINDOW_LOOKBACK)
+    mine = Registry.objects.filter(pk=registry.pk)
+    mine.filter(notified_since__isnull=True).update(notified_since=start)
+    mine.filter(pulls_observed_since__isnull=True).update(pulls_observed_since=start)
+    registry.refresh_from_db(fields=["notified_since", "pulls_observed_since"])
+    log.info("notifications first received registry=%s since=%s", registry.pk,
+             registry.notified_since.isoformat())
 
 
 def drain(registry, seconds=None, limit=None, linger=0.0) -> tuple[bool, Outcome]:

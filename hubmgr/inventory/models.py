@@ -76,6 +76,10 @@ class Repository(models.Model):
         linked, and an administrator can remove it."""
         return names.valid_name(self.name)
 
+    def counts_filter(self, filter_name):
+        """Whether count_for knows this filter's count."""
+        return filter_name in ("", "tagged", "untagged", Kind.INDEX, Kind.IMAGE)
+
     def count_for(self, filter_name):
         """Top-level items matching a table filter, from the maintained counters."""
         return {

@@ -16,14 +16,14 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from django.conf import settings
 from django.db import connection
 from django.db.models import DateTimeField, F, Lookup, Q
 from django.db.models.expressions import RawSQL
-from django.utils import timezone
 
 from hubmgr.registry.names import clean
 
+from . import coverage
+from .coverage import Coverage
 from .models import IndexChild, Kind, Manifest, Tag
 
 FILTERS = {
@@ -31,6 +31,7 @@ FILTERS = {
     "untagged": Q(is_tagged=False),
     Kind.INDEX: Q(kind=Kind.INDEX),
     Kind.IMAGE: Q(kind=Kind.IMAGE),
+    "stale": None,  # depends on the registry's observation window: coverage.Coverage.stale_q
 }
 SORTS = ("size", "-size", "last_pushed", "-last_pushed", "last_pulled", "-last_pulled")
 DEFAULT_SORT = "-last_pushed"
@@ -147,7 +148,9 @@ def items(repo, state: TableState):
     """Top-level items of a repository (indexes and images not only reachable as a child),
     searched, filtered and in the table's order."""
     qs = Manifest.objects.filter(repository=repo, is_top_level=True)
-    if state.filter:
+    if state.filter == "stale":
+        qs = qs.filter(Coverage.of(repo.registry).stale_q())
+    elif state.filter:
         qs = qs.filter(FILTERS[state.filter])
     if state.search:
         # A tag containing the text, or a digest starting with it (a range of the
@@ -215,7 +218,7 @@ def page(repo, state: TableState) -> Page:
     whatever the page number, cursor or repository size."""
     qs = items(repo, state)
     size = state.page_size
-    if state.search:
+    if state.search or not repo.counts_filter(state.filter):
         # The ids of up to COUNT_CAP + 1 matches, in whatever order the database finds them
         # fastest (trigram and digest indexes, or a scan that stops early for a broad term).
         ids = list(qs.order_by().values_list("id", flat=True)[:COUNT_CAP + 1])
@@ -249,7 +252,7 @@ def page(repo, state: TableState) -> Page:
     if not exact:
         # A bound the true number of pages is known to exceed ("Page 2 of more than 20").
         result.pages = max(count // size, result.number - 1 + result.has_next)
-    mark_stale(result.rows)
+    coverage.mark(result.rows, Coverage.of(repo.registry))
     return result
 
 
@@ -324,13 +327,13 @@ ROW_FIELDS = ("id", "digest", "media_type", "kind", "platform", "size", "last_pu
               "error", "fetched", "is_attestation", "created")
 
 
-def children(index: Manifest) -> list:
+def children(repo, index: Manifest) -> list:
     """An index's child manifests, in the index's order, each with its platform."""
-    return children_of_many([index]).get(index.id, [])
+    return children_of_many(repo, [index]).get(index.id, [])
 
 
-def children_of_many(indexes) -> dict:
-    """{index id: [child manifests]} in one query."""
+def children_of_many(repo, indexes) -> dict:
+    """{index id: [child manifests]} of indexes of ``repo``, in one query."""
     out = {i.id: [] for i in indexes}
     if not out:
         return out
@@ -340,17 +343,5 @@ def children_of_many(indexes) -> dict:
         child = link.child
         child.platform = link.platform or child.platform
         out[link.index_id].append(child)
-    mark_stale([c for kids in out.values() for c in kids])
+    coverage.mark([c for kids in out.values() for c in kids], Coverage.of(repo.registry))
     return out
-
-
-def stale_cutoff():
-    return timezone.now() - timedelta(days=settings.STALE_DAYS)
-
-
-def mark_stale(rows):
-    """Stale: not pulled for STALE_DAYS; a manifest never pulled counts from its push."""
-    cutoff = stale_cutoff()
-    for row in rows:
-        reference = row.last_pulled or row.last_pushed or row.first_seen
-        row.stale = reference is not None and reference < cutoff

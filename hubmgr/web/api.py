@@ -108,7 +108,10 @@ def _time(value):
     return value.isoformat() if value else None
 
 
-def item_json(row, children=None):
+def item_json(row, since, children=None):
+    """An item; ``since`` is its registry's pulls_observed_since. stale is true, false, or
+    null when hubmgr has not observed pulls long enough to tell (hubmgr.inventory.coverage);
+    never_pulled is true only when no pull of the item can have been missed."""
     data = {
         "digest": row.digest,
         "media_type": row.media_type,
@@ -120,10 +123,12 @@ def item_json(row, children=None):
         "last_pushed_source": row.last_pushed_source or None,
         "last_pulled": _time(row.last_pulled),
         "stale": row.stale,
+        "never_pulled": row.never_pulled,
+        "pull_data_since": _time(since),
         "error": row.error or None,
     }
     if row.is_index:
-        data["children"] = [item_json(c) for c in children or []]
+        data["children"] = [item_json(c, since) for c in children or []]
     else:
         data["children"] = []
     return data
@@ -159,7 +164,8 @@ def images(request, name):
     except queries.BadParameter as exc:
         raise ApiError(str(exc)) from None
     page = queries.page(repo, state)
-    kids = queries.children_of_many([r for r in page.rows if r.is_index])
+    kids = queries.children_of_many(repo, [r for r in page.rows if r.is_index])
+    since = repo.registry.pulls_observed_since
     # count is exact when count_exact is true; otherwise (a search matching more than
     # queries.COUNT_CAP items) it is that cap and there are more items, and more pages than
     # pages. next and previous are the neighbouring pages' URLs (keyset cursors), or null.
@@ -167,7 +173,8 @@ def images(request, name):
                          "page": page.number, "pages": page.pages,
                          "next": _page_url(request, page, "next"),
                          "previous": _page_url(request, page, "previous"),
-                         "results": [item_json(r, kids.get(r.id)) for r in page.rows]})
+                         "pull_data_since": _time(since),
+                         "results": [item_json(r, since, kids.get(r.id)) for r in page.rows]})
 
 
 def _page_url(request, page, which):

@@ -1,7 +1,7 @@
 """GET /healthz: 200 only when the database, the broker and the registry all answer. It also
 reports the notification queue (envelopes waiting, the oldest one's age, envelopes kept as
-failed), which does not change the status: a backlog is a worker to look at, not a web server
-to restart."""
+failed) and whether the registry has sent any notification, neither of which changes the
+status: a backlog is a worker to look at, not a web server to restart."""
 
 from django.db import connection
 from django.http import JsonResponse
@@ -47,5 +47,9 @@ def healthz(request):
     extra = {}
     if checks["database"] == "ok":
         extra["notification_queue"] = envelopes.backlog()
+        # A warning, not a failure: without notifications hubmgr knows no pull or push times.
+        since = default_registry().notified_since
+        extra["notifications"] = f"received since {since.isoformat()}" if since else \
+            "none received"
     return JsonResponse({"status": "ok" if healthy else "failing", **checks, **extra},
                         status=200 if healthy else 503)

@@ -35,13 +35,32 @@ def _time(when, now):
             "exact": when.strftime("%Y-%m-%d %H:%M:%S UTC")}
 
 
-def present(rows):
+def window(since):
+    """The observation window's start as the pages show it, or None."""
+    if since is None:
+        return None
+    return {"day": since.strftime("%Y-%m-%d"), "exact": since.strftime("%Y-%m-%d %H:%M UTC"),
+            "iso": since.isoformat()}
+
+
+def present(rows, since=None):
+    """Display strings for rows marked by coverage.mark; ``since`` is the registry's
+    pulls_observed_since."""
     now = timezone.now()
+    since_text = since.strftime("%Y-%m-%d") if since else ""
     for row in rows:
         row.tag_list = row.tags
         row.short = row.digest.split(":", 1)[-1][:12]
         row.size_text = human_size(row.size)
-        row.pushed = _time(row.last_pushed, now)
+        # A build time is not a push time: shown as such, on hover.
+        row.built = _time(row.last_pushed, now) if row.pushed_from_created else None
+        row.pushed = None if row.built else _time(row.last_pushed, now)
         row.pulled = _time(row.last_pulled, now)
+        if row.pulled:
+            row.pulled_note = ""
+        elif row.never_pulled:
+            row.pulled_note = "Never"
+        else:
+            row.pulled_note = f"Not since {since_text}" if since else "No pull data"
         row.type_label = "Attestation" if row.is_attestation else row.get_kind_display()
     return rows

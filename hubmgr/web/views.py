@@ -18,7 +18,7 @@ from hubmgr.inventory.registries import check_health, default_registry
 
 from .deletions import DELETE_PERMISSION
 from .lookups import get_manifest, get_repository
-from .present import present
+from .present import present, window
 
 
 @require_GET
@@ -36,6 +36,7 @@ def repositories(request):
         return render(request, "inventory/repositories.html#repo-table", context)
     return render(request, "inventory/repositories.html", context | {
         "registry_error": check_health(registry),
+        "notify_help": notify_help(request, registry), "stale_days": settings.STALE_DAYS,
         "rejected_events": ProcessedEvent.objects.exclude(error="").filter(
             received_at__gte=timezone.now() - timedelta(days=7)).count(),
     })
@@ -47,12 +48,14 @@ def repository(request, name):
     repo = get_repository(name)
     state = queries.TableState.from_params(request.GET)
     page = queries.page(repo, state)
-    present(page.rows)
+    present(page.rows, repo.registry.pulls_observed_since)
     context = {"repo": repo, "page": page, "state": state, "stale_days": settings.STALE_DAYS,
+               "window": window(repo.registry.pulls_observed_since),
                "children_url": _children_url(repo)}
     if request.htmx and request.htmx.target == "image-table":
         return render(request, "inventory/repository.html#image-table", context)
     context["registry_error"] = check_health(repo.registry)
+    context["notify_help"] = notify_help(request, repo.registry)
     context["can_delete"] = request.user.has_perm(DELETE_PERMISSION)
     context["active_jobs"] = active_jobs(repo)
     return render(request, "inventory/repository.html", context)
@@ -64,8 +67,20 @@ def index_children(request, name, digest):
     repo = get_repository(name)
     index = get_manifest(repo, digest)
     return render(request, "inventory/repository.html#children", {
-        "repo": repo, "index": index, "children": present(queries.children(index)),
-        "stale_days": settings.STALE_DAYS})
+        "repo": repo, "index": index, "children": present(queries.children(repo, index),
+                                               repo.registry.pulls_observed_since),
+        "stale_days": settings.STALE_DAYS, "window": window(repo.registry.pulls_observed_since)})
+
+
+def notify_help(request, registry):
+    """For the banner of a registry that has sent no notification yet: the endpoint to add to
+    its config. The token is shown to maintainers only (it lets its holder post events)."""
+    if registry.notified_since is not None or not registry.url:
+        return None
+    maintainer = request.user.has_perm(DELETE_PERMISSION)
+    return {"url": request.build_absolute_uri(reverse("registry-hook")),
+            "token": settings.WEBHOOK_TOKEN if maintainer else "",
+            "token_set": bool(settings.WEBHOOK_TOKEN)}
 
 
 def active_jobs(repo):

@@ -1,0 +1,82 @@
+"""Pull coverage: what hubmgr has seen of a registry's pulls, and so what it may say about them.
+
+A registry keeps no pull or push times; hubmgr learns them from notifications (and from access
+logs imported with ``import_pulls``). ``Registry.pulls_observed_since`` is where that
+observation window begins: every pull and push since then has been seen. Before it, hubmgr
+knows nothing, and says so rather than guess:
+
+- **Stale** (``True``): no pull and no seen push within the last ``HUBMGR_STALE_DAYS``, and the
+  window reaches back past that whole period, so a pull in it would have been seen.
+- **Active** (``False``): pulled, or seen pushed, within the period.
+- **Unknown** (``None``): neither; the window is too short (or there is none) to tell.
+
+A build time (an image config's ``created``) is never taken for a push: an image built a year
+ago may have been pushed yesterday.
+
+"Never pulled" is said only where the window covers the item's whole life: it was seen pushed
+inside the window and first appeared to hubmgr inside it. Elsewhere the page says "Not since
+<window start>".
+"""
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from .models import PushSource
+
+# The push sources that are evidence of a push at that time.
+SEEN_PUSH = (PushSource.PUSH_EVENT, PushSource.ACCESS_LOG)
+
+
+@dataclass(frozen=True)
+class Coverage:
+    since: datetime | None  # start of the observation window; None: nothing observed yet
+    cutoff: datetime  # activity before this is older than HUBMGR_STALE_DAYS
+
+    @classmethod
+    def of(cls, registry, now=None):
+        now = now or timezone.now()
+        return cls(registry.pulls_observed_since, now - timedelta(days=settings.STALE_DAYS))
+
+    @property
+    def decides_stale(self) -> bool:
+        """The window reaches back past the whole stale period."""
+        return self.since is not None and self.since <= self.cutoff
+
+    @staticmethod
+    def seen_push(row):
+        """The row's last push time when a push was seen (not a build time), else None."""
+        return row.last_pushed if row.last_pushed_source in SEEN_PUSH else None
+
+    def stale(self, row) -> bool | None:
+        activity = [t for t in (row.last_pulled, self.seen_push(row)) if t is not None]
+        if activity and max(activity) >= self.cutoff:
+            return False
+        return True if self.decides_stale else None
+
+    def never_pulled(self, row) -> bool:
+        """No pull of this row can have been missed: it was pushed inside the window and
+        appeared to hubmgr inside it. (Only meaningful when ``row.last_pulled`` is None.)"""
+        pushed = self.seen_push(row)
+        return (self.since is not None and pushed is not None and pushed >= self.since
+                and row.first_seen is not None and row.first_seen >= self.since)
+
+    def stale_q(self) -> Q:
+        """The rows ``stale`` calls True, as a filter."""
+        if not self.decides_stale:
+            return Q(pk__in=[])
+        not_pulled = Q(last_pulled__isnull=True) | Q(last_pulled__lt=self.cutoff)
+        not_pushed = (Q(last_pushed__isnull=True) | Q(last_pushed__lt=self.cutoff)
+                      | ~Q(last_pushed_source__in=SEEN_PUSH))
+        return not_pulled & not_pushed
+
+
+def mark(rows, coverage: Coverage):
+    """Set ``stale`` (True, False or None) and ``never_pulled`` on each row."""
+    for row in rows:
+        row.stale = coverage.stale(row)
+        row.never_pulled = row.last_pulled is None and coverage.never_pulled(row)
+    return rows
