@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from hubmgr.inventory import queries
-from hubmgr.inventory.models import Manifest, Tag
+from hubmgr.inventory.models import Manifest, Repository, Tag
 from hubmgr.inventory.store import refresh
 
 from .factories import make_repo
@@ -229,7 +229,8 @@ def big_repo():
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE inventory_manifest")
         cursor.execute("ANALYZE inventory_tag")
-    return repo
+    # As the pages look it up: with its registry (whose observation window marks Stale).
+    return Repository.objects.select_related("registry").get(pk=repo.pk)
 
 
 @postgres_only
