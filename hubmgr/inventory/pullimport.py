@@ -43,6 +43,7 @@ BLOCK = 1 << 20
 MAX_SAMPLES = 5
 MAX_NAMES_CACHED = 100_000
 PUSH_SLACK = timedelta(seconds=10)
+WHOLE_SECOND = timedelta(microseconds=999_999)
 
 
 class LogError(Exception):
@@ -89,6 +90,13 @@ def choose_registry(name=None) -> Registry:
     if len(registries) > 1:
         raise LogError("several registries are known: choose one with --registry NAME")
     return registries[0] if registries else default_registry()
+
+
+def check_readable(paths):
+    """Fail early, before any work, on a file that cannot be opened."""
+    for path in paths:
+        if path != "-":
+            open_log(path)[1].close()
 
 
 def open_log(path):
@@ -278,7 +286,10 @@ class Importer:
                 if manifest_id is not None:
                     summary.by_digest += 1
             else:
-                digest = timeline.digest_at(reference, when) if timeline else None
+                # A time in whole seconds (the combined format) is looked up at the end of
+                # its second: a pull in the second a tag moved most likely followed the push.
+                at = when if when.microsecond else when + WHOLE_SECOND
+                digest = timeline.digest_at(reference, at) if timeline else None
                 if digest is not None:
                     manifest_id = rows.get(digest)
                     summary.from_history += manifest_id is not None

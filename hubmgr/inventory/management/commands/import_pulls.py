@@ -4,7 +4,7 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from hubmgr.inventory.pullimport import Importer, LogError, choose_registry
+from hubmgr.inventory.pullimport import Importer, LogError, check_readable, choose_registry
 
 
 class Command(BaseCommand):
@@ -24,6 +24,7 @@ class Command(BaseCommand):
     def handle(self, files, registry=None, complete=False, json=False, no_progress=False,
                **options):
         try:
+            check_readable(files)
             importer = Importer(choose_registry(registry), complete=complete)
             bar = tqdm(total=None, unit=" lines", unit_scale=True, desc="import",
                        disable=no_progress, file=sys.stderr)
