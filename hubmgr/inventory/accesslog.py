@@ -13,12 +13,13 @@ No input makes it raise: a log line can contain anything.
 
 import json
 import re
+import time
 from datetime import datetime, timedelta, timezone
 from typing import NamedTuple
 from urllib.parse import unquote
 
 from hubmgr.registry import names
-from hubmgr.registry.manifests import parse_time, plausible
+from hubmgr.registry.manifests import EARLIEST, parse_time
 
 MAX_LINE = 16_384  # characters (bytes before decoding); a registry's lines are ~1 KiB
 MARKER = "/manifests/"
@@ -41,7 +42,7 @@ _COMBINED = re.compile(
     r'"(?:[^"\\]|\\.)*" "((?:[^"\\]|\\.)*)"')
 # logrus text: key=value or key="quoted \" value"; quoted values are consumed whole, so a
 # "key=" inside a quoted value (a user agent can say anything) is never taken for a key.
-_PAIR = re.compile(r'(?:^| )([\w.]+)=("(?:[^"\\]|\\.)*"|[^ "]*)')
+_PAIR = re.compile(r'(?:^| )([\w.]+)=("[^"\\]*(?:\\.[^"\\]*)*"|[^ "]*)')
 _MONTHS = {m: n for n, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
 _UNESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|.)")
@@ -50,22 +51,23 @@ _UNESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|.)")
 def parse_line(line) -> Request | str | None:
     """One log line (str or bytes, with or without its newline)."""
     try:
-        if isinstance(line, (bytes, bytearray)):
+        if type(line) is not str:
+            if not isinstance(line, (bytes, bytearray)):
+                return UNPARSEABLE
             if len(line) > MAX_LINE:
                 return UNPARSEABLE
             if b"/manifests/" not in line:
                 return None
-            line = bytes(line).decode("utf-8", "replace")
-        elif not isinstance(line, str):
+            line = line.decode("utf-8", "replace")
+        elif len(line) > MAX_LINE:
             return UNPARSEABLE
-        if len(line) > MAX_LINE:
-            return UNPARSEABLE
-        if MARKER not in line:
+        elif MARKER not in line:
             return None
-        line = line.strip()
-        if line.startswith("{"):
+        if line[:1].isspace():
+            line = line.lstrip()
+        if line[:1] == "{":
             return _parse_json(line)
-        if line.startswith("time="):
+        if line[:5] == "time=":
             return _parse_text(line)
         found = _parse_combined(line)
         if found is UNPARSEABLE and " msg=" in line:  # text behind a prefix (journald, docker)
@@ -85,25 +87,40 @@ def _parse_json(line):
     msg = data.get("msg")
     if not isinstance(msg, str) or not msg.startswith("response completed"):
         return None  # another message of the registry, e.g. at debug level
-    return _request(parse_time(data.get("time")), data.get("http.request.method"),
+    return _request(_time(data.get("time")), data.get("http.request.method"),
                     data.get("http.request.uri"), data.get("http.response.status"),
                     data.get("http.request.useragent"))
 
 
 def _parse_text(line):
-    fields = {}
-    for key, value in _PAIR.findall(line):
-        if value.startswith('"'):
-            value = _unquote(value[1:-1])
-        fields.setdefault(key, value)
-    msg = fields.get("msg")
+    fields = dict(_PAIR.findall(line))
+    msg = _value(fields.get("msg"))
     if msg is None:
         return UNPARSEABLE
     if not msg.startswith("response completed"):
         return None
-    return _request(parse_time(fields.get("time")), fields.get("http.request.method"),
-                    fields.get("http.request.uri"), fields.get("http.response.status"),
-                    fields.get("http.request.useragent"))
+    return _request(_time(_value(fields.get("time"))), _value(fields.get("http.request.method")),
+                    _value(fields.get("http.request.uri")),
+                    _value(fields.get("http.response.status")),
+                    _value(fields.get("http.request.useragent")))
+
+
+def _value(raw):
+    if raw is None or not raw.startswith('"'):
+        return raw
+    return _unquote(raw[1:-1])
+
+
+def _time(value):
+    """RFC 3339 as the registry writes it (UTC, nanoseconds) quickly, any other through
+    parse_time."""
+    if isinstance(value, str) and len(value) == 30 and value[19] == "." and value[29] == "Z" \
+            and value[10] == "T":
+        try:
+            return datetime.fromisoformat(value[:26]).replace(tzinfo=timezone.utc)
+        except ValueError:
+            return None
+    return parse_time(value)
 
 
 def _unquote(text):
@@ -151,14 +168,44 @@ def _combined_time(text):
     return value
 
 
+_horizon = [0.0, None]  # (until when, the latest plausible time): plausible() is not free
+
+
+def _plausible(when):
+    """Between 1970 and a day from now (as manifests.plausible), "now" read once a minute."""
+    if when is None:
+        return False
+    now = time.monotonic()
+    if now > _horizon[0]:
+        _horizon[0], _horizon[1] = now + 60, datetime.now(timezone.utc) + timedelta(days=1)
+    return EARLIEST <= when <= _horizon[1]
+
+
 def _request(when, method, uri, status, agent):
-    if not isinstance(method, str) or not isinstance(uri, str) or not plausible(when):
+    if not isinstance(method, str) or not isinstance(uri, str) or not _plausible(when):
         return UNPARSEABLE
     if isinstance(status, str) and status.isdigit() and len(status) == 3:
         status = int(status)
     if type(status) is not int or not 100 <= status <= 599:
         return UNPARSEABLE
-    path = uri.split("?", 1)[0].split("#", 1)[0]
+    target = _targets.get(uri, _targets)
+    if target is _targets:  # not seen yet
+        if len(_targets) > 100_000:
+            _targets.clear()
+        target = _targets[uri] = _target(uri)
+    if type(target) is not tuple:
+        return target
+    agent = agent if isinstance(agent, str) else ""
+    return Request(when, method.upper()[:16], target[0], target[1], status, agent[:300])
+
+
+_targets = {}  # uri -> _target(uri); logs ask for the same few manifests again and again
+
+
+def _target(uri):
+    """(name, reference) of a manifest URI, None for another URI, or UNPARSEABLE."""
+    path = uri.split("?", 1)[0] if "?" in uri else uri
+    path = path.split("#", 1)[0] if "#" in path else path
     if "%" in path:
         path = unquote(path, errors="replace")
     match = _URI.fullmatch(path)
@@ -167,5 +214,4 @@ def _request(when, method, uri, status, agent):
     name, reference = match.groups()
     if not names.valid_name(name) or not names.valid_reference(reference):
         return UNPARSEABLE
-    agent = agent if isinstance(agent, str) else ""
-    return Request(when, method.upper()[:16], name, reference, status, agent[:300])
+    return name, reference
