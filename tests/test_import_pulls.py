@@ -369,3 +369,12 @@ def test_a_real_registry_log_gives_what_notifications_recorded(tmp_path, setting
     assert summary["assumed_current"] == 4 and summary["by_digest"] == 2
     assert Manifest.objects.get(digest=b).last_pulled == imported[b]
     assert Manifest.objects.get(digest=a).last_pulled < imported[a]  # its pull by digest
+
+
+def test_other_compressions_are_named_with_a_way_out(tmp_path, db):
+    import bz2
+
+    path = tmp_path / "access.log.bz2"
+    path.write_bytes(bz2.compress(b"hello\n"))
+    with pytest.raises(CommandError, match="bzip2.*bzcat"):
+        call_command("import_pulls", str(path), "--no-progress")

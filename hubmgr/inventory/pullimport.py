@@ -34,8 +34,8 @@ from hubmgr.registry.names import valid_digest
 
 from . import taghistory
 from .accesslog import UNPARSEABLE, parse_line
-from .models import Manifest, PushSource, Registry, Repository, Tag, TagHistory
-from .notifications import MOVE_SQL, OUR_AGENT
+from .models import Manifest, Registry, Repository, Tag, TagHistory
+from .notifications import OUR_AGENT
 from .store import _chunks, note_activity
 
 CHUNK_LINES = 50_000
@@ -44,6 +44,8 @@ MAX_SAMPLES = 5
 MAX_NAMES_CACHED = 100_000
 PUSH_SLACK = timedelta(seconds=10)
 WHOLE_SECOND = timedelta(microseconds=999_999)
+OTHER_COMPRESSION = ((b"BZh", "bzip2", "bzcat"), (b"\xfd7zXZ\x00", "xz", "xzcat"),
+                     (b"\x28\xb5\x2f\xfd", "zstd", "zstdcat"))
 
 
 class LogError(Exception):
@@ -112,6 +114,13 @@ def open_log(path):
         raise LogError(f"{path}: {exc.strerror or exc}") from None
     if magic == b"\x1f\x8b":
         return gzip.GzipFile(fileobj=stream, mode="rb"), raw
+    head = stream.peek(6)[:6]
+    for signature, kind, tool in OTHER_COMPRESSION:
+        if head.startswith(signature):
+            if raw is not sys.stdin.buffer:
+                raw.close()
+            raise LogError(f"{path}: compressed with {kind}, which import_pulls does not read: "
+                           f"{tool} {'' if path == '-' else path + ' '}| import_pulls -")
     return stream, raw
 
 
@@ -154,6 +163,8 @@ def _unparseable(summary, line):
 
 
 class Importer:
+    """Feed it lines (or run it on files); it applies them a chunk at a time."""
+
     def __init__(self, registry, complete=False):
         self.registry = registry
         self.complete = complete
@@ -195,7 +206,11 @@ class Importer:
     def run(self, paths, progress=None):
         tick = (lambda: progress(self.summary)) if progress else None
         for path in paths:
-            stream, raw = open_log(path)
+            try:
+                stream, raw = open_log(path)
+            except LogError as exc:
+                self.summary.errors.append(str(exc))
+                continue
             try:
                 for line in read_lines(stream, self.summary, tick):
                     self.feed(line)
@@ -265,7 +280,8 @@ class Importer:
             current.update((t, (m, d)) for t, m, d in Tag.objects.filter(
                 repository_id=repo_id, name__in=chunk)
                 .values_list("name", "manifest_id", "manifest__digest"))
-        timeline = taghistory.Timeline(repo_id, tags) if tags else None
+        between = (min(e[3] for e in entries), max(e[3] for e in entries) + WHOLE_SECOND)
+        timeline = taghistory.Timeline(repo_id, tags, between) if tags else None
         if timeline and timeline.points:
             for chunk in _chunks({d for _, ds in timeline.points.items() for _, d in ds[1]}
                                  - set(rows)):
@@ -340,39 +356,47 @@ def _later(a, b):
     return a if b is None or a >= b else b
 
 
+# Forward-only updates. {t} is the new time, {slack} that time less PUSH_SLACK.
+_PULL_SET, _PULL_WHERE = "last_pulled = {t}", "(last_pulled IS NULL OR last_pulled < {t})"
+_PUSH_SET = "last_pushed = {t}, last_pushed_source = 'access_log'"
+_PUSH_WHERE = ("(last_pushed IS NULL OR last_pushed_source NOT IN ('push_event', 'access_log') "
+               "OR (last_pushed_source = 'access_log' AND last_pushed < {t}) "
+               "OR (last_pushed_source = 'push_event' AND last_pushed < {slack}))")
+
+
 def _move_pulls(times) -> int:
     """Each manifest's "last pulled" moves forward (never back): the rows that moved."""
-    if not times:
-        return 0
-    field = Manifest._meta.get_field("last_pulled")
-    rows = []
-    for manifest_id, when in sorted(times.items()):
-        value = field.get_db_prep_save(when, connection)
-        rows.append((value, manifest_id, value))
-    table = connection.ops.quote_name(Manifest._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.executemany(MOVE_SQL["last_pulled"].format(table=table), rows)
-        return max(cursor.rowcount, 0)
-
-_PUSH_SQL = (
-    "UPDATE {table} SET last_pushed = %s, last_pushed_source = %s WHERE id = %s AND "
-    "(last_pushed IS NULL OR last_pushed_source NOT IN (%s, %s) OR "
-    "(last_pushed_source = %s AND last_pushed < %s) OR "
-    "(last_pushed_source = %s AND last_pushed < %s))")
+    return _move("last_pulled", _PULL_SET, _PULL_WHERE, times)
 
 
 def _move_pushes(times) -> int:
     """Pushes found in the log: "last pushed" moves forward (see the module's docstring)."""
+    return _move("last_pushed", _PUSH_SET, _PUSH_WHERE, times)
+
+
+def _move(column, assign, condition, times) -> int:
+    """UPDATE manifests {id: time} where ``condition`` holds: one statement on PostgreSQL
+    (the pairs as two arrays), one prepared statement for all rows elsewhere."""
     if not times:
         return 0
-    field = Manifest._meta.get_field("last_pushed")
     table = connection.ops.quote_name(Manifest._meta.db_table)
-    log, event = PushSource.ACCESS_LOG, PushSource.PUSH_EVENT
-    rows = []
-    for manifest_id, when in sorted(times.items()):
-        value = field.get_db_prep_save(when, connection)
-        rows.append((value, log, manifest_id, log, event, log, value, event,
-                     field.get_db_prep_save(when - PUSH_SLACK, connection)))
+    pairs = sorted(times.items())
     with connection.cursor() as cursor:
-        cursor.executemany(_PUSH_SQL.format(table=table), rows)
+        if connection.vendor == "postgresql":
+            slack = f"(v.t - interval '{PUSH_SLACK.total_seconds():.0f} seconds')"
+            cursor.execute(
+                f"UPDATE {table} SET {assign.format(t='v.t')} FROM unnest(%s::bigint[], "
+                f"%s::timestamptz[]) AS v(id, t) WHERE {table}.id = v.id AND "
+                f"{condition.format(t='v.t', slack=slack)}",
+                [[pk for pk, _ in pairs], [when for _, when in pairs]])
+        else:
+            field = Manifest._meta.get_field(column)
+            rows = []
+            for manifest_id, when in pairs:
+                value = field.get_db_prep_save(when, connection)
+                rows.append({"id": manifest_id, "t": value,
+                             "slack": field.get_db_prep_save(when - PUSH_SLACK, connection)})
+            cursor.executemany(
+                f"UPDATE {table} SET {assign.format(t='%(t)s')} WHERE id = %(id)s AND "
+                f"{condition.format(t='%(t)s', slack='%(slack)s')}", rows)
         return max(cursor.rowcount, 0)

@@ -57,12 +57,16 @@ def close(repository_id, tag, when):
 class Timeline:
     """The recorded history of some tags of one repository, to look times up in."""
 
-    def __init__(self, repository_id, tags):
+    def __init__(self, repository_id, tags, between=None):
+        """``between``: (first, last), to load only the intervals that reach into it."""
         self.points = {}
         tags = list(tags)
+        rows = TagHistory.objects.filter(repository_id=repository_id)
+        if between:
+            rows = rows.filter(Q(until__isnull=True) | Q(until__gt=between[0]),
+                               since__lte=between[1])
         for start in range(0, len(tags), 500):
-            for tag, since, until, digest in TagHistory.objects.filter(
-                    repository_id=repository_id, tag__in=tags[start:start + 500]) \
+            for tag, since, until, digest in rows.filter(tag__in=tags[start:start + 500]) \
                     .order_by("tag", "since").values_list("tag", "since", "until", "digest"):
                 entry = self.points.setdefault(tag, ([], []))
                 entry[0].append(since)
