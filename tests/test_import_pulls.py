@@ -7,6 +7,7 @@ import subprocess
 import time
 import tracemalloc
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -378,3 +379,17 @@ def test_other_compressions_are_named_with_a_way_out(tmp_path, db):
     path.write_bytes(bz2.compress(b"hello\n"))
     with pytest.raises(CommandError, match="bzip2.*bzcat"):
         call_command("import_pulls", str(path), "--no-progress")
+
+
+NGINX_LOG = Path(__file__).parent / "fixtures" / "nginx-access.log"  # as nginx writes it
+
+
+def test_an_nginx_log_as_nginx_writes_it(tmp_path, app):
+    _, _, new = app
+    out = io.StringIO()
+    call_command("import_pulls", str(NGINX_LOG), "--json", "--no-progress", stdout=out)
+    summary = json.loads(out.getvalue())
+    assert (summary["lines"], summary["pulls"], summary["applied"]) == (7, 1, 1)
+    assert summary["unparseable"] == 1  # the 404 for a tag that cannot be
+    assert Manifest.objects.get(pk=new.pk).last_pulled == datetime(2026, 11, 20, 10, 0, 1,
+                                                                    tzinfo=UTC)

@@ -4,7 +4,8 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from hubmgr.inventory.pullimport import Importer, LogError, check_readable, choose_registry
+from hubmgr.inventory.pullimport import (MAX_SAMPLES, Importer, LogError, check_readable,
+                                         choose_registry)
 
 
 class Command(BaseCommand):
@@ -48,11 +49,13 @@ def _text(s):
         f"Lines read: {s.lines:,}",
         f"Pulls found: {s.pulls:,}; applied: {s.applied:,} (by digest {s.by_digest:,}, by "
         f"tag resolved from history {s.from_history:,}, by tag assumed current "
-        f"{s.assumed_current:,}); of manifests hubmgr does not know: {s.unknown_manifest:,}",
+        f"{s.assumed_current:,}); not in the inventory: {s.unknown_manifest:,}",
         f"Pushes found: {s.pushes:,}; applied: {s.pushes_applied:,}",
         f"Manifests updated: {s.manifests_updated:,}",
         f"Unknown repositories: {s.unknown_repository_lines:,} lines"
-        + (f" ({', '.join(s.unknown_repositories)}…)" if s.unknown_repositories else ""),
+        + (f" ({', '.join(s.unknown_repositories)}"
+           f"{', …' if len(s.unknown_repositories) >= MAX_SAMPLES else ''})"
+           if s.unknown_repositories else ""),
         f"Unparseable lines: {s.unparseable:,}",
     ]
     lines += [f"  {sample}" for sample in s.samples]
