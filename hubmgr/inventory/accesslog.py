@@ -63,8 +63,8 @@ def parse_line(line) -> Request | str | None:
             return UNPARSEABLE
         elif MARKER not in line:
             return None
-        if line[:1].isspace():
-            line = line.lstrip()
+        if line[:1].isspace() or line[:1] == "\ufeff":  # a byte order mark starts a file
+            line = line.lstrip().lstrip("\ufeff")
         if line[:1] == "{":
             return _parse_json(line)
         if line[:5] == "time=":
