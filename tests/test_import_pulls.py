@@ -123,7 +123,7 @@ def test_no_log_makes_the_import_fail(tmp_path, lines):
     summary = pullimport.Importer(default_registry()).run([str(path)])
     assert summary.lines <= data.count(b"\n") + 1
     compressed = data[:2] == b"\x1f\x8b" or any(
-        data.startswith(signature) for signature, _, _ in pullimport.OTHER_COMPRESSION)
+        signature.match(data) for signature, _, _ in pullimport.OTHER_COMPRESSION)
     assert not summary.errors or compressed  # a gzip or bzip2 header and then garbage
     assert all(len(sample) <= 200 for sample in summary.samples)
 

@@ -19,6 +19,7 @@ later (the same push's log line is written just after its event).
 
 import gzip
 import io
+import re
 import sys
 import zlib
 from collections import defaultdict
@@ -44,8 +45,9 @@ MAX_SAMPLES = 5
 MAX_NAMES_CACHED = 100_000
 PUSH_SLACK = timedelta(seconds=10)
 WHOLE_SECOND = timedelta(microseconds=999_999)
-OTHER_COMPRESSION = ((b"BZh", "bzip2", "bzcat"), (b"\xfd7zXZ\x00", "xz", "xzcat"),
-                     (b"\x28\xb5\x2f\xfd", "zstd", "zstdcat"))
+OTHER_COMPRESSION = ((re.compile(rb"BZh[1-9]1AY&SY"), "bzip2", "bzcat"),
+                     (re.compile(rb"\xfd7zXZ\x00"), "xz", "xzcat"),
+                     (re.compile(rb"\x28\xb5\x2f\xfd"), "zstd", "zstdcat"))
 
 
 class LogError(Exception):
@@ -114,9 +116,9 @@ def open_log(path):
         raise LogError(f"{path}: {exc.strerror or exc}") from None
     if magic == b"\x1f\x8b":
         return gzip.GzipFile(fileobj=stream, mode="rb"), raw
-    head = stream.peek(6)[:6]
+    head = stream.peek(10)[:10]
     for signature, kind, tool in OTHER_COMPRESSION:
-        if head.startswith(signature):
+        if signature.match(head):
             if raw is not sys.stdin.buffer:
                 raw.close()
             raise LogError(f"{path}: compressed with {kind}, which import_pulls does not read: "
