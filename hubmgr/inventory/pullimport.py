@@ -31,7 +31,6 @@ from django.db import connection, transaction
 from django.db.models import Q
 
 from hubmgr.registry import names
-from hubmgr.registry.names import valid_digest
 
 from . import taghistory
 from .accesslog import UNPARSEABLE, parse_line
@@ -268,11 +267,20 @@ class Importer:
     def _resolve(self, repo_id, entries, pulled, pushed, activity):
         summary = self.summary
         digests, tags = set(), set()
+        first = last = entries[0][3]
         for kind, _, reference, when in entries:
-            (digests if valid_digest(reference) else tags).add(reference)
-            if kind == "push" and reference in tags:
-                key = (repo_id, reference)
-                self.tag_pushes[key] = _later(self.tag_pushes.get(key), when)
+            if when < first:
+                first = when
+            elif when > last:
+                last = when
+            # The parser let through only valid references: a tag has no ":".
+            if ":" in reference:
+                digests.add(reference)
+            else:
+                tags.add(reference)
+                if kind == "push":
+                    key = (repo_id, reference)
+                    self.tag_pushes[key] = _later(self.tag_pushes.get(key), when)
         rows = {}
         for chunk in _chunks(digests):
             rows.update(Manifest.objects.filter(repository_id=repo_id, digest__in=chunk)
@@ -282,8 +290,8 @@ class Importer:
             current.update((t, (m, d)) for t, m, d in Tag.objects.filter(
                 repository_id=repo_id, name__in=chunk)
                 .values_list("name", "manifest_id", "manifest__digest"))
-        between = (min(e[3] for e in entries), max(e[3] for e in entries) + WHOLE_SECOND)
-        timeline = taghistory.Timeline(repo_id, tags, between) if tags else None
+        timeline = taghistory.Timeline(repo_id, tags, (first, last + WHOLE_SECOND)) \
+            if tags else None
         if timeline and timeline.points:
             for chunk in _chunks({d for _, ds in timeline.points.items() for _, d in ds[1]}
                                  - set(rows)):
