@@ -27,10 +27,20 @@ _CUT_SQL = (
     "h.repository_id = {t}.repository_id AND h.tag = {t}.tag AND h.since > {t}.since "
     "AND ({t}.until IS NULL OR h.since < {t}.until))")
 
+_CUT_PG = (
+    "UPDATE {t} SET until = (SELECT MIN(h.since) FROM {t} h WHERE h.repository_id = "
+    "{t}.repository_id AND h.tag = {t}.tag AND h.since > {t}.since) "
+    "FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[]) AS v(tag, high, low) "
+    "WHERE {t}.repository_id = %s AND {t}.tag = v.tag AND {t}.since <= v.high "
+    "AND ({t}.until IS NULL OR {t}.until > v.low) AND EXISTS (SELECT 1 FROM {t} h WHERE "
+    "h.repository_id = {t}.repository_id AND h.tag = {t}.tag AND h.since > {t}.since "
+    "AND ({t}.until IS NULL OR h.since < {t}.until))")
+
 
 def record(repository_id, points, source):
     """Record pushes of tags: points [(tag, digest, time)]. Idempotent (a point already
-    recorded at that time is kept): one insert and one prepared update for the lot."""
+    recorded at that time is kept): one insert and one update for the lot (on SQLite, one
+    prepared update run per tag)."""
     if not points:
         return
     TagHistory.objects.bulk_create(
@@ -41,11 +51,18 @@ def record(repository_id, points, source):
     for tag, _, when in points:
         low, high = bounds.get(tag, (when, when))
         bounds[tag] = (min(low, when), max(high, when))
-    field = TagHistory._meta.get_field("since")
-    rows = [(repository_id, tag, field.get_db_prep_save(high, connection),
-             field.get_db_prep_save(low, connection)) for tag, (low, high) in bounds.items()]
+    table = connection.ops.quote_name(_TABLE)
     with connection.cursor() as cursor:
-        cursor.executemany(_CUT_SQL.format(t=connection.ops.quote_name(_TABLE)), rows)
+        if connection.vendor == "postgresql":  # one statement: the tags as arrays
+            tags = sorted(bounds)
+            cursor.execute(_CUT_PG.format(t=table), [
+                tags, [bounds[t][1] for t in tags], [bounds[t][0] for t in tags],
+                repository_id])
+            return
+        field = TagHistory._meta.get_field("since")
+        cursor.executemany(_CUT_SQL.format(t=table), [
+            (repository_id, tag, field.get_db_prep_save(high, connection),
+             field.get_db_prep_save(low, connection)) for tag, (low, high) in bounds.items()])
 
 
 def close(repository_id, tag, when):
