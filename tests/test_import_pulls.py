@@ -85,6 +85,17 @@ def test_query_strings_are_ignored_and_the_uri_is_url_decoded():
     assert (found.name, found.reference) == ("team/app", "v1")
 
 
+def test_apache_and_traefik_lines_are_read():
+    apache = ('127.0.0.1 - frank [10/Oct/2026:13:55:36 -0700] "GET /v2/a/manifests/v1 '
+              'HTTP/1.0" 200 2326 "http://example.com/\\"start\\"" "Mozilla/4.08 \\"q\\""')
+    found = parse_line(apache)
+    assert (found.name, found.useragent, found.time) == (
+        "a", 'Mozilla/4.08 "q"', datetime(2026, 10, 10, 20, 55, 36, tzinfo=UTC))
+    traefik = ('10.0.0.1 - - [10/Oct/2026:13:55:36 +0000] "HEAD /v2/a/b/manifests/v1 HTTP/2.0" '
+               '200 0 "-" "containerd/1.7" 42 "registry@docker" "http://172.18.0.2:5000" 3ms')
+    assert parse_line(traefik).method == "HEAD"
+
+
 def test_a_key_inside_a_quoted_value_is_not_taken_for_a_field():
     line = text_line(T0, "/v2/a/manifests/v1", status=404,
                      agent='evil\\" http.response.status=200 x=\\"')

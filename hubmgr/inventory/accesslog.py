@@ -37,9 +37,11 @@ class Request(NamedTuple):
 
 _URI = re.compile(r"/v2/(.+)/manifests/([^/]+)")
 # Combined: host ident user [time] "METHOD URI PROTO" status bytes "referer" "agent" [...]
+# A quoted field may hold escaped quotes (Apache writes \", nginx \x22).
+_QUOTED = r'[^"\\]*(?:\\.[^"\\]*)*'
 _COMBINED = re.compile(
-    r'\S+ \S+ \S+ \[([^\]]{1,40})\] "(\S{1,16}) (\S+)[^"]*" (\d{3}) \S+ '
-    r'"(?:[^"\\]|\\.)*" "((?:[^"\\]|\\.)*)"')
+    rf'\S+ \S+ \S+ \[([^\]]{{1,40}})\] "(\S{{1,16}}) (\S+)(?: {_QUOTED})?" (\d{{3}}) \S+ '
+    rf'"{_QUOTED}" "({_QUOTED})"')
 # logrus text: key=value or key="quoted \" value"; quoted values are consumed whole, so a
 # "key=" inside a quoted value (a user agent can say anything) is never taken for a key.
 _PAIR = re.compile(r'(?:^| )([\w.]+)=("[^"\\]*(?:\\.[^"\\]*)*"|[^ "]*)')
