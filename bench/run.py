@@ -13,6 +13,8 @@ Sections (BENCH_ONLY=name runs one; several may be comma separated):
 - delete: a deletion job's DELETE rate against raw DELETEs.
 - ingest: notifications per second through the webhook (gunicorn, 2 workers of 8 threads) with
   a real Celery worker applying them, one event per POST, and the time until they are visible.
+- importlog: import_pulls of a 1,000,000-line access log (three formats): lines per second and
+  the importing process's peak memory.
 - kill: the time from a worker's SIGKILL to its job's next DELETE (real workers and beat).
 
 BENCH_DATABASE_URL runs on that database instead of a throw-away SQLite file. Figures are
@@ -47,7 +49,7 @@ django.setup()
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
-from bench import deletion, ingest, plan, repos, sync, table  # noqa: E402
+from bench import deletion, importlog, ingest, plan, repos, sync, table  # noqa: E402
 from bench.common import write_results  # noqa: E402
 
 SECTIONS = {
@@ -58,6 +60,7 @@ SECTIONS = {
     "delete": [deletion.bench_delete],
     "kill": [deletion.bench_kill],
     "ingest": [ingest.bench_ingest],
+    "importlog": [importlog.bench_importlog],
 }
 
 

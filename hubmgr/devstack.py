@@ -66,7 +66,7 @@ class Service:
 
 
 def registry_config(root: Path, port: int, *, notify_url=None, notify_token=None,
-                    htpasswd=None, token_auth=None, delete=True) -> dict:
+                    htpasswd=None, token_auth=None, delete=True, log=None) -> dict:
     config = {
         "version": 0.1,
         "log": {"level": "warn", "accesslog": {"disabled": True}},
@@ -87,6 +87,8 @@ def registry_config(root: Path, port: int, *, notify_url=None, notify_token=None
             "backoff": "1s",
             "ignoredmediatypes": ["application/octet-stream"],
         }]}
+    if log:  # e.g. an access log at info level, for import_pulls tests
+        config["log"] = log
     if htpasswd:
         config["auth"] = {"htpasswd": {"realm": "hubmgr-test", "path": str(htpasswd)}}
     elif token_auth:

@@ -24,7 +24,8 @@ from hubmgr.registry import names
 from hubmgr.registry.client import USER_AGENT
 from hubmgr.registry.manifests import INDEX_TYPES, IMAGE_TYPES, parse_time, plausible
 
-from .models import Kind, Manifest, ProcessedEvent, PushSource, Repository, Tag
+from . import taghistory
+from .models import Kind, Manifest, ProcessedEvent, PushSource, Repository, Tag, TagHistory
 from .store import CHUNK, _chunks, note_activity, writing
 
 log = logging.getLogger("hubmgr.notifications")
@@ -295,13 +296,14 @@ def _apply_run(repo, events, batch, to_fetch):
     if not events:
         return
     rows = _manifests(repo, events, batch)
-    pushed, pulled, tags = {}, {}, {}
+    pushed, pulled, tags, history = {}, {}, {}, []
     for event in events:
         manifest_id, fetched = rows[event.digest]
         times = pushed if event.action == "push" else pulled
         times[manifest_id] = max(times.get(manifest_id, event.timestamp), event.timestamp)
         if event.action == "push" and event.tag:
             tags[event.tag] = (manifest_id, event.timestamp)
+            history.append((event.tag, event.digest, event.timestamp))
         if not fetched:
             to_fetch.add(event.digest)
     _move_times("last_pushed", pushed)
@@ -310,6 +312,8 @@ def _apply_run(repo, events, batch, to_fetch):
                   pulled=max(pulled.values(), default=None))
     if tags:
         _move_tags(repo, tags, batch)
+        # Every push of a tag, late ones included, at its own time (taghistory).
+        taghistory.record(repo.pk, history, TagHistory.Source.PUSH_EVENT)
 
 
 def _manifests(repo, events, batch) -> dict:
@@ -385,3 +389,4 @@ def _delete(repo, event, batch, to_fetch):
         to_fetch.discard(event.digest)
     else:
         batch.drop_tags([event.tag], set_before=event.timestamp)
+        taghistory.close(repo.pk, event.tag, event.timestamp)

@@ -390,7 +390,8 @@ def _refresh_indexes(indexes):
         row.platform = clean(", ".join(platforms), 500)
         created = [link.child.created for link in links if link.child.created]
         row.created = max(created) if created else None
-        if row.created and row.last_pushed_source != PushSource.PUSH_EVENT:
+        if row.created and row.last_pushed_source not in (PushSource.PUSH_EVENT,
+                                                          PushSource.ACCESS_LOG):
             row.last_pushed, row.last_pushed_source = row.created, PushSource.IMAGE_CREATED
     update_rows(["size", "platform", "created", "last_pushed", "last_pushed_source"],
                 [(r.size, r.platform, r.created, r.last_pushed, r.last_pushed_source, r.id)
@@ -411,7 +412,8 @@ def refresh_counts(repo: Repository):
         total=Sum("size"))["total"] or 0
     latest = Manifest.objects.filter(repository=repo).aggregate(
         pulled=Max("last_pulled"),
-        pushed=Max("last_pushed", filter=Q(last_pushed_source=PushSource.PUSH_EVENT)))
+        pushed=Max("last_pushed", filter=Q(last_pushed_source__in=[
+            PushSource.PUSH_EVENT, PushSource.ACCESS_LOG])))
     Repository.objects.filter(pk=repo.pk).update(
         item_count=repo.item_count, tagged_count=repo.tagged_count,
         index_count=repo.index_count, total_size=repo.total_size)

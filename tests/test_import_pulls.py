@@ -1,0 +1,428 @@
+"""import_pulls: last pulled (and pushed) backfilled from registry and proxy access logs."""
+
+import gzip
+import io
+import json
+import subprocess
+import time
+import tracemalloc
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+
+from hubmgr import devstack
+from hubmgr.inventory import envelopes, pullimport
+from hubmgr.inventory.accesslog import UNPARSEABLE, parse_line
+from hubmgr.inventory.models import Manifest, Registry, Repository, TagHistory
+from hubmgr.inventory.notifications import apply_events, parse_event
+from hubmgr.inventory.registries import default_registry
+from hubmgr.registry.client import USER_AGENT, RegistryClient
+
+from .conftest import WEBHOOK_TOKEN
+from .factories import digest, make_image, make_repo
+from .helpers import image, sync
+
+UTC = timezone.utc
+T0 = datetime(2026, 11, 20, 10, 0, 0, tzinfo=UTC)
+NGINX = '{ip} - - [{when}] "{method} {uri} HTTP/1.1" {status} 1234 "-" "{agent}"'
+
+
+def nginx(when, uri, method="GET", status=200, agent="docker/27.3.1 go/go1.22.7"):
+    """A line as nginx's default `combined` format writes it ($time_local in +0100 here)."""
+    local = when.astimezone(timezone(timedelta(hours=1)))
+    return NGINX.format(ip="10.0.0.7", when=local.strftime("%d/%b/%Y:%H:%M:%S %z"),
+                        method=method, uri=uri, status=status, agent=agent)
+
+
+def text_line(when, uri, method="GET", status=200, agent="skopeo/1.9.3"):
+    return (f'time="{when.strftime("%Y-%m-%dT%H:%M:%S.%f")}123Z" level=info '
+            f'msg="response completed" go.version=go1.19.8 http.request.host="r:5000" '
+            f'http.request.method={method} http.request.uri="{uri}" '
+            f'http.request.useragent="{agent}" http.response.status={status}')
+
+
+def json_line(when, uri, method="GET", status=200, agent="containerd/1.7"):
+    return json.dumps({"http.request.method": method, "http.request.uri": uri,
+                       "http.request.useragent": agent, "http.response.status": status,
+                       "level": "info", "msg": "response completed",
+                       "time": when.isoformat().replace("+00:00", "Z")})
+
+
+def run(tmp_path, lines, *args, name="access.log", compress=False):
+    path = tmp_path / name
+    data = ("\n".join(lines) + "\n").encode()
+    path.write_bytes(gzip.compress(data) if compress else data)
+    out = io.StringIO()
+    call_command("import_pulls", str(path), "--json", "--no-progress", *args, stdout=out)
+    return json.loads(out.getvalue())
+
+
+@pytest.fixture
+def app(db):
+    repo = make_repo("team/app")
+    old = make_image(repo, "old", pushed=30)
+    new = make_image(repo, "new", tags=["latest"], pushed=2)
+    return repo, old, new
+
+
+# ---- parsing ---------------------------------------------------------------------------------
+def test_it_reads_the_three_formats_alike():
+    uri = f"/v2/team/app/manifests/{digest('x')}"
+    for line in (nginx(T0, uri), text_line(T0, uri), json_line(T0, uri),
+                 "\ufeff" + json_line(T0, uri) + "\r\n"):
+        found = parse_line(line)
+        assert (found.name, found.reference, found.method, found.status) == \
+            ("team/app", digest("x"), "GET", 200), line
+        assert abs(found.time - T0) < timedelta(seconds=1)
+
+
+def test_query_strings_are_ignored_and_the_uri_is_url_decoded():
+    found = parse_line(nginx(T0, "/v2/team%2Fapp/manifests/v%31?ns=docker.io#x"))
+    assert (found.name, found.reference) == ("team/app", "v1")
+
+
+def test_apache_and_traefik_lines_are_read():
+    apache = ('127.0.0.1 - frank [10/Oct/2026:13:55:36 -0700] "GET /v2/a/manifests/v1 '
+              'HTTP/1.0" 200 2326 "http://example.com/\\"start\\"" "Mozilla/4.08 \\"q\\""')
+    found = parse_line(apache)
+    assert (found.name, found.useragent, found.time) == (
+        "a", 'Mozilla/4.08 "q"', datetime(2026, 10, 10, 20, 55, 36, tzinfo=UTC))
+    traefik = ('10.0.0.1 - - [10/Oct/2026:13:55:36 +0000] "HEAD /v2/a/b/manifests/v1 HTTP/2.0" '
+               '200 0 "-" "containerd/1.7" 42 "registry@docker" "http://172.18.0.2:5000" 3ms')
+    assert parse_line(traefik).method == "HEAD"
+
+
+def test_a_key_inside_a_quoted_value_is_not_taken_for_a_field():
+    line = text_line(T0, "/v2/a/manifests/v1", status=404,
+                     agent='evil\\" http.response.status=200 x=\\"')
+    found = parse_line(line)
+    assert found.status == 404 and found.useragent.startswith('evil" http.response')
+
+
+def test_other_lines_are_skipped_and_malformed_manifest_lines_are_unparseable():
+    assert parse_line('time="2026-11-20T10:00:00Z" level=info msg="listening on [::]:5000"') \
+        is None
+    assert parse_line(nginx(T0, "/v2/team/app/blobs/sha256:00")) is None
+    assert parse_line(json_line(T0, "/v2/a/manifests/v1")[:-5]) is UNPARSEABLE
+    assert parse_line(nginx(T0, "/v2/UPPER/manifests/v1")) is UNPARSEABLE
+    assert parse_line("/manifests/ " + "x" * 20_000) is UNPARSEABLE
+    assert parse_line(nginx(T0 + timedelta(days=400), "/v2/a/manifests/v1")) is UNPARSEABLE
+
+
+@hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(st.text(), st.binary(), st.text().map(lambda t: "/manifests/" + t),
+                 st.text().map(lambda t: '{"msg":"response completed","x":"/manifests/' + t),
+                 st.text().map(lambda t: 'time="' + t + ' msg="response completed /manifests/')))
+def test_no_line_makes_the_parser_raise(line):
+    parse_line(line)
+
+
+@pytest.mark.django_db
+@hsettings(max_examples=100, deadline=None,
+           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.lists(st.one_of(st.binary(max_size=300), st.text(max_size=300).map(
+    lambda t: nginx(T0, "/v2/team/app/manifests/" + t).encode("utf-8", "surrogatepass"))),
+    max_size=20))
+def test_no_log_makes_the_import_fail(tmp_path, lines):
+    path = tmp_path / "fuzz.log"
+    data = b"\n".join(lines)
+    path.write_bytes(data)
+    summary = pullimport.Importer(default_registry()).run([str(path)])
+    assert summary.lines <= data.count(b"\n") + 1
+    compressed = data[:2] == b"\x1f\x8b" or any(
+        signature.match(data) for signature, _, _ in pullimport.OTHER_COMPRESSION)
+    assert not summary.errors or compressed  # a gzip or bzip2 header and then garbage
+    assert all(len(sample) <= 200 for sample in summary.samples)
+
+
+# ---- what counts ----------------------------------------------------------------------------
+def test_pulls_by_digest_and_tag_are_applied_and_a_second_import_changes_nothing(tmp_path,
+                                                                                  app):
+    repo, old, new = app
+    lines = [nginx(T0, f"/v2/team/app/manifests/{old.digest}"),
+             nginx(T0 + timedelta(hours=1), "/v2/team/app/manifests/latest"),
+             nginx(T0 + timedelta(hours=2), "/v2/team/app/blobs/" + digest("b")),
+             "garbage with /manifests/ in it"]
+    first = run(tmp_path, lines)
+    assert (first["lines"], first["pulls"], first["applied"], first["by_digest"],
+            first["assumed_current"], first["unparseable"]) == (4, 2, 2, 1, 1, 1)
+    assert first["samples"] == ["garbage with /manifests/ in it"]
+    old.refresh_from_db()
+    new.refresh_from_db()
+    assert old.last_pulled == T0 and new.last_pulled == T0 + timedelta(hours=1)
+    assert Repository.objects.get(pk=repo.pk).last_pulled == T0 + timedelta(hours=1)
+    second = run(tmp_path, lines)
+    assert second["manifests_updated"] == 0 and first["manifests_updated"] == 2
+    assert Manifest.objects.get(pk=new.pk).last_pulled == T0 + timedelta(hours=1)
+
+
+def test_times_never_move_back(tmp_path, app):
+    _, old, _ = app
+    Manifest.objects.filter(pk=old.pk).update(last_pulled=T0 + timedelta(days=1))
+    run(tmp_path, [nginx(T0, f"/v2/team/app/manifests/{old.digest}")])
+    assert Manifest.objects.get(pk=old.pk).last_pulled == T0 + timedelta(days=1)
+
+
+def test_our_own_agent_failures_and_heads_do_not_count(tmp_path, app, settings):
+    _, old, _ = app
+    uri = f"/v2/team/app/manifests/{old.digest}"
+    lines = [nginx(T0, uri, agent=USER_AGENT), nginx(T0, uri, status=404),
+             nginx(T0, uri, method="HEAD"), nginx(T0, uri, method="DELETE", status=202)]
+    assert run(tmp_path, lines)["pulls"] == 0
+    assert Manifest.objects.get(pk=old.pk).last_pulled is None
+    settings.COUNT_HEAD_PULLS = True
+    assert run(tmp_path, lines)["pulls"] == 1
+    assert Manifest.objects.get(pk=old.pk).last_pulled == T0
+
+
+def test_unknown_repositories_and_manifests_are_counted_not_created(tmp_path, app):
+    summary = run(tmp_path, [nginx(T0, "/v2/nobody/here/manifests/v1"),
+                             nginx(T0, f"/v2/team/app/manifests/{digest('gone')}"),
+                             nginx(T0, "/v2/team/app/manifests/no-such-tag")])
+    assert summary["unknown_repository_lines"] == 1
+    assert summary["unknown_repositories"] == ["nobody/here"]
+    assert summary["unknown_manifest"] == 2 and summary["applied"] == 0
+    assert not Repository.objects.filter(name="nobody/here").exists()
+    assert Manifest.objects.count() == 2
+
+
+def test_a_pull_by_tag_is_resolved_from_the_tag_history(tmp_path, app):
+    repo, old, new = app
+    TagHistory.objects.create(repository=repo, tag="latest", digest=old.digest, since=T0,
+                              until=T0 + timedelta(days=1), source="push_event")
+    TagHistory.objects.create(repository=repo, tag="latest", digest=new.digest,
+                              since=T0 + timedelta(days=1), source="push_event")
+    summary = run(tmp_path, [nginx(T0 + timedelta(hours=5), "/v2/team/app/manifests/latest"),
+                             nginx(T0 - timedelta(hours=5), "/v2/team/app/manifests/latest")])
+    assert summary["from_history"] == 1 and summary["assumed_current"] == 1
+    assert Manifest.objects.get(pk=old.pk).last_pulled == T0 + timedelta(hours=5)
+    assert Manifest.objects.get(pk=new.pk).last_pulled == T0 - timedelta(hours=5)
+
+
+def test_pushes_in_the_log_give_last_pushed_where_no_push_event_did(tmp_path, app):
+    repo, old, new = app
+    Manifest.objects.filter(pk=old.pk).update(last_pushed=T0 - timedelta(days=9),
+                                              last_pushed_source="image_created")
+    pushed_new = new.last_pushed
+    summary = run(tmp_path, [
+        nginx(T0, f"/v2/team/app/manifests/{old.digest}", method="PUT", status=201),
+        nginx(T0 - timedelta(days=60), f"/v2/team/app/manifests/{new.digest}", method="PUT",
+              status=201),
+        nginx(T0 - timedelta(days=61), "/v2/team/app/manifests/latest", method="PUT",
+              status=201)])
+    assert summary["pushes"] == 3
+    old.refresh_from_db()
+    new.refresh_from_db()
+    assert (old.last_pushed, old.last_pushed_source) == (T0, "access_log")
+    assert (new.last_pushed, new.last_pushed_source) == (pushed_new, "push_event")
+    point = TagHistory.objects.get(repository=repo, tag="latest")
+    assert (point.digest, point.source, point.since) == \
+        (new.digest, "access_log", T0 - timedelta(days=61))
+
+
+def test_complete_moves_the_window_back_never_forward(tmp_path, app):
+    registry = default_registry()
+    lines = [nginx(T0 + timedelta(hours=1), "/v2/team/app/manifests/latest"),
+             nginx(T0, "/v2/team/app/manifests/latest")]
+    run(tmp_path, lines)
+    assert Registry.objects.get(pk=registry.pk).pulls_observed_since is None
+    assert run(tmp_path, lines, "--complete")["window_moved"]
+    assert Registry.objects.get(pk=registry.pk).pulls_observed_since == T0
+    Registry.objects.filter(pk=registry.pk).update(pulls_observed_since=T0 - timedelta(days=1))
+    assert not run(tmp_path, lines, "--complete")["window_moved"]
+    assert Registry.objects.get(pk=registry.pk).pulls_observed_since == T0 - timedelta(days=1)
+
+
+def test_gzip_is_read_and_a_truncated_one_applies_what_was_read_and_fails(tmp_path, app):
+    _, old, new = app
+    lines = [nginx(T0, f"/v2/team/app/manifests/{old.digest}")] + [
+        nginx(T0 + timedelta(seconds=n), "/v2/team/app/blobs/" + digest(n))
+        for n in range(20_000)]
+    assert run(tmp_path, lines, compress=True)["pulls"] == 1
+    Manifest.objects.update(last_pulled=None)
+    path = tmp_path / "cut.log.gz"
+    data = gzip.compress(("\n".join(lines) + "\n").encode())
+    path.write_bytes(data[:len(data) // 2])
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="truncated"):
+        call_command("import_pulls", str(path), "--no-progress", "--complete", stdout=out)
+    assert "Pulls found: 1" in out.getvalue()
+    assert Manifest.objects.get(pk=old.pk).last_pulled == T0
+    assert default_registry().pulls_observed_since is None  # not complete after all
+
+
+def test_files_that_cannot_be_read_are_one_line_errors(tmp_path, db):
+    with pytest.raises(CommandError, match="No such file"):
+        call_command("import_pulls", str(tmp_path / "missing.log"), "--no-progress")
+    proc = subprocess.run([".venv/bin/python", "manage.py", "import_pulls", "--no-progress",
+                           str(tmp_path / "missing.log")], capture_output=True, text=True)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "missing.log" in proc.stderr
+
+
+def test_several_registries_need_a_name(tmp_path, app):
+    Registry.objects.create(name="other", url="http://127.0.0.1:1")
+    with pytest.raises(CommandError, match="--registry"):
+        run(tmp_path, [])
+    assert run(tmp_path, [nginx(T0, "/v2/team/app/manifests/latest")],
+               "--registry", "default")["applied"] == 1
+
+
+def test_memory_stays_bounded_on_a_long_log(tmp_path, app, monkeypatch):
+    repo, old, new = app
+    monkeypatch.setattr(pullimport, "CHUNK_LINES", 5_000)
+    uris = [f"/v2/team/app/manifests/{old.digest}", "/v2/team/app/manifests/latest",
+            f"/v2/team/app/blobs/{digest('b')}", f"/v2/other/repo{0}/manifests/v1"]
+    path = tmp_path / "long.log"
+    with open(path, "w") as out:
+        line = nginx(T0, "{}")
+        for n in range(120_000):
+            out.write(line.replace("20/Nov", f"{n // 86400 + 1:02d}/Oct", 1)
+                      .format(uris[n % 4]) + "\n")
+    importer = pullimport.Importer(default_registry())
+    tracemalloc.start()
+    try:
+        summary = importer.run([str(path)])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert summary.lines == 120_000 and summary.applied == 60_000
+    print(f"tracemalloc peak {peak / 2**20:.1f} MiB")
+    assert peak < 10 * 2**20, peak  # a chunk of 5,000 entries and a block of 1 MiB
+    assert Manifest.objects.get(pk=new.pk).last_pulled.date() == datetime(2026, 10, 2).date()
+
+
+# ---- tag history from push events -----------------------------------------------------------
+def push_event(id, when, seed, tag="latest", action="push"):
+    return parse_event(0, {
+        "id": id, "timestamp": when.isoformat(), "action": action,
+        "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                   "repository": "team/app", **({"digest": digest(seed)} if seed else {}),
+                   "tag": tag},
+        "request": {"method": "PUT", "useragent": "docker/27"}})
+
+
+def history():
+    return [(h.digest, h.since, h.until, h.source) for h in
+            TagHistory.objects.filter(tag="latest").order_by("since")]
+
+
+@pytest.mark.django_db
+def test_push_events_record_tag_history_late_ones_at_their_own_time():
+    registry = default_registry()
+    hour = timedelta(hours=1)
+    apply_events(registry, [push_event("a", T0, "a"), push_event("b", T0 + 2 * hour, "b")])
+    assert history() == [(digest("a"), T0, T0 + 2 * hour, "push_event"),
+                         (digest("b"), T0 + 2 * hour, None, "push_event")]
+    apply_events(registry, [push_event("late", T0 + hour, "c")])  # delivered late
+    apply_events(registry, [push_event("late", T0 + hour, "c")])  # and again
+    assert history() == [(digest("a"), T0, T0 + hour, "push_event"),
+                         (digest("c"), T0 + hour, T0 + 2 * hour, "push_event"),
+                         (digest("b"), T0 + 2 * hour, None, "push_event")]
+    apply_events(registry, [push_event("del", T0 + 3 * hour, None, action="delete")])
+    assert history()[-1] == (digest("b"), T0 + 2 * hour, T0 + 3 * hour, "push_event")
+
+
+# ---- the real registry ------------------------------------------------------------------------
+def skopeo(registry, ref):
+    subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw",
+                    f"docker://{registry.url.removeprefix('http://')}/{ref}"],
+                   check=True, capture_output=True)
+
+
+def applied(check, timeout=20):
+    """Apply what the registry's notifications queued until ``check()`` holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        envelopes.drain(default_registry())
+        if check():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize("formatter", ["text", "json"])
+def test_a_real_registry_log_gives_what_notifications_recorded(tmp_path, settings, live_server,
+                                                                formatter):
+    service = devstack.start_registry(
+        tmp_path / "registry", notify_url=f"{live_server.url}/hooks/registry",
+        notify_token=WEBHOOK_TOKEN,
+        log={"level": "info", "formatter": formatter, "accesslog": {"disabled": False}})
+    settings.REGISTRY_URL = service.url
+    client = RegistryClient(service.url)
+    try:
+        a = image(client, "live/app", tag="v1", seed="a")["digest"]
+        assert applied(lambda: Manifest.objects.filter(digest=a).exists())
+        sync()
+        skopeo(service, f"live/app@{a}")
+        time.sleep(0.3)
+        skopeo(service, "live/app:v1")
+        assert applied(lambda: Manifest.objects.filter(digest=a, last_pulled__isnull=False)
+                       .exists())
+        b = image(client, "live/app", tag="v1", seed="b")["digest"]  # the tag moves
+        skopeo(service, "live/app:v1")
+        assert applied(lambda: Manifest.objects.filter(digest=b, last_pulled__isnull=False)
+                       .exists())
+        sync()  # our own GETs are in the log too, and count for nothing
+    finally:
+        client.close()
+        service.stop()
+    envelopes.drain(default_registry())
+    repo = Repository.objects.get(name="live/app")
+    assert [(h.digest, h.source) for h in TagHistory.objects.filter(repository=repo)
+            .order_by("since")] == [(a, "push_event"), (b, "push_event")]
+    recorded = dict(Manifest.objects.filter(repository=repo).values_list("digest",
+                                                                         "last_pulled"))
+    Manifest.objects.update(last_pulled=None)  # a fresh inventory, as to pulls
+
+    log = tmp_path / "registry" / "registry.log"
+    out = io.StringIO()
+    call_command("import_pulls", str(log), "--json", "--no-progress", stdout=out)
+    summary = json.loads(out.getvalue())
+    # Each request is in the log twice: the registry's own line and its combined access line.
+    assert (summary["pulls"], summary["by_digest"], summary["from_history"]) == (6, 2, 4)
+    assert summary["unparseable"] == 0 and summary["assumed_current"] == 0
+    imported = dict(Manifest.objects.filter(repository=repo).values_list("digest",
+                                                                         "last_pulled"))
+    assert set(recorded) == set(imported) == {a, b}
+    for found in (a, b):
+        # The log line is written when the response completes, just after the event.
+        assert timedelta(0) <= imported[found] - recorded[found] < timedelta(seconds=1)
+
+    # Without the history (an inventory that never had notifications), a pull by tag is
+    # counted as the tag's current digest, and said so.
+    TagHistory.objects.all().delete()
+    Manifest.objects.update(last_pulled=None)
+    out = io.StringIO()
+    call_command("import_pulls", str(log), "--json", "--no-progress", stdout=out)
+    summary = json.loads(out.getvalue())
+    assert summary["assumed_current"] == 4 and summary["by_digest"] == 2
+    assert Manifest.objects.get(digest=b).last_pulled == imported[b]
+    assert Manifest.objects.get(digest=a).last_pulled < imported[a]  # its pull by digest
+
+
+def test_other_compressions_are_named_with_a_way_out(tmp_path, db):
+    import bz2
+
+    path = tmp_path / "access.log.bz2"
+    path.write_bytes(bz2.compress(b"hello\n"))
+    with pytest.raises(CommandError, match="bzip2.*bzcat"):
+        call_command("import_pulls", str(path), "--no-progress")
+
+
+NGINX_LOG = Path(__file__).parent / "fixtures" / "nginx-access.log"  # as nginx writes it
+
+
+def test_an_nginx_log_as_nginx_writes_it(tmp_path, app):
+    _, _, new = app
+    out = io.StringIO()
+    call_command("import_pulls", str(NGINX_LOG), "--json", "--no-progress", stdout=out)
+    summary = json.loads(out.getvalue())
+    assert (summary["lines"], summary["pulls"], summary["applied"]) == (7, 1, 1)
+    assert summary["unparseable"] == 1  # the 404 for a tag that cannot be
+    assert Manifest.objects.get(pk=new.pk).last_pulled == datetime(2026, 11, 20, 10, 0, 1,
+                                                                    tzinfo=UTC)
