@@ -14,12 +14,14 @@ from hubmgr.inventory import tasks
 from hubmgr.inventory.models import RepositorySync, SyncRun
 from hubmgr.inventory.registries import default_registry
 from hubmgr.registry.errors import RegistryError
+from hubmgr.registry.names import valid_digest
 
 from .deletions import DELETE_PERMISSION, MAX_SELECTION
 from .lookups import get_repository, get_version
 
 SYNC_PERMISSION = DELETE_PERMISSION  # the maintainers: whoever may delete may also sync
 PROBLEMS_SHOWN = 20
+RECENT_RUNS = 20  # where a repository page looks for its last sync
 DIGEST_CHUNK = 500
 
 
@@ -43,7 +45,7 @@ def version(request, name):
 def selection(request, name):
     """Which of the POSTed digests (a page's selection) the repository no longer holds."""
     repo = get_repository(name)
-    digests = request.POST.getlist("digest")[:MAX_SELECTION]
+    digests = [d for d in request.POST.getlist("digest")[:MAX_SELECTION] if valid_digest(d)]
     held = set()
     for start in range(0, len(digests), DIGEST_CHUNK):
         held |= set(repo.manifests.filter(digest__in=digests[start:start + DIGEST_CHUNK])
@@ -100,7 +102,10 @@ def sync_context(request, registry, name=None) -> dict:
             run = SyncRun.objects.filter(registry=registry, whole_catalog=True) \
                 .order_by("-pk").first()
         else:
-            last = RepositorySync.objects.filter(run__registry=registry, name=name) \
+            # Among the last few runs only: one index probe each, however many runs are kept.
+            recent = SyncRun.objects.filter(registry=registry).order_by("-pk") \
+                .values("pk")[:RECENT_RUNS]
+            last = RepositorySync.objects.filter(run_id__in=[r["pk"] for r in recent], name=name) \
                 .order_by("-run_id").select_related("run").first()
             run = last.run if last else None
     problems = list(run.problems) if run is not None else []
