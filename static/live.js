@@ -5,17 +5,32 @@
 // selection is restored by digest (hubmgr.js) and expanded indexes are expanded again.
 (function () {
   const PERIOD_MS = 3000;
-  let inFlight = 0;  // htmx requests: a search or sort the user started wins over a refresh
   let expanded = null;  // ids of the children rows open before a refresh
-
-  document.addEventListener("htmx:beforeRequest", function () { inFlight++; });
-  document.addEventListener("htmx:afterRequest", function () { inFlight = Math.max(0, inFlight - 1); });
+  let focused = null;  // a selector for the control that had the focus in the table
 
   function table() { return document.getElementById("image-table"); }
 
+  // Visible, no dialog open, and no htmx request going (a search or sort the user started
+  // wins over a refresh; htmx marks a requesting element with .htmx-request until it ends).
   function idle() {
     const dialog = document.getElementById("preview-dialog");
-    return document.visibilityState === "visible" && inFlight === 0 && !(dialog && dialog.open);
+    return document.visibilityState === "visible" && !(dialog && dialog.open) &&
+      !document.querySelector(".htmx-request");
+  }
+
+  // The focused control, as a selector that finds it again in the new table (htmx restores
+  // focus only to elements with an id).
+  function focusSelector(el) {
+    const active = document.activeElement;
+    if (!active || active.id || !el.contains(active)) return null;
+    const row = active.closest("tbody.item");
+    const kind = ["select-item", "expand", "copy", "sort"].find(function (c) {
+      return active.classList.contains(c);
+    });
+    if (!kind) return null;
+    if (row) return 'tbody.item[data-digest="' + row.dataset.digest + '"] .' + kind;
+    if (active.dataset.sort) return 'a.sort[data-sort="' + active.dataset.sort + '"]';
+    return null;
   }
 
   function csrfToken() {
@@ -60,6 +75,7 @@
       if (!current || !idle()) return;  // the next check tries again
       expanded = Array.from(current.querySelectorAll('button.expand[aria-expanded="true"]'))
         .map(function (b) { return b.getAttribute("aria-controls"); });
+      focused = focusSelector(current);
       current.classList.add("quiet");  // no dimming for a refresh nobody asked for
       htmx.trigger(current, "hubmgr:changed");
     });
@@ -86,6 +102,9 @@
     if (!el || el.id !== "image-table" || !expanded) return;
     const open = expanded;
     expanded = null;
+    const again = focused && el.querySelector(focused);
+    focused = null;
+    if (again) again.focus({ preventScroll: true });
     open.forEach(function (id) {
       const button = el.querySelector('button.expand[aria-controls="' + id + '"]');
       if (button) htmx.trigger(button, "click");

@@ -25,6 +25,7 @@ def test_the_open_table_shows_a_push_and_a_pull_and_keeps_the_selection(
     wait_for_rows(page, 2)
     page.evaluate("window.__marker = 1")
     page.check(f"tbody.item[data-digest='{old}'] input.select-item")
+    page.focus(f"tbody.item[data-digest='{old}'] input.select-item")
     assert page.inner_text("#selected-count") == "1 selected"
     pulled_cell = page.locator(f"tbody.item[data-digest='{pulled}'] td:nth-child(7)")
     expect(pulled_cell).to_have_text("Never")
@@ -40,6 +41,8 @@ def test_the_open_table_shows_a_push_and_a_pull_and_keeps_the_selection(
     assert page.evaluate("window.__marker") == 1  # no reload
     assert page.is_checked(f"tbody.item[data-digest='{old}'] input.select-item")
     assert page.inner_text("#selected-count") == "1 selected"
+    # ... and the focus stays on the box it was on (checking it focused it).
+    assert page.evaluate("document.activeElement.closest('tbody.item').dataset.digest") == old
     OUTPUT.mkdir(exist_ok=True)
     page.screenshot(path=str(OUTPUT / "live-table.png"), full_page=True)
 
