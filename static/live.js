@@ -7,6 +7,7 @@
   const PERIOD_MS = 3000;
   let expanded = null;  // ids of the children rows open before a refresh
   let focused = null;  // a selector for the control that had the focus in the table
+  let checking = false;  // one check (and the refresh it starts) at a time
 
   function table() { return document.getElementById("image-table"); }
 
@@ -70,7 +71,7 @@
   }
 
   function refresh(el) {
-    pruneSelection(el).then(function () {
+    return pruneSelection(el).then(function () {
       const current = table();
       if (!current || !idle()) return;  // the next check tries again
       expanded = Array.from(current.querySelectorAll('button.expand[aria-expanded="true"]'))
@@ -83,18 +84,21 @@
 
   function check() {
     const el = table();
-    if (!el || !el.dataset.versionUrl || !idle()) return;
+    if (!el || !el.dataset.versionUrl || !idle() || checking) return;
     const shown = el.dataset.version;
+    checking = true;
     fetch(el.dataset.versionUrl, {
       credentials: "same-origin", cache: "no-store",
       headers: { "If-None-Match": '"' + shown + '"', "Accept": "application/json" },
     }).then(function (resp) {
+      if (resp.redirected) { clearInterval(timer); return null; }  // logged out: stop asking
       if (resp.status !== 200) return null;  // 304: unchanged; an error: try again later
       return resp.json();
     }).then(function (data) {
       const now = table();
-      if (data && now === el && String(data.version) !== el.dataset.version) refresh(el);
-    }).catch(function () { /* offline for a moment: the next check tries again */ });
+      if (data && now === el && String(data.version) !== el.dataset.version) return refresh(el);
+    }).catch(function () { /* offline for a moment: the next check tries again */ })
+      .finally(function () { checking = false; });
   }
 
   document.addEventListener("htmx:load", function (event) {
@@ -111,7 +115,7 @@
     });
   });
 
-  setInterval(check, PERIOD_MS);
+  const timer = setInterval(check, PERIOD_MS);
   document.addEventListener("visibilitychange", function () {
     if (document.visibilityState === "visible") check();
   });
