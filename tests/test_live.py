@@ -13,6 +13,7 @@ from hubmgr.deletion.graph import load_graph
 from hubmgr.deletion.planner import plan
 from hubmgr.inventory.models import Manifest, Repository, SyncRun
 from hubmgr.inventory.registries import client_for, default_registry
+from hubmgr.inventory.store import refresh_counts
 
 from .helpers import image, repo, sync
 from .test_notifications import DIGEST, deliver, event, pull
@@ -56,6 +57,17 @@ def test_the_pull_path_adds_one_statement_per_repository_not_per_event(client):
     bumps = [q["sql"] for q in ctx.captured_queries if '"version"' in q["sql"]
              and q["sql"].startswith("UPDATE")]
     assert len(bumps) == 1
+
+
+@pytest.mark.django_db
+def test_a_recount_moves_the_version_only_when_it_corrects_a_count(client):
+    deliver(client, [event()])
+    before = version()
+    refresh_counts(repo("hook/app"))
+    assert version() == before
+    Repository.objects.filter(name="hook/app").update(item_count=7)
+    refresh_counts(repo("hook/app"))
+    assert version() == before + 1 and repo("hook/app").item_count == 1
 
 
 @pytest.mark.django_db(transaction=True)
