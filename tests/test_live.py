@@ -228,3 +228,24 @@ def test_sync_now_runs_on_a_worker_with_progress_and_no_second_run(
     assert "Last sync:" in page and "1 repository" in page
     assert "1 problem in the last sync" in page and "manifest unknown" in page
     assert "someone else" not in page
+
+
+@pytest.mark.django_db
+def test_a_second_click_shows_the_running_sync_and_its_progress(client, maintainer):
+    deliver(client, [event()])
+    client.force_login(maintainer)
+    registry = default_registry()
+    mine = SyncRun.objects.create(registry=registry, repositories=0, remaining=1)
+    mine.repository_syncs.create(name="hook/app")
+    panel = client.post("/repositories/hook/app/-/sync").content.decode()
+    assert "already running" in panel and "Syncing hook/app: 0 of 1 repository done" in panel
+    assert SyncRun.objects.count() == 1
+
+    whole = SyncRun.objects.create(registry=registry, whole_catalog=True, repositories=1,
+                                   remaining=2, tags=5)
+    for url in ("/sync/", "/repositories/hook/app/-/sync"):
+        panel = client.post(url).content.decode()
+        assert "already running" in panel and SyncRun.objects.count() == 2
+        assert "Syncing the whole registry: 1 of 3 repositories done, 5 tags read" in panel
+        assert f'hx-get="{url}?watching={whole.pk}"' in panel and "every 1s" in panel
+        assert 'id="sync-now" disabled' in panel
