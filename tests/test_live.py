@@ -241,6 +241,11 @@ def test_a_second_click_shows_the_running_sync_and_its_progress(client, maintain
     assert "already running" in panel and "Syncing hook/app: 0 of 1 repository done" in panel
     assert SyncRun.objects.count() == 1
 
+    reading = SyncRun.objects.create(registry=registry)  # reading the catalog: no list yet
+    panel = client.post("/sync/").content.decode()
+    assert "Syncing the whole registry: reading the catalog" in panel
+    assert SyncRun.objects.count() == 2
+    reading.delete()
     whole = SyncRun.objects.create(registry=registry, whole_catalog=True, repositories=1,
                                    remaining=2, tags=5)
     for url in ("/sync/", "/repositories/hook/app/-/sync"):

@@ -4,6 +4,7 @@ import logging
 import time
 
 from celery import group, shared_task
+from django.db.models import Q
 
 from hubmgr import celery_app
 from hubmgr.registry.errors import RegistryError, RegistryUnavailable
@@ -72,9 +73,9 @@ def fan_out(registry):
 
 def running_sync(registry, repository=None):
     """The open run that covers this scope: the whole catalog's, or for ``repository`` also a
-    run of that repository alone."""
+    run of that repository alone. A run that lists no repository yet is reading the catalog."""
     runs = sync.open_runs(registry).order_by("-pk")
-    whole = runs.filter(whole_catalog=True).first()
+    whole = runs.filter(Q(whole_catalog=True) | Q(repository_syncs__isnull=True)).first()
     if whole is not None or repository is None:
         return whole
     return runs.filter(whole_catalog=False, repository_syncs__name=repository).first()
