@@ -13,7 +13,7 @@ from hubmgr.deletion.graph import load_graph
 from hubmgr.deletion.planner import plan
 from hubmgr.inventory.models import Manifest, Repository, SyncRun
 from hubmgr.inventory.registries import client_for, default_registry
-from hubmgr.inventory.store import refresh_counts
+from hubmgr.inventory.store import refresh_counts, writing
 
 from .helpers import image, repo, sync
 from .test_notifications import DIGEST, deliver, event, pull
@@ -68,6 +68,18 @@ def test_a_recount_moves_the_version_only_when_it_corrects_a_count(client):
     Repository.objects.filter(name="hook/app").update(item_count=7)
     refresh_counts(repo("hook/app"))
     assert version() == before + 1 and repo("hook/app").item_count == 1
+
+
+@pytest.mark.django_db
+def test_a_manifest_found_missing_again_moves_nothing(client):
+    deliver(client, [event()])  # a placeholder: the push event's manifest is not read yet
+    with writing(repo("hook/app")) as batch:
+        batch.store_fetched({}, {}, missing={DIGEST})
+    marked = version()
+    assert Manifest.objects.get(digest=DIGEST).error.startswith("the registry has no such")
+    with writing(repo("hook/app")) as batch:  # the next sync finds it missing again
+        batch.store_fetched({}, {}, missing={DIGEST})
+    assert version() == marked
 
 
 @pytest.mark.django_db(transaction=True)

@@ -270,7 +270,10 @@ def store_fetched(repo: Repository, fetched: dict, configs: dict, missing=()) ->
         Manifest.objects.filter(id__in=attestations).update(is_attestation=True)
     gone = [d for d in missing if d not in fetched]
     for chunk in _chunks(gone):
-        placeholders = Manifest.objects.filter(repository=repo, digest__in=chunk, fetched=False)
+        # Only placeholders not marked yet change (a sync that finds the same one missing
+        # again changes nothing, and open tables do not reload).
+        placeholders = Manifest.objects.filter(repository=repo, digest__in=chunk,
+                                               fetched=False).exclude(error=MISSING)
         ids.update(placeholders.values_list("digest", "id"))
         placeholders.update(error=MISSING)
     return ids
