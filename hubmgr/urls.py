@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from hubmgr.web import api, deletions, health, hooks, views
+from hubmgr.web import api, deletions, health, hooks, live, views
 
 handler400 = views.bad_request
 
@@ -18,7 +18,11 @@ urlpatterns = [
          name="index-children"),
     path("repositories/<path:name>/-/preview", deletions.preview, name="deletion-preview"),
     path("repositories/<path:name>/-/delete", deletions.delete, name="deletion-start"),
+    path("repositories/<path:name>/-/version", live.version, name="repository-version"),
+    path("repositories/<path:name>/-/selection", live.selection, name="repository-selection"),
+    path("repositories/<path:name>/-/sync", live.repository_sync, name="repository-sync"),
     path("repositories/<path:name>", views.repository, name="repository"),
+    path("sync/", live.catalog_sync, name="catalog-sync"),
     path("jobs/", deletions.job_list, name="jobs"),
     path("jobs/<int:job_id>", deletions.job_detail, name="job-detail"),
     path("jobs/<int:job_id>/progress", deletions.progress, name="job-progress"),

@@ -147,7 +147,10 @@ def test_pulls_by_digest_and_tag_are_applied_and_a_second_import_changes_nothing
              nginx(T0 + timedelta(hours=1), "/v2/team/app/manifests/latest"),
              nginx(T0 + timedelta(hours=2), "/v2/team/app/blobs/" + digest("b")),
              "garbage with /manifests/ in it"]
+    version = Repository.objects.get(pk=repo.pk).version
     first = run(tmp_path, lines)
+    assert Repository.objects.get(pk=repo.pk).version > version  # open tables reload
+    version = Repository.objects.get(pk=repo.pk).version
     assert (first["lines"], first["pulls"], first["applied"], first["by_digest"],
             first["assumed_current"], first["unparseable"]) == (4, 2, 2, 1, 1, 1)
     assert first["samples"] == ["garbage with /manifests/ in it"]
@@ -157,6 +160,7 @@ def test_pulls_by_digest_and_tag_are_applied_and_a_second_import_changes_nothing
     assert Repository.objects.get(pk=repo.pk).last_pulled == T0 + timedelta(hours=1)
     second = run(tmp_path, lines)
     assert second["manifests_updated"] == 0 and first["manifests_updated"] == 2
+    assert Repository.objects.get(pk=repo.pk).version == version
     assert Manifest.objects.get(pk=new.pk).last_pulled == T0 + timedelta(hours=1)
 
 

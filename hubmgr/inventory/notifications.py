@@ -306,8 +306,8 @@ def _apply_run(repo, events, batch, to_fetch):
             history.append((event.tag, event.digest, event.timestamp))
         if not fetched:
             to_fetch.add(event.digest)
-    _move_times("last_pushed", pushed)
-    _move_times("last_pulled", pulled)
+    if _move_times("last_pushed", pushed) + _move_times("last_pulled", pulled):
+        batch.times_moved = True  # the repository's version moves once, in store.writing
     note_activity(repo, pushed=max(pushed.values(), default=None),
                   pulled=max(pulled.values(), default=None))
     if tags:
@@ -349,11 +349,12 @@ MOVE_SQL = {
 }
 
 
-def _move_times(column, times):
+def _move_times(column, times) -> int:
     """Move each manifest's time forward (never back) to {id: time}, one prepared statement
-    for all of them. A push time from an image's created date always gives way."""
+    for all of them. A push time from an image's created date always gives way. Returns how
+    many rows moved."""
     if not times:
-        return
+        return 0
     field = Manifest._meta.get_field(column)
     sql = MOVE_SQL[column].format(table=connection.ops.quote_name(Manifest._meta.db_table))
     rows = []
@@ -365,6 +366,8 @@ def _move_times(column, times):
             rows.append((when, manifest_id, when))
     with connection.cursor() as cursor:
         cursor.executemany(sql, rows)
+        # -1: the driver cannot tell; then count them all as moved.
+        return cursor.rowcount if cursor.rowcount >= 0 else len(rows)
 
 
 def _move_tags(repo, tags, batch):

@@ -28,7 +28,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 
 from hubmgr.registry import names
 
@@ -36,7 +36,7 @@ from . import taghistory
 from .accesslog import UNPARSEABLE, parse_line
 from .models import Manifest, Registry, Repository, Tag, TagHistory
 from .notifications import OUR_AGENT
-from .store import _chunks, note_activity
+from .store import _chunks, bump_version, note_activity
 
 CHUNK_LINES = 50_000
 BLOCK = 1 << 20
@@ -260,9 +260,13 @@ class Importer:
                 continue
             self._resolve(repo_id, entries, pulled, pushed, activity)
         with transaction.atomic():
-            summary.manifests_updated += _move_pulls(pulled) + _move_pushes(pushed)
+            moved = _move_pulls(pulled) + _move_pushes(pushed)
+            summary.manifests_updated += moved
             for repo_id, (push_at, pull_at) in activity.items():
                 note_activity(Repository(pk=repo_id), pushed=push_at, pulled=pull_at)
+            if moved:  # open tables of the chunk's repositories reload (web.live)
+                Repository.objects.filter(pk__in=list(activity)).update(
+                    version=F("version") + 1)
 
     def _resolve(self, repo_id, entries, pulled, pushed, activity):
         summary = self.summary
@@ -351,8 +355,11 @@ class Importer:
                 pushed[manifest_id] = max(pushed.get(manifest_id, when), when)
                 self.summary.pushes_applied += 1
             with transaction.atomic():
-                self.summary.manifests_updated += _move_pushes(pushed)
+                moved = _move_pushes(pushed)
+                self.summary.manifests_updated += moved
                 taghistory.record(repo_id, points, TagHistory.Source.ACCESS_LOG)
+                if moved:
+                    bump_version(Repository(pk=repo_id))
         if self.complete and self.summary.first is not None and not self.summary.errors:
             self.summary.window_moved = Registry.objects.filter(pk=self.registry.pk).filter(
                 Q(pulls_observed_since__isnull=True)

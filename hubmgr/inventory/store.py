@@ -39,6 +39,7 @@ class Batch:
         self.whole = whole  # refresh the whole repository
         self.prior = {}  # manifest id -> its count flags before the block; None: new in it
         self.size_delta = 0  # bytes of blobs the block added to (or took from) the repository
+        self.times_moved = False  # push or pull times moved (rows that need no refresh)
 
     def store_fetched(self, fetched, configs, missing=()):
         if self.whole:
@@ -149,7 +150,8 @@ def writing(repo: Repository, whole=False):
     """One transactional write into ``repo``'s inventory. The rows the block changed (or the
     whole repository, with ``whole``) are refreshed, counts included, before it commits.
     Writers of one repository take turns (its row is locked on PostgreSQL), so the counts
-    each moves by stay exact."""
+    each moves by stay exact. A block that changed anything moves the repository's version
+    once, in the same transaction: an open table sees the change with it, never before."""
     batch = Batch(repo, whole)
     with transaction.atomic():
         list(Repository.objects.select_for_update().filter(pk=repo.pk).values_list("pk"))
@@ -158,6 +160,13 @@ def writing(repo: Repository, whole=False):
             refresh(repo)
         elif batch.touched or batch.prior or batch.size_delta:
             refresh(repo, batch.touched, batch.prior, batch.size_delta)
+        if batch.whole or batch.touched or batch.prior or batch.size_delta or batch.times_moved:
+            bump_version(repo)
+
+
+def bump_version(repo: Repository):
+    """Tell open tables that ``repo`` changed (they poll the version, see web.live)."""
+    Repository.objects.filter(pk=repo.pk).update(version=F("version") + 1)
 
 
 def _chunks(items, size=CHUNK):
@@ -261,7 +270,10 @@ def store_fetched(repo: Repository, fetched: dict, configs: dict, missing=()) ->
         Manifest.objects.filter(id__in=attestations).update(is_attestation=True)
     gone = [d for d in missing if d not in fetched]
     for chunk in _chunks(gone):
-        placeholders = Manifest.objects.filter(repository=repo, digest__in=chunk, fetched=False)
+        # Only placeholders not marked yet change (a sync that finds the same one missing
+        # again changes nothing, and open tables do not reload).
+        placeholders = Manifest.objects.filter(repository=repo, digest__in=chunk,
+                                               fetched=False).exclude(error=MISSING)
         ids.update(placeholders.values_list("digest", "id"))
         placeholders.update(error=MISSING)
     return ids
@@ -414,9 +426,11 @@ def refresh_counts(repo: Repository):
         pulled=Max("last_pulled"),
         pushed=Max("last_pushed", filter=Q(last_pushed_source__in=[
             PushSource.PUSH_EVENT, PushSource.ACCESS_LOG])))
-    Repository.objects.filter(pk=repo.pk).update(
-        item_count=repo.item_count, tagged_count=repo.tagged_count,
-        index_count=repo.index_count, total_size=repo.total_size)
+    counts = {"item_count": repo.item_count, "tagged_count": repo.tagged_count,
+              "index_count": repo.index_count, "total_size": repo.total_size}
+    # Only counts that were off are written, and only then do open tables reload.
+    Repository.objects.filter(pk=repo.pk).exclude(**counts).update(
+        **counts, version=F("version") + 1)
     note_activity(repo, pushed=latest["pushed"], pulled=latest["pulled"])
 
 

@@ -4,6 +4,7 @@ import logging
 import time
 
 from celery import group, shared_task
+from django.db.models import Q
 
 from hubmgr import celery_app
 from hubmgr.registry.errors import RegistryError, RegistryUnavailable
@@ -53,24 +54,61 @@ def fetch(repository_id, digests):
     return fetch_manifests(repository_id, digests)
 
 
+class QueueUnavailable(Exception):
+    """The broker did not take a run's tasks; the run was closed with that error."""
+
+
 def fan_out(registry):
     """Read the catalog and queue one sync_repository task per repository, for any worker to
     take. Returns the run, or None while an earlier run is still going (one that made no
     progress for a long time is closed as abandoned first). Raises RegistryError when the
-    catalog cannot be read (the run is closed with that error)."""
+    catalog cannot be read (the run is closed with that error), QueueUnavailable when the
+    broker is down."""
     sync.close_abandoned_runs(registry)
     if sync.open_runs(registry).exists():
         log.info("reconcile skipped registry=%s: a sync is still running", registry.url)
         return None
+    return _open_and_queue(registry)
+
+
+def running_sync(registry, repository=None):
+    """The open run that covers this scope: the whole catalog's, or for ``repository`` also a
+    run of that repository alone. A run that lists no repository yet is reading the catalog."""
+    runs = sync.open_runs(registry).order_by("-pk")
+    whole = runs.filter(Q(whole_catalog=True) | Q(repository_syncs__isnull=True)).first()
+    if whole is not None or repository is None:
+        return whole
+    return runs.filter(whole_catalog=False, repository_syncs__name=repository).first()
+
+
+def sync_now(registry, repository=None):
+    """The pages' "Sync now": queue a run of the whole catalog, or of one ``repository``, unless
+    one covering it is still going. Returns (run, started). Raises RegistryError and
+    QueueUnavailable as fan_out does."""
+    sync.close_abandoned_runs(registry)
+    running = running_sync(registry, repository)
+    if running is not None:
+        return running, False
+    return _open_and_queue(registry, repository), True
+
+
+def _open_and_queue(registry, repository=None):
     client = client_for(registry)
     try:
-        run = sync.open_run(registry, client)
+        run = sync.open_run(registry, client, repository)
     finally:
         client.close()
     todo = list(run.repository_syncs.filter(finished_at__isnull=True)
                 .values_list("name", flat=True))
     if todo:
-        group(sync_repository.s(run.pk, name) for name in todo).apply_async()
+        try:
+            group(sync_repository.s(run.pk, name) for name in todo).apply_async()
+        except Exception as exc:  # noqa: BLE001 - any broker failure
+            # An open run with no tasks would hold back every sync until it is abandoned.
+            sync.close_run(run.pk, error=f"not queued: the task queue did not answer ({exc})",
+                           forget=False)
+            log.warning("sync run=%s not queued (broker unavailable): %s", run.pk, exc)
+            raise QueueUnavailable(str(exc)) from exc
     return run
 
 

@@ -3,20 +3,38 @@
 from django.http import Http404
 
 from hubmgr.inventory.models import Manifest, Repository
-from hubmgr.inventory.registries import default_registry
+from hubmgr.inventory.registries import DEFAULT_NAME, default_registry
 from hubmgr.registry import names
 
 
 def get_repository(name) -> Repository:
-    if not names.valid_name(name):
-        raise Http404(f"{names.shown(name)} is not a valid repository name: lower-case "
-                      "letters, digits and . _ - separators, in parts joined by /.")
+    _check_name(name)
     repo = Repository.objects.select_related("registry").filter(
         registry=default_registry(), name=name).first()
     if repo is None:
-        raise Http404(f"There is no repository {name!r} in the inventory. If it was pushed "
-                      "recently, run a sync or wait for the registry's notification.")
+        raise _no_such(name)
     return repo
+
+
+def get_version(name) -> int:
+    """A repository's version, in one small query: open tables ask for it every few seconds."""
+    _check_name(name)
+    found = list(Repository.objects.filter(registry__name=DEFAULT_NAME, name=name)
+                 .values_list("version", flat=True)[:1])
+    if not found:
+        raise _no_such(name)
+    return found[0]
+
+
+def _check_name(name):
+    if not names.valid_name(name):
+        raise Http404(f"{names.shown(name)} is not a valid repository name: lower-case "
+                      "letters, digits and . _ - separators, in parts joined by /.")
+
+
+def _no_such(name):
+    return Http404(f"There is no repository {name!r} in the inventory. If it was pushed "
+                   "recently, run a sync or wait for the registry's notification.")
 
 
 def get_manifest(repo, digest) -> Manifest:
@@ -26,3 +44,4 @@ def get_manifest(repo, digest) -> Manifest:
     if manifest is None:
         raise Http404(f"{repo.name} has no manifest {digest}.")
     return manifest
+

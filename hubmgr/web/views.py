@@ -17,6 +17,7 @@ from hubmgr.inventory.models import ProcessedEvent
 from hubmgr.inventory.registries import check_health, default_registry
 
 from .deletions import DELETE_PERMISSION
+from .live import sync_context
 from .lookups import get_manifest, get_repository
 from .present import present, window
 
@@ -34,7 +35,8 @@ def repositories(request):
     context = {"registry": registry, "page": listing.page(registry, state), "state": state}
     if request.htmx and request.htmx.target == "repo-table":
         return render(request, "inventory/repositories.html#repo-table", context)
-    return render(request, "inventory/repositories.html", context | {
+    return render(request, "inventory/repositories.html", context | sync_context(
+        request, registry) | {
         "registry_error": check_health(registry),
         "notify_help": notify_help(request, registry), "stale_days": settings.STALE_DAYS,
         "rejected_events": ProcessedEvent.objects.exclude(error="").filter(
@@ -58,6 +60,7 @@ def repository(request, name):
     context["notify_help"] = notify_help(request, repo.registry)
     context["can_delete"] = request.user.has_perm(DELETE_PERMISSION)
     context["active_jobs"] = active_jobs(repo)
+    context |= sync_context(request, repo.registry, repo.name)
     return render(request, "inventory/repository.html", context)
 
 

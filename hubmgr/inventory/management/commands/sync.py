@@ -44,12 +44,14 @@ class Command(BaseCommand):
             self.stdout.write(f"  … and {len(run.problems) - 20} more problems")
 
     def _queue(self, registry):
-        from hubmgr.inventory.tasks import fan_out
+        from hubmgr.inventory.tasks import QueueUnavailable, fan_out
 
         try:
             run = fan_out(registry)
         except RegistryError as exc:
             raise CommandError(str(exc)) from None
+        except QueueUnavailable as exc:
+            raise CommandError(f"The task queue (Redis) did not answer: {exc}") from None
         if run is None:
             raise CommandError("A sync of this registry is still running; its repositories "
                                "are queued or being synced.")
