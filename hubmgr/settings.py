@@ -140,6 +140,7 @@ INSTALLED_APPS = [
     "csp",
     "hubmgr.inventory",
     "hubmgr.deletion",
+    "hubmgr.policies",
     "hubmgr.web",
 ]
 
