@@ -1,0 +1,171 @@
+"""Dry runs: evaluate a policy over every repository it covers and plan what it selects with
+the deletion planner, repository by repository, into a report (plain JSON-ready data).
+
+Each covered repository costs one query for its top-level items; one where nothing is
+selected costs nothing more. The planner then loads only the graph around the selection.
+"""
+
+import logging
+
+from django.utils import timezone
+
+from hubmgr.deletion.graph import load_graph
+from hubmgr.deletion.planner import SELECTED, plan
+from hubmgr.inventory.coverage import Coverage
+from hubmgr.inventory.models import Manifest, Repository
+from hubmgr.inventory.registries import default_registry
+
+from . import rules
+from .models import PolicyRun
+
+log = logging.getLogger("hubmgr.policies")
+
+CASCADE_NOTE = ("Index children are never selected on their own: a child goes only with its "
+                "index, when no tag and no index outside the plan references it; anything a "
+                "kept index references is kept (the deletion planner's rule).")
+
+_ITEM_COLUMNS = ("digest", "kind", "tags_text", "last_pushed", "last_pushed_source",
+                 "first_seen", "last_pulled")
+
+
+def covered_repositories(policy, registry=None):
+    """The registry's repositories the policy's globs cover, by name."""
+    registry = registry or default_registry()
+    covers = policy.covers()
+    repos = Repository.objects.filter(registry=registry).only(
+        "id", "name", "item_count", "registry_id").order_by("name")
+    return [repo for repo in repos if covers(repo.name)]
+
+
+def load_items(repo, coverage):
+    """The repository's top-level items as the rules see them, Stale marked: one query."""
+    items = []
+    for digest, kind, tags, pushed, source, first_seen, pulled in Manifest.objects.filter(
+            repository=repo, is_top_level=True).values_list(*_ITEM_COLUMNS).iterator(2000):
+        item = rules.Item(digest, kind, tuple(tags.split()) if tags else (), pushed, source,
+                          first_seen, pulled)
+        item.stale = coverage.stale(item)
+        items.append(item)
+    return items
+
+
+def brake_reason(policy, going, total):
+    """Why the brake stops a repository whose plan removes ``going`` of its ``total`` items,
+    or None."""
+    if policy.brake_count is not None and going > policy.brake_count:
+        return (f"the plan removes {going} items, more than the limit of "
+                f"{policy.brake_count}")
+    if total and going / total > policy.brake_share:
+        return (f"the plan removes {going} of {total} items ({going / total:.0%}), more "
+                f"than the limit of {policy.brake_share:.0%}")
+    return None
+
+
+def plan_repository(policy, repo, now, coverage):
+    """The report of one repository, or None when the policy selects nothing there."""
+    items = load_items(repo, coverage)
+    result = rules.evaluate(items, policy, now)
+    if not result.selected and not result.protected:
+        return None
+    tags = {item.digest: list(item.tags) for item in items}
+    report = {
+        "repository": repo.name,
+        "items": len(items),
+        "selected": len(result.selected),
+        "going": [],
+        "protected": [{"digest": d, "tags": tags[d], "rule": rule, "keep": keeps}
+                      for d, (rule, keeps) in sorted(result.protected.items())],
+        "kept": [],
+        "reclaim_bytes": 0,
+        "unread": [],
+        "brake": None,
+    }
+    if result.selected:
+        graph, selected = load_graph(repo, list(result.selected))
+        p = plan(graph, selected)
+        report["going"] = [{"digest": n.digest, "kind": n.kind, "tags": list(n.tags),
+                            "size": n.size, "reason": reason,
+                            "rule": result.selected.get(n.digest) if reason == SELECTED
+                            else None}
+                           for n, reason in p.items]
+        report["kept"] = [{"digest": key[1], "tags": tags.get(key[1], []), "reason": reason}
+                          for key, reason in p.kept]
+        report["reclaim_bytes"] = p.reclaim_bytes
+        report["unread"] = [key[1] for key in p.unknown]
+        going = sum(1 for _, reason in p.items if reason == SELECTED)
+        report["brake"] = brake_reason(policy, going, len(items))
+    return report
+
+
+def dry_run(policy, now=None, progress=None, registry=None) -> dict:
+    """The report of what ``policy`` would remove now. Nothing is recorded or deleted.
+    ``progress`` wraps the list of repositories (a tqdm bar, say)."""
+    now = now or timezone.now()
+    registry = registry or default_registry()
+    coverage = Coverage.of(registry, now)
+    repos = covered_repositories(policy, registry)
+    reports = []
+    for repo in (progress(repos) if progress else repos):
+        if repo.item_count == 0:
+            continue
+        report = plan_repository(policy, repo, now, coverage)
+        if report is not None:
+            reports.append(report)
+    going = [r for r in reports if not r["brake"]]
+    braked = [r for r in reports if r["brake"]]
+    return {
+        "policy": policy.name,
+        "mode": policy.mode,
+        "at": now.isoformat(),
+        "rules": _rule_descriptions(policy),
+        "note": CASCADE_NOTE,
+        "repositories": reports,
+        "totals": {
+            "repositories": len(repos),
+            "planned": len(reports),
+            "going": sum(len(r["going"]) for r in going),
+            "protected": sum(len(r["protected"]) for r in reports),
+            "kept": sum(len(r["kept"]) for r in reports),
+            "reclaim_bytes": sum(r["reclaim_bytes"] for r in going),
+            "braked": len(braked),
+            "braked_going": sum(len(r["going"]) for r in braked),
+            "braked_reclaim_bytes": sum(r["reclaim_bytes"] for r in braked),
+        },
+    }
+
+
+def _rule_descriptions(policy):
+    remove = {}
+    if policy.remove_tag_regex and policy.remove_tag_days is not None:
+        remove[rules.REMOVE_TAG] = rules.describe_remove(policy, rules.REMOVE_TAG)
+    if policy.remove_untagged_days is not None:
+        remove[rules.REMOVE_UNTAGGED] = rules.describe_remove(policy, rules.REMOVE_UNTAGGED)
+    if policy.remove_stale:
+        remove[rules.REMOVE_STALE] = rules.describe_remove(policy, rules.REMOVE_STALE)
+    keep = {}
+    if policy.keep_last:
+        keep[rules.KEEP_LAST] = rules.describe_keep(policy, rules.KEEP_LAST)
+    if policy.keep_tag_regex:
+        keep[rules.KEEP_TAG] = rules.describe_keep(policy, rules.KEEP_TAG)
+    if policy.keep_pulled_days is not None:
+        keep[rules.KEEP_PULLED] = rules.describe_keep(policy, rules.KEEP_PULLED)
+    return {"remove": remove, "keep": keep}
+
+
+def record_dry_run(policy, user=None, progress=None) -> PolicyRun:
+    """A dry run kept in the policy's run history: running, then done (or stopped by the brake
+    somewhere) with its report, or failed with the reason. Never left half-recorded: the row
+    is finished whatever happens."""
+    run = PolicyRun.objects.create(policy=policy, dry_run=True, started_by=user)
+    try:
+        report = dry_run(policy, progress=progress)
+    except Exception as exc:
+        log.exception("dry run of policy %s failed", policy.name)
+        run.status, run.error = PolicyRun.Status.FAILED, f"{type(exc).__name__}: {exc}"
+    else:
+        run.report = report
+        run.status = (PolicyRun.Status.BRAKED if report["totals"]["braked"]
+                      else PolicyRun.Status.DONE)
+    run.finished_at = timezone.now()
+    run.save(update_fields=["report", "status", "error", "finished_at"])
+    return run
