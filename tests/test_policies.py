@@ -414,8 +414,9 @@ def builds_repo(db):
 
 
 def keep_ten_builds():
+    """The README's two examples in one policy."""
     return service.save_policy(policy(
-        name="builds", include="team/*", remove_tag_regex="^build-", remove_tag_days=0,
+        name="builds", include="team/*", remove_tag_regex=".", remove_tag_days=0,
         keep_last=10, keep_tag_regex=RELEASE, remove_untagged_days=7))
 
 
@@ -427,7 +428,8 @@ def test_a_dry_run_reports_each_item_with_its_rule_and_the_reclaim(builds_repo):
     assert going == {digest("build0"): "tag", digest("build1"): "tag",
                      digest("loose1"): "untagged", digest("loose2"): "untagged"}
     assert {i["digest"]: i["keep"] for i in repo["protected"]} == {
-        digest(f"build{n}"): ["last"] for n in range(2, 12)}
+        digest("rel"): ["tag"], digest("idx"): ["tag"],
+        **{digest(f"build{n}"): ["last"] for n in range(2, 12)}}
     assert repo["reclaim_bytes"] == 4 * 1000  # one layer each; no manifest sizes
     assert repo["brake"] is None and report["note"].startswith("Index children")
     assert not PolicyRun.objects.exists()  # a dry run records nothing by itself
