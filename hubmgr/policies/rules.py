@@ -117,12 +117,14 @@ def keep_rules(item: Item, policy, now: datetime, newest=frozenset(), keep_regex
     return rules
 
 
-def evaluate(items, policy, now: datetime) -> Evaluation:
-    """What ``policy`` removes from one repository's top-level ``items``, keep rules winning."""
+def evaluate(items, policy, now: datetime, newest=None) -> Evaluation:
+    """What ``policy`` removes from one repository's top-level ``items``, keep rules winning.
+
+    ``items`` may be only the candidates (a superset of what the remove rules select) when
+    ``newest`` gives the digests of the repository's ``keep_last`` newest tagged items."""
     result, items = Evaluation(), list(items)
     tag_regex = compile_regex(policy.remove_tag_regex) if policy.remove_tag_regex else None
     keep_regex = compile_regex(policy.keep_tag_regex) if policy.keep_tag_regex else None
-    newest = None
     for item in items:
         rule = remove_rule(item, policy, now, tag_regex)
         if rule is None:

@@ -1,17 +1,23 @@
 """Dry runs: evaluate a policy over every repository it covers and plan what it selects with
 the deletion planner, repository by repository, into a report (plain JSON-ready data).
 
-Each covered repository costs one query for its top-level items; one where nothing is
-selected costs nothing more. The planner then loads only the graph around the selection.
+Each covered repository costs one query for the top-level items a remove rule may select
+(the rules decide; the query only spares loading the rest); one where none may costs nothing
+more. The planner then loads only the graph around the selection.
 """
 
 import logging
+import operator
+from datetime import timedelta
+from functools import reduce
 
+from django.db.models import Case, DateTimeField, F, Q, When
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from hubmgr.deletion.graph import load_graph
 from hubmgr.deletion.planner import SELECTED, plan
-from hubmgr.inventory.coverage import Coverage
+from hubmgr.inventory.coverage import SEEN_PUSH, Coverage
 from hubmgr.inventory.models import Manifest, Repository
 from hubmgr.inventory.registries import default_registry
 
@@ -37,16 +43,51 @@ def covered_repositories(policy, registry=None):
     return [repo for repo in repos if covers(repo.name)]
 
 
-def load_items(repo, coverage):
-    """The repository's top-level items as the rules see them, Stale marked: one query."""
+def candidates_q(policy, now, coverage) -> Q | None:
+    """Top-level rows that a remove rule may select (the tag expression is left to the
+    rules), or None when no rule can select anything. The rules decide; this only spares
+    loading the rest."""
+    seen = Q(last_pushed_source__in=SEEN_PUSH, last_pushed__isnull=False)
+    parts = []
+    if policy.remove_tag_regex and policy.remove_tag_days is not None:
+        parts.append(Q(is_tagged=True) & seen
+                     & Q(last_pushed__lt=now - timedelta(days=policy.remove_tag_days)))
+    if policy.remove_untagged_days is not None:
+        cutoff = now - timedelta(days=policy.remove_untagged_days)
+        parts.append(Q(is_tagged=False) & ((seen & Q(last_pushed__lt=cutoff))
+                                           | (~seen & Q(first_seen__lt=cutoff))))
+    if policy.remove_stale and coverage.decides_stale:
+        parts.append(coverage.stale_q())
+    return reduce(operator.or_, parts) if parts else None
+
+
+def load_items(repo, coverage, where=None):
+    """The repository's top-level items (those matching ``where``) as the rules see them,
+    Stale marked: one query."""
+    rows = Manifest.objects.filter(repository=repo, is_top_level=True)
+    if where is not None:
+        rows = rows.filter(where)
     items = []
-    for digest, kind, tags, pushed, source, first_seen, pulled in Manifest.objects.filter(
-            repository=repo, is_top_level=True).values_list(*_ITEM_COLUMNS).iterator(2000):
+    for digest, kind, tags, pushed, source, first_seen, pulled in rows.values_list(
+            *_ITEM_COLUMNS).iterator(2000):
         item = rules.Item(digest, kind, tuple(tags.split()) if tags else (), pushed, source,
                           first_seen, pulled)
         item.stale = coverage.stale(item)
         items.append(item)
     return items
+
+
+def newest_tagged(repo, n):
+    """Digests of the repository's ``n`` most recently pushed tagged items, as
+    ``rules.newest_tagged`` orders them (the push seen, else first seen; digest breaks ties)."""
+    if not n:
+        return set()
+    seen = Q(last_pushed_source__in=SEEN_PUSH, last_pushed__isnull=False)
+    age = Coalesce(Case(When(seen, then=F("last_pushed")), output_field=DateTimeField()),
+                   F("first_seen"))
+    return set(Manifest.objects.filter(repository=repo, is_top_level=True, is_tagged=True)
+               .annotate(age=age).order_by(F("age").desc(nulls_last=True), "-digest")
+               .values_list("digest", flat=True)[:n])
 
 
 def brake_reason(policy, going, total):
@@ -63,14 +104,20 @@ def brake_reason(policy, going, total):
 
 def plan_repository(policy, repo, now, coverage):
     """The report of one repository, or None when the policy selects nothing there."""
-    items = load_items(repo, coverage)
-    result = rules.evaluate(items, policy, now)
+    where = candidates_q(policy, now, coverage)
+    if where is None:
+        return None
+    items = load_items(repo, coverage, where)
+    if not items:
+        return None
+    result = rules.evaluate(items, policy, now, newest_tagged(repo, policy.keep_last))
     if not result.selected and not result.protected:
         return None
+    total = Manifest.objects.filter(repository=repo, is_top_level=True).count()
     tags = {item.digest: list(item.tags) for item in items}
     report = {
         "repository": repo.name,
-        "items": len(items),
+        "items": total,
         "selected": len(result.selected),
         "going": [],
         "protected": [{"digest": d, "tags": tags[d], "rule": rule, "keep": keeps}
@@ -93,7 +140,7 @@ def plan_repository(policy, repo, now, coverage):
         report["reclaim_bytes"] = p.reclaim_bytes
         report["unread"] = [key[1] for key in p.unknown]
         going = sum(1 for _, reason in p.items if reason == SELECTED)
-        report["brake"] = brake_reason(policy, going, len(items))
+        report["brake"] = brake_reason(policy, going, total)
     return report
 
 
