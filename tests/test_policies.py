@@ -505,3 +505,55 @@ def test_the_command_says_what_is_missing():
         cleanup("nope", "--dry-run")
     with pytest.raises(CommandError, match="delete mode is not built yet"):
         cleanup()
+
+
+def test_a_repository_nothing_can_match_costs_one_query(db, django_assert_max_num_queries):
+    for n in range(5):
+        repo = make_repo(f"team/fresh{n}")
+        make_image(repo, f"f{n}", tags=["build-1"], pushed=1)
+        make_image(repo, f"u{n}", pushed=1)
+        refresh(repo)
+    p = policy(remove_tag_regex="^build-", remove_tag_days=30, remove_untagged_days=7,
+               remove_stale=True, keep_last=3)
+    registry = default_registry()
+    with django_assert_max_num_queries(1 + 5):  # the repositories, then one each
+        assert runs.dry_run(p, registry=registry)["repositories"] == []
+
+
+def test_each_going_item_carries_what_a_deletion_job_needs(builds_repo):
+    from hubmgr.deletion import jobs
+
+    [repo] = runs.dry_run(keep_ten_builds())["repositories"]
+    job = jobs.create_job(builds_repo, {"items": repo["going"], "kept": repo["kept"],
+                                        "reclaim_bytes": repo["reclaim_bytes"]})
+    assert list(job.items.order_by("position").values_list("digest", "reason")) == [
+        (i["digest"], i["reason"]) for i in repo["going"]]
+
+
+def test_a_failed_dry_run_is_recorded_as_failed_with_its_reason(builds_repo, monkeypatch):
+    p = keep_ten_builds()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the inventory went away")
+
+    monkeypatch.setattr(runs, "load_graph", broken)
+    run = runs.record_dry_run(p)
+    assert (run.status, run.error, run.report) == (
+        "failed", "RuntimeError: the inventory went away", {})
+    assert run.finished_at is not None
+    with pytest.raises(CommandError, match="Failed: builds"):
+        cleanup("--dry-run")
+
+
+def test_the_command_runs_every_policy_and_shows_the_brake(builds_repo):
+    keep_ten_builds()
+    service.save_policy(policy(name="everything", remove_tag_regex=".", remove_tag_days=0))
+    out = cleanup("--dry-run")
+    assert "Policy builds (dry run; mode: report)" in out
+    assert "Policy everything (dry run; mode: report)" in out
+    assert "STOPPED BY THE BRAKE: the plan removes 14 of 17 items (82%)" in out
+    assert "The brake stopped 1 repositories" in out
+    assert dict(PolicyRun.objects.values_list("policy__name", "status")) == {
+        "builds": "done", "everything": "braked"}
+    reports = json.loads(cleanup("--dry-run", "--json"))
+    assert [r["policy"] for r in reports] == ["builds", "everything"]

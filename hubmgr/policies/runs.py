@@ -15,6 +15,7 @@ from django.db.models import Case, DateTimeField, F, Q, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from hubmgr.deletion.actions import snapshot
 from hubmgr.deletion.graph import load_graph
 from hubmgr.deletion.planner import SELECTED, plan
 from hubmgr.inventory.coverage import SEEN_PUSH, Coverage
@@ -130,15 +131,15 @@ def plan_repository(policy, repo, now, coverage):
     if result.selected:
         graph, selected = load_graph(repo, list(result.selected))
         p = plan(graph, selected)
-        report["going"] = [{"digest": n.digest, "kind": n.kind, "tags": list(n.tags),
-                            "size": n.size, "reason": reason,
-                            "rule": result.selected.get(n.digest) if reason == SELECTED
-                            else None}
-                           for n, reason in p.items]
-        report["kept"] = [{"digest": key[1], "tags": tags.get(key[1], []), "reason": reason}
-                          for key, reason in p.kept]
-        report["reclaim_bytes"] = p.reclaim_bytes
-        report["unread"] = [key[1] for key in p.unknown]
+        # As a preview keeps it (a job runs exactly this), with the rule of each selected item.
+        planned = snapshot(p)
+        for entry in planned["items"]:
+            entry["rule"] = result.selected.get(entry["digest"]) if entry["reason"] == SELECTED \
+                else None
+        for entry in planned["kept"]:
+            entry["tags"] = tags.get(entry["digest"], [])
+        report.update(going=planned["items"], kept=planned["kept"],
+                      reclaim_bytes=planned["reclaim_bytes"], unread=planned["unread"])
         going = sum(1 for _, reason in p.items if reason == SELECTED)
         report["brake"] = brake_reason(policy, going, total)
     return report

@@ -71,7 +71,7 @@ class Command(BaseCommand):
             for item in going:
                 why = (f"rule {item['rule']}" if item["rule"]
                        else "unreferenced child of an index that goes")
-                w(f"  delete   {item['digest']}  {item['kind']:5}  "
+                w(f"  delete   {item['digest']}  {item['type']:5}  "
                   f"{', '.join(item['tags']) or 'untagged'}  ({why})")
             for item in repo["protected"]:
                 w(f"  protect  {item['digest']}  {', '.join(item['tags']) or 'untagged'}  "
