@@ -137,6 +137,8 @@ class PolicyRun(models.Model):
                                    on_delete=models.SET_NULL, related_name="+")
     report = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
+    # The deletion jobs a run in delete mode started, one per repository it deletes from.
+    jobs = models.ManyToManyField("deletion.DeletionJob", blank=True, related_name="+")
 
     class Meta:
         ordering = ["-started_at", "-id"]

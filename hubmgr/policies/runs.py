@@ -11,10 +11,12 @@ import operator
 from datetime import timedelta
 from functools import reduce
 
+from django.db import transaction
 from django.db.models import Case, DateTimeField, F, Q, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from hubmgr.deletion import actions, jobs
 from hubmgr.deletion.actions import snapshot
 from hubmgr.deletion.graph import load_graph
 from hubmgr.deletion.planner import SELECTED, plan
@@ -23,7 +25,7 @@ from hubmgr.inventory.models import Manifest, Repository
 from hubmgr.inventory.registries import default_registry
 
 from . import rules
-from .models import PolicyRun
+from .models import Mode, PolicyRun
 
 log = logging.getLogger("hubmgr.policies")
 
@@ -200,16 +202,25 @@ def _rule_descriptions(policy):
     return {"remove": remove, "keep": keep}
 
 
-def record_dry_run(policy, user=None, progress=None) -> PolicyRun:
-    """A dry run kept in the policy's run history: running, then done (or stopped by the brake
-    somewhere) with its report, or failed with the reason. Never left half-recorded: the row
-    is finished whatever happens."""
-    run = PolicyRun.objects.create(policy=policy, dry_run=True, started_by=user)
+def record_run(policy, user=None, progress=None, delete=False) -> PolicyRun:
+    """A run kept in the policy's history: running, then done (or done with the brake
+    stopping some repositories) with its report, or failed with the reason. The row is
+    finished whatever happens, never left running.
+
+    With ``delete`` and a policy in delete mode, each repository's plan that the brake did not
+    stop becomes a deletion job that runs exactly that plan (anything tagged or referenced
+    since is kept); the report names each job. Otherwise nothing is deleted."""
+    delete = delete and policy.mode == Mode.DELETE
+    run = PolicyRun.objects.create(policy=policy, dry_run=not delete, started_by=user)
+    report = None
     try:
         report = dry_run(policy, progress=progress)
+        if delete:
+            start_jobs(run, report, user)
     except Exception as exc:
-        log.exception("dry run of policy %s failed", policy.name)
+        log.exception("run %s of policy %s failed", run.pk, policy.name)
         run.status, run.error = PolicyRun.Status.FAILED, f"{type(exc).__name__}: {exc}"
+        run.report = report or {}  # with the jobs started before the failure, if any
     else:
         run.report = report
         run.status = (PolicyRun.Status.BRAKED if report["totals"]["braked"]
@@ -217,3 +228,26 @@ def record_dry_run(policy, user=None, progress=None) -> PolicyRun:
     run.finished_at = timezone.now()
     run.save(update_fields=["report", "status", "error", "finished_at"])
     return run
+
+
+def record_dry_run(policy, user=None, progress=None) -> PolicyRun:
+    return record_run(policy, user, progress, delete=False)
+
+
+def start_jobs(run, report, user=None):
+    """One deletion job per planned repository the brake did not stop, queued for the
+    workers once its transaction commits."""
+    registry = default_registry()
+    for entry in report["repositories"]:
+        entry["job"] = None
+        if entry["brake"] or not entry["going"]:
+            continue
+        repo = Repository.objects.filter(registry=registry, name=entry["repository"]).first()
+        if repo is None:  # forgotten since the plan: nothing of it to delete
+            continue
+        with transaction.atomic():
+            job = jobs.create_job(repo, {"items": entry["going"], "kept": entry["kept"],
+                                         "reclaim_bytes": entry["reclaim_bytes"]}, user)
+            run.jobs.add(job)
+            transaction.on_commit(lambda job_id=job.pk: actions.wake(job_id))
+        entry["job"] = job.pk
