@@ -503,8 +503,7 @@ def test_the_command_says_what_is_missing():
     assert "There are no cleanup policies" in cleanup("--dry-run")
     with pytest.raises(CommandError, match="No cleanup policy named 'nope'"):
         cleanup("nope", "--dry-run")
-    with pytest.raises(CommandError, match="delete mode is not built yet"):
-        cleanup()
+    assert "There are no cleanup policies" in cleanup()
 
 
 def test_a_repository_nothing_can_match_costs_one_query(db, django_assert_max_num_queries):
@@ -549,11 +548,101 @@ def test_the_command_runs_every_policy_and_shows_the_brake(builds_repo):
     keep_ten_builds()
     service.save_policy(policy(name="everything", remove_tag_regex=".", remove_tag_days=0))
     out = cleanup("--dry-run")
-    assert "Policy builds (dry run; mode: report)" in out
-    assert "Policy everything (dry run; mode: report)" in out
+    assert "Policy builds (nothing is deleted; mode: report)" in out
+    assert "Policy everything (nothing is deleted; mode: report)" in out
     assert "STOPPED BY THE BRAKE: the plan removes 14 of 17 items (82%)" in out
     assert "The brake stopped 1 repositories" in out
     assert dict(PolicyRun.objects.values_list("policy__name", "status")) == {
         "builds": "done", "everything": "braked"}
     reports = json.loads(cleanup("--dry-run", "--json"))
     assert [r["policy"] for r in reports] == ["builds", "everything"]
+
+
+def test_a_policy_in_report_mode_deletes_nothing_and_one_in_delete_mode_starts_jobs(
+        builds_repo):
+    from hubmgr.deletion.models import DeletionJob
+
+    p = keep_ten_builds()
+    service.save_policy(policy(name="everything", include="**", remove_tag_regex=".",
+                               remove_tag_days=0, mode="delete"))
+    out = cleanup("builds")
+    assert "Policy builds (nothing is deleted; mode: report)" in out
+    assert not DeletionJob.objects.exists()
+    assert "Deletion job" not in cleanup("--dry-run")  # delete mode, but a dry run
+
+    p.mode = "delete"
+    service.save_policy(p)
+    out = cleanup("builds")
+    job = DeletionJob.objects.get()
+    assert f"Deletion job {job.pk} started" in out and "(deleting; mode: delete)" in out
+    run = PolicyRun.objects.filter(policy=p).first()
+    assert (run.dry_run, list(run.jobs.all()), run.report["repositories"][0]["job"]) == (
+        False, [job], job.pk)
+    going = run.report["repositories"][0]["going"]
+    assert list(job.items.order_by("position").values_list("digest", flat=True)) == [
+        i["digest"] for i in going]
+    assert job.reclaim_bytes == run.report["repositories"][0]["reclaim_bytes"] == 4000
+
+    cleanup("everything")  # the brake stops team/app: no job
+    run = PolicyRun.objects.filter(policy__name="everything", dry_run=False).get()
+    assert run.status == "braked" and not run.jobs.exists()
+    assert DeletionJob.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_against_the_registry_report_mode_deletes_nothing_and_delete_mode_exactly_the_report(
+        registry, registry_client):
+    from hubmgr import devstack
+    from hubmgr.deletion import jobs
+    from hubmgr.inventory.registries import client_for
+
+    from .helpers import image, multiarch, sync
+
+    c = registry_client
+    d = {tag: image(c, "pol/app", tag=tag, seed=tag)["digest"]
+         for tag in ("build-1", "build-2", "build-3", "v1.0.0")}
+    d["loose"] = image(c, "pol/app", seed="loose")["digest"]
+    index, kids = multiarch(c, "pol/app", tag="build-0", seed="m")
+    d["index"], d["kids"] = index, [k["digest"] for k in kids]
+    image(c, "pol/other", tag="build-1", seed="other")
+    sync()
+    # An untagged image is known from its push event; the catalog cannot list it.
+    Manifest.objects.create(repository=Repository.objects.get(name="pol/app"),
+                            digest=d["loose"])
+    sync()
+    # Pushes seen 40 days ago (as notifications would have told), build-3 35 days ago.
+    Manifest.objects.update(last_pushed=days_ago(40), last_pushed_source="push_event")
+    Manifest.objects.filter(digest=d["build-3"]).update(last_pushed=days_ago(35))
+    p = service.save_policy(policy(
+        name="pol", include="pol/app", remove_tag_regex="^build-", remove_tag_days=30,
+        remove_untagged_days=7, keep_last=1, keep_tag_regex=RELEASE, brake_share=1.0))
+    expected = {d["build-1"], d["build-2"], d["loose"], d["index"], *d["kids"]}
+
+    cleanup("pol")
+    [repo] = PolicyRun.objects.get().report["repositories"]
+    assert {i["digest"] for i in repo["going"]} == expected
+    assert {i["digest"]: i["keep"] for i in repo["protected"]} == {d["build-3"]: ["last"]}
+    for digest_ in d.values():
+        for one in ([digest_] if isinstance(digest_, str) else digest_):
+            assert c.head_manifest("pol/app", one) is not None
+
+    p.mode = "delete"
+    service.save_policy(p)
+    cleanup("pol")
+    run = PolicyRun.objects.filter(dry_run=False).get()
+    [job] = run.jobs.all()
+    client = client_for(default_registry())
+    try:
+        assert jobs.process_job(job.pk, client, wait=True) == "done"
+    finally:
+        client.close()
+    assert run.report["repositories"][0]["reclaim_bytes"] == job.reclaim_bytes > 0
+    for one in expected:
+        assert c.head_manifest("pol/app", one) is None
+    for tag in ("build-3", "v1.0.0"):
+        assert c.head_manifest("pol/app", d[tag]) is not None
+    assert c.head_manifest("pol/other", "build-1") is not None
+    registry.stop()  # the collector runs offline, and frees exactly the reported bytes
+    before = devstack.blob_bytes(registry.root)
+    devstack.garbage_collect(registry.config_path)
+    assert before - devstack.blob_bytes(registry.root) == job.reclaim_bytes

@@ -12,7 +12,8 @@ from hubmgr.web.present import human_size
 class Command(BaseCommand):
     help = ("Run cleanup policies (all of them, or POLICY) and print each report: per "
             "repository what goes and the rule that selected it, what is kept and why, and "
-            "the storage freed. Only --dry-run is available so far.")
+            "the storage freed. A policy in delete mode starts a deletion job per repository "
+            "(the workers run them); --dry-run deletes nothing.")
 
     def add_arguments(self, parser):
         parser.add_argument("policy", nargs="?", help="a policy's name (default: every policy)")
@@ -21,9 +22,6 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="print the full reports as JSON")
 
     def handle(self, policy, dry_run, json, **options):
-        if not dry_run:
-            raise CommandError("Running policies in delete mode is not built yet; use --dry-run "
-                               "to see what a policy would remove.")
         if policy:
             policies = list(CleanupPolicy.objects.filter(name=policy))
             if not policies:
@@ -38,24 +36,27 @@ class Command(BaseCommand):
                 return
         reports, failed = [], []
         for p in policies:
-            run = runs.record_dry_run(p, progress=lambda repos, name=p.name: tqdm(
-                repos, desc=name, unit="repo", file=sys.stderr, disable=None))
+            run = runs.record_run(p, delete=not dry_run, progress=lambda repos, name=p.name:
+                                  tqdm(repos, desc=name, unit="repo", file=sys.stderr,
+                                       disable=None))
             if run.error:
                 failed.append(p.name)
                 self.stderr.write(f"Policy {p.name}: the dry run failed: {run.error}")
                 continue
             reports.append(run.report)
             if not json:
-                self.print_report(run.report)
+                self.print_report(run)
         if json:
             self.stdout.write(_dumps(reports if not policy else reports[0] if reports else {}))
         if failed:
             raise CommandError(f"Failed: {', '.join(failed)}.")
 
-    def print_report(self, report):
+    def print_report(self, run):
         w = self.stdout.write
+        report = run.report
         totals = report["totals"]
-        w(f"Policy {report['policy']} (dry run; mode: {report['mode']})")
+        how = "nothing is deleted" if run.dry_run else "deleting"
+        w(f"Policy {report['policy']} ({how}; mode: {report['mode']})")
         for kind in ("remove", "keep"):
             for rule, text in report["rules"][kind].items():
                 w(f"  {kind} rule {rule}: {text}")
@@ -67,7 +68,9 @@ class Command(BaseCommand):
               f"{len(repo['kept'])} kept by the planner; {human_size(repo['reclaim_bytes'])} "
               f"({repo['reclaim_bytes']} bytes) to reclaim, items {human_size(size)}")
             if repo["brake"]:
-                w(f"  STOPPED BY THE BRAKE: {repo['brake']}. Nothing here would be deleted.")
+                w(f"  STOPPED BY THE BRAKE: {repo['brake']}. Nothing here is deleted.")
+            if repo.get("job"):
+                w(f"  Deletion job {repo['job']} started (see the Deletion jobs page).")
             for item in going:
                 why = (f"rule {item['rule']}" if item["rule"]
                        else "unreferenced child of an index that goes")
