@@ -646,3 +646,17 @@ def test_against_the_registry_report_mode_deletes_nothing_and_delete_mode_exactl
     before = devstack.blob_bytes(registry.root)
     devstack.garbage_collect(registry.config_path)
     assert before - devstack.blob_bytes(registry.root) == job.reclaim_bytes
+
+
+def test_the_admin_pages_show_policies_runs_and_changes(admin_client, builds_repo):
+    p = keep_ten_builds()
+    runs.record_dry_run(p)
+    for path in ("/admin/policies/cleanuppolicy/", "/admin/policies/cleanuppolicy/add/",
+                 f"/admin/policies/cleanuppolicy/{p.pk}/change/", "/admin/policies/policyrun/",
+                 "/admin/policies/policyaudit/"):
+        assert admin_client.get(path).status_code == 200, path
+    response = admin_client.post("/admin/policies/cleanuppolicy/add/", {
+        "name": "bad", "include": "**", "mode": "report", "schedule": "off",
+        "keep_tag_regex": "(a)\\1", "remove_untagged_days": "7", "brake_share": "0.5"})
+    assert response.status_code == 200 and "backreferences" in response.content.decode()
+    assert not CleanupPolicy.objects.filter(name="bad").exists()
