@@ -660,3 +660,19 @@ def test_the_admin_pages_show_policies_runs_and_changes(admin_client, builds_rep
         "keep_tag_regex": "(a)\\1", "remove_untagged_days": "7", "brake_share": "0.5"})
     assert response.status_code == 200 and "backreferences" in response.content.decode()
     assert not CleanupPolicy.objects.filter(name="bad").exists()
+
+
+def test_one_run_of_a_policy_at_a_time_and_an_interrupted_one_is_marked_failed(builds_repo):
+    p = keep_ten_builds()
+    running = PolicyRun.objects.create(policy=p)
+    with pytest.raises(runs.AlreadyRunning):
+        runs.record_dry_run(p)
+    with pytest.raises(CommandError, match="Failed: builds"):
+        cleanup("builds", "--dry-run")
+    PolicyRun.objects.filter(pk=running.pk).update(
+        heartbeat_at=timezone.now() - runs.ABANDONED_AFTER - timedelta(seconds=1))
+    assert runs.record_dry_run(p).status == "done"
+    running.refresh_from_db()
+    assert (running.status, running.error) == (
+        "failed", "Interrupted: the process running it stopped (no sign of life for 5 minutes).")
+    assert running.finished_at is not None

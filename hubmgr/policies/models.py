@@ -130,6 +130,9 @@ class PolicyRun(models.Model):
 
     policy = models.ForeignKey(CleanupPolicy, on_delete=models.CASCADE, related_name="runs")
     started_at = models.DateTimeField(auto_now_add=True)
+    # Moved forward while the run works; a running run without a sign of life for
+    # runs.ABANDONED_AFTER was interrupted (its process died) and is marked failed.
+    heartbeat_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
     dry_run = models.BooleanField(default=True)
@@ -142,6 +145,8 @@ class PolicyRun(models.Model):
 
     class Meta:
         ordering = ["-started_at", "-id"]
+        constraints = [models.UniqueConstraint(
+            fields=["policy"], condition=models.Q(status="running"), name="one_running_run")]
 
     def __str__(self):
         return f"{self.policy.name} run {self.pk} ({self.status})"

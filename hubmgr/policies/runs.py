@@ -8,10 +8,11 @@ more. The planner then loads only the graph around the selection.
 
 import logging
 import operator
+import time
 from datetime import timedelta
 from functools import reduce
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Case, DateTimeField, F, Q, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -32,6 +33,9 @@ log = logging.getLogger("hubmgr.policies")
 CASCADE_NOTE = ("Index children are never selected on their own: a child goes only with its "
                 "index, when no tag and no index outside the plan references it; anything a "
                 "kept index references is kept (the deletion planner's rule).")
+
+HEARTBEAT_SECONDS = 10
+ABANDONED_AFTER = timedelta(minutes=5)
 
 _ITEM_COLUMNS = ("digest", "kind", "tags_text", "last_pushed", "last_pushed_source",
                  "first_seen", "last_pulled")
@@ -147,9 +151,10 @@ def plan_repository(policy, repo, now, coverage):
     return report
 
 
-def dry_run(policy, now=None, progress=None, registry=None) -> dict:
+def dry_run(policy, now=None, progress=None, registry=None, on_repository=None) -> dict:
     """The report of what ``policy`` would remove now. Nothing is recorded or deleted.
-    ``progress`` wraps the list of repositories (a tqdm bar, say)."""
+    ``progress`` wraps the list of repositories (a tqdm bar, say); ``on_repository`` is
+    called after each."""
     now = now or timezone.now()
     registry = registry or default_registry()
     coverage = Coverage.of(registry, now)
@@ -161,6 +166,8 @@ def dry_run(policy, now=None, progress=None, registry=None) -> dict:
         report = plan_repository(policy, repo, now, coverage)
         if report is not None:
             reports.append(report)
+        if on_repository:
+            on_repository()
     going = [r for r in reports if not r["brake"]]
     braked = [r for r in reports if r["brake"]]
     return {
@@ -211,12 +218,13 @@ def record_run(policy, user=None, progress=None, delete=False) -> PolicyRun:
     stop becomes a deletion job that runs exactly that plan (anything tagged or referenced
     since is kept); the report names each job. Otherwise nothing is deleted."""
     delete = delete and policy.mode == Mode.DELETE
-    run = PolicyRun.objects.create(policy=policy, dry_run=not delete, started_by=user)
+    run = _claim(policy, dry_run=not delete, started_by=user)
+    beat = _Heartbeat(run)
     report = None
     try:
-        report = dry_run(policy, progress=progress)
+        report = dry_run(policy, progress=progress, on_repository=beat)
         if delete:
-            start_jobs(run, report, user)
+            start_jobs(run, report, user, on_repository=beat)
     except Exception as exc:
         log.exception("run %s of policy %s failed", run.pk, policy.name)
         run.status, run.error = PolicyRun.Status.FAILED, f"{type(exc).__name__}: {exc}"
@@ -230,15 +238,58 @@ def record_run(policy, user=None, progress=None, delete=False) -> PolicyRun:
     return run
 
 
+class AlreadyRunning(Exception):
+    pass
+
+
+def fail_abandoned(policy=None, now=None) -> int:
+    """Mark failed the running runs (of ``policy``, or all) whose process stopped showing
+    signs of life: a crash never leaves a run running for ever, nor blocks the next one."""
+    now = now or timezone.now()
+    abandoned = PolicyRun.objects.filter(status=PolicyRun.Status.RUNNING,
+                                         heartbeat_at__lt=now - ABANDONED_AFTER)
+    if policy is not None:
+        abandoned = abandoned.filter(policy=policy)
+    return abandoned.update(status=PolicyRun.Status.FAILED, finished_at=now,
+                            error="Interrupted: the process running it stopped (no sign of "
+                                  f"life for {ABANDONED_AFTER.seconds // 60} minutes).")
+
+
+def _claim(policy, **fields) -> PolicyRun:
+    """A new running run, or AlreadyRunning: the one_running_run constraint lets only one
+    run of a policy be running, whichever process asks."""
+    fail_abandoned(policy)
+    try:
+        with transaction.atomic():
+            return PolicyRun.objects.create(policy=policy, **fields)
+    except IntegrityError:
+        raise AlreadyRunning(f"Policy {policy.name} is already running; one run at a time."
+                             ) from None
+
+
+class _Heartbeat:
+    """Called once per repository; writes a sign of life at most every few seconds."""
+
+    def __init__(self, run):
+        self.run, self.last = run, time.monotonic()
+
+    def __call__(self):
+        if time.monotonic() - self.last >= HEARTBEAT_SECONDS:
+            PolicyRun.objects.filter(pk=self.run.pk).update(heartbeat_at=timezone.now())
+            self.last = time.monotonic()
+
+
 def record_dry_run(policy, user=None, progress=None) -> PolicyRun:
     return record_run(policy, user, progress, delete=False)
 
 
-def start_jobs(run, report, user=None):
+def start_jobs(run, report, user=None, on_repository=None):
     """One deletion job per planned repository the brake did not stop, queued for the
     workers once its transaction commits."""
     registry = default_registry()
     for entry in report["repositories"]:
+        if on_repository:
+            on_repository()
         entry["job"] = None
         if entry["brake"] or not entry["going"]:
             continue

@@ -36,9 +36,14 @@ class Command(BaseCommand):
                 return
         reports, failed = [], []
         for p in policies:
-            run = runs.record_run(p, delete=not dry_run, progress=lambda repos, name=p.name:
-                                  tqdm(repos, desc=name, unit="repo", file=sys.stderr,
-                                       disable=None))
+            try:
+                run = runs.record_run(p, delete=not dry_run, progress=lambda repos, name=p.name:
+                                      tqdm(repos, desc=name, unit="repo", file=sys.stderr,
+                                           disable=None))
+            except runs.AlreadyRunning as exc:
+                failed.append(p.name)
+                self.stderr.write(str(exc))
+                continue
             if run.error:
                 failed.append(p.name)
                 self.stderr.write(f"Policy {p.name}: the dry run failed: {run.error}")
