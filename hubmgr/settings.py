@@ -277,6 +277,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "hubmgr.deletion.tasks.prune",
         "schedule": 3600.0,
     },
+    "cleanup-policies": {  # starts the policies that are due (their times are minutes)
+        "task": "hubmgr.policies.tasks.run_due",
+        "schedule": 60.0,
+        "options": {"expires": 60},
+    },
 }
 
 LOGGING = {

@@ -136,6 +136,7 @@ class PolicyRun(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
     dry_run = models.BooleanField(default=True)
+    scheduled = models.BooleanField(default=False)  # started by the schedule, not by a person
     started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
                                    on_delete=models.SET_NULL, related_name="+")
     report = models.JSONField(default=dict, blank=True)

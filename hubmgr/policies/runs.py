@@ -25,8 +25,8 @@ from hubmgr.inventory.coverage import SEEN_PUSH, Coverage
 from hubmgr.inventory.models import Manifest, Repository
 from hubmgr.inventory.registries import default_registry
 
-from . import rules
-from .models import Mode, PolicyRun
+from . import rules, schedule
+from .models import CleanupPolicy, Mode, PolicyRun
 
 log = logging.getLogger("hubmgr.policies")
 
@@ -219,6 +219,23 @@ def record_run(policy, user=None, progress=None, delete=False) -> PolicyRun:
     since is kept); the report names each job. Otherwise nothing is deleted."""
     delete = delete and policy.mode == Mode.DELETE
     run = _claim(policy, dry_run=not delete, started_by=user)
+    return _execute(run, policy, delete, user, progress)
+
+
+def run_if_due(policy, now=None) -> PolicyRun | None:
+    """The scheduled run of ``policy`` (deleting if it is in delete mode) when it is due, else
+    None. The check and the claim happen under a lock on the policy: a time is run once."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        policy = CleanupPolicy.objects.select_for_update().filter(pk=policy.pk).first()
+        if policy is None or not schedule.is_due(policy, now):
+            return None
+        delete = policy.mode == Mode.DELETE
+        run = _claim(policy, dry_run=not delete, scheduled=True)
+    return _execute(run, policy, delete)
+
+
+def _execute(run, policy, delete, user=None, progress=None) -> PolicyRun:
     beat = _Heartbeat(run)
     report = None
     try:
