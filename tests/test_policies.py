@@ -735,3 +735,32 @@ def test_a_new_policy_does_not_run_for_a_time_before_it_existed(db):
                                    run_at=(timezone.now() - timedelta(hours=1)).time()))
     assert not schedule.is_due(p, timezone.now())
     assert schedule.is_due(p, timezone.now() + timedelta(days=1))
+
+
+def test_a_maintainer_confirms_what_the_brake_stopped_once_while_the_plan_is_fresh(
+        builds_repo, maintainer):
+    from hubmgr.deletion.models import DeletionJob
+
+    p = service.save_policy(policy(name="everything", remove_tag_regex=".", remove_tag_days=0,
+                                   mode="delete"))
+    dry = runs.record_dry_run(p)
+    with pytest.raises(runs.CannotConfirm, match="delete mode"):
+        runs.confirm_brake(dry, maintainer)
+    out = cleanup("everything")
+    run = PolicyRun.objects.get(dry_run=False)
+    assert f"To delete them anyway: cleanup --confirm-brake {run.pk}" in out
+    assert not DeletionJob.objects.exists()
+    with pytest.raises(runs.CannotConfirm, match="too old"):
+        runs.confirm_brake(run, maintainer, now=timezone.now() + timedelta(hours=2))
+
+    [job_id] = runs.confirm_brake(run, maintainer)
+    job = DeletionJob.objects.get()
+    assert (job.pk, job.created_by, list(run.jobs.all())) == (job_id, maintainer, [job])
+    run.refresh_from_db()
+    entry = run.report["repositories"][0]
+    assert (entry["job"], entry["brake_confirmed_by"]) == (job.pk, "maria")
+    assert job.items.count() == len(entry["going"]) == 16  # 14 tagged items and 2 children
+    with pytest.raises(CommandError, match="Already confirmed"):
+        cleanup("--confirm-brake", str(run.pk))
+    with pytest.raises(CommandError, match="No policy run 999"):
+        cleanup("--confirm-brake", "999")

@@ -12,6 +12,7 @@ import time
 from datetime import timedelta
 from functools import reduce
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Case, DateTimeField, F, Q, When
 from django.db.models.functions import Coalesce
@@ -300,7 +301,35 @@ def record_dry_run(policy, user=None, progress=None) -> PolicyRun:
     return record_run(policy, user, progress, delete=False)
 
 
-def start_jobs(run, report, user=None, on_repository=None):
+class CannotConfirm(Exception):
+    pass
+
+
+def confirm_brake(run, user=None, now=None) -> list:
+    """Delete what the brake stopped in ``run``: each stopped repository's recorded plan
+    becomes a deletion job, once, with the same checks as a confirmed preview (anything
+    tagged or referenced since the plan is kept). Only a finished run in delete mode, and
+    only while its plan is as fresh as a preview may be. Returns the new jobs' ids."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        run = PolicyRun.objects.select_for_update().filter(pk=run.pk).first()
+        if run is None or run.dry_run or run.status != PolicyRun.Status.BRAKED:
+            raise CannotConfirm("Only a finished run in delete mode that the brake stopped "
+                                "can be confirmed.")
+        if run.finished_at + timedelta(minutes=settings.DELETE_PREVIEW_MINUTES) < now:
+            raise CannotConfirm("This run's plan is too old to confirm; run the policy again.")
+        stopped = [entry for entry in run.report["repositories"]
+                   if entry["brake"] and not entry.get("job")]
+        if not stopped:
+            raise CannotConfirm("Already confirmed.")
+        for entry in stopped:
+            entry["brake_confirmed_by"] = getattr(user, "username", None)
+        start_jobs(run, {"repositories": stopped}, user, confirmed=True)
+        run.save(update_fields=["report"])
+    return [entry["job"] for entry in stopped if entry["job"]]
+
+
+def start_jobs(run, report, user=None, on_repository=None, confirmed=False):
     """One deletion job per planned repository the brake did not stop, queued for the
     workers once its transaction commits."""
     registry = default_registry()
@@ -308,7 +337,7 @@ def start_jobs(run, report, user=None, on_repository=None):
         if on_repository:
             on_repository()
         entry["job"] = None
-        if entry["brake"] or not entry["going"]:
+        if (entry["brake"] and not confirmed) or not entry["going"]:
             continue
         repo = Repository.objects.filter(registry=registry, name=entry["repository"]).first()
         if repo is None:  # forgotten since the plan: nothing of it to delete

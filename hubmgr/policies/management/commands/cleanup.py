@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from hubmgr.policies import runs
-from hubmgr.policies.models import CleanupPolicy
+from hubmgr.policies.models import CleanupPolicy, PolicyRun
 from hubmgr.web.present import human_size
 
 
@@ -20,8 +20,13 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true",
                             help="report what would be removed; delete nothing")
         parser.add_argument("--json", action="store_true", help="print the full reports as JSON")
+        parser.add_argument("--confirm-brake", type=int, metavar="RUN",
+                            help="delete what the brake stopped in run RUN (a run in delete "
+                                 "mode, while its plan is as fresh as a preview)")
 
-    def handle(self, policy, dry_run, json, **options):
+    def handle(self, policy, dry_run, json, confirm_brake, **options):
+        if confirm_brake is not None:
+            return self.confirm(confirm_brake)
         if policy:
             policies = list(CleanupPolicy.objects.filter(name=policy))
             if not policies:
@@ -55,6 +60,17 @@ class Command(BaseCommand):
             self.stdout.write(_dumps(reports if not policy else reports[0] if reports else {}))
         if failed:
             raise CommandError(f"Failed: {', '.join(failed)}.")
+
+    def confirm(self, run_id):
+        run = PolicyRun.objects.filter(pk=run_id).first()
+        if run is None:
+            raise CommandError(f"No policy run {run_id}.")
+        try:
+            job_ids = runs.confirm_brake(run)
+        except runs.CannotConfirm as exc:
+            raise CommandError(str(exc)) from None
+        for job_id in job_ids:
+            self.stdout.write(f"Deletion job {job_id} started (see the Deletion jobs page).")
 
     def print_report(self, run):
         w = self.stdout.write
@@ -93,7 +109,9 @@ class Command(BaseCommand):
           "once the registry's garbage collector runs.")
         if totals["braked"]:
             w(f"The brake stopped {totals['braked']} repositories ({totals['braked_going']} "
-              f"items, {totals['braked_reclaim_bytes']} bytes).")
+              f"items, {totals['braked_reclaim_bytes']} bytes)."
+              + (f" To delete them anyway: cleanup --confirm-brake {run.pk}" if not run.dry_run
+                 else ""))
         w("")
 
 
