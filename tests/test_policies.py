@@ -506,7 +506,8 @@ def test_the_command_says_what_is_missing():
     assert "There are no cleanup policies" in cleanup()
 
 
-def test_a_repository_nothing_can_match_costs_one_query(db, django_assert_max_num_queries):
+def test_repositories_nothing_can_match_cost_no_query_of_their_own(
+        db, django_assert_max_num_queries):
     for n in range(5):
         repo = make_repo(f"team/fresh{n}")
         make_image(repo, f"f{n}", tags=["build-1"], pushed=1)
@@ -515,7 +516,7 @@ def test_a_repository_nothing_can_match_costs_one_query(db, django_assert_max_nu
     p = policy(remove_tag_regex="^build-", remove_tag_days=30, remove_untagged_days=7,
                remove_stale=True, keep_last=3)
     registry = default_registry()
-    with django_assert_max_num_queries(1 + 5):  # the repositories, then one each
+    with django_assert_max_num_queries(2):  # the repositories, then their candidates
         assert runs.dry_run(p, registry=registry)["repositories"] == []
 
 
@@ -764,3 +765,16 @@ def test_a_maintainer_confirms_what_the_brake_stopped_once_while_the_plan_is_fre
         cleanup("--confirm-brake", str(run.pk))
     with pytest.raises(CommandError, match="No policy run 999"):
         cleanup("--confirm-brake", "999")
+
+
+def test_a_dry_run_loads_repositories_in_chunks(builds_repo, monkeypatch):
+    for n in range(4):
+        repo = make_repo(f"team/more{n}")
+        make_image(repo, f"more{n}", pushed=30)
+        refresh(repo)
+    p = keep_ten_builds()
+    whole = runs.dry_run(p, now=NOW)
+    monkeypatch.setattr(runs, "CHUNK", 2)
+    assert runs.dry_run(p, now=NOW) == whole
+    assert [r["repository"] for r in whole["repositories"]] == [
+        "team/app", "team/more0", "team/more1", "team/more2", "team/more3"]

@@ -1,21 +1,24 @@
 """Dry runs: evaluate a policy over every repository it covers and plan what it selects with
 the deletion planner, repository by repository, into a report (plain JSON-ready data).
 
-Each covered repository costs one query for the top-level items a remove rule may select
-(the rules decide; the query only spares loading the rest); one where none may costs nothing
-more. The planner then loads only the graph around the selection.
+The covered repositories are loaded a few hundred at a time: one query for the top-level
+items a remove rule may select (the rules decide; the query only spares loading the rest),
+one for each repository's newest tagged items (keep-last), one for their item counts. A
+repository with no candidate costs nothing more; for the others the planner loads only the
+graph around the selection.
 """
 
 import logging
 import operator
 import time
+from collections import defaultdict
 from datetime import timedelta
 from functools import reduce
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Case, DateTimeField, F, Q, When
-from django.db.models.functions import Coalesce
+from django.db.models import Case, Count, DateTimeField, F, Q, When, Window
+from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
 
 from hubmgr.deletion import actions, jobs
@@ -35,6 +38,7 @@ CASCADE_NOTE = ("Index children are never selected on their own: a child goes on
                 "index, when no tag and no index outside the plan references it; anything a "
                 "kept index references is kept (the deletion planner's rule).")
 
+CHUNK = 500  # repositories loaded together
 HEARTBEAT_SECONDS = 10
 ABANDONED_AFTER = timedelta(minutes=5)
 
@@ -69,33 +73,48 @@ def candidates_q(policy, now, coverage) -> Q | None:
     return reduce(operator.or_, parts) if parts else None
 
 
-def load_items(repo, coverage, where=None):
-    """The repository's top-level items (those matching ``where``) as the rules see them,
-    Stale marked: one query."""
-    rows = Manifest.objects.filter(repository=repo, is_top_level=True)
-    if where is not None:
-        rows = rows.filter(where)
-    items = []
-    for digest, kind, tags, pushed, source, first_seen, pulled in rows.values_list(
-            *_ITEM_COLUMNS).iterator(2000):
+def load_chunk(policy, repos, now, coverage) -> dict:
+    """For a few hundred repositories at once, in three queries: {repository id: (its
+    candidate items as the rules see them, Stale marked; the digests of its keep-last newest
+    tagged items; its number of top-level items)} for the repositories with candidates."""
+    where = candidates_q(policy, now, coverage)
+    if where is None or not repos:
+        return {}
+    items = defaultdict(list)
+    rows = Manifest.objects.filter(repository_id__in=[r.pk for r in repos], is_top_level=True)
+    for repo_id, digest, kind, tags, pushed, source, first_seen, pulled in rows.filter(
+            where).values_list("repository_id", *_ITEM_COLUMNS).iterator(5000):
         item = rules.Item(digest, kind, tuple(tags.split()) if tags else (), pushed, source,
                           first_seen, pulled)
         item.stale = coverage.stale(item)
-        items.append(item)
-    return items
+        items[repo_id].append(item)
+    if not items:
+        return {}
+    newest = newest_tagged(list(items), policy.keep_last)
+    totals = dict(Manifest.objects.filter(repository_id__in=list(items), is_top_level=True)
+                  .values("repository_id").annotate(n=Count("id"))
+                  .values_list("repository_id", "n"))
+    return {repo_id: (found, newest.get(repo_id, set()), totals.get(repo_id, 0))
+            for repo_id, found in items.items()}
 
 
-def newest_tagged(repo, n):
-    """Digests of the repository's ``n`` most recently pushed tagged items, as
+def newest_tagged(repo_ids, n) -> dict:
+    """{repository id: digests of its ``n`` most recently pushed tagged items}, as
     ``rules.newest_tagged`` orders them (the push seen, else first seen; digest breaks ties)."""
     if not n:
-        return set()
+        return {}
     seen = Q(last_pushed_source__in=SEEN_PUSH, last_pushed__isnull=False)
     age = Coalesce(Case(When(seen, then=F("last_pushed")), output_field=DateTimeField()),
                    F("first_seen"))
-    return set(Manifest.objects.filter(repository=repo, is_top_level=True, is_tagged=True)
-               .annotate(age=age).order_by(F("age").desc(nulls_last=True), "-digest")
-               .values_list("digest", flat=True)[:n])
+    rank = Window(RowNumber(), partition_by=[F("repository_id")],
+                  order_by=[F("age").desc(nulls_last=True), F("digest").desc()])
+    newest = defaultdict(set)
+    for repo_id, digest in (Manifest.objects.filter(repository_id__in=repo_ids,
+                                                    is_top_level=True, is_tagged=True)
+                            .annotate(age=age, rank=rank).filter(rank__lte=n)
+                            .values_list("repository_id", "digest")):
+        newest[repo_id].add(digest)
+    return newest
 
 
 def brake_reason(policy, going, total):
@@ -110,18 +129,12 @@ def brake_reason(policy, going, total):
     return None
 
 
-def plan_repository(policy, repo, now, coverage):
-    """The report of one repository, or None when the policy selects nothing there."""
-    where = candidates_q(policy, now, coverage)
-    if where is None:
-        return None
-    items = load_items(repo, coverage, where)
-    if not items:
-        return None
-    result = rules.evaluate(items, policy, now, newest_tagged(repo, policy.keep_last))
+def plan_repository(policy, repo, now, items, newest, total):
+    """The report of one repository (``load_chunk`` gives the rest), or None when the policy
+    selects nothing there."""
+    result = rules.evaluate(items, policy, now, newest)
     if not result.selected and not result.protected:
         return None
-    total = Manifest.objects.filter(repository=repo, is_top_level=True).count()
     tags = {item.digest: list(item.tags) for item in items}
     report = {
         "repository": repo.name,
@@ -160,13 +173,14 @@ def dry_run(policy, now=None, progress=None, registry=None, on_repository=None) 
     registry = registry or default_registry()
     coverage = Coverage.of(registry, now)
     repos = covered_repositories(policy, registry)
-    reports = []
-    for repo in (progress(repos) if progress else repos):
-        if repo.item_count == 0:
-            continue
-        report = plan_repository(policy, repo, now, coverage)
-        if report is not None:
-            reports.append(report)
+    reports, chunk = [], {}
+    for n, repo in enumerate(progress(repos) if progress else repos):
+        if n % CHUNK == 0:
+            chunk = load_chunk(policy, repos[n:n + CHUNK], now, coverage)
+        if repo.pk in chunk:
+            report = plan_repository(policy, repo, now, *chunk.pop(repo.pk))
+            if report is not None:
+                reports.append(report)
         if on_repository:
             on_repository()
     going = [r for r in reports if not r["brake"]]
