@@ -14,6 +14,7 @@ Sections (BENCH_ONLY=name runs one; several may be comma separated):
 - ingest: notifications per second through the webhook (gunicorn, 2 workers of 8 threads) with
   a real Celery worker applying them, one event per POST, and the time until they are visible.
 - kill: the time from a worker's SIGKILL to its job's next DELETE (real workers and beat).
+- policies: a cleanup policy's dry run over BENCH_MANIFESTS manifests in 1,000 repositories.
 
 BENCH_DATABASE_URL runs on that database instead of a throw-away SQLite file. Figures are
 printed and also written to bench/output/results.json. Scratch files live in a throw-away
@@ -47,7 +48,7 @@ django.setup()
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
-from bench import deletion, ingest, plan, repos, sync, table  # noqa: E402
+from bench import deletion, ingest, plan, policies, repos, sync, table  # noqa: E402
 from bench.common import write_results  # noqa: E402
 
 SECTIONS = {
@@ -58,6 +59,7 @@ SECTIONS = {
     "delete": [deletion.bench_delete],
     "kill": [deletion.bench_kill],
     "ingest": [ingest.bench_ingest],
+    "policies": [policies.bench_policies],
 }
 
 
