@@ -1,5 +1,6 @@
-"""Dry runs: evaluate a policy over every repository it covers and plan what it selects with
-the deletion planner, repository by repository, into a report (plain JSON-ready data).
+"""Runs of a policy: evaluate it over every repository it covers and plan what it selects with
+the deletion planner, repository by repository, into a report (plain JSON-ready data); record
+the run (one at a time per policy) and, in delete mode, start a deletion job per repository.
 
 The covered repositories are loaded a few hundred at a time: one query for the top-level
 items a remove rule may select (the rules decide; the query only spares loading the rest),
