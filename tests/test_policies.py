@@ -338,13 +338,16 @@ def expected_rules_items(manifests, window, now):
     out = {repo: [] for repo in REPOS}
     for name, spec in manifests.items():
         if spec["tags"] or name not in parents:
+            # An index counts as pulled when it or one of its children was.
+            pulls = [at(manifests[n]["pulled"]) for n in [name, *spec["kids"]]]
+            pulled = max((t for t in pulls if t is not None), default=None)
             seen = at(spec["pushed"]) if spec["source"] != "image_created" else None
-            active = any(t is not None and t >= cutoff for t in (at(spec["pulled"]), seen))
+            active = any(t is not None and t >= cutoff for t in (pulled, seen))
             stale = False if active else (True if since and since <= cutoff else None)
             out[spec["repo"]].append(rules.Item(
                 digest(name), tags=tuple(spec["tags"]), last_pushed=at(spec["pushed"]),
                 last_pushed_source=spec["source"] if spec["pushed"] is not None else "",
-                first_seen=at(spec["first_seen"]), last_pulled=at(spec["pulled"]), stale=stale))
+                first_seen=at(spec["first_seen"]), last_pulled=pulled, stale=stale))
     return out
 
 
@@ -778,3 +781,19 @@ def test_a_dry_run_loads_repositories_in_chunks(builds_repo, monkeypatch):
     assert runs.dry_run(p, now=NOW) == whole
     assert [r["repository"] for r in whole["repositories"]] == [
         "team/app", "team/more0", "team/more1", "team/more2", "team/more3"]
+
+
+def test_an_index_whose_child_was_pulled_counts_as_pulled(db):
+    observe_pulls(settings.STALE_DAYS + 10)
+    repo = make_repo("team/pulled")
+    amd, arm = make_image(repo, "amd", pulled=2), make_image(repo, "arm")
+    make_index(repo, "idx", [amd, arm], tags=["build-1"], pushed=300)
+    make_index(repo, "idle", [make_image(repo, "s390x")], tags=["build-2"], pushed=300)
+    refresh(repo)
+    p = policy(remove_stale=True, brake_share=1.0)
+    [r] = runs.dry_run(p)["repositories"]
+    assert {i["digest"] for i in r["going"]} == {digest("idle"), digest("s390x")}
+    p = policy(remove_tag_regex="^build-", remove_tag_days=30, keep_pulled_days=7,
+               brake_share=1.0)
+    [r] = runs.dry_run(p)["repositories"]
+    assert [(i["digest"], i["keep"]) for i in r["protected"]] == [(digest("idx"), ["pulled"])]

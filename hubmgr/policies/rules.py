@@ -2,7 +2,8 @@
 keep rules protect. Plain functions over plain data, no I/O.
 
 - Only top-level items are considered. An index child goes with its index, through the
-  deletion planner's cascade, never on its own.
+  deletion planner's cascade, never on its own. (The caller gives an index the latest pull of
+  it or its children as ``last_pulled``, and marks Stale from that.)
 - A push time counts only where a push was seen (a push event or an access log): an image's
   build time says nothing about when it was pushed.
 - Remove rules (the first that matches names the item's reason):

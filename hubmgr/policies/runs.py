@@ -18,7 +18,7 @@ from functools import reduce
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Case, Count, DateTimeField, F, Q, When, Window
+from django.db.models import Case, Count, DateTimeField, F, Max, Q, When, Window
 from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
 
@@ -27,7 +27,7 @@ from hubmgr.deletion.actions import snapshot
 from hubmgr.deletion.graph import load_graph
 from hubmgr.deletion.planner import SELECTED, plan
 from hubmgr.inventory.coverage import SEEN_PUSH, Coverage
-from hubmgr.inventory.models import Manifest, Repository
+from hubmgr.inventory.models import IndexChild, Kind, Manifest, Repository
 from hubmgr.inventory.registries import default_registry
 
 from . import rules, schedule
@@ -81,16 +81,29 @@ def load_chunk(policy, repos, now, coverage) -> dict:
     where = candidates_q(policy, now, coverage)
     if where is None or not repos:
         return {}
-    items = defaultdict(list)
+    items, indexes = defaultdict(list), {}
     rows = Manifest.objects.filter(repository_id__in=[r.pk for r in repos], is_top_level=True)
-    for repo_id, digest, kind, tags, pushed, source, first_seen, pulled in rows.filter(
-            where).values_list("repository_id", *_ITEM_COLUMNS).iterator(5000):
+    for pk, repo_id, digest, kind, tags, pushed, source, first_seen, pulled in rows.filter(
+            where).values_list("id", "repository_id", *_ITEM_COLUMNS).iterator(5000):
         item = rules.Item(digest, kind, tuple(tags.split()) if tags else (), pushed, source,
                           first_seen, pulled)
-        item.stale = coverage.stale(item)
         items[repo_id].append(item)
+        if kind == Kind.INDEX:
+            indexes[pk] = item
     if not items:
         return {}
+    # An index is in use when one of its images is: a pull of a child by digest counts as a
+    # pull of the index (for keep-pulled and for Stale), else the child would go with it.
+    if indexes:
+        for index_id, pulled in (IndexChild.objects.filter(
+                index_id__in=list(indexes), child__last_pulled__isnull=False)
+                .values("index_id").annotate(last=Max("child__last_pulled"))
+                .values_list("index_id", "last")):
+            item = indexes[index_id]
+            item.last_pulled = max(item.last_pulled or pulled, pulled)
+    for found in items.values():
+        for item in found:
+            item.stale = coverage.stale(item)
     newest = newest_tagged(list(items), policy.keep_last)
     totals = dict(Manifest.objects.filter(repository_id__in=list(items), is_top_level=True)
                   .values("repository_id").annotate(n=Count("id"))
