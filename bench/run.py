@@ -16,6 +16,7 @@ Sections (BENCH_ONLY=name runs one; several may be comma separated):
 - importlog: import_pulls of a 1,000,000-line access log (three formats): lines per second and
   the importing process's peak memory.
 - kill: the time from a worker's SIGKILL to its job's next DELETE (real workers and beat).
+- policies: a cleanup policy's dry run over BENCH_MANIFESTS manifests in 1,000 repositories.
 
 BENCH_DATABASE_URL runs on that database instead of a throw-away SQLite file. Figures are
 printed and also written to bench/output/results.json. Scratch files live in a throw-away
@@ -49,7 +50,7 @@ django.setup()
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
-from bench import deletion, importlog, ingest, plan, repos, sync, table  # noqa: E402
+from bench import deletion, importlog, ingest, plan, policies, repos, sync, table  # noqa: E402
 from bench.common import write_results  # noqa: E402
 
 SECTIONS = {
@@ -61,6 +62,7 @@ SECTIONS = {
     "kill": [deletion.bench_kill],
     "ingest": [ingest.bench_ingest],
     "importlog": [importlog.bench_importlog],
+    "policies": [policies.bench_policies],
 }
 
 

@@ -140,6 +140,7 @@ INSTALLED_APPS = [
     "csp",
     "hubmgr.inventory",
     "hubmgr.deletion",
+    "hubmgr.policies",
     "hubmgr.web",
 ]
 
@@ -275,6 +276,11 @@ CELERY_BEAT_SCHEDULE = {
     "prune-deletion-jobs": {
         "task": "hubmgr.deletion.tasks.prune",
         "schedule": 3600.0,
+    },
+    "cleanup-policies": {  # starts the policies that are due (their times are minutes)
+        "task": "hubmgr.policies.tasks.run_due",
+        "schedule": 60.0,
+        "options": {"expires": 60},
     },
 }
 

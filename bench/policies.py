@@ -1,0 +1,105 @@
+"""A cleanup policy's dry run over BENCH_MANIFESTS manifests in BENCH_POLICY_REPOS (1,000)
+repositories (issue 10's goals: 1,000,000 on PostgreSQL in at most 5 s, 100,000 on SQLite in
+at most 2 s).
+
+Each repository: 10% indexes of two untagged children, 60% of the rest tagged ``build-N`` (a
+few ``vN.0.0``), pushes seen over the last 100 days, a layer of its own and one of 500 shared
+base layers per image. A third of the repositories were pushed only in the last week, so the
+policy finds nothing there. The policy: remove ``build-`` tags older than 30 days and untagged
+items older than 7, keep the 10 newest tagged items and every release tag."""
+
+import os
+import statistics
+import time
+from datetime import timedelta
+
+from .common import MANIFESTS, record
+
+REPOS = int(os.environ.get("BENCH_POLICY_REPOS", 1000))
+RUNS = 3
+
+
+def build(n, repos):
+    from django.db import connection
+    from django.utils import timezone
+
+    from hubmgr.inventory.models import Blob, IndexChild, Manifest, ManifestBlob, Repository, Tag
+    from hubmgr.inventory.registries import default_registry
+    from hubmgr.inventory.store import refresh_counts
+
+    started = time.perf_counter()
+    registry, now, per = default_registry(), timezone.now(), n // repos
+    Blob.objects.bulk_create([Blob(registry=registry, digest=f"sha256:c{b:063x}", size=5000 + b)
+                              for b in range(500)], batch_size=2000, ignore_conflicts=True)
+    base = dict(Blob.objects.filter(registry=registry).values_list("digest", "id"))
+    for r in range(repos):
+        repo = Repository.objects.create(registry=registry, name=f"bench-pol/svc-{r:04d}")
+        fresh = r % 3 == 0
+        n_index = per // 10
+        rows = []
+        for i in range(per):
+            child = n_index <= i < 3 * n_index
+            tagged = not child and i % 5 < 3
+            tag = (f"v{i}.0.0" if i % 50 == 0 else f"build-{i}") if tagged else ""
+            days = (i * 7) % (7 if fresh else 100)
+            rows.append(Manifest(
+                repository=repo, digest=_digest(r, i), kind="index" if i < n_index else "image",
+                size=1000 + i, manifest_size=500, fetched=True, last_pushed_source="push_event",
+                last_pushed=now - timedelta(days=days, minutes=i), tags_text=tag,
+                is_tagged=tagged, is_top_level=not child))
+        Manifest.objects.bulk_create(rows, batch_size=2000)
+        ids = dict(Manifest.objects.filter(repository=repo).values_list("digest", "id"))
+        IndexChild.objects.bulk_create(
+            [IndexChild(index_id=ids[_digest(r, i)], child_id=ids[_digest(r, c)])
+             for i in range(n_index) for c in (n_index + 2 * i, n_index + 2 * i + 1)],
+            batch_size=2000)
+        Tag.objects.bulk_create([Tag(repository=repo, name=m.tags_text,
+                                     manifest_id=ids[m.digest]) for m in rows if m.tags_text],
+                                batch_size=2000)
+        own = Blob.objects.bulk_create(
+            [Blob(registry=registry, digest=f"sha256:d{r:05x}{i:058x}", size=i % 5000)
+             for i in range(n_index, per)], batch_size=2000)
+        ManifestBlob.objects.bulk_create(
+            [ManifestBlob(manifest_id=ids[_digest(r, i)], blob_id=blob.pk)
+             for i, blob in zip(range(n_index, per), own)]
+            + [ManifestBlob(manifest_id=ids[_digest(r, i)],
+                            blob_id=base[f"sha256:c{i % 500:063x}"])
+               for i in range(n_index, per)], batch_size=2000)
+        refresh_counts(repo)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+    print(f"built {repos:,} repositories of {per:,} manifests in "
+          f"{time.perf_counter() - started:.1f} s")
+
+
+def _digest(r, i):
+    return f"sha256:a{r:05x}{i:058x}"
+
+
+def bench_policies():
+    from django.db import connection
+
+    from hubmgr.inventory.models import Repository
+    from hubmgr.policies import runs
+    from hubmgr.policies.models import CleanupPolicy
+
+    if not Repository.objects.filter(name__startswith="bench-pol/").exists():
+        build(MANIFESTS, REPOS)
+    policy = CleanupPolicy(name="bench", include="bench-pol/*", remove_tag_regex="^build-",
+                           remove_tag_days=30, remove_untagged_days=7, keep_last=10,
+                           keep_tag_regex=r"^latest$|^v?\d+\.\d+\.\d+$")
+    times, report = [], None
+    for _ in range(RUNS):
+        started = time.perf_counter()
+        report = runs.dry_run(policy)
+        times.append(time.perf_counter() - started)
+    totals = report["totals"]
+    goal = 5.0 if connection.vendor == "postgresql" else 2.0
+    print(f"\nPolicy dry run, {MANIFESTS:,} manifests in {REPOS:,} repositories, "
+          f"{connection.vendor}: median {statistics.median(times):.2f} s (goal {goal:.0f} s), "
+          f"best {min(times):.2f} s; {totals['planned']} repositories planned, "
+          f"{totals['going'] + totals['braked_going']:,} items selected or taken along")
+    record("policies", f"dry run, {MANIFESTS:,} manifests in {REPOS:,} repositories",
+           median_s=round(statistics.median(times), 3), best_s=round(min(times), 3),
+           goal_s=goal, planned=totals["planned"],
+           items=totals["going"] + totals["braked_going"])

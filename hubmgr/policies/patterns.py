@@ -1,0 +1,106 @@
+"""The two pattern languages of a policy: repository globs and tag regular expressions.
+
+Tag expressions are compiled with RE2, which runs in time linear in the tag's length: no
+expression a maintainer saves can stall a run by catastrophic backtracking. RE2 has no
+backreferences or lookaround; an expression using them is refused when saved. Matching is
+``search`` (unanchored, as Python's ``re.search``): write ``^`` and ``$`` to anchor.
+"""
+
+import re
+from functools import lru_cache
+
+import re2
+from django.core.exceptions import ValidationError
+
+MAX_REGEX_LENGTH = 500
+
+_OPTIONS = re2.Options()
+_OPTIONS.log_errors = False  # the error goes to the person saving, not to stderr
+
+
+@lru_cache(maxsize=256)
+def compile_regex(pattern: str):
+    """The compiled RE2 expression; ValueError with a readable reason when it is not one."""
+    if len(pattern) > MAX_REGEX_LENGTH:
+        raise ValueError(f"is {len(pattern)} characters long; at most {MAX_REGEX_LENGTH} "
+                         "are allowed")
+    try:
+        return re2.compile(pattern, _OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else ""
+        if isinstance(reason, bytes):
+            reason = reason.decode("utf-8", "replace")
+        raise ValueError(f"is not a valid regular expression ({reason}; RE2 syntax: no "
+                         "backreferences or lookaround)") from None
+
+
+def validate_regex(value):
+    """A field validator shared by the model, the admin and (later) the form and the API."""
+    if not value:
+        return
+    try:
+        compile_regex(value)
+    except ValueError as exc:
+        raise ValidationError(f"This expression {exc}.", code="invalid_regex") from None
+
+
+# ---- repository globs ----------------------------------------------------------------------
+def glob_lines(text: str):
+    return [line.strip() for line in (text or "").splitlines() if line.strip()]
+
+
+@lru_cache(maxsize=1024)
+def glob_regex(glob: str):
+    """``*`` and ``?`` stay within one path segment; ``**`` spans any number of them
+    (``team/**`` covers ``team/a`` and ``team/a/b``, ``**/base`` covers ``base`` too)."""
+    out, i = [], 0
+    while i < len(glob):
+        if glob.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif glob.startswith("/**", i) and i + 3 == len(glob):
+            out.append("(?:/.*)?")
+            i += 3
+        elif glob.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif glob[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif glob[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(glob[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z", re.S)
+
+
+def validate_globs(value):
+    for line in glob_lines(value):
+        glob = line[1:].strip() if line.startswith("!") else line
+        if not glob:
+            raise ValidationError(f"{line!r} names no repositories.", code="invalid_glob")
+        if len(glob) > 255:
+            raise ValidationError("A pattern is at most 255 characters long.",
+                                  code="invalid_glob")
+
+
+class RepositoryMatcher:
+    """Which repository names a policy covers: any include pattern matches and no exclude
+    pattern does (an include line starting with ``!`` is an exclude). No include pattern:
+    nothing is covered."""
+
+    def __init__(self, include: str, exclude: str = ""):
+        self.include, self.exclude = [], []
+        for line in glob_lines(include):
+            if line.startswith("!"):
+                self.exclude.append(glob_regex(line[1:].strip()))
+            else:
+                self.include.append(glob_regex(line))
+        for line in glob_lines(exclude):
+            self.exclude.append(glob_regex(line.lstrip("!").strip()))
+
+    def __call__(self, name: str) -> bool:
+        return (any(p.match(name) for p in self.include)
+                and not any(p.match(name) for p in self.exclude))

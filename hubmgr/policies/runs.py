@@ -1,0 +1,378 @@
+"""Runs of a policy: evaluate it over every repository it covers and plan what it selects with
+the deletion planner, repository by repository, into a report (plain JSON-ready data); record
+the run (one at a time per policy) and, in delete mode, start a deletion job per repository.
+
+The covered repositories are loaded a few hundred at a time: one query for the top-level
+items a remove rule may select (the rules decide; the query only spares loading the rest),
+one for each repository's newest tagged items (keep-last), one for their item counts. A
+repository with no candidate costs nothing more; for the others the planner loads only the
+graph around the selection.
+"""
+
+import logging
+import operator
+import time
+from collections import defaultdict
+from datetime import timedelta
+from functools import reduce
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Case, Count, DateTimeField, F, Max, Q, When, Window
+from django.db.models.functions import Coalesce, RowNumber
+from django.utils import timezone
+
+from hubmgr.deletion import actions, jobs
+from hubmgr.deletion.actions import snapshot
+from hubmgr.deletion.graph import load_graph
+from hubmgr.deletion.planner import SELECTED, plan
+from hubmgr.inventory.coverage import SEEN_PUSH, Coverage
+from hubmgr.inventory.models import IndexChild, Kind, Manifest, Repository
+from hubmgr.inventory.registries import default_registry
+
+from . import rules, schedule
+from .models import CleanupPolicy, Mode, PolicyRun
+
+log = logging.getLogger("hubmgr.policies")
+
+CASCADE_NOTE = ("Index children are never selected on their own: a child goes only with its "
+                "index, when no tag and no index outside the plan references it; anything a "
+                "kept index references is kept (the deletion planner's rule).")
+
+CHUNK = 500  # repositories loaded together
+HEARTBEAT_SECONDS = 10
+ABANDONED_AFTER = timedelta(minutes=5)
+
+_ITEM_COLUMNS = ("digest", "kind", "tags_text", "last_pushed", "last_pushed_source",
+                 "first_seen", "last_pulled")
+
+
+def covered_repositories(policy, registry=None):
+    """The registry's repositories the policy's globs cover, by name."""
+    registry = registry or default_registry()
+    covers = policy.covers()
+    repos = Repository.objects.filter(registry=registry).only(
+        "id", "name", "item_count", "registry_id").order_by("name")
+    return [repo for repo in repos if covers(repo.name)]
+
+
+def candidates_q(policy, now, coverage) -> Q | None:
+    """Top-level rows that a remove rule may select (the tag expression is left to the
+    rules), or None when no rule can select anything. The rules decide; this only spares
+    loading the rest."""
+    seen = Q(last_pushed_source__in=SEEN_PUSH, last_pushed__isnull=False)
+    parts = []
+    if policy.remove_tag_regex and policy.remove_tag_days is not None:
+        parts.append(Q(is_tagged=True) & seen
+                     & Q(last_pushed__lt=now - timedelta(days=policy.remove_tag_days)))
+    if policy.remove_untagged_days is not None:
+        cutoff = now - timedelta(days=policy.remove_untagged_days)
+        parts.append(Q(is_tagged=False) & ((seen & Q(last_pushed__lt=cutoff))
+                                           | (~seen & Q(first_seen__lt=cutoff))))
+    if policy.remove_stale and coverage.decides_stale:
+        parts.append(coverage.stale_q())
+    return reduce(operator.or_, parts) if parts else None
+
+
+def load_chunk(policy, repos, now, coverage) -> dict:
+    """For a few hundred repositories at once, in three queries: {repository id: (its
+    candidate items as the rules see them, Stale marked; the digests of its keep-last newest
+    tagged items; its number of top-level items)} for the repositories with candidates."""
+    where = candidates_q(policy, now, coverage)
+    if where is None or not repos:
+        return {}
+    items, indexes = defaultdict(list), {}
+    rows = Manifest.objects.filter(repository_id__in=[r.pk for r in repos], is_top_level=True)
+    for pk, repo_id, digest, kind, tags, pushed, source, first_seen, pulled in rows.filter(
+            where).values_list("id", "repository_id", *_ITEM_COLUMNS).iterator(5000):
+        item = rules.Item(digest, kind, tuple(tags.split()) if tags else (), pushed, source,
+                          first_seen, pulled)
+        items[repo_id].append(item)
+        if kind == Kind.INDEX:
+            indexes[pk] = item
+    if not items:
+        return {}
+    # An index is in use when one of its images is: a pull of a child by digest counts as a
+    # pull of the index (for keep-pulled and for Stale), else the child would go with it.
+    if indexes:
+        for index_id, pulled in (IndexChild.objects.filter(
+                index_id__in=list(indexes), child__last_pulled__isnull=False)
+                .values("index_id").annotate(last=Max("child__last_pulled"))
+                .values_list("index_id", "last")):
+            item = indexes[index_id]
+            item.last_pulled = max(item.last_pulled or pulled, pulled)
+    for found in items.values():
+        for item in found:
+            item.stale = coverage.stale(item)
+    newest = newest_tagged(list(items), policy.keep_last)
+    totals = dict(Manifest.objects.filter(repository_id__in=list(items), is_top_level=True)
+                  .values("repository_id").annotate(n=Count("id"))
+                  .values_list("repository_id", "n"))
+    return {repo_id: (found, newest.get(repo_id, set()), totals.get(repo_id, 0))
+            for repo_id, found in items.items()}
+
+
+def newest_tagged(repo_ids, n) -> dict:
+    """{repository id: digests of its ``n`` most recently pushed tagged items}, as
+    ``rules.newest_tagged`` orders them (the push seen, else first seen; digest breaks ties)."""
+    if not n:
+        return {}
+    seen = Q(last_pushed_source__in=SEEN_PUSH, last_pushed__isnull=False)
+    age = Coalesce(Case(When(seen, then=F("last_pushed")), output_field=DateTimeField()),
+                   F("first_seen"))
+    rank = Window(RowNumber(), partition_by=[F("repository_id")],
+                  order_by=[F("age").desc(nulls_last=True), F("digest").desc()])
+    newest = defaultdict(set)
+    for repo_id, digest in (Manifest.objects.filter(repository_id__in=repo_ids,
+                                                    is_top_level=True, is_tagged=True)
+                            .annotate(age=age, rank=rank).filter(rank__lte=n)
+                            .values_list("repository_id", "digest")):
+        newest[repo_id].add(digest)
+    return newest
+
+
+def brake_reason(policy, going, total):
+    """Why the brake stops a repository whose plan removes ``going`` of its ``total`` items,
+    or None."""
+    if policy.brake_count is not None and going > policy.brake_count:
+        return (f"the plan removes {going} items, more than the limit of "
+                f"{policy.brake_count}")
+    if total and going / total > policy.brake_share:
+        return (f"the plan removes {going} of {total} items ({going / total:.0%}), more "
+                f"than the limit of {policy.brake_share:.0%}")
+    return None
+
+
+def plan_repository(policy, repo, now, items, newest, total):
+    """The report of one repository (``load_chunk`` gives the rest), or None when the policy
+    selects nothing there."""
+    result = rules.evaluate(items, policy, now, newest)
+    if not result.selected and not result.protected:
+        return None
+    tags = {item.digest: list(item.tags) for item in items}
+    report = {
+        "repository": repo.name,
+        "items": total,
+        "selected": len(result.selected),
+        "going": [],
+        "protected": [{"digest": d, "tags": tags[d], "rule": rule, "keep": keeps}
+                      for d, (rule, keeps) in sorted(result.protected.items())],
+        "kept": [],
+        "reclaim_bytes": 0,
+        "unread": [],
+        "brake": None,
+    }
+    if result.selected:
+        graph, selected = load_graph(repo, list(result.selected))
+        p = plan(graph, selected)
+        # As a preview keeps it (a job runs exactly this), with the rule of each selected item.
+        planned = snapshot(p)
+        for entry in planned["items"]:
+            entry["rule"] = result.selected.get(entry["digest"]) if entry["reason"] == SELECTED \
+                else None
+        for entry in planned["kept"]:
+            entry["tags"] = tags.get(entry["digest"], [])
+        report.update(going=planned["items"], kept=planned["kept"],
+                      reclaim_bytes=planned["reclaim_bytes"], unread=planned["unread"])
+        going = sum(1 for _, reason in p.items if reason == SELECTED)
+        report["brake"] = brake_reason(policy, going, total)
+    return report
+
+
+def dry_run(policy, now=None, progress=None, registry=None, on_repository=None) -> dict:
+    """The report of what ``policy`` would remove now. Nothing is recorded or deleted.
+    ``progress`` wraps the list of repositories (a tqdm bar, say); ``on_repository`` is
+    called after each."""
+    now = now or timezone.now()
+    registry = registry or default_registry()
+    coverage = Coverage.of(registry, now)
+    repos = covered_repositories(policy, registry)
+    reports, chunk = [], {}
+    for n, repo in enumerate(progress(repos) if progress else repos):
+        if n % CHUNK == 0:
+            chunk = load_chunk(policy, repos[n:n + CHUNK], now, coverage)
+        if repo.pk in chunk:
+            report = plan_repository(policy, repo, now, *chunk.pop(repo.pk))
+            if report is not None:
+                reports.append(report)
+        if on_repository:
+            on_repository()
+    going = [r for r in reports if not r["brake"]]
+    braked = [r for r in reports if r["brake"]]
+    return {
+        "policy": policy.name,
+        "mode": policy.mode,
+        "at": now.isoformat(),
+        "rules": _rule_descriptions(policy),
+        "note": CASCADE_NOTE,
+        "repositories": reports,
+        "totals": {
+            "repositories": len(repos),
+            "planned": len(reports),
+            "going": sum(len(r["going"]) for r in going),
+            "protected": sum(len(r["protected"]) for r in reports),
+            "kept": sum(len(r["kept"]) for r in reports),
+            "reclaim_bytes": sum(r["reclaim_bytes"] for r in going),
+            "braked": len(braked),
+            "braked_going": sum(len(r["going"]) for r in braked),
+            "braked_reclaim_bytes": sum(r["reclaim_bytes"] for r in braked),
+        },
+    }
+
+
+def _rule_descriptions(policy):
+    remove = {}
+    if policy.remove_tag_regex and policy.remove_tag_days is not None:
+        remove[rules.REMOVE_TAG] = rules.describe_remove(policy, rules.REMOVE_TAG)
+    if policy.remove_untagged_days is not None:
+        remove[rules.REMOVE_UNTAGGED] = rules.describe_remove(policy, rules.REMOVE_UNTAGGED)
+    if policy.remove_stale:
+        remove[rules.REMOVE_STALE] = rules.describe_remove(policy, rules.REMOVE_STALE)
+    keep = {}
+    if policy.keep_last:
+        keep[rules.KEEP_LAST] = rules.describe_keep(policy, rules.KEEP_LAST)
+    if policy.keep_tag_regex:
+        keep[rules.KEEP_TAG] = rules.describe_keep(policy, rules.KEEP_TAG)
+    if policy.keep_pulled_days is not None:
+        keep[rules.KEEP_PULLED] = rules.describe_keep(policy, rules.KEEP_PULLED)
+    return {"remove": remove, "keep": keep}
+
+
+def record_run(policy, user=None, progress=None, delete=False) -> PolicyRun:
+    """A run kept in the policy's history: running, then done (or done with the brake
+    stopping some repositories) with its report, or failed with the reason. The row is
+    finished whatever happens, never left running.
+
+    With ``delete`` and a policy in delete mode, each repository's plan that the brake did not
+    stop becomes a deletion job that runs exactly that plan (anything tagged or referenced
+    since is kept); the report names each job. Otherwise nothing is deleted."""
+    delete = delete and policy.mode == Mode.DELETE
+    run = _claim(policy, dry_run=not delete, started_by=user)
+    return _execute(run, policy, delete, user, progress)
+
+
+def run_if_due(policy, now=None) -> PolicyRun | None:
+    """The scheduled run of ``policy`` (deleting if it is in delete mode) when it is due, else
+    None. The check and the claim happen under a lock on the policy: a time is run once."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        policy = CleanupPolicy.objects.select_for_update().filter(pk=policy.pk).first()
+        if policy is None or not schedule.is_due(policy, now):
+            return None
+        delete = policy.mode == Mode.DELETE
+        run = _claim(policy, dry_run=not delete, scheduled=True)
+    return _execute(run, policy, delete)
+
+
+def _execute(run, policy, delete, user=None, progress=None) -> PolicyRun:
+    beat = _Heartbeat(run)
+    report = None
+    try:
+        report = dry_run(policy, progress=progress, on_repository=beat)
+        if delete:
+            start_jobs(run, report, user, on_repository=beat)
+    except Exception as exc:
+        log.exception("run %s of policy %s failed", run.pk, policy.name)
+        run.status, run.error = PolicyRun.Status.FAILED, f"{type(exc).__name__}: {exc}"
+        run.report = report or {}  # with the jobs started before the failure, if any
+    else:
+        run.report = report
+        run.status = (PolicyRun.Status.BRAKED if report["totals"]["braked"]
+                      else PolicyRun.Status.DONE)
+    run.finished_at = timezone.now()
+    run.save(update_fields=["report", "status", "error", "finished_at"])
+    return run
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+def fail_abandoned(policy=None, now=None) -> int:
+    """Mark failed the running runs (of ``policy``, or all) whose process stopped showing
+    signs of life: a crash never leaves a run running for ever, nor blocks the next one."""
+    now = now or timezone.now()
+    abandoned = PolicyRun.objects.filter(status=PolicyRun.Status.RUNNING,
+                                         heartbeat_at__lt=now - ABANDONED_AFTER)
+    if policy is not None:
+        abandoned = abandoned.filter(policy=policy)
+    return abandoned.update(status=PolicyRun.Status.FAILED, finished_at=now,
+                            error="Interrupted: the process running it stopped (no sign of "
+                                  f"life for {ABANDONED_AFTER.seconds // 60} minutes).")
+
+
+def _claim(policy, **fields) -> PolicyRun:
+    """A new running run, or AlreadyRunning: the one_running_run constraint lets only one
+    run of a policy be running, whichever process asks."""
+    fail_abandoned(policy)
+    try:
+        with transaction.atomic():
+            return PolicyRun.objects.create(policy=policy, **fields)
+    except IntegrityError:
+        raise AlreadyRunning(f"Policy {policy.name} is already running; one run at a time."
+                             ) from None
+
+
+class _Heartbeat:
+    """Called once per repository; writes a sign of life at most every few seconds."""
+
+    def __init__(self, run):
+        self.run, self.last = run, time.monotonic()
+
+    def __call__(self):
+        if time.monotonic() - self.last >= HEARTBEAT_SECONDS:
+            PolicyRun.objects.filter(pk=self.run.pk).update(heartbeat_at=timezone.now())
+            self.last = time.monotonic()
+
+
+def record_dry_run(policy, user=None, progress=None) -> PolicyRun:
+    return record_run(policy, user, progress, delete=False)
+
+
+class CannotConfirm(Exception):
+    pass
+
+
+def confirm_brake(run, user=None, now=None) -> list:
+    """Delete what the brake stopped in ``run``: each stopped repository's recorded plan
+    becomes a deletion job, once, with the same checks as a confirmed preview (anything
+    tagged or referenced since the plan is kept). Only a finished run in delete mode, and
+    only while its plan is as fresh as a preview may be. Returns the new jobs' ids."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        run = PolicyRun.objects.select_for_update().filter(pk=run.pk).first()
+        if run is None or run.dry_run or run.status != PolicyRun.Status.BRAKED:
+            raise CannotConfirm("Only a finished run in delete mode that the brake stopped "
+                                "can be confirmed.")
+        if run.finished_at + timedelta(minutes=settings.DELETE_PREVIEW_MINUTES) < now:
+            raise CannotConfirm("This run's plan is too old to confirm; run the policy again.")
+        stopped = [entry for entry in run.report["repositories"]
+                   if entry["brake"] and not entry.get("job")]
+        if not stopped:
+            raise CannotConfirm("Already confirmed.")
+        for entry in stopped:
+            entry["brake_confirmed_by"] = getattr(user, "username", None)
+        start_jobs(run, {"repositories": stopped}, user, confirmed=True)
+        run.save(update_fields=["report"])
+    return [entry["job"] for entry in stopped if entry["job"]]
+
+
+def start_jobs(run, report, user=None, on_repository=None, confirmed=False):
+    """One deletion job per planned repository the brake did not stop, queued for the
+    workers once its transaction commits."""
+    registry = default_registry()
+    for entry in report["repositories"]:
+        if on_repository:
+            on_repository()
+        entry["job"] = None
+        if (entry["brake"] and not confirmed) or not entry["going"]:
+            continue
+        repo = Repository.objects.filter(registry=registry, name=entry["repository"]).first()
+        if repo is None:  # forgotten since the plan: nothing of it to delete
+            continue
+        with transaction.atomic():
+            job = jobs.create_job(repo, {"items": entry["going"], "kept": entry["kept"],
+                                         "reclaim_bytes": entry["reclaim_bytes"]}, user)
+            run.jobs.add(job)
+            transaction.on_commit(lambda job_id=job.pk: actions.wake(job_id))
+        entry["job"] = job.pk

@@ -1,0 +1,49 @@
+"""The one write path for policies: validate, save, and audit in one transaction."""
+
+from django.db import transaction
+
+from .models import CleanupPolicy, PolicyAudit
+
+# Bookkeeping, not the policy's content: left out of the audit's before/after.
+_NOT_AUDITED = {"id", "created_at", "updated_at", "created_by", "updated_by"}
+
+
+def as_data(policy: CleanupPolicy) -> dict:
+    """The policy's settings as JSON-ready data (what the audit records)."""
+    data = {}
+    for field in policy._meta.concrete_fields:
+        if field.name in _NOT_AUDITED:
+            continue
+        value = field.value_from_object(policy)
+        data[field.name] = value.isoformat() if hasattr(value, "isoformat") else value
+    return data
+
+
+@transaction.atomic
+def save_policy(policy: CleanupPolicy, user=None) -> CleanupPolicy:
+    """Validate (ValidationError names the field), save, and record who changed what."""
+    policy.full_clean()
+    before = None
+    if policy.pk is not None:
+        old = CleanupPolicy.objects.select_for_update().filter(pk=policy.pk).first()
+        before = as_data(old) if old else None
+    user = user if user is not None and user.is_authenticated else None
+    if before is None:
+        policy.created_by = user
+    policy.updated_by = user
+    policy.save()
+    after = as_data(policy)
+    if before != after:
+        PolicyAudit.objects.create(
+            policy=policy, policy_name=policy.name, user=user,
+            action=PolicyAudit.Action.CREATE if before is None else PolicyAudit.Action.CHANGE,
+            before=before, after=after)
+    return policy
+
+
+@transaction.atomic
+def delete_policy(policy: CleanupPolicy, user=None):
+    user = user if user is not None and user.is_authenticated else None
+    PolicyAudit.objects.create(policy=policy, policy_name=policy.name, user=user,
+                               action=PolicyAudit.Action.DELETE, before=as_data(policy))
+    policy.delete()

@@ -1,0 +1,38 @@
+"""Celery tasks for policies: thin wrappers over runs.py. Beat asks every minute which
+policies are due; each due policy runs in a worker."""
+
+import logging
+
+from celery import shared_task
+from django.utils import timezone
+
+from . import runs, schedule
+from .models import CleanupPolicy, Schedule
+
+log = logging.getLogger("hubmgr.policies")
+
+
+@shared_task(name="hubmgr.policies.tasks.run_due")
+def run_due():
+    now = timezone.now()
+    runs.fail_abandoned(now=now)
+    due = [p.pk for p in CleanupPolicy.objects.exclude(schedule=Schedule.OFF)
+           if schedule.is_due(p, now)]
+    for policy_id in due:
+        run_policy.delay(policy_id)
+    return due
+
+
+@shared_task(name="hubmgr.policies.tasks.run_policy", acks_late=True)
+def run_policy(policy_id):
+    """Run the policy if it is (still) due; a second delivery finds it run, or running."""
+    policy = CleanupPolicy.objects.filter(pk=policy_id).first()
+    if policy is None:
+        return None
+    try:
+        run = runs.run_if_due(policy)
+    except runs.AlreadyRunning:
+        return None
+    if run is not None:
+        log.info("policy=%s run=%s %s", policy.name, run.pk, run.status)
+    return run.pk if run else None

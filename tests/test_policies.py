@@ -1,0 +1,799 @@
+"""Cleanup policies: the patterns, the audited write path, the rule engine (against a
+brute-force reading of the rules), dry runs planned by the deletion planner, the brake and the
+cleanup command."""
+
+import json
+import time
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.management import CommandError, call_command
+from django.db import transaction
+from django.utils import timezone
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+
+from hubmgr.deletion.planner import CHILD, SELECTED
+from hubmgr.inventory.models import IndexChild, Manifest, Repository, Tag
+from hubmgr.inventory.registries import default_registry
+from hubmgr.inventory.store import refresh
+from hubmgr.policies import rules, runs, service
+from hubmgr.policies.models import CleanupPolicy, PolicyAudit, PolicyRun
+from hubmgr.policies.patterns import RepositoryMatcher, compile_regex
+
+from .factories import days_ago, digest, make_image, make_index, make_repo, observe_pulls
+
+RELEASE = r"^latest$|^v?\d+\.\d+\.\d+$"
+
+
+def policy(**fields):
+    fields.setdefault("name", "p")
+    fields.setdefault("include", "**")
+    return CleanupPolicy(**fields)
+
+
+# ---- repository globs ------------------------------------------------------------------------
+@pytest.mark.parametrize("include, exclude, name, covered", [
+    ("team/*", "", "team/a", True),
+    ("team/*", "", "team/a/b", False),  # * stays within one segment
+    ("team/*", "", "team", False),
+    ("team/**", "", "team/a/b", True),
+    ("**", "", "x/y/z", True),
+    ("**/base", "", "base", True),
+    ("**/base", "", "a/b/base", True),
+    ("**/base", "", "a/b/database", False),
+    ("team/*\n!team/base", "", "team/base", False),  # ! in include excludes
+    ("team/*\n!team/base", "", "team/app", True),
+    ("team/**", "team/legacy/**", "team/legacy/x", False),
+    ("team/**", "team/legacy/**", "team/legacy", False),
+    ("team/ap?", "", "team/app", True),
+    ("a.b/*", "", "axb/c", False),  # dots are literal
+    ("", "", "team/a", False),  # no include pattern: nothing
+    ("!team/a", "", "team/b", False),
+])
+def test_globs_cover_repositories_by_path_segment(include, exclude, name, covered):
+    assert RepositoryMatcher(include, exclude)(name) is covered
+
+
+# ---- validation ------------------------------------------------------------------------------
+def errors_of(p):
+    with pytest.raises(ValidationError) as exc:
+        p.full_clean()
+    return exc.value.message_dict
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("field, value, words", [
+    ("keep_tag_regex", "(unclosed", "missing )"),
+    ("keep_tag_regex", r"(a)\1", "backreferences"),  # RE2 has none: refused, not run
+    ("remove_tag_regex", "(?=x)y", "not a valid regular expression"),
+    ("keep_tag_regex", "a" * 501, "at most"),
+])
+def test_an_invalid_expression_is_refused_naming_its_field(field, value, words):
+    p = policy(remove_untagged_days=7, remove_tag_days=1, **{field: value})
+    message = " ".join(errors_of(p)[field])
+    assert words in message
+
+
+@pytest.mark.django_db
+def test_the_tagged_rule_needs_both_expression_and_days_and_a_schedule_needs_a_time():
+    errors = errors_of(policy(remove_tag_regex="^dev-", schedule="weekly"))
+    assert set(errors) == {"remove_tag_days", "run_at", "weekday"}
+    errors = errors_of(policy(keep_last=3))
+    assert "remove rule" in errors["remove_untagged_days"][0]
+    policy(remove_tag_regex="^dev-", remove_tag_days=30).full_clean()
+
+
+def test_a_catastrophic_backtracking_expression_runs_in_linear_time():
+    tag = "a" * 100_000 + "!"
+    started = time.perf_counter()
+    for pattern in (r"(a+)+$", r"(a|aa)*b", r"^(\w+\s?)*$"):
+        assert compile_regex(pattern).search(tag) is None
+    assert time.perf_counter() - started < 1.0
+
+
+def test_expressions_search_as_python_re_does():
+    assert compile_regex("dev").search("feature-dev-1")
+    assert not compile_regex("^dev").search("feature-dev-1")
+    assert compile_regex(RELEASE).search("v1.2.3")
+    assert not compile_regex(RELEASE).search("v1.2.3-rc1")
+
+
+# ---- the audited write path ------------------------------------------------------------------
+@pytest.mark.django_db
+def test_every_change_is_audited_with_who_before_and_after(maintainer):
+    p = service.save_policy(policy(name="untagged", remove_untagged_days=7), maintainer)
+    created = PolicyAudit.objects.get()
+    assert (created.action, created.user, created.before) == ("create", maintainer, None)
+    assert created.after["remove_untagged_days"] == 7 and created.after["mode"] == "report"
+    assert p.created_by == p.updated_by == maintainer
+
+    p.remove_untagged_days = 14
+    service.save_policy(p, maintainer)
+    service.save_policy(p, maintainer)  # nothing changed: nothing to audit
+    change = PolicyAudit.objects.filter(action="change").get()
+    assert (change.before["remove_untagged_days"], change.after["remove_untagged_days"]) == (7, 14)
+
+    service.delete_policy(p, maintainer)
+    deleted = PolicyAudit.objects.get(action="delete")
+    assert (deleted.policy, deleted.policy_name, deleted.after) == (None, "untagged", None)
+    assert deleted.before["remove_untagged_days"] == 14
+    assert PolicyAudit.objects.count() == 3 and not PolicyAudit.objects.filter(policy__isnull=False)
+
+
+@pytest.mark.django_db
+def test_an_invalid_change_saves_nothing_and_audits_nothing(maintainer):
+    p = service.save_policy(policy(remove_untagged_days=7), maintainer)
+    p.keep_tag_regex = "(("
+    with pytest.raises(ValidationError):
+        service.save_policy(p, maintainer)
+    assert CleanupPolicy.objects.get().keep_tag_regex == ""
+    assert PolicyAudit.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_the_admin_saves_through_the_audited_path(admin_client, admin_user):
+    response = admin_client.post("/admin/policies/cleanuppolicy/add/", {
+        "name": "builds", "include": "team/*", "exclude": "", "mode": "report",
+        "schedule": "off", "run_at": "", "weekday": "", "remove_tag_regex": "^build-",
+        "remove_tag_days": "30", "remove_untagged_days": "7", "keep_last": "10",
+        "keep_tag_regex": RELEASE, "keep_pulled_days": "", "brake_share": "0.5",
+        "brake_count": ""})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    audit = PolicyAudit.objects.get()
+    assert (audit.action, audit.user, audit.after["keep_last"]) == ("create", admin_user, 10)
+    response = admin_client.post(f"/admin/policies/cleanuppolicy/{audit.policy_id}/delete/",
+                                 {"post": "yes"})
+    assert response.status_code == 302
+    assert PolicyAudit.objects.filter(action="delete", policy_name="builds").exists()
+
+
+# ---- the rules, as plain functions ------------------------------------------------------------
+NOW = timezone.now()
+
+
+def at(days):
+    return NOW - timedelta(days=days, hours=12) if days is not None else None
+
+
+def item(name, tags=(), pushed=None, source="push_event", first_seen=0, pulled=None,
+         stale=None):
+    return rules.Item(name, "image", tuple(tags), at(pushed), source if pushed is not None
+                      else "", at(first_seen), at(pulled), stale)
+
+
+def test_a_build_time_is_never_taken_for_a_push():
+    p = policy(remove_tag_regex=".", remove_tag_days=30, remove_untagged_days=7)
+    items = [item("built", ["dev-1"], pushed=400, source="image_created"),
+             item("logged", ["dev-2"], pushed=400, source="access_log"),
+             item("untagged-built", pushed=400, source="image_created", first_seen=2),
+             item("untagged-seen-late", pushed=None, first_seen=8)]
+    assert rules.evaluate(items, p, NOW).selected == {"logged": "tag",
+                                                      "untagged-seen-late": "untagged"}
+
+
+def test_every_tag_must_match_and_only_stale_on_evidence_counts():
+    p = policy(remove_tag_regex="^dev-", remove_tag_days=1, remove_stale=True)
+    items = [item("both", ["dev-1", "v1.0.0"], pushed=10), item("dev", ["dev-1"], pushed=10),
+             item("unknown", pushed=500, stale=None), item("stale", ["v1"], pushed=0, stale=True)]
+    assert rules.evaluate(items, p, NOW).selected == {"dev": "tag", "stale": "stale"}
+
+
+def test_keep_rules_win_and_are_named():
+    p = policy(remove_tag_regex=".", remove_tag_days=1, keep_last=1, keep_tag_regex=RELEASE,
+               keep_pulled_days=7)
+    items = [item("newest", ["b9"], pushed=2), item("release", ["1.2.3", "b8"], pushed=3),
+             item("pulled", ["b7"], pushed=4, pulled=6), item("old", ["b6"], pushed=5)]
+    result = rules.evaluate(items, p, NOW)
+    assert result.selected == {"old": "tag"}
+    assert result.protected == {"newest": ("tag", ["last"]), "release": ("tag", ["tag"]),
+                                "pulled": ("tag", ["pulled"])}
+
+
+def brute_force(items, p, now):
+    """The rules as the issue states them, written naively."""
+    def seen(i):
+        return i.last_pushed if i.last_pushed_source in ("push_event", "access_log") else None
+
+    def known_since(i):
+        return seen(i) if seen(i) is not None else i.first_seen
+
+    def older(t, days):
+        return t is not None and now - t > timedelta(days=days)
+
+    selected, kept = {}, set()
+    for i in items:
+        rule = None
+        if (i.tags and p.remove_tag_regex and older(seen(i), p.remove_tag_days)
+                and all(compile_regex(p.remove_tag_regex).search(t) for t in i.tags)):
+            rule = "tag"
+        elif not i.tags and p.remove_untagged_days is not None and older(
+                known_since(i), p.remove_untagged_days):
+            rule = "untagged"
+        elif p.remove_stale and i.stale is True:
+            rule = "stale"
+        newer = [j for j in items if j.tags and known_since(j) is not None and (
+            known_since(i) is None or (known_since(j), j.digest) > (known_since(i), i.digest))]
+        keep = ((p.keep_last and i.tags and len(newer) < p.keep_last)
+                or (p.keep_tag_regex and any(compile_regex(p.keep_tag_regex).search(t)
+                                             for t in i.tags))
+                or (p.keep_pulled_days is not None and i.last_pulled is not None
+                    and now - i.last_pulled <= timedelta(days=p.keep_pulled_days)))
+        if keep:
+            kept.add(i.digest)
+        elif rule:
+            selected[i.digest] = rule
+    return selected, kept
+
+
+TAGS = ["latest", "1.2.3", "v2.0.0", "build-1", "build-2", "dev-x", "rc-1.0.0-rc1"]
+days = st.one_of(st.none(), st.integers(0, 60))
+
+
+@st.composite
+def policies(draw):
+    return policy(
+        remove_tag_regex=draw(st.sampled_from(["", "^build-", "dev|build", "."])),
+        remove_tag_days=draw(st.integers(0, 60)),
+        remove_untagged_days=draw(days), remove_stale=draw(st.booleans()),
+        keep_last=draw(st.one_of(st.none(), st.integers(0, 4))),
+        keep_tag_regex=draw(st.sampled_from(["", RELEASE, "^build-2$"])),
+        keep_pulled_days=draw(days))
+
+
+@st.composite
+def item_lists(draw):
+    items = []
+    for n in range(draw(st.integers(0, 12))):
+        items.append(item(f"sha256:{n:02}", draw(st.lists(st.sampled_from(TAGS), max_size=2,
+                                                          unique=True)),
+                          pushed=draw(st.one_of(st.none(), st.integers(0, 90))),
+                          source=draw(st.sampled_from(["push_event", "access_log",
+                                                       "image_created"])),
+                          first_seen=draw(st.integers(0, 90)), pulled=draw(days),
+                          stale=draw(st.sampled_from([None, False, True]))))
+    return items
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(item_lists(), policies())
+def test_the_engine_selects_what_a_brute_force_reading_of_the_rules_selects(items, p):
+    if not p.remove_tag_regex:
+        p.remove_tag_days = None
+    result = rules.evaluate(items, p, NOW)
+    selected, kept = brute_force(items, p, NOW)
+    assert result.selected == selected
+    assert not set(result.selected) & kept  # keep always wins
+    assert set(result.protected) <= kept
+
+
+# ---- dry runs over the inventory ---------------------------------------------------------------
+REPOS = ("team/a", "team/b", "other/c")
+SOURCES = ["push_event", "access_log", "image_created"]
+
+
+@st.composite
+def inventories(draw):
+    """Three repositories of images and indexes (children shared by several indexes, tagged
+    children, indexes of indexes), tags, push, pull and first-seen times, some pushes known
+    only from a build time; an observation window; a policy."""
+    manifests = {}
+    for repo in REPOS:
+        names = []
+        for n in range(draw(st.integers(0, 9))):
+            kids = []
+            if names and draw(st.integers(0, 2)) == 0:
+                kids = draw(st.lists(st.sampled_from(names), min_size=1, max_size=3, unique=True))
+            name = f"{repo}/{'index' if kids else 'image'}{n}"
+            manifests[name] = dict(
+                repo=repo, kids=kids,
+                tags=draw(st.lists(st.sampled_from(TAGS), max_size=2, unique=True)),
+                pushed=draw(st.one_of(st.none(), st.integers(0, 90))),
+                source=draw(st.sampled_from(SOURCES)), first_seen=draw(st.integers(0, 90)),
+                pulled=draw(days), size=draw(st.integers(1, 1000)))
+            names.append(name)
+    # One tag names one manifest per repository.
+    for repo in REPOS:
+        taken = set()
+        for spec in manifests.values():
+            if spec["repo"] == repo:
+                spec["tags"] = [t for t in spec["tags"] if t not in taken]
+                taken.update(spec["tags"])
+    window = draw(st.one_of(st.none(), st.integers(0, settings.STALE_DAYS + 30)))
+    return manifests, window, draw(policies())
+
+
+def store(manifests, window, now):
+    registry = default_registry()
+    registry.pulls_observed_since = now - timedelta(days=window, hours=12) if window else None
+    registry.save()
+    repos = {name: Repository.objects.create(registry=registry, name=name) for name in REPOS}
+    ids = {}
+    for name, spec in manifests.items():
+        repo = repos[spec["repo"]]
+        m = Manifest.objects.create(
+            repository=repo, digest=digest(name), kind="index" if spec["kids"] else "image",
+            size=spec["size"], manifest_size=spec["size"], fetched=True,
+            last_pushed=at(spec["pushed"]),
+            last_pushed_source=spec["source"] if spec["pushed"] is not None else "",
+            last_pulled=at(spec["pulled"]))
+        Manifest.objects.filter(pk=m.pk).update(first_seen=at(spec["first_seen"]))
+        ids[name] = m.pk
+        IndexChild.objects.bulk_create([IndexChild(index_id=m.pk, child_id=ids[kid])
+                                        for kid in spec["kids"]])
+        Tag.objects.bulk_create([Tag(repository=repo, name=t, manifest_id=m.pk)
+                                 for t in spec["tags"]])
+    for repo in repos.values():
+        refresh(repo)
+    return repos
+
+
+def expected_rules_items(manifests, window, now):
+    """Each repository's top-level items, with Stale worked out naively."""
+    parents = {kid for spec in manifests.values() for kid in spec["kids"]}
+    since = now - timedelta(days=window, hours=12) if window else None
+    cutoff = now - timedelta(days=settings.STALE_DAYS)
+    out = {repo: [] for repo in REPOS}
+    for name, spec in manifests.items():
+        if spec["tags"] or name not in parents:
+            # An index counts as pulled when it or one of its children was.
+            pulls = [at(manifests[n]["pulled"]) for n in [name, *spec["kids"]]]
+            pulled = max((t for t in pulls if t is not None), default=None)
+            seen = at(spec["pushed"]) if spec["source"] != "image_created" else None
+            active = any(t is not None and t >= cutoff for t in (pulled, seen))
+            stale = False if active else (True if since and since <= cutoff else None)
+            out[spec["repo"]].append(rules.Item(
+                digest(name), tags=tuple(spec["tags"]), last_pushed=at(spec["pushed"]),
+                last_pushed_source=spec["source"] if spec["pushed"] is not None else "",
+                first_seen=at(spec["first_seen"]), last_pulled=pulled, stale=stale))
+    return out
+
+
+@pytest.mark.django_db
+@hsettings(max_examples=40, deadline=None,
+           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(inventories())
+def test_a_dry_run_removes_the_rules_selection_and_never_breaks_an_index(case):
+    manifests, window, p = case
+    if not p.remove_tag_regex:
+        p.remove_tag_days = None
+    p.brake_share = 1.0
+    with transaction.atomic():
+        store(manifests, window, NOW)
+        report = runs.dry_run(p, now=NOW)
+        by_repo = {r["repository"]: r for r in report["repositories"]}
+        naive = expected_rules_items(manifests, window, NOW)
+        by_digest = {digest(name): spec for name, spec in manifests.items()}
+        for repo in REPOS:
+            selected, kept = brute_force(naive[repo], p, NOW)
+            r = by_repo.get(repo, {"going": [], "kept": [], "protected": []})
+            going = {i["digest"]: i for i in r["going"]}
+            planner_kept = {i["digest"]: i["reason"] for i in r["kept"]}
+            # The selection: what the rules select, each going or kept by the planner.
+            assert {d for d, i in going.items() if i["reason"] == SELECTED} | (
+                set(planner_kept) & set(selected)) == set(selected)
+            assert all(i["rule"] == selected[d] for d, i in going.items()
+                       if i["reason"] == SELECTED)
+            assert not set(going) & kept  # keep rules always win
+            assert {i["digest"] for i in r["protected"]} <= kept
+            # Nothing a remaining index references goes.
+            for name, spec in manifests.items():
+                if spec["repo"] == repo and digest(name) not in going:
+                    assert not {digest(kid) for kid in spec["kids"]} & set(going)
+            # Exactly the selection plus the children nothing else keeps.
+            parents_of = {}
+            for name, spec in manifests.items():
+                for kid in spec["kids"]:
+                    parents_of.setdefault(digest(kid), set()).add(digest(name))
+            for d, spec in by_digest.items():
+                if spec["repo"] != repo or d in selected:
+                    continue
+                orphan = (not spec["tags"] and parents_of.get(d)
+                          and parents_of[d] <= set(going))
+                assert (d in going) == bool(orphan), d
+                if d in going:
+                    assert going[d]["reason"] == CHILD
+        transaction.set_rollback(True)
+
+
+@pytest.fixture
+def builds_repo(db):
+    """team/app: 12 build tags a day apart, two release tags, an index with two untagged
+    children, three untagged images of various ages."""
+    repo = make_repo("team/app")
+    for n in range(12):
+        make_image(repo, f"build{n}", tags=[f"build-{n}"], pushed=40 - n)
+    make_image(repo, "rel", tags=["v1.0.0"], pushed=200)
+    amd, arm = make_image(repo, "amd"), make_image(repo, "arm")
+    make_index(repo, "idx", [amd, arm], tags=["latest"], pushed=100)
+    for n, age in enumerate((1, 10, 30)):
+        make_image(repo, f"loose{n}", pushed=age)
+    refresh(repo)
+    make_image(make_repo("other/x"), "x0", pushed=100)
+    refresh(Repository.objects.get(name="other/x"))
+    return repo
+
+
+def keep_ten_builds():
+    """The README's two examples in one policy."""
+    return service.save_policy(policy(
+        name="builds", include="team/*", remove_tag_regex=".", remove_tag_days=0,
+        keep_last=10, keep_tag_regex=RELEASE, remove_untagged_days=7))
+
+
+def test_a_dry_run_reports_each_item_with_its_rule_and_the_reclaim(builds_repo):
+    report = runs.dry_run(keep_ten_builds())
+    assert report["totals"]["repositories"] == 1  # other/x is not covered
+    [repo] = report["repositories"]
+    going = {i["digest"]: i["rule"] for i in repo["going"]}
+    assert going == {digest("build0"): "tag", digest("build1"): "tag",
+                     digest("loose1"): "untagged", digest("loose2"): "untagged"}
+    assert {i["digest"]: i["keep"] for i in repo["protected"]} == {
+        digest("rel"): ["tag"], digest("idx"): ["tag"],
+        **{digest(f"build{n}"): ["last"] for n in range(2, 12)}}
+    assert repo["reclaim_bytes"] == 4 * 1000  # one layer each; no manifest sizes
+    assert repo["brake"] is None and report["note"].startswith("Index children")
+    assert not PolicyRun.objects.exists()  # a dry run records nothing by itself
+
+
+def test_the_brake_stops_a_repository_that_would_lose_too_much(builds_repo):
+    p = keep_ten_builds()
+    p.remove_tag_regex, p.keep_last, p.keep_tag_regex = ".", None, ""
+    [repo] = runs.dry_run(p)["repositories"]
+    assert "more than the limit of 50%" in repo["brake"]  # 16 of 17 items
+    p.brake_share, p.brake_count = 1.0, 3
+    report = runs.dry_run(p)
+    assert "more than the limit of 3" in report["repositories"][0]["brake"]
+    assert report["totals"]["braked"] == 1 and report["totals"]["reclaim_bytes"] == 0
+    assert report["totals"]["braked_reclaim_bytes"] > 0
+    p.brake_count = None
+    assert runs.dry_run(p)["repositories"][0]["brake"] is None
+
+
+def test_only_stale_on_evidence_is_removed(db):
+    repo = make_repo("team/s")
+    make_image(repo, "old", tags=["a"], pushed=settings.STALE_DAYS + 5)
+    make_image(repo, "fresh", tags=["b"], pushed=1)
+    make_image(repo, "other", tags=["c"], pushed=settings.STALE_DAYS + 5)
+    refresh(repo)
+    p = policy(remove_stale=True, brake_share=1.0)
+    assert runs.dry_run(p)["repositories"] == []  # no window: Stale is unknown
+    observe_pulls(settings.STALE_DAYS + 10)
+    [r] = runs.dry_run(p)["repositories"]
+    assert {i["digest"] for i in r["going"]} == {digest("old"), digest("other")}
+
+
+def test_an_index_child_goes_only_with_its_index_and_a_shared_one_stays(db):
+    repo = make_repo("team/m")
+    amd, arm = make_image(repo, "amd"), make_image(repo, "arm")
+    make_index(repo, "old", [amd, arm], tags=["build-1"], pushed=50)
+    make_index(repo, "new", [arm], tags=["build-2"], pushed=1)
+    refresh(repo)
+    Manifest.objects.filter(repository=repo).update(first_seen=days_ago(60))
+    p = policy(remove_tag_regex="^build-", remove_tag_days=30, remove_untagged_days=0,
+               brake_share=1.0)
+    [r] = runs.dry_run(p)["repositories"]
+    assert [(i["digest"], i["reason"]) for i in r["going"]] == [
+        (digest("old"), SELECTED), (digest("amd"), CHILD)]
+    assert [(i["digest"], i["reason"]) for i in r["kept"]] == [
+        (digest("arm"), f"also referenced by index {digest('new')[:19]} (build-2)")]
+
+
+# ---- the command ----------------------------------------------------------------------------
+def cleanup(*args):
+    out = StringIO()
+    call_command("cleanup", *args, stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+def test_the_command_prints_each_repository_and_item_with_its_rule(builds_repo):
+    keep_ten_builds()
+    out = cleanup("builds", "--dry-run")
+    assert "team/app: 4 of 17 items to delete" in out
+    assert f"delete   {digest('build0')}  image  build-0  (rule tag)" in out
+    assert f"protect  {digest('build2')}  build-2  (rule tag, kept by last)" in out
+    assert "Total: 4 items to delete in 1 of 1 repositories covered; 4.0 kB (4000 bytes)" in out
+    run = PolicyRun.objects.get()
+    assert (run.status, run.dry_run, run.finished_at is not None) == ("done", True, True)
+    report = json.loads(cleanup("builds", "--dry-run", "--json"))
+    assert report["totals"]["going"] == 4
+
+
+@pytest.mark.django_db
+def test_the_command_says_what_is_missing():
+    assert "There are no cleanup policies" in cleanup("--dry-run")
+    with pytest.raises(CommandError, match="No cleanup policy named 'nope'"):
+        cleanup("nope", "--dry-run")
+    assert "There are no cleanup policies" in cleanup()
+
+
+def test_repositories_nothing_can_match_cost_no_query_of_their_own(
+        db, django_assert_max_num_queries):
+    for n in range(5):
+        repo = make_repo(f"team/fresh{n}")
+        make_image(repo, f"f{n}", tags=["build-1"], pushed=1)
+        make_image(repo, f"u{n}", pushed=1)
+        refresh(repo)
+    p = policy(remove_tag_regex="^build-", remove_tag_days=30, remove_untagged_days=7,
+               remove_stale=True, keep_last=3)
+    registry = default_registry()
+    with django_assert_max_num_queries(2):  # the repositories, then their candidates
+        assert runs.dry_run(p, registry=registry)["repositories"] == []
+
+
+def test_each_going_item_carries_what_a_deletion_job_needs(builds_repo):
+    from hubmgr.deletion import jobs
+
+    [repo] = runs.dry_run(keep_ten_builds())["repositories"]
+    job = jobs.create_job(builds_repo, {"items": repo["going"], "kept": repo["kept"],
+                                        "reclaim_bytes": repo["reclaim_bytes"]})
+    assert list(job.items.order_by("position").values_list("digest", "reason")) == [
+        (i["digest"], i["reason"]) for i in repo["going"]]
+
+
+def test_a_failed_dry_run_is_recorded_as_failed_with_its_reason(builds_repo, monkeypatch):
+    p = keep_ten_builds()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the inventory went away")
+
+    monkeypatch.setattr(runs, "load_graph", broken)
+    run = runs.record_dry_run(p)
+    assert (run.status, run.error, run.report) == (
+        "failed", "RuntimeError: the inventory went away", {})
+    assert run.finished_at is not None
+    with pytest.raises(CommandError, match="Failed: builds"):
+        cleanup("--dry-run")
+
+
+def test_the_command_runs_every_policy_and_shows_the_brake(builds_repo):
+    keep_ten_builds()
+    service.save_policy(policy(name="everything", remove_tag_regex=".", remove_tag_days=0))
+    out = cleanup("--dry-run")
+    assert "Policy builds (nothing is deleted; mode: report)" in out
+    assert "Policy everything (nothing is deleted; mode: report)" in out
+    assert "STOPPED BY THE BRAKE: the plan removes 14 of 17 items (82%)" in out
+    assert "The brake stopped 1 repositories" in out
+    assert dict(PolicyRun.objects.values_list("policy__name", "status")) == {
+        "builds": "done", "everything": "braked"}
+    reports = json.loads(cleanup("--dry-run", "--json"))
+    assert [r["policy"] for r in reports] == ["builds", "everything"]
+
+
+def test_a_policy_in_report_mode_deletes_nothing_and_one_in_delete_mode_starts_jobs(
+        builds_repo):
+    from hubmgr.deletion.models import DeletionJob
+
+    p = keep_ten_builds()
+    service.save_policy(policy(name="everything", include="**", remove_tag_regex=".",
+                               remove_tag_days=0, mode="delete"))
+    out = cleanup("builds")
+    assert "Policy builds (nothing is deleted; mode: report)" in out
+    assert not DeletionJob.objects.exists()
+    assert "Deletion job" not in cleanup("--dry-run")  # delete mode, but a dry run
+
+    p.mode = "delete"
+    service.save_policy(p)
+    out = cleanup("builds")
+    job = DeletionJob.objects.get()
+    assert f"Deletion job {job.pk} started" in out and "(deleting; mode: delete)" in out
+    run = PolicyRun.objects.filter(policy=p).first()
+    assert (run.dry_run, list(run.jobs.all()), run.report["repositories"][0]["job"]) == (
+        False, [job], job.pk)
+    going = run.report["repositories"][0]["going"]
+    assert list(job.items.order_by("position").values_list("digest", flat=True)) == [
+        i["digest"] for i in going]
+    assert job.reclaim_bytes == run.report["repositories"][0]["reclaim_bytes"] == 4000
+
+    cleanup("everything")  # the brake stops team/app: no job
+    run = PolicyRun.objects.filter(policy__name="everything", dry_run=False).get()
+    assert run.status == "braked" and not run.jobs.exists()
+    assert DeletionJob.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_against_the_registry_report_mode_deletes_nothing_and_delete_mode_exactly_the_report(
+        registry, registry_client):
+    from hubmgr import devstack
+    from hubmgr.deletion import jobs
+    from hubmgr.inventory.registries import client_for
+
+    from .helpers import image, multiarch, sync
+
+    c = registry_client
+    d = {tag: image(c, "pol/app", tag=tag, seed=tag)["digest"]
+         for tag in ("build-1", "build-2", "build-3", "v1.0.0")}
+    d["loose"] = image(c, "pol/app", seed="loose")["digest"]
+    index, kids = multiarch(c, "pol/app", tag="build-0", seed="m")
+    d["index"], d["kids"] = index, [k["digest"] for k in kids]
+    image(c, "pol/other", tag="build-1", seed="other")
+    sync()
+    # An untagged image is known from its push event; the catalog cannot list it.
+    Manifest.objects.create(repository=Repository.objects.get(name="pol/app"),
+                            digest=d["loose"])
+    sync()
+    # Pushes seen 40 days ago (as notifications would have told), build-3 35 days ago.
+    Manifest.objects.update(last_pushed=days_ago(40), last_pushed_source="push_event")
+    Manifest.objects.filter(digest=d["build-3"]).update(last_pushed=days_ago(35))
+    p = service.save_policy(policy(
+        name="pol", include="pol/app", remove_tag_regex="^build-", remove_tag_days=30,
+        remove_untagged_days=7, keep_last=1, keep_tag_regex=RELEASE, brake_share=1.0))
+    expected = {d["build-1"], d["build-2"], d["loose"], d["index"], *d["kids"]}
+
+    cleanup("pol")
+    [repo] = PolicyRun.objects.get().report["repositories"]
+    assert {i["digest"] for i in repo["going"]} == expected
+    assert {i["digest"]: i["keep"] for i in repo["protected"]} == {d["build-3"]: ["last"]}
+    for digest_ in d.values():
+        for one in ([digest_] if isinstance(digest_, str) else digest_):
+            assert c.head_manifest("pol/app", one) is not None
+
+    p.mode = "delete"
+    service.save_policy(p)
+    cleanup("pol")
+    run = PolicyRun.objects.filter(dry_run=False).get()
+    [job] = run.jobs.all()
+    client = client_for(default_registry())
+    try:
+        assert jobs.process_job(job.pk, client, wait=True) == "done"
+    finally:
+        client.close()
+    assert run.report["repositories"][0]["reclaim_bytes"] == job.reclaim_bytes > 0
+    for one in expected:
+        assert c.head_manifest("pol/app", one) is None
+    for tag in ("build-3", "v1.0.0"):
+        assert c.head_manifest("pol/app", d[tag]) is not None
+    assert c.head_manifest("pol/other", "build-1") is not None
+    registry.stop()  # the collector runs offline, and frees exactly the reported bytes
+    before = devstack.blob_bytes(registry.root)
+    devstack.garbage_collect(registry.config_path)
+    assert before - devstack.blob_bytes(registry.root) == job.reclaim_bytes
+
+
+def test_the_admin_pages_show_policies_runs_and_changes(admin_client, builds_repo):
+    p = keep_ten_builds()
+    runs.record_dry_run(p)
+    for path in ("/admin/policies/cleanuppolicy/", "/admin/policies/cleanuppolicy/add/",
+                 f"/admin/policies/cleanuppolicy/{p.pk}/change/", "/admin/policies/policyrun/",
+                 "/admin/policies/policyaudit/"):
+        assert admin_client.get(path).status_code == 200, path
+    response = admin_client.post("/admin/policies/cleanuppolicy/add/", {
+        "name": "bad", "include": "**", "mode": "report", "schedule": "off",
+        "keep_tag_regex": "(a)\\1", "remove_untagged_days": "7", "brake_share": "0.5"})
+    assert response.status_code == 200 and "backreferences" in response.content.decode()
+    assert not CleanupPolicy.objects.filter(name="bad").exists()
+
+
+def test_one_run_of_a_policy_at_a_time_and_an_interrupted_one_is_marked_failed(builds_repo):
+    p = keep_ten_builds()
+    running = PolicyRun.objects.create(policy=p)
+    with pytest.raises(runs.AlreadyRunning):
+        runs.record_dry_run(p)
+    with pytest.raises(CommandError, match="Failed: builds"):
+        cleanup("builds", "--dry-run")
+    PolicyRun.objects.filter(pk=running.pk).update(
+        heartbeat_at=timezone.now() - runs.ABANDONED_AFTER - timedelta(seconds=1))
+    assert runs.record_dry_run(p).status == "done"
+    running.refresh_from_db()
+    assert (running.status, running.error) == (
+        "failed", "Interrupted: the process running it stopped (no sign of life for 5 minutes).")
+    assert running.finished_at is not None
+
+
+# ---- schedules -------------------------------------------------------------------------------
+def utc(text):
+    from datetime import datetime
+
+    return datetime.fromisoformat(text + "+00:00")
+
+
+@pytest.mark.parametrize("schedule, weekday, now, due", [
+    ("off", None, "2026-11-28 10:00", None),
+    ("daily", None, "2026-11-28 10:00", "2026-11-28 03:30"),
+    ("daily", None, "2026-11-28 03:30", "2026-11-28 03:30"),
+    ("daily", None, "2026-11-28 03:29", "2026-11-27 03:30"),
+    ("weekly", 5, "2026-11-28 10:00", "2026-11-28 03:30"),  # a Saturday
+    ("weekly", 5, "2026-11-28 01:00", "2026-11-21 03:30"),
+    ("weekly", 0, "2026-11-28 10:00", "2026-11-23 03:30"),  # the Monday before
+    ("weekly", 6, "2026-11-28 10:00", "2026-11-22 03:30"),
+])
+def test_the_last_scheduled_time(schedule, weekday, now, due):
+    from datetime import time as clock
+
+    from hubmgr.policies.schedule import last_due
+
+    p = policy(schedule=schedule, run_at=clock(3, 30), weekday=weekday)
+    assert last_due(p, utc(now)) == (utc(due) if due else None)
+
+
+def test_a_scheduled_policy_runs_once_per_time_in_a_worker(builds_repo, monkeypatch):
+    from datetime import time as clock
+
+    from hubmgr.deletion.models import DeletionJob
+    from hubmgr.policies import tasks
+
+    p = keep_ten_builds()
+    p.schedule, p.run_at, p.mode = "daily", clock(3, 30), "delete"
+    service.save_policy(p)
+    now = timezone.now()
+    CleanupPolicy.objects.filter(pk=p.pk).update(created_at=now - timedelta(days=3))
+    queued = []
+    monkeypatch.setattr(tasks.run_policy, "delay", queued.append)
+    runs.record_dry_run(p)  # a person's run does not stand in for the scheduled one
+    assert tasks.run_due() == [p.pk] and queued == [p.pk]
+    assert tasks.run_policy(p.pk) is not None
+    run = PolicyRun.objects.get(scheduled=True)
+    assert (run.status, run.dry_run, run.jobs.count()) == ("done", False, 1)
+    assert DeletionJob.objects.count() == 1
+    assert tasks.run_policy(p.pk) is None  # a second delivery: already run
+    assert tasks.run_due() == []
+    assert tasks.run_policy(12345) is None  # deleted since
+
+
+def test_a_new_policy_does_not_run_for_a_time_before_it_existed(db):
+    from hubmgr.policies import schedule
+
+    p = service.save_policy(policy(remove_untagged_days=7, schedule="daily",
+                                   run_at=(timezone.now() - timedelta(hours=1)).time()))
+    assert not schedule.is_due(p, timezone.now())
+    assert schedule.is_due(p, timezone.now() + timedelta(days=1))
+
+
+def test_a_maintainer_confirms_what_the_brake_stopped_once_while_the_plan_is_fresh(
+        builds_repo, maintainer):
+    from hubmgr.deletion.models import DeletionJob
+
+    p = service.save_policy(policy(name="everything", remove_tag_regex=".", remove_tag_days=0,
+                                   mode="delete"))
+    dry = runs.record_dry_run(p)
+    with pytest.raises(runs.CannotConfirm, match="delete mode"):
+        runs.confirm_brake(dry, maintainer)
+    out = cleanup("everything")
+    run = PolicyRun.objects.get(dry_run=False)
+    assert f"To delete them anyway: cleanup --confirm-brake {run.pk}" in out
+    assert not DeletionJob.objects.exists()
+    with pytest.raises(runs.CannotConfirm, match="too old"):
+        runs.confirm_brake(run, maintainer, now=timezone.now() + timedelta(hours=2))
+
+    [job_id] = runs.confirm_brake(run, maintainer)
+    job = DeletionJob.objects.get()
+    assert (job.pk, job.created_by, list(run.jobs.all())) == (job_id, maintainer, [job])
+    run.refresh_from_db()
+    entry = run.report["repositories"][0]
+    assert (entry["job"], entry["brake_confirmed_by"]) == (job.pk, "maria")
+    assert job.items.count() == len(entry["going"]) == 16  # 14 tagged items and 2 children
+    with pytest.raises(CommandError, match="Already confirmed"):
+        cleanup("--confirm-brake", str(run.pk))
+    with pytest.raises(CommandError, match="No policy run 999"):
+        cleanup("--confirm-brake", "999")
+
+
+def test_a_dry_run_loads_repositories_in_chunks(builds_repo, monkeypatch):
+    for n in range(4):
+        repo = make_repo(f"team/more{n}")
+        make_image(repo, f"more{n}", pushed=30)
+        refresh(repo)
+    p = keep_ten_builds()
+    whole = runs.dry_run(p, now=NOW)
+    monkeypatch.setattr(runs, "CHUNK", 2)
+    assert runs.dry_run(p, now=NOW) == whole
+    assert [r["repository"] for r in whole["repositories"]] == [
+        "team/app", "team/more0", "team/more1", "team/more2", "team/more3"]
+
+
+def test_an_index_whose_child_was_pulled_counts_as_pulled(db):
+    observe_pulls(settings.STALE_DAYS + 10)
+    repo = make_repo("team/pulled")
+    amd, arm = make_image(repo, "amd", pulled=2), make_image(repo, "arm")
+    make_index(repo, "idx", [amd, arm], tags=["build-1"], pushed=300)
+    make_index(repo, "idle", [make_image(repo, "s390x")], tags=["build-2"], pushed=300)
+    refresh(repo)
+    p = policy(remove_stale=True, brake_share=1.0)
+    [r] = runs.dry_run(p)["repositories"]
+    assert {i["digest"] for i in r["going"]} == {digest("idle"), digest("s390x")}
+    p = policy(remove_tag_regex="^build-", remove_tag_days=30, keep_pulled_days=7,
+               brake_share=1.0)
+    [r] = runs.dry_run(p)["repositories"]
+    assert [(i["digest"], i["keep"]) for i in r["protected"]] == [(digest("idx"), ["pulled"])]
