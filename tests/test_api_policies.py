@@ -264,6 +264,8 @@ def test_one_run_at_a_time_and_a_bad_body_is_refused(maint, inventory, monkeypat
     assert first.status_code == 202 and queued == [first.json()["id"]]
     resp = post(maint, url)
     assert resp.status_code == 409 and "already running" in resp.json()["error"]
+    resp = maint.delete(url.removesuffix("/runs"))
+    assert resp.status_code == 409 and "is running" in resp.json()["error"]
     body = maint.get(first.json()["status_url"]).json()
     assert (body["status"], body["finished"], body["report"]) == ("running", False, None)
     tasks.execute_run(first.json()["id"])

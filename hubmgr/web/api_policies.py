@@ -6,6 +6,7 @@ hubmgr.policies.service, so it is audited with the requesting user."""
 import logging
 
 from django.core.exceptions import ValidationError
+from django.db import IntegrityError
 from django.db.models import CharField, OuterRef, Subquery, TextField
 from django.http import Http404, HttpResponse, JsonResponse
 from django.urls import reverse
@@ -77,9 +78,9 @@ def _apply(policy, body):
     if unknown:
         raise ApiError(f'unknown field "{unknown[0]}"; the fields are: {", ".join(EDITABLE)}')
     for name, value in body.items():
-        if name in ("include", "exclude") and isinstance(value, list):
-            value = "\n".join(v for v in value if isinstance(v, str)) \
-                if all(isinstance(v, str) for v in value) else value
+        if isinstance(value, list) and all(isinstance(v, str) for v in value) \
+                and name in ("include", "exclude"):
+            value = "\n".join(value)  # one glob per line
         if isinstance(value, (list, dict)):
             raise ApiError(f'"{name}" must be a string, a number, true, false or null')
         if isinstance(value, str) and len(value) > MAX_TEXT:
@@ -96,6 +97,8 @@ def _apply(policy, body):
 def _save(policy, user):
     try:
         return service.save_policy(policy, user)
+    except IntegrityError:  # another request saved the same name first
+        raise ApiError(f'"name": a policy named {policy.name!r} exists', 409) from None
     except ValidationError as exc:
         errors = exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
         field, messages = next(iter(errors.items()))
@@ -130,6 +133,10 @@ def policy(request, policy_id):
         _save(policy, request.user)
     elif request.method == "DELETE":
         require_delete_permission(request.user)
+        runs.fail_abandoned(policy)
+        if policy.runs.filter(status=PolicyRun.Status.RUNNING).exists():
+            raise ApiError(f"Policy {policy.name} is running; delete it once the run is "
+                           "finished.", 409)
         service.delete_policy(policy, request.user)
         return HttpResponse(status=204)
     return JsonResponse(policy_json(policy, _last_runs([policy.pk]).get(policy.pk)))
