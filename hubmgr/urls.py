@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from hubmgr.web import api, deletions, health, hooks, live, views
+from hubmgr.web import api, api_policies, deletions, health, hooks, live, views
 
 handler400 = views.bad_request
 
@@ -34,4 +34,11 @@ urlpatterns = [
     path("api/v1/repositories/<path:name>/deletions", api.deletion_start,
          name="api-deletion-start"),
     path("api/v1/deletions/<int:job_id>", api.deletion_status, name="api-deletion"),
+    path("api/v1/policies", api_policies.policies, name="api-policies"),
+    path("api/v1/policies/<int:policy_id>", api_policies.policy, name="api-policy"),
+    path("api/v1/policies/<int:policy_id>/dry-run", api_policies.dry_run,
+         name="api-policy-dry-run"),
+    path("api/v1/policies/<int:policy_id>/runs", api_policies.start_run,
+         name="api-policy-runs"),
+    path("api/v1/policy-runs/<int:run_id>", api_policies.run_status, name="api-policy-run"),
 ]

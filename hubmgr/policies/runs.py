@@ -251,6 +251,17 @@ def record_run(policy, user=None, progress=None, delete=False) -> PolicyRun:
     return _execute(run, policy, delete, user, progress)
 
 
+def claim_run(policy, user=None, delete=True) -> PolicyRun:
+    """A running run recorded now, for a worker to ``execute`` (AlreadyRunning when one is).
+    It deletes only with ``delete`` and a policy in delete mode."""
+    return _claim(policy, dry_run=not (delete and policy.mode == Mode.DELETE), started_by=user)
+
+
+def execute(run) -> PolicyRun:
+    """Finish a run that ``claim_run`` recorded: its report, and its jobs unless a dry run."""
+    return _execute(run, run.policy, not run.dry_run, run.started_by)
+
+
 def run_if_due(policy, now=None) -> PolicyRun | None:
     """The scheduled run of ``policy`` (deleting if it is in delete mode) when it is due, else
     None. The check and the claim happen under a lock on the policy: a time is run once."""

@@ -7,7 +7,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from . import runs, schedule
-from .models import CleanupPolicy, Schedule
+from .models import CleanupPolicy, PolicyRun, Schedule
 
 log = logging.getLogger("hubmgr.policies")
 
@@ -36,3 +36,18 @@ def run_policy(policy_id):
     if run is not None:
         log.info("policy=%s run=%s %s", policy.name, run.pk, run.status)
     return run.pk if run else None
+
+
+# Acknowledged on receipt, unlike the other tasks: a second delivery would execute the run
+# twice. A worker that dies mid-run leaves it running without heartbeat; run_due then marks it
+# failed (runs.fail_abandoned).
+@shared_task(name="hubmgr.policies.tasks.execute_run", acks_late=False)
+def execute_run(run_id):
+    """Execute a run that a person started (runs.claim_run), unless it is gone or finished."""
+    run = PolicyRun.objects.select_related("policy", "started_by").filter(
+        pk=run_id, status=PolicyRun.Status.RUNNING).first()
+    if run is None:
+        return None
+    run = runs.execute(run)
+    log.info("policy=%s run=%s %s", run.policy.name, run.pk, run.status)
+    return run.pk

@@ -67,15 +67,18 @@ def _authenticate(request) -> bool:
     return False
 
 
+WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+
+
 def _check_post(request, by_token):
-    """A POST is JSON; with a session it also passes Django's CSRF check, since a browser
+    """A write (POST, PATCH, ...) with a session passes Django's CSRF check, since a browser
     sends the session cookie along with another site's request. Another site cannot send
-    our bearer token, so a token needs no CSRF token."""
+    our bearer token, so a token needs no CSRF token. A body, except DELETE's none, is JSON."""
     if not by_token and _csrf.process_view(request, None, (), {}) is not None:
         raise ApiError("CSRF check failed: with a session, send the csrftoken cookie's value "
                        "in the X-CSRFToken header from this site's pages, or use a bearer "
                        "token", 403)
-    if request.content_type != "application/json":
+    if request.method != "DELETE" and request.content_type != "application/json":
         raise ApiError("the body must be JSON, sent with 'Content-Type: application/json'", 415)
 
 
@@ -86,7 +89,7 @@ def api_auth(view):
     def wrapper(request, *args, **kwargs):
         try:
             by_token = _authenticate(request)
-            if request.method == "POST":
+            if request.method in WRITE_METHODS:
                 _check_post(request, by_token)
             return view(request, *args, **kwargs)
         except Http404 as exc:

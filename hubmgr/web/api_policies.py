@@ -1,0 +1,215 @@
+"""JSON API for cleanup policies: list, create, read, change (PATCH), delete; a dry run; runs
+on the workers and their reports. Auth and errors as in api.py; viewers may list and read,
+changing or running a policy takes the delete permission. Every change goes through
+hubmgr.policies.service, so it is audited with the requesting user."""
+
+import logging
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError
+from django.db.models import CharField, OuterRef, Subquery, TextField
+from django.http import Http404, HttpResponse, JsonResponse
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods
+
+from hubmgr.policies import runs, service, tasks
+from hubmgr.policies.models import CleanupPolicy, PolicyRun
+
+from .api import ApiError, _body, _time, api_auth
+from .deletions import require_delete_permission
+
+log = logging.getLogger("hubmgr.api")
+
+# The settings a request may send; the rest (id, times, who) is bookkeeping.
+EDITABLE = tuple(service.as_data(CleanupPolicy()))
+MAX_TEXT = 10_000  # characters of include or exclude globs
+# A report lists at most this many items of each kind per repository, and this many
+# repositories; counts and bytes stay exact, and "items_truncated" says when a list is cut.
+MAX_LISTED_ITEMS = 100
+MAX_LISTED_REPOSITORIES = 200
+_LISTS = ("going", "protected", "kept", "unread")
+
+
+def get_policy(policy_id) -> CleanupPolicy:
+    policy = CleanupPolicy.objects.filter(pk=policy_id).first()
+    if policy is None:
+        raise Http404(f"There is no cleanup policy {policy_id}.")
+    return policy
+
+
+def get_run(run_id) -> PolicyRun:
+    run = PolicyRun.objects.select_related("policy", "started_by").filter(pk=run_id).first()
+    if run is None:
+        raise Http404(f"There is no policy run {run_id}.")
+    return run
+
+
+def _user(user):
+    return user.username if user else None
+
+
+def policy_json(policy, last_run=None) -> dict:
+    return {"id": policy.pk, "url": reverse("api-policy", args=[policy.pk]),
+            **service.as_data(policy),
+            "created_at": _time(policy.created_at), "created_by": _user(policy.created_by),
+            "updated_at": _time(policy.updated_at), "updated_by": _user(policy.updated_by),
+            "last_run": last_run}
+
+
+def _last_runs(policy_ids) -> dict:
+    """{policy id: its newest run's id, status, times and reclaim}, in two queries."""
+    newest = PolicyRun.objects.filter(policy=OuterRef("pk")).order_by("-started_at", "-id")
+    ids = (CleanupPolicy.objects.filter(pk__in=policy_ids)
+           .annotate(last=Subquery(newest.values("pk")[:1]))
+           .exclude(last=None).values_list("last", flat=True))
+    rows = PolicyRun.objects.filter(pk__in=list(ids)).values(
+        "pk", "policy_id", "status", "dry_run", "started_at", "finished_at",
+        "report__totals__reclaim_bytes")
+    return {row["policy_id"]: {
+        "id": row["pk"], "url": reverse("api-policy-run", args=[row["pk"]]),
+        "status": row["status"], "dry_run": row["dry_run"],
+        "started_at": _time(row["started_at"]), "finished_at": _time(row["finished_at"]),
+        "reclaim_bytes": row["report__totals__reclaim_bytes"]} for row in rows}
+
+
+def _apply(policy, body):
+    """Set the fields ``body`` sends; ApiError naming the first field that is wrong."""
+    unknown = sorted(set(body) - set(EDITABLE))
+    if unknown:
+        raise ApiError(f'unknown field "{unknown[0]}"; the fields are: {", ".join(EDITABLE)}')
+    for name, value in body.items():
+        if isinstance(value, list) and all(isinstance(v, str) for v in value) \
+                and name in ("include", "exclude"):
+            value = "\n".join(value)  # one glob per line
+        if isinstance(value, (list, dict)):
+            raise ApiError(f'"{name}" must be a string, a number, true, false or null')
+        if isinstance(value, str) and len(value) > MAX_TEXT:
+            raise ApiError(f'"{name}" is longer than {MAX_TEXT} characters')
+        field = CleanupPolicy._meta.get_field(name)
+        if value is None and isinstance(field, (CharField, TextField)):
+            value = ""  # null clears a text field
+        try:
+            setattr(policy, field.attname, field.to_python(value))
+        except ValidationError as exc:
+            raise ApiError(f'"{name}": {" ".join(exc.messages)}') from None
+
+
+def _save(policy, user):
+    try:
+        return service.save_policy(policy, user)
+    except IntegrityError:  # another request saved the same name first
+        raise ApiError(f'"name": a policy named {policy.name!r} exists', 409) from None
+    except ValidationError as exc:
+        errors = exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
+        field, messages = next(iter(errors.items()))
+        raise ApiError(f'"{field}": {" ".join(messages)}') from None
+
+
+@require_http_methods(["GET", "POST"])
+@api_auth
+def policies(request):
+    """GET: every policy with its last run. POST: create one (report mode unless "mode" says
+    otherwise); 201 with the policy."""
+    if request.method == "POST":
+        require_delete_permission(request.user)
+        policy = CleanupPolicy()
+        _apply(policy, _body(request))
+        _save(policy, request.user)
+        return JsonResponse(policy_json(policy), status=201)
+    found = list(CleanupPolicy.objects.select_related("created_by", "updated_by"))
+    last = _last_runs([p.pk for p in found])
+    return JsonResponse({"count": len(found),
+                         "results": [policy_json(p, last.get(p.pk)) for p in found]})
+
+
+@require_http_methods(["GET", "PATCH", "DELETE"])
+@api_auth
+def policy(request, policy_id):
+    """GET: the policy. PATCH: change the fields sent. DELETE: 204."""
+    policy = get_policy(policy_id)
+    if request.method == "PATCH":
+        require_delete_permission(request.user)
+        _apply(policy, _body(request))
+        _save(policy, request.user)
+    elif request.method == "DELETE":
+        require_delete_permission(request.user)
+        runs.fail_abandoned(policy)
+        if policy.runs.filter(status=PolicyRun.Status.RUNNING).exists():
+            raise ApiError(f"Policy {policy.name} is running; delete it once the run is "
+                           "finished.", 409)
+        service.delete_policy(policy, request.user)
+        return HttpResponse(status=204)
+    return JsonResponse(policy_json(policy, _last_runs([policy.pk]).get(policy.pk)))
+
+
+def bounded_report(report) -> dict:
+    """The report with each repository's lists cut to MAX_LISTED_ITEMS and the repositories to
+    MAX_LISTED_REPOSITORIES; "<list>_count" and the totals stay exact."""
+    if not report.get("repositories"):
+        return {**report, "items_truncated": False, "repositories_truncated": False}
+    cut = False
+    listed = []
+    for entry in report["repositories"][:MAX_LISTED_REPOSITORIES]:
+        entry = dict(entry)
+        for key in _LISTS:
+            values = entry.get(key) or []
+            entry[f"{key}_count"] = len(values)
+            if len(values) > MAX_LISTED_ITEMS:
+                entry[key], cut = values[:MAX_LISTED_ITEMS], True
+        listed.append(entry)
+    return {**report, "repositories": listed, "items_truncated": cut,
+            "repositories_truncated": len(report["repositories"]) > len(listed)}
+
+
+@require_http_methods(["POST"])
+@api_auth
+def dry_run(request, policy_id):
+    """What the policy would remove now; nothing is recorded or deleted."""
+    policy = get_policy(policy_id)
+    require_delete_permission(request.user)
+    _body(request)  # a malformed body is refused, as everywhere
+    return JsonResponse(bounded_report(runs.dry_run(policy)))
+
+
+@require_http_methods(["POST"])
+@api_auth
+def start_run(request, policy_id):
+    """Start a run on the workers: 202 with its id and status URL; 409 while one runs. It
+    deletes when the policy is in delete mode, unless {"dry_run": true}."""
+    policy = get_policy(policy_id)
+    require_delete_permission(request.user)
+    body = _body(request)
+    if set(body) - {"dry_run"} or not isinstance(body.get("dry_run", False), bool):
+        raise ApiError('the body is {} or {"dry_run": true|false}')
+    try:
+        run = runs.claim_run(policy, request.user, delete=not body.get("dry_run", False))
+    except runs.AlreadyRunning as exc:
+        raise ApiError(str(exc), 409) from None
+    try:
+        tasks.execute_run.delay(run.pk)
+    except Exception as exc:  # any broker failure
+        # Not queued, so not started: the run is taken back and nothing of it remains.
+        log.warning("policy run=%s not queued (broker unavailable): %s", run.pk, exc)
+        run.delete()
+        raise ApiError("the task queue (Redis) is unavailable, so the run was not started; "
+                       "try again later", 503) from None
+    return JsonResponse({"id": run.pk, "status": run.status, "dry_run": run.dry_run,
+                         "status_url": reverse("api-policy-run", args=[run.pk])}, status=202)
+
+
+@require_http_methods(["GET"])
+@api_auth
+def run_status(request, run_id):
+    run = get_run(run_id)
+    jobs = list(run.jobs.values_list("pk", "status"))
+    return JsonResponse({
+        "id": run.pk, "policy": {"id": run.policy_id, "name": run.policy.name,
+                                 "url": reverse("api-policy", args=[run.policy_id])},
+        "status": run.status, "finished": PolicyRun.Status(run.status).is_finished,
+        "dry_run": run.dry_run, "scheduled": run.scheduled,
+        "started_by": _user(run.started_by), "started_at": _time(run.started_at),
+        "finished_at": _time(run.finished_at), "error": run.error or None,
+        "jobs": [{"id": pk, "status": status, "status_url": reverse("api-deletion", args=[pk])}
+                 for pk, status in jobs],
+        "report": bounded_report(run.report) if run.report else None,
+    })

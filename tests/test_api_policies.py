@@ -1,0 +1,285 @@
+"""The policies API: auth and permission, CSRF, validation, the audited write path, dry runs,
+runs on a real worker, the broker down, and unknown ids."""
+
+import json
+import time
+
+import pytest
+from django.test import Client
+
+from hubmgr.inventory.store import refresh
+from hubmgr.policies.models import CleanupPolicy, PolicyAudit, PolicyRun
+from hubmgr.web import api_policies
+
+from .factories import digest, make_image, make_index, make_repo, observe_pulls
+
+pytestmark = pytest.mark.django_db
+
+RELEASE = r"^latest$|^v?\d+\.\d+\.\d+$"
+BUILDS = {"name": "builds", "include": "team/*", "remove_tag_regex": "^build-",
+          "remove_tag_days": 0, "keep_last": 2, "keep_tag_regex": RELEASE,
+          "remove_untagged_days": 7}
+
+
+def post(client, url, body=None, **extra):
+    return client.post(url, json.dumps(body or {}), content_type="application/json", **extra)
+
+
+def patch(client, url, body, **extra):
+    return client.patch(url, json.dumps(body), content_type="application/json", **extra)
+
+
+@pytest.fixture
+def maint(client, maintainer):
+    client.force_login(maintainer)
+    return client
+
+
+@pytest.fixture
+def inventory(db):
+    """team/app: five builds a day apart, a release, an index with two children and two
+    untagged images (3 and 30 days old); other/x is not covered."""
+    observe_pulls(400)
+    repo = make_repo("team/app")
+    for n in range(5):
+        make_image(repo, f"build{n}", tags=[f"build-{n}"], pushed=20 - n)
+    make_image(repo, "rel", tags=["v1.0.0"], pushed=200)
+    amd, arm = make_image(repo, "amd"), make_image(repo, "arm")
+    make_index(repo, "idx", [amd, arm], tags=["latest"], pushed=100)
+    make_image(repo, "new", pushed=3)
+    make_image(repo, "old", pushed=30)
+    refresh(repo)
+    other = make_repo("other/x")
+    make_image(other, "x0", pushed=100)
+    refresh(other)
+    return repo
+
+
+def create(client, **fields):
+    resp = post(client, "/api/v1/policies", {**BUILDS, **fields})
+    assert resp.status_code == 201, resp.content
+    return resp.json()
+
+
+# ---- auth and permission ----------------------------------------------------------------------
+@pytest.mark.parametrize("method, url", [
+    ("get", "/api/v1/policies"), ("post", "/api/v1/policies"), ("get", "/api/v1/policies/1"),
+    ("patch", "/api/v1/policies/1"), ("delete", "/api/v1/policies/1"),
+    ("post", "/api/v1/policies/1/dry-run"), ("post", "/api/v1/policies/1/runs"),
+    ("get", "/api/v1/policy-runs/1")])
+def test_anonymous_requests_are_a_json_401(client, method, url):
+    resp = client.generic(method.upper(), url, "{}", content_type="application/json")
+    assert resp.status_code == 401 and "authentication required" in resp.json()["error"]
+
+
+def test_a_viewer_lists_and_reads_but_may_not_change_or_run(client, maint, user):
+    made = create(maint)
+    url = made["url"]
+    client.force_login(user)
+    assert client.get("/api/v1/policies").json()["results"][0]["name"] == "builds"
+    assert client.get(url).json()["name"] == "builds"
+    for resp in (post(client, "/api/v1/policies", {**BUILDS, "name": "x"}),
+                 patch(client, url, {"mode": "delete"}), client.delete(url),
+                 post(client, f"{url}/dry-run"), post(client, f"{url}/runs")):
+        assert resp.status_code == 403 and "may browse" in resp.json()["error"]
+    assert CleanupPolicy.objects.get().mode == "report"
+    assert PolicyAudit.objects.count() == 1 and not PolicyRun.objects.exists()
+
+
+def test_a_session_write_needs_the_csrf_token_and_a_token_does_not(maintainer, capsys):
+    from django.core.management import call_command
+
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(maintainer)
+    resp = post(browser, "/api/v1/policies", BUILDS)
+    assert resp.status_code == 403 and "CSRF" in resp.json()["error"]
+    policy = CleanupPolicy.objects.create(**{**BUILDS, "name": "made"})
+    assert browser.delete(f"/api/v1/policies/{policy.pk}").status_code == 403
+    assert patch(browser, f"/api/v1/policies/{policy.pk}", {"mode": "delete"}
+                 ).status_code == 403
+    call_command("create_api_token", maintainer.username)
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {capsys.readouterr().out.strip()}"}
+    assert post(browser, "/api/v1/policies", BUILDS, **auth).status_code == 201
+    assert PolicyAudit.objects.get().user == maintainer
+
+
+def test_a_body_must_be_a_json_object_sent_as_json(maint):
+    resp = maint.post("/api/v1/policies", "{not json", content_type="application/json")
+    assert resp.status_code == 400 and "JSON object" in resp.json()["error"]
+    assert post(maint, "/api/v1/policies", ["a"]).status_code == 400
+    resp = maint.post("/api/v1/policies", {"name": "x"})  # a form, not JSON
+    assert resp.status_code == 415
+    assert maint.put("/api/v1/policies/1", "{}", content_type="application/json"
+                     ).status_code == 405
+
+
+# ---- validation -------------------------------------------------------------------------------
+@pytest.mark.parametrize("fields, words", [
+    ({"remove_tag_regex": "(unclosed"}, '"remove_tag_regex": This expression is not a valid'),
+    ({"keep_tag_regex": r"(a)\1"}, '"keep_tag_regex": This expression is not a valid'),
+    ({"keep_tag_regex": "(?=x)"}, "no backreferences or lookaround"),
+    ({"keep_tag_regex": "a" * 501}, "at most 500"),
+    ({"remove_tag_regex": "", "remove_tag_days": None, "remove_untagged_days": None},
+     '"remove_untagged_days": A policy needs at least one remove rule.'),
+    ({"remove_tag_days": None}, '"remove_tag_days": The tagged-items rule needs both'),
+    ({"colour": "red"}, 'unknown field "colour"'),
+    ({"include": "team/*\n!"}, '"include":'),
+    ({"include": "x" * 10_001}, "longer than 10000"),
+    ({"keep_last": "many"}, '"keep_last":'),
+    ({"keep_last": [1]}, '"keep_last" must be a string, a number'),
+    ({"mode": "shred"}, '"mode": Value \'shred\' is not a valid choice.'),
+    ({"schedule": "daily"}, '"run_at": A scheduled policy needs a time of day.'),
+    ({"run_at": "25:00"}, '"run_at":'),
+    ({"brake_share": 2}, '"brake_share":'),
+    ({"name": None}, '"name":'),
+])
+def test_invalid_settings_are_a_400_naming_the_field(maint, fields, words):
+    resp = post(maint, "/api/v1/policies", {**BUILDS, **fields})
+    assert resp.status_code == 400 and words in resp.json()["error"], resp.json()
+    assert not CleanupPolicy.objects.exists() and not PolicyAudit.objects.exists()
+
+
+def test_a_catastrophic_pattern_is_accepted_since_re2_runs_it_in_linear_time(maint):
+    made = create(maint, remove_tag_regex="^(a+)+$")
+    assert made["remove_tag_regex"] == "^(a+)+$"
+
+
+# ---- the audited write path -------------------------------------------------------------------
+def test_create_list_change_and_delete_are_audited_with_the_user(maint, maintainer):
+    made = create(maint, include=["team/*", "!team/base"], schedule="weekly", run_at="03:30",
+                  weekday=6)
+    assert made["mode"] == "report" and made["include"] == "team/*\n!team/base"
+    assert (made["run_at"], made["created_by"], made["last_run"]) == (
+        "03:30:00", "maria", None)
+    listed = maint.get("/api/v1/policies").json()
+    assert listed["count"] == 1 and listed["results"][0]["id"] == made["id"]
+
+    resp = patch(maint, made["url"], {"mode": "delete", "keep_last": 5})
+    assert resp.status_code == 200
+    assert (resp.json()["mode"], resp.json()["keep_last"]) == ("delete", 5)
+    resp = patch(maint, made["url"], {"keep_tag_regex": "(?<=v)1"})
+    assert resp.status_code == 400  # an invalid change saves nothing
+    assert CleanupPolicy.objects.get().keep_tag_regex == RELEASE
+
+    assert maint.delete(made["url"]).status_code == 204
+    assert not CleanupPolicy.objects.exists()
+    audit = list(PolicyAudit.objects.order_by("id"))
+    assert [(a.action, a.user) for a in audit] == [
+        ("create", maintainer), ("change", maintainer), ("delete", maintainer)]
+    assert (audit[1].before["mode"], audit[1].after["mode"]) == ("report", "delete")
+    assert (audit[1].before["keep_last"], audit[1].after["keep_last"]) == (2, 5)
+    assert audit[2].policy_name == "builds" and audit[2].before["mode"] == "delete"
+
+
+@pytest.mark.parametrize("method, url", [
+    ("get", "/api/v1/policies/999"), ("patch", "/api/v1/policies/999"),
+    ("delete", "/api/v1/policies/999"), ("post", "/api/v1/policies/999/dry-run"),
+    ("post", "/api/v1/policies/999/runs"), ("get", "/api/v1/policy-runs/999")])
+def test_unknown_ids_are_a_json_404(maint, method, url):
+    resp = maint.generic(method.upper(), url, "{}", content_type="application/json")
+    assert resp.status_code == 404 and "There is no" in resp.json()["error"]
+
+
+# ---- dry runs ---------------------------------------------------------------------------------
+def test_a_dry_run_answers_the_report_and_records_nothing(maint, inventory):
+    made = create(maint)
+    resp = post(maint, f"{made['url']}/dry-run")
+    assert resp.status_code == 200
+    report = resp.json()
+    [repo] = report["repositories"]
+    assert {i["digest"]: i["rule"] for i in repo["going"]} == {
+        digest("build0"): "tag", digest("build1"): "tag", digest("build2"): "tag",
+        digest("old"): "untagged"}
+    # Protected: what a remove rule selects and a keep rule saves (the release tags match no
+    # remove rule).
+    assert {i["digest"]: i["keep"] for i in repo["protected"]} == {
+        digest("build3"): ["last"], digest("build4"): ["last"]}
+    assert repo["reclaim_bytes"] == 4000 and repo["going_count"] == 4
+    assert report["totals"]["repositories"] == 1 and report["totals"]["reclaim_bytes"] == 4000
+    assert report["items_truncated"] is False and report["note"].startswith("Index children")
+    assert not PolicyRun.objects.exists()
+
+
+def test_a_long_report_lists_fewer_items_but_exact_counts(maint, inventory, monkeypatch):
+    monkeypatch.setattr(api_policies, "MAX_LISTED_ITEMS", 2)
+    report = post(maint, f"{create(maint)['url']}/dry-run").json()
+    [repo] = report["repositories"]
+    assert report["items_truncated"] is True and len(repo["going"]) == 2
+    assert (repo["going_count"], repo["protected_count"]) == (4, 2)
+    assert report["totals"]["going"] == 4 and report["totals"]["reclaim_bytes"] == 4000
+
+
+# ---- runs on a worker -------------------------------------------------------------------------
+def wait_finished(client, url, seconds=20):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        body = client.get(url).json()
+        if body["finished"]:
+            return body
+        time.sleep(0.1)
+    raise AssertionError(f"the run did not finish: {body}")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_in_report_mode_records_its_report_and_deletes_nothing(
+        client, maintainer, inventory, celery_worker):
+    from hubmgr.deletion.models import DeletionJob
+    from hubmgr.inventory.models import Manifest
+
+    client.force_login(maintainer)
+    made = create(client)
+    resp = post(client, f"{made['url']}/runs")
+    assert resp.status_code == 202
+    body = wait_finished(client, resp.json()["status_url"])
+    assert (body["status"], body["dry_run"], body["started_by"], body["jobs"]) == (
+        "done", True, "maria", [])
+    assert {i["digest"] for i in body["report"]["repositories"][0]["going"]} == {
+        digest("build0"), digest("build1"), digest("build2"), digest("old")}
+    assert not DeletionJob.objects.exists() and Manifest.objects.count() == 12
+    last = client.get("/api/v1/policies").json()["results"][0]["last_run"]
+    assert (last["id"], last["status"], last["reclaim_bytes"]) == (resp.json()["id"], "done",
+                                                                   4000)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_in_delete_mode_links_its_jobs(client, maintainer, inventory, celery_worker):
+    client.force_login(maintainer)
+    made = create(client, mode="delete")
+    resp = post(client, f"{made['url']}/runs")
+    body = wait_finished(client, resp.json()["status_url"])
+    assert body["dry_run"] is False and body["status"] == "done"
+    [job] = body["jobs"]
+    assert job["status_url"] == f"/api/v1/deletions/{job['id']}"
+    assert body["report"]["repositories"][0]["job"] == job["id"]
+
+
+def test_one_run_at_a_time_and_a_bad_body_is_refused(maint, inventory, monkeypatch):
+    from hubmgr.policies import tasks
+
+    queued = []
+    monkeypatch.setattr(tasks.execute_run, "delay", queued.append)
+    url = f"{create(maint)['url']}/runs"
+    assert post(maint, url, {"dry_run": "yes"}).status_code == 400
+    first = post(maint, url, {"dry_run": True})
+    assert first.status_code == 202 and queued == [first.json()["id"]]
+    resp = post(maint, url)
+    assert resp.status_code == 409 and "already running" in resp.json()["error"]
+    resp = maint.delete(url.removesuffix("/runs"))
+    assert resp.status_code == 409 and "is running" in resp.json()["error"]
+    body = maint.get(first.json()["status_url"]).json()
+    assert (body["status"], body["finished"], body["report"]) == ("running", False, None)
+    tasks.execute_run(first.json()["id"])
+    assert maint.get(first.json()["status_url"]).json()["status"] == "done"
+    assert tasks.execute_run(first.json()["id"]) is None  # a second delivery: finished
+
+
+def test_with_the_broker_down_a_run_is_a_503_and_nothing_is_recorded(
+        maint, inventory, redis_service):
+    url = f"{create(maint)['url']}/runs"
+    redis_service.stop()
+    try:
+        resp = post(maint, url)
+    finally:
+        redis_service.start()
+    assert resp.status_code == 503 and "unavailable" in resp.json()["error"]
+    assert not PolicyRun.objects.exists()
