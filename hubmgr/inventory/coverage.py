@@ -25,10 +25,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from .models import PushSource
-
-# The push sources that are evidence of a push at that time.
-SEEN_PUSH = (PushSource.PUSH_EVENT, PushSource.ACCESS_LOG)
+from .models import SEEN_PUSH
 
 
 @dataclass(frozen=True)

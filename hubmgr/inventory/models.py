@@ -19,6 +19,10 @@ class PushSource(models.TextChoices):
     IMAGE_CREATED = "image_created", "the image's created time"
 
 
+# The sources that are evidence of a push at that time (a build time is not).
+SEEN_PUSH = (PushSource.PUSH_EVENT, PushSource.ACCESS_LOG)
+
+
 class Registry(models.Model):
     name = models.CharField(max_length=100, unique=True)
     url = models.URLField(max_length=500)

@@ -18,7 +18,8 @@ from django.utils import timezone
 from hubmgr.registry.manifests import INDEX_TYPES, ImageConfig
 from hubmgr.registry.names import clean
 
-from .models import Blob, IndexChild, Kind, Manifest, ManifestBlob, PushSource, Repository, Tag
+from .models import (
+    SEEN_PUSH, Blob, IndexChild, Kind, Manifest, ManifestBlob, PushSource, Repository, Tag)
 
 ATTESTATION_KEY = "vnd.docker.reference.type"
 CHUNK = 500
@@ -402,8 +403,7 @@ def _refresh_indexes(indexes):
         row.platform = clean(", ".join(platforms), 500)
         created = [link.child.created for link in links if link.child.created]
         row.created = max(created) if created else None
-        if row.created and row.last_pushed_source not in (PushSource.PUSH_EVENT,
-                                                          PushSource.ACCESS_LOG):
+        if row.created and row.last_pushed_source not in SEEN_PUSH:
             row.last_pushed, row.last_pushed_source = row.created, PushSource.IMAGE_CREATED
     update_rows(["size", "platform", "created", "last_pushed", "last_pushed_source"],
                 [(r.size, r.platform, r.created, r.last_pushed, r.last_pushed_source, r.id)
@@ -424,8 +424,7 @@ def refresh_counts(repo: Repository):
         total=Sum("size"))["total"] or 0
     latest = Manifest.objects.filter(repository=repo).aggregate(
         pulled=Max("last_pulled"),
-        pushed=Max("last_pushed", filter=Q(last_pushed_source__in=[
-            PushSource.PUSH_EVENT, PushSource.ACCESS_LOG])))
+        pushed=Max("last_pushed", filter=Q(last_pushed_source__in=SEEN_PUSH)))
     counts = {"item_count": repo.item_count, "tagged_count": repo.tagged_count,
               "index_count": repo.index_count, "total_size": repo.total_size}
     # Only counts that were off are written, and only then do open tables reload.

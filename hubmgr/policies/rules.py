@@ -19,7 +19,7 @@ keep rules protect. Plain functions over plain data, no I/O.
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from hubmgr.inventory.coverage import SEEN_PUSH
+from hubmgr.inventory.coverage import Coverage
 
 from .patterns import compile_regex
 
@@ -42,7 +42,7 @@ class Item:
 
     @property
     def seen_push(self):
-        return self.last_pushed if self.last_pushed_source in SEEN_PUSH else None
+        return Coverage.seen_push(self)
 
     @property
     def age_from(self):
