@@ -51,3 +51,22 @@ def execute_run(run_id):
     run = runs.execute(run)
     log.info("policy=%s run=%s %s", run.policy.name, run.pk, run.status)
     return run.pk
+
+
+class QueueUnavailable(Exception):
+    pass
+
+
+def start_run(policy, user=None, delete=True) -> PolicyRun:
+    """Claim a run and queue it for a worker: runs.AlreadyRunning while one runs;
+    QueueUnavailable when the broker cannot take it, and then nothing of the run remains."""
+    run = runs.claim_run(policy, user, delete=delete)
+    try:
+        execute_run.delay(run.pk)
+    except Exception as exc:  # any broker failure
+        # Not queued, so not started: the run is taken back.
+        log.warning("policy run=%s not queued (broker unavailable): %s", run.pk, exc)
+        run.delete()
+        raise QueueUnavailable("the task queue (Redis) is unavailable, so the run was not "
+                               "started; try again later") from None
+    return run

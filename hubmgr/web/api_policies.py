@@ -3,8 +3,6 @@ on the workers and their reports. Auth and errors as in api.py; viewers may list
 changing or running a policy takes the delete permission. Every change goes through
 hubmgr.policies.service, so it is audited with the requesting user."""
 
-import logging
-
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError
 from django.db.models import CharField, OuterRef, Subquery, TextField
@@ -17,8 +15,6 @@ from hubmgr.policies.models import CleanupPolicy, PolicyRun
 
 from .api import ApiError, _body, _time, api_auth
 from .deletions import require_delete_permission
-
-log = logging.getLogger("hubmgr.api")
 
 # The settings a request may send; the rest (id, times, who) is bookkeeping.
 EDITABLE = tuple(service.as_data(CleanupPolicy()))
@@ -182,17 +178,11 @@ def start_run(request, policy_id):
     if set(body) - {"dry_run"} or not isinstance(body.get("dry_run", False), bool):
         raise ApiError('the body is {} or {"dry_run": true|false}')
     try:
-        run = runs.claim_run(policy, request.user, delete=not body.get("dry_run", False))
+        run = tasks.start_run(policy, request.user, delete=not body.get("dry_run", False))
     except runs.AlreadyRunning as exc:
         raise ApiError(str(exc), 409) from None
-    try:
-        tasks.execute_run.delay(run.pk)
-    except Exception as exc:  # any broker failure
-        # Not queued, so not started: the run is taken back and nothing of it remains.
-        log.warning("policy run=%s not queued (broker unavailable): %s", run.pk, exc)
-        run.delete()
-        raise ApiError("the task queue (Redis) is unavailable, so the run was not started; "
-                       "try again later", 503) from None
+    except tasks.QueueUnavailable as exc:
+        raise ApiError(str(exc), 503) from None
     return JsonResponse({"id": run.pk, "status": run.status, "dry_run": run.dry_run,
                          "status_url": reverse("api-policy-run", args=[run.pk])}, status=202)
 
