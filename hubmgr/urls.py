@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from hubmgr.web import api, api_policies, deletions, health, hooks, live, views
+from hubmgr.web import api, api_policies, deletions, health, hooks, live, policy_pages, views
 
 handler400 = views.bad_request
 
@@ -26,6 +26,16 @@ urlpatterns = [
     path("jobs/", deletions.job_list, name="jobs"),
     path("jobs/<int:job_id>", deletions.job_detail, name="job-detail"),
     path("jobs/<int:job_id>/progress", deletions.progress, name="job-progress"),
+    path("policies/", policy_pages.policy_list, name="policies"),
+    path("policies/new", policy_pages.policy_new, name="policy-new"),
+    path("policies/preview", policy_pages.policy_preview, name="policy-preview"),
+    path("policies/<int:policy_id>/", policy_pages.policy_detail, name="policy"),
+    path("policies/<int:policy_id>/edit", policy_pages.policy_edit, name="policy-edit"),
+    path("policies/<int:policy_id>/delete", policy_pages.policy_delete, name="policy-delete"),
+    path("policies/<int:policy_id>/dry-run", policy_pages.policy_dry_run,
+         name="policy-dry-run"),
+    path("policies/<int:policy_id>/run", policy_pages.policy_run, name="policy-run-now"),
+    path("policies/runs/<int:run_id>/", policy_pages.run_detail, name="policy-run"),
     path("hooks/registry", hooks.registry_hook, name="registry-hook"),
     path("api/v1/repositories", api.repositories, name="api-repositories"),
     path("api/v1/repositories/<path:name>/images", api.images, name="api-images"),

@@ -1,0 +1,186 @@
+"""The cleanup policy pages: the list, a policy with its runs, a run's report, the form with
+its live preview, and the maintainers' actions (dry run, run now, delete). Every change goes
+through hubmgr.policies.service, so it is audited; lookups and the bounded report are the
+JSON API's."""
+
+from django.contrib.auth.decorators import login_required
+from django.db import IntegrityError
+from django.db.models import OuterRef, Subquery
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from hubmgr.policies import runs, service, tasks
+from hubmgr.policies.models import CleanupPolicy, PolicyRun
+
+from .api_policies import _LISTS, bounded_report, get_policy, get_run
+from .deletions import DELETE_PERMISSION, require_delete_permission
+from .policy_forms import PolicyForm, PreviewForm
+from .present import human_size
+
+MAX_RUNS = 50  # run history shown on a policy's page
+
+
+def get_policy_to_change(request, policy_id) -> CleanupPolicy:
+    """The policy, for a maintainer: 404 when there is none, 403 for everyone else."""
+    policy = get_policy(policy_id)
+    require_delete_permission(request.user)
+    return policy
+
+
+def present_report(report) -> dict:
+    """The bounded report with what a page shows: sizes in words, the rules described, and
+    how many of each list are left out."""
+    report = bounded_report(report)
+    described = report.get("rules", {})
+    remove, keep = described.get("remove", {}), described.get("keep", {})
+    for entry in report.get("repositories", []):
+        entry["reclaim_text"] = human_size(entry["reclaim_bytes"])
+        for key in _LISTS:
+            entry[f"{key}_more"] = entry[f"{key}_count"] - len(entry.get(key) or [])
+        for item in entry["going"]:
+            item["rule_text"] = remove.get(item.get("rule")) or ""
+            item["size_text"] = human_size(item.get("size") or 0)
+        for item in entry["protected"]:
+            item["keep_text"] = "; ".join(keep.get(k, k) for k in item["keep"])
+    totals = report.get("totals")
+    if totals:
+        totals["reclaim_text"] = human_size(totals["reclaim_bytes"])
+        totals["braked_reclaim_text"] = human_size(totals["braked_reclaim_bytes"])
+        report["repositories_more"] = totals["planned"] - len(report["repositories"])
+    return report
+
+
+def _with_last_run(policies):
+    newest = PolicyRun.objects.filter(policy=OuterRef("pk")).order_by("-started_at", "-id")
+    policies = list(policies.annotate(last_run_id=Subquery(newest.values("pk")[:1])))
+    found = PolicyRun.objects.in_bulk([p.last_run_id for p in policies if p.last_run_id])
+    for policy in policies:
+        policy.last_run = found.get(policy.last_run_id)
+        if policy.last_run:
+            policy.last_run.freed = _freed(policy.last_run)
+    return policies
+
+
+def _freed(run):
+    totals = (run.report or {}).get("totals")
+    return human_size(totals["reclaim_bytes"]) if totals else None
+
+
+@require_GET
+@login_required
+def policy_list(request):
+    return render(request, "policies/list.html", {
+        "policies": _with_last_run(CleanupPolicy.objects.all()),
+        "can_change": request.user.has_perm(DELETE_PERMISSION)})
+
+
+def _policy_page(request, policy, message=None, status=200):
+    history = list(policy.runs.select_related("started_by")[:MAX_RUNS + 1])
+    for run in history:
+        run.freed = _freed(run)
+    return render(request, "policies/policy.html", {
+        "policy": policy, "runs": history[:MAX_RUNS], "more_runs": len(history) > MAX_RUNS,
+        "can_change": request.user.has_perm(DELETE_PERMISSION), "message": message},
+        status=status)
+
+
+@require_GET
+@login_required
+def policy_detail(request, policy_id):
+    return _policy_page(request, get_policy(policy_id))
+
+
+@require_POST
+@login_required
+def policy_dry_run(request, policy_id):
+    """What the policy would remove now, inline (htmx); nothing is recorded."""
+    policy = get_policy_to_change(request, policy_id)
+    return render(request, "policies/policy.html#dry-run", {
+        "policy": policy, "report": present_report(runs.dry_run(policy))})
+
+
+@require_POST
+@login_required
+def policy_run(request, policy_id):
+    """Start a run on the workers and show its report page; one already running or the queue
+    down is a message on the policy's page."""
+    policy = get_policy_to_change(request, policy_id)
+    try:
+        run = tasks.start_run(policy, request.user)
+    except runs.AlreadyRunning as exc:
+        return _policy_page(request, policy, str(exc), status=409)
+    except tasks.QueueUnavailable as exc:
+        return _policy_page(request, policy, f"Not started: {exc}.", status=503)
+    return redirect("policy-run", run.pk)
+
+
+@require_GET
+@login_required
+def run_detail(request, run_id):
+    run = get_run(run_id)
+    report = present_report(run.report) if run.report else None
+    return render(request, "policies/run.html", {
+        "run": run, "report": report, "finished": PolicyRun.Status(run.status).is_finished,
+        "jobs": list(run.jobs.order_by("pk"))})
+
+
+def _save(request, form):
+    """Save through the audited write path; a name taken meanwhile is a field error."""
+    try:
+        return service.save_policy(form.save(commit=False), request.user)
+    except IntegrityError:
+        form.add_error("name", "A policy with this name exists.")
+        return None
+
+
+def _form_page(request, form, policy=None):
+    status = 400 if form.is_bound else 200
+    return render(request, "policies/form.html", {"form": form, "policy": policy},
+                  status=status)
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def policy_new(request):
+    require_delete_permission(request.user)
+    form = PolicyForm(request.POST or None)
+    if form.is_valid() and (policy := _save(request, form)):
+        return redirect("policy", policy.pk)
+    return _form_page(request, form)
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def policy_edit(request, policy_id):
+    policy = get_policy_to_change(request, policy_id)
+    form = PolicyForm(request.POST or None, instance=policy)
+    if form.is_valid() and (saved := _save(request, form)):
+        return redirect("policy", saved.pk)
+    return _form_page(request, form, policy)
+
+
+@require_POST
+@login_required
+def policy_preview(request):
+    """What the settings being edited would remove now (counts and bytes per repository),
+    without saving; the errors instead while they are invalid."""
+    require_delete_permission(request.user)
+    form = PreviewForm(request.POST)
+    report = present_report(runs.dry_run(form.instance)) if form.is_valid() else None
+    return render(request, "policies/form.html#preview", {"preview_form": form,
+                                                           "report": report})
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def policy_delete(request, policy_id):
+    """GET asks for confirmation; POST deletes (audited). Not while a run is running."""
+    policy = get_policy_to_change(request, policy_id)
+    if request.method == "POST":
+        runs.fail_abandoned(policy)
+        if policy.runs.filter(status=PolicyRun.Status.RUNNING).exists():
+            return _policy_page(request, policy, f"Policy {policy.name} is running; delete it "
+                                "once the run is finished.", status=409)
+        service.delete_policy(policy, request.user)
+        return redirect("policies")
+    return render(request, "policies/delete.html", {"policy": policy})
