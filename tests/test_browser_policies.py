@@ -1,0 +1,69 @@
+"""Cleanup policies in Chromium: create one with the form, watch its live preview, run it on a
+worker and read its report."""
+
+import time
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect
+
+from hubmgr.inventory.store import refresh
+
+from .factories import make_image, make_repo, observe_pulls
+from .test_browser import CHROMIUM, OUTPUT, login
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                reason="Debian's chromium is not installed")
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        yield browser
+        browser.close()
+
+
+def test_create_preview_run_and_read_the_report(chromium, live_server, celery_worker):
+    observe_pulls(400)
+    repo = make_repo("team/app")
+    for n in range(4):
+        make_image(repo, f"build{n}", tags=[f"build-{n}"], pushed=20 - n)
+    make_image(repo, "old", pushed=30, size=2_000_000)
+    refresh(repo)
+    page = login(chromium, live_server, "maria", ["delete_images"])
+    try:
+        page.click("nav >> text=Policies")
+        page.click("#new-policy")
+        page.fill("#id_name", "untagged")
+        page.fill("#id_include", "team/*")
+        page.fill("#id_remove_untagged_days", "7")
+        expect(page.locator("#preview-totals")).to_contain_text("1 item in 1 of 1")
+        expect(page.locator("#policy-preview")).to_contain_text("2.0 MB")
+        page.fill("#id_remove_tag_regex", "(unclosed")
+        expect(page.locator("#policy-preview")).to_contain_text("Fix these")
+        page.fill("#id_remove_tag_regex", "")
+        expect(page.locator("#preview-totals")).to_be_visible()
+        OUTPUT.mkdir(exist_ok=True)
+        page.screenshot(path=str(OUTPUT / "policy-form-preview.png"), full_page=True)
+        page.click("#save-policy")
+        expect(page.locator("h1")).to_have_text("untagged")
+        page.click("#dry-run")
+        expect(page.locator("#dry-run-report")).to_contain_text("2.0 MB")
+        page.click("#run-now")
+        page.wait_for_url("**/policies/runs/*/")
+        deadline = time.monotonic() + 20
+        while "Running" in page.locator("#run-status").inner_text() \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
+            page.reload()
+        expect(page.locator("#run-status")).to_have_text("Done")
+        expect(page.locator(".report-repo")).to_contain_text("untagged for more than 7 days")
+        page.screenshot(path=str(OUTPUT / "policy-run-report.png"), full_page=True)
+        assert page.csp_violations == []
+    finally:
+        page.context.close()
