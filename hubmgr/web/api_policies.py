@@ -23,7 +23,7 @@ MAX_TEXT = 10_000  # characters of include or exclude globs
 # repositories; counts and bytes stay exact, and "items_truncated" says when a list is cut.
 MAX_LISTED_ITEMS = 100
 MAX_LISTED_REPOSITORIES = 200
-_LISTS = ("going", "protected", "kept", "unread")
+REPORT_LISTS = ("going", "protected", "kept", "unread")
 
 
 def get_policy(policy_id) -> CleanupPolicy:
@@ -147,7 +147,7 @@ def bounded_report(report) -> dict:
     listed = []
     for entry in report["repositories"][:MAX_LISTED_REPOSITORIES]:
         entry = dict(entry)
-        for key in _LISTS:
+        for key in REPORT_LISTS:
             values = entry.get(key) or []
             entry[f"{key}_count"] = len(values)
             if len(values) > MAX_LISTED_ITEMS:

@@ -1,9 +1,12 @@
 """The form that creates and changes a cleanup policy, and its preview variant."""
 
 from django import forms
+from django.core.validators import MaxLengthValidator
 
 from hubmgr.policies import service
 from hubmgr.policies.models import CleanupPolicy
+
+from .api_policies import MAX_TEXT
 
 FIELDS = tuple(service.as_data(CleanupPolicy()))
 
@@ -20,6 +23,11 @@ class PolicyForm(forms.ModelForm):
             "exclude": forms.Textarea(attrs={"rows": 2, "placeholder": "team/base"}),
             "run_at": forms.TimeInput(attrs={"type": "time"}, format="%H:%M"),
         }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in ("include", "exclude"):  # as the API bounds them
+            self.fields[name].validators.append(MaxLengthValidator(MAX_TEXT))
 
 
 class PreviewForm(PolicyForm):

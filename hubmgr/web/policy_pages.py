@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from hubmgr.policies import runs, service, tasks
 from hubmgr.policies.models import CleanupPolicy, PolicyRun
 
-from .api_policies import _LISTS, bounded_report, get_policy, get_run
+from .api_policies import REPORT_LISTS, bounded_report, get_policy, get_run
 from .deletions import DELETE_PERMISSION, require_delete_permission
 from .policy_forms import PolicyForm, PreviewForm
 from .present import human_size
@@ -35,7 +35,7 @@ def present_report(report) -> dict:
     remove, keep = described.get("remove", {}), described.get("keep", {})
     for entry in report.get("repositories", []):
         entry["reclaim_text"] = human_size(entry["reclaim_bytes"])
-        for key in _LISTS:
+        for key in REPORT_LISTS:
             entry[f"{key}_more"] = entry[f"{key}_count"] - len(entry.get(key) or [])
         for item in entry["going"]:
             item["rule_text"] = remove.get(item.get("rule")) or ""
@@ -119,9 +119,11 @@ def policy_run(request, policy_id):
 def run_detail(request, run_id):
     run = get_run(run_id)
     report = present_report(run.report) if run.report else None
-    return render(request, "policies/run.html", {
-        "run": run, "report": report, "finished": PolicyRun.Status(run.status).is_finished,
-        "jobs": list(run.jobs.order_by("pk"))})
+    context = {"run": run, "report": report, "jobs": list(run.jobs.order_by("pk")),
+               "finished": PolicyRun.Status(run.status).is_finished}
+    if request.htmx and request.htmx.target == "run-body":  # polled until the run finishes
+        return render(request, "policies/run.html#run-body", context)
+    return render(request, "policies/run.html", context)
 
 
 def _save(request, form):
