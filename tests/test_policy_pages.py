@@ -223,10 +223,13 @@ def test_a_report_lists_are_bounded_with_and_n_more(maint, policy, monkeypatch):
 
 def test_a_running_run_says_so_and_a_failed_one_says_why(maint, policy):
     running = run_of(policy)
-    assert "in progress" in maint.get(f"/policies/runs/{running.pk}/").content.decode()
+    html = maint.get(f"/policies/runs/{running.pk}/").content.decode()
+    assert "in progress" in html and 'hx-trigger="every 2s"' in html
+    polled = maint.get(f"/policies/runs/{running.pk}/", **HTMX, HTTP_HX_TARGET="run-body")
+    assert polled.content.decode().lstrip().startswith('<div id="run-body"')
     failed = run_of(policy, status="failed", error="Interrupted: the process stopped")
     html = maint.get(f"/policies/runs/{failed.pk}/").content.decode()
-    assert "Interrupted: the process stopped" in html
+    assert "Interrupted: the process stopped" in html and "every 2s" not in html
 
 
 # ---- the form ---------------------------------------------------------------------------------
@@ -261,6 +264,11 @@ def test_invalid_input_shows_the_field_error_and_saves_nothing(maint, change, fi
     assert resp.status_code == 400 and f'id="error-{field}"' in html
     assert message in html
     assert not CleanupPolicy.objects.exists() and not PolicyAudit.objects.exists()
+
+
+def test_too_long_globs_are_a_field_error(maint):
+    resp = maint.post("/policies/new", {**BUILDS, "include": "team/*\n" * 2000})
+    assert resp.status_code == 400 and 'id="error-include"' in resp.content.decode()
 
 
 def test_a_taken_name_is_a_field_error(maint, policy):
