@@ -145,7 +145,7 @@ def _form_page(request, form, policy=None):
 @login_required
 def policy_new(request):
     require_delete_permission(request.user)
-    form = PolicyForm(request.POST or None)
+    form = PolicyForm(request.POST if request.method == "POST" else None)
     if form.is_valid() and (policy := _save(request, form)):
         return redirect("policy", policy.pk)
     return _form_page(request, form)
@@ -155,7 +155,7 @@ def policy_new(request):
 @login_required
 def policy_edit(request, policy_id):
     policy = get_policy_to_change(request, policy_id)
-    form = PolicyForm(request.POST or None, instance=policy)
+    form = PolicyForm(request.POST if request.method == "POST" else None, instance=policy)
     if form.is_valid() and (saved := _save(request, form)):
         return redirect("policy", saved.pk)
     return _form_page(request, form, policy)
