@@ -136,6 +136,13 @@ def maintainer(django_user_model):
 
 
 @pytest.fixture
+def maint(client, maintainer):
+    """The test client, logged in as a maintainer."""
+    client.force_login(maintainer)
+    return client
+
+
+@pytest.fixture
 def logged_in(client, user):
     client.force_login(user)
     return client

@@ -66,3 +66,22 @@ def sample_repo(name="team/app"):
     loose = make_image(repo, "loose", size=50, pushed=300)
     refresh(repo)
     return repo, index, images, loose
+
+
+def policy_inventory():
+    """team/app: five builds a day apart, a release, an index with two children and two
+    untagged images (3 and 30 days old); other/x, which the policy tests do not cover."""
+    observe_pulls(400)
+    repo = make_repo("team/app")
+    for n in range(5):
+        make_image(repo, f"build{n}", tags=[f"build-{n}"], pushed=20 - n)
+    make_image(repo, "rel", tags=["v1.0.0"], pushed=200)
+    amd, arm = make_image(repo, "amd"), make_image(repo, "arm")
+    make_index(repo, "idx", [amd, arm], tags=["latest"], pushed=100)
+    make_image(repo, "new", pushed=3)
+    make_image(repo, "old", pushed=30)
+    refresh(repo)
+    other = make_repo("other/x")
+    make_image(other, "x0", pushed=100)
+    refresh(other)
+    return repo

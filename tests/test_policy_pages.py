@@ -6,11 +6,10 @@ import time
 import pytest
 from django.test import Client
 
-from hubmgr.inventory.store import refresh
 from hubmgr.policies import service, tasks
 from hubmgr.policies.models import CleanupPolicy, PolicyAudit, PolicyRun
 
-from .factories import digest, make_image, make_index, make_repo, observe_pulls
+from .factories import digest, policy_inventory
 
 pytestmark = pytest.mark.django_db
 
@@ -23,29 +22,8 @@ HTMX = {"HTTP_HX_REQUEST": "true"}
 
 
 @pytest.fixture
-def maint(client, maintainer):
-    client.force_login(maintainer)
-    return client
-
-
-@pytest.fixture
 def inventory(db):
-    """team/app: five builds a day apart, a release, an index with two children and two
-    untagged images (3 and 30 days old); other/x is not covered."""
-    observe_pulls(400)
-    repo = make_repo("team/app")
-    for n in range(5):
-        make_image(repo, f"build{n}", tags=[f"build-{n}"], pushed=20 - n)
-    make_image(repo, "rel", tags=["v1.0.0"], pushed=200)
-    amd, arm = make_image(repo, "amd"), make_image(repo, "arm")
-    make_index(repo, "idx", [amd, arm], tags=["latest"], pushed=100)
-    make_image(repo, "new", pushed=3)
-    make_image(repo, "old", pushed=30)
-    refresh(repo)
-    other = make_repo("other/x")
-    make_image(other, "x0", pushed=100)
-    refresh(other)
-    return repo
+    return policy_inventory()
 
 
 @pytest.fixture
