@@ -18,7 +18,9 @@ from functools import reduce
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Case, Count, DateTimeField, F, Max, Q, When, Window
+from django.db.models import (
+    Case, Count, DateTimeField, F, Max, OuterRef, Q, Subquery, When, Window)
+from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
 
@@ -293,6 +295,22 @@ def _execute(run, policy, delete, user=None, progress=None) -> PolicyRun:
     run.finished_at = timezone.now()
     run.save(update_fields=["report", "status", "error", "finished_at"])
     return run
+
+
+def with_reclaim(run_qs):
+    """Runs without their report (a recorded one lists every item that went), each with its
+    totals' ``reclaim_bytes`` (None when it has none)."""
+    return run_qs.defer("report").annotate(
+        reclaim_bytes=KeyTransform("reclaim_bytes", KeyTransform("totals", "report")))
+
+
+def last_runs(policy_ids) -> dict:
+    """{policy id: its newest run, as with_reclaim gives it}, in two queries."""
+    newest = PolicyRun.objects.filter(policy=OuterRef("pk")).order_by("-started_at", "-id")
+    ids = (CleanupPolicy.objects.filter(pk__in=policy_ids)
+           .annotate(last=Subquery(newest.values("pk")[:1]))
+           .exclude(last=None).values_list("last", flat=True))
+    return {run.policy_id: run for run in with_reclaim(PolicyRun.objects.filter(pk__in=list(ids)))}
 
 
 class AlreadyRunning(Exception):

@@ -5,7 +5,7 @@ hubmgr.policies.service, so it is audited with the requesting user."""
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError
-from django.db.models import CharField, OuterRef, Subquery, TextField
+from django.db.models import CharField, TextField
 from django.http import Http404, HttpResponse, JsonResponse
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
@@ -54,18 +54,12 @@ def policy_json(policy, last_run=None) -> dict:
 
 def _last_runs(policy_ids) -> dict:
     """{policy id: its newest run's id, status, times and reclaim}, in two queries."""
-    newest = PolicyRun.objects.filter(policy=OuterRef("pk")).order_by("-started_at", "-id")
-    ids = (CleanupPolicy.objects.filter(pk__in=policy_ids)
-           .annotate(last=Subquery(newest.values("pk")[:1]))
-           .exclude(last=None).values_list("last", flat=True))
-    rows = PolicyRun.objects.filter(pk__in=list(ids)).values(
-        "pk", "policy_id", "status", "dry_run", "started_at", "finished_at",
-        "report__totals__reclaim_bytes")
-    return {row["policy_id"]: {
-        "id": row["pk"], "url": reverse("api-policy-run", args=[row["pk"]]),
-        "status": row["status"], "dry_run": row["dry_run"],
-        "started_at": _time(row["started_at"]), "finished_at": _time(row["finished_at"]),
-        "reclaim_bytes": row["report__totals__reclaim_bytes"]} for row in rows}
+    return {policy_id: {
+        "id": run.pk, "url": reverse("api-policy-run", args=[run.pk]),
+        "status": run.status, "dry_run": run.dry_run,
+        "started_at": _time(run.started_at), "finished_at": _time(run.finished_at),
+        "reclaim_bytes": run.reclaim_bytes}
+        for policy_id, run in runs.last_runs(policy_ids).items()}
 
 
 def _apply(policy, body):

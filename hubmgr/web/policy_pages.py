@@ -5,7 +5,6 @@ JSON API's."""
 
 from django.contrib.auth.decorators import login_required
 from django.db import IntegrityError
-from django.db.models import OuterRef, Subquery
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -51,19 +50,18 @@ def present_report(report) -> dict:
 
 
 def _with_last_run(policies):
-    newest = PolicyRun.objects.filter(policy=OuterRef("pk")).order_by("-started_at", "-id")
-    policies = list(policies.annotate(last_run_id=Subquery(newest.values("pk")[:1])))
-    found = PolicyRun.objects.in_bulk([p.last_run_id for p in policies if p.last_run_id])
+    policies = list(policies)
+    found = runs.last_runs([p.pk for p in policies])
     for policy in policies:
-        policy.last_run = found.get(policy.last_run_id)
+        policy.last_run = found.get(policy.pk)
         if policy.last_run:
             policy.last_run.freed = _freed(policy.last_run)
     return policies
 
 
 def _freed(run):
-    totals = (run.report or {}).get("totals")
-    return human_size(totals["reclaim_bytes"]) if totals else None
+    """What a run loaded with runs.with_reclaim freed, in words."""
+    return human_size(run.reclaim_bytes) if run.reclaim_bytes is not None else None
 
 
 @require_GET
@@ -75,7 +73,7 @@ def policy_list(request):
 
 
 def _policy_page(request, policy, message=None, status=200):
-    history = list(policy.runs.select_related("started_by")[:MAX_RUNS + 1])
+    history = list(runs.with_reclaim(policy.runs.select_related("started_by"))[:MAX_RUNS + 1])
     for run in history:
         run.freed = _freed(run)
     return render(request, "policies/policy.html", {
