@@ -21,7 +21,7 @@ from hubmgr.inventory.registries import default_registry
 from hubmgr.inventory.store import refresh
 from hubmgr.policies import rules, runs, service
 from hubmgr.policies.models import CleanupPolicy, PolicyAudit, PolicyRun
-from hubmgr.policies.patterns import RepositoryMatcher, compile_regex
+from hubmgr.policies.patterns import RepositoryMatcher, compile_regex, tag_finder
 
 from .factories import days_ago, digest, make_image, make_index, make_repo, observe_pulls
 
@@ -103,6 +103,12 @@ def test_expressions_search_as_python_re_does():
 
 # ---- the audited write path ------------------------------------------------------------------
 @pytest.mark.django_db
+@given(st.sampled_from(["^build-", "dev", r"^v?\d+\.\d+\.\d+$", "é", "^$", "a|b", "(a+)+$"]),
+       st.text(max_size=40))
+def test_the_tag_test_of_runs_answers_as_search_does(pattern, tag):
+    assert tag_finder(pattern)(tag) == (compile_regex(pattern).search(tag) is not None)
+
+
 def test_every_change_is_audited_with_who_before_and_after(maintainer):
     p = service.save_policy(policy(name="untagged", remove_untagged_days=7), maintainer)
     created = PolicyAudit.objects.get()
@@ -539,7 +545,7 @@ def test_a_failed_dry_run_is_recorded_as_failed_with_its_reason(builds_repo, mon
     def broken(*args, **kwargs):
         raise RuntimeError("the inventory went away")
 
-    monkeypatch.setattr(runs, "load_graph", broken)
+    monkeypatch.setattr(runs, "load_graphs", broken)
     run = runs.record_dry_run(p)
     assert (run.status, run.error, run.report) == (
         "failed", "RuntimeError: the inventory went away", {})
@@ -781,6 +787,50 @@ def test_a_dry_run_loads_repositories_in_chunks(builds_repo, monkeypatch):
     assert runs.dry_run(p, now=NOW) == whole
     assert [r["repository"] for r in whole["repositories"]] == [
         "team/app", "team/more0", "team/more1", "team/more2", "team/more3"]
+
+
+def test_repositories_planned_from_one_graph_get_each_its_own_plan(db, monkeypatch):
+    """Several repositories' selections load as one graph (runs.GRAPH_ITEMS): each plan and
+    reclaim is still what a deletion preview of that repository alone shows. A blob shared by
+    images going in two repositories is freed by neither plan alone; a digest pushed to two
+    repositories keeps its manifest blob; an index in one repository never reaches another's."""
+    from hubmgr.deletion.actions import make_plan
+    from hubmgr.inventory.models import Blob, ManifestBlob
+
+    shared = Blob.objects.create(registry=default_registry(), digest=digest("shared"),
+                                 size=7000)
+    repos = [make_repo(f"team/r{n}") for n in range(3)]
+    for n, repo in enumerate(repos):
+        old = make_image(repo, f"old{n}", pushed=30)
+        ManifestBlob.objects.create(manifest=old, blob=shared)
+        make_image(repo, f"new{n}", tags=["v1.0.0"], pushed=1)
+        kids = [make_image(repo, f"kid{n}{k}") for k in range(2)]
+        make_index(repo, f"idx{n}", kids, pushed=30)
+    # The same image (same digest) in r0 and r1, both untagged and old.
+    for repo in repos[:2]:
+        Manifest.objects.create(repository=repo, digest=digest("twin"), kind="image",
+                                size=300, manifest_size=300, fetched=True,
+                                last_pushed=days_ago(30), last_pushed_source="push_event")
+    for repo in repos:
+        refresh(repo)
+    p = service.save_policy(policy(name="untagged", include="team/*", remove_untagged_days=7,
+                                   brake_share=1.0))
+    together = runs.dry_run(p, now=NOW)
+    monkeypatch.setattr(runs, "GRAPH_ITEMS", 1)  # one repository per graph
+    apart = runs.dry_run(p, now=NOW)
+    assert together == apart
+    assert len(together["repositories"]) == 3
+    for report in together["repositories"]:
+        repo = Repository.objects.get(name=report["repository"])
+        selected = [i["digest"] for i in report["going"] if i["reason"] == SELECTED]
+        alone = make_plan(repo, selected)
+        assert [i["digest"] for i in report["going"]] == [n.digest for n, _ in alone.items]
+        assert report["reclaim_bytes"] == alone.reclaim_bytes
+        # Nothing of another repository, and the shared blob and the twin's manifest blob
+        # stay: each is still referenced elsewhere.
+        assert all(Manifest.objects.filter(repository=repo, digest=i["digest"]).exists()
+                   for i in report["going"])
+        assert report["reclaim_bytes"] == 3 * 1000  # the old image's layer, the children's
 
 
 def test_an_index_whose_child_was_pulled_counts_as_pulled(db):

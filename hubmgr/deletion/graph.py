@@ -16,7 +16,8 @@ from contextlib import contextmanager
 
 from django.db import connection, transaction
 
-from hubmgr.inventory.models import Blob, IndexChild, Kind, Manifest, ManifestBlob, Tag
+from hubmgr.inventory.models import (
+    Blob, IndexChild, Kind, Manifest, ManifestBlob, Repository, Tag)
 from hubmgr.inventory.queries import TableState, items
 from hubmgr.registry import names
 
@@ -90,34 +91,57 @@ def _probing():
 
 def load_graph(repo, digests) -> tuple[Graph, list]:
     """A Graph around ``digests`` of ``repo``, and the selected keys."""
+    digests = list(dict.fromkeys(digests))
+    if not digests:  # (an empty list would be taken for ids)
+        return Graph({}, {}), []
     with _probing():
-        return _load_graph(repo, digests)
+        graph = _load(repo.registry_id, {repo.pk: repo.name},
+                      "WHERE m.repository_id = %s AND m.digest = v.value", digests, repo.pk)
+    return graph, [(repo.name, d) for d in digests]
 
 
-def _load_graph(repo, digests):
+def load_graphs(registry_id, names, ids, tags=None) -> Graph:
+    """One Graph around the manifests ``ids`` of several repositories of a registry (``names``
+    maps each repository's id to its name), for planning each repository in turn: a plan only
+    reaches its own repository's nodes (an index and its children share a repository), and
+    the blob counts cover every repository's nodes at once, which is what a plan of one of
+    them needs (another repository's reference keeps a blob, as a reference from outside
+    does). Cleanup policies plan hundreds of repositories this way in a few queries.
+    ``tags`` may give the tags of some of the manifests (by id), read with them already."""
+    ids = list(dict.fromkeys(ids))
+    if not ids:
+        return Graph({}, {})
+    with _probing():
+        return _load(registry_id, names, "WHERE m.id = v.value", ids, tags=tags or {})
+
+
+def _load(registry_id, names, where, *params, tags=None) -> Graph:
+    """The Graph around the manifests that ``where`` (over ``m``, a manifest, and ``v.value``,
+    one of the first of ``params``) selects; ``tags`` gives some of their tags already."""
     manifest_t, child_t, link_t = _table(Manifest), _table(IndexChild), _table(ManifestBlob)
     # The last column: is there a row with this digest in another repository of the registry
     # (it keeps the manifest's own blob)? Each row's probe stops at the first.
     columns = (
-        "m.id, m.digest, m.kind, m.size, m.manifest_size, m.fetched, "
-        f"(SELECT 1 FROM {manifest_t} o JOIN {_table(type(repo))} r ON r.id = o.repository_id "
+        "m.id, m.repository_id, m.digest, m.kind, m.size, m.manifest_size, m.fetched, "
+        f"(SELECT 1 FROM {manifest_t} o JOIN {_table(Repository)} r ON r.id = o.repository_id "
         "WHERE o.digest = m.digest AND o.repository_id <> m.repository_id "
         "AND r.registry_id = %s LIMIT 1)")
     # Nodes are made as rows arrive and completed in place (a plan may hold 100,000 of them:
     # no row tuples or lists kept beside them).
-    nodes = {}  # id -> Node; all in ``repo``
+    nodes = {}  # id -> Node
     digest_refs = {}
-    name = repo.name
     kinds = {Kind.IMAGE.value: Kind.IMAGE.value, Kind.INDEX.value: Kind.INDEX.value}
 
     def add(found):
         new = []
-        for manifest_id, digest, kind, size, manifest_size, fetched, elsewhere in found:
+        for manifest_id, repo_id, digest, kind, size, manifest_size, fetched, elsewhere in found:
             if manifest_id not in nodes:
-                nodes[manifest_id] = Node(key=(name, digest), kind=kinds.get(kind, kind),
-                                          size=size, manifest_size=manifest_size,
-                                          fetched=bool(fetched))
-                # A digest is unique within a repository; a row elsewhere keeps its blob.
+                nodes[manifest_id] = Node(key=(names[repo_id], digest),
+                                          kind=kinds.get(kind, kind), size=size,
+                                          manifest_size=manifest_size, fetched=bool(fetched))
+                # A row elsewhere keeps the manifest's blob. (The same digest in two
+                # repositories loaded together: each is the other's "elsewhere", so one count
+                # serves both.)
                 digest_refs[digest] = 2 if elsewhere else 1
                 new.append(manifest_id)
         return new
@@ -126,14 +150,10 @@ def _load_graph(repo, digests):
         ids = {i for i in ids if i not in nodes}
         if ids:
             add(_select(f"SELECT {columns} FROM ({{}}) v CROSS JOIN {manifest_t} m "
-                        "WHERE m.id = v.value", repo.registry_id, ids))
+                        "WHERE m.id = v.value", registry_id, ids))
 
-    digests = list(dict.fromkeys(digests))
-    if not digests:  # (an empty list would be taken for ids)
-        return Graph({}, {}), []
-    selected_ids = add(_select(
-        f"SELECT {columns} FROM ({{}}) v CROSS JOIN {manifest_t} m "
-        "WHERE m.repository_id = %s AND m.digest = v.value", repo.registry_id, digests, repo.pk))
+    selected_ids = add(_select(f"SELECT {columns} FROM ({{}}) v CROSS JOIN {manifest_t} m "
+                               + where, registry_id, *params))
     children = defaultdict(list)  # index id -> [child ids], in the index's order
 
     def load_children(index_ids):
@@ -186,10 +206,18 @@ def _load_graph(repo, digests):
         if outside:
             refs[blob_id] += 1
 
-    for manifest_id, tag in _select(
-            f"SELECT t.manifest_id, t.name FROM ({{}}) v CROSS JOIN {_table(Tag)} t "
-            "WHERE t.manifest_id = v.value ORDER BY t.name", nodes):
-        nodes[manifest_id].tags += (tag,)
+    unknown = list(nodes)
+    if tags:
+        unknown = []
+        for manifest_id, node in nodes.items():
+            if manifest_id in tags:
+                node.tags = tags[manifest_id]
+            else:
+                unknown.append(manifest_id)
+    if unknown:
+        for manifest_id, tag in _select(
+                f"SELECT t.manifest_id, t.name FROM ({{}}) v CROSS JOIN {_table(Tag)} t "
+                "WHERE t.manifest_id = v.value ORDER BY t.name", unknown):
+            nodes[manifest_id].tags += (tag,)
 
-    graph = Graph({node.key: node for node in nodes.values()}, blob_sizes, refs, digest_refs)
-    return graph, [(name, d) for d in digests]
+    return Graph({node.key: node for node in nodes.values()}, blob_sizes, refs, digest_refs)

@@ -34,6 +34,24 @@ def compile_regex(pattern: str):
                          "backreferences or lookaround)") from None
 
 
+def tag_finder(pattern: str):
+    """``compile_regex(pattern).search`` as a yes/no test of one tag, made for runs (which test
+    every candidate's tags). It calls RE2's compiled expression directly: the wrapper's
+    ``search`` builds a generator and a match object per call, 5.4 µs against 0.8 µs, and
+    that was most of a run's rule time. Falls back to ``search`` if the wrapper changes."""
+    regex = compile_regex(pattern)
+    match = getattr(getattr(regex, "_regexp", None), "Match", None)
+    anchor = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)
+    if match is None or anchor is None:
+        return lambda tag: regex.search(tag) is not None
+
+    def found(tag):
+        data = tag.encode()
+        return match(anchor, data, 0, len(data))[0] != (-1, -1)
+
+    return found
+
+
 def validate_regex(value):
     """A field validator shared by the model, the admin and (later) the form and the API."""
     if not value:

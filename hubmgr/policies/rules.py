@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 
 from hubmgr.inventory.coverage import Coverage
 
-from .patterns import compile_regex
+from .patterns import tag_finder
 
 REMOVE_TAG, REMOVE_UNTAGGED, REMOVE_STALE = "tag", "untagged", "stale"
 KEEP_LAST, KEEP_TAG, KEEP_PULLED = "last", "tag", "pulled"
@@ -39,6 +39,7 @@ class Item:
     first_seen: datetime | None = None
     last_pulled: datetime | None = None
     stale: bool | None = None
+    pk: int | None = None  # its manifest's id, where it came from the database
 
     @property
     def seen_push(self):
@@ -77,10 +78,10 @@ def remove_rule(item: Item, policy, now: datetime, tag_regex=None):
     """The first remove rule that selects ``item``, or None."""
     if item.tags:
         if policy.remove_tag_regex and policy.remove_tag_days is not None:
-            regex = tag_regex or compile_regex(policy.remove_tag_regex)
+            found = tag_regex or tag_finder(policy.remove_tag_regex)
             pushed = item.seen_push
             if (pushed is not None and pushed < now - timedelta(days=policy.remove_tag_days)
-                    and all(regex.search(t) for t in item.tags)):
+                    and all(map(found, item.tags))):
                 return REMOVE_TAG
     elif policy.remove_untagged_days is not None:
         since = item.age_from
@@ -109,8 +110,8 @@ def keep_rules(item: Item, policy, now: datetime, newest=frozenset(), keep_regex
     if item.digest in newest:
         rules.append(KEEP_LAST)
     if policy.keep_tag_regex and item.tags:
-        regex = keep_regex or compile_regex(policy.keep_tag_regex)
-        if any(regex.search(t) for t in item.tags):
+        found = keep_regex or tag_finder(policy.keep_tag_regex)
+        if any(map(found, item.tags)):
             rules.append(KEEP_TAG)
     if (policy.keep_pulled_days is not None and item.last_pulled is not None
             and item.last_pulled >= now - timedelta(days=policy.keep_pulled_days)):
@@ -124,8 +125,8 @@ def evaluate(items, policy, now: datetime, newest=None) -> Evaluation:
     ``items`` may be only the candidates (a superset of what the remove rules select) when
     ``newest`` gives the digests of the repository's ``keep_last`` newest tagged items."""
     result, items = Evaluation(), list(items)
-    tag_regex = compile_regex(policy.remove_tag_regex) if policy.remove_tag_regex else None
-    keep_regex = compile_regex(policy.keep_tag_regex) if policy.keep_tag_regex else None
+    tag_regex = tag_finder(policy.remove_tag_regex) if policy.remove_tag_regex else None
+    keep_regex = tag_finder(policy.keep_tag_regex) if policy.keep_tag_regex else None
     for item in items:
         rule = remove_rule(item, policy, now, tag_regex)
         if rule is None:

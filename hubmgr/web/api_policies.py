@@ -143,7 +143,7 @@ def bounded_report(report) -> dict:
         entry = dict(entry)
         for key in REPORT_LISTS:
             values = entry.get(key) or []
-            entry[f"{key}_count"] = len(values)
+            entry.setdefault(f"{key}_count", len(values))  # (reports before counts)
             if len(values) > MAX_LISTED_ITEMS:
                 entry[key], cut = values[:MAX_LISTED_ITEMS], True
         listed.append(entry)

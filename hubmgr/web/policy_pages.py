@@ -166,7 +166,8 @@ def policy_preview(request):
     without saving; the errors instead while they are invalid."""
     require_delete_permission(request.user)
     form = PreviewForm(request.POST)
-    report = present_report(runs.dry_run(form.instance)) if form.is_valid() else None
+    report = present_report(runs.dry_run(form.instance, lists=False)) if form.is_valid() \
+        else None
     return render(request, "policies/form.html#preview", {"preview_form": form,
                                                            "report": report})
 
