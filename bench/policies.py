@@ -103,3 +103,56 @@ def bench_policies():
            median_s=round(statistics.median(times), 3), best_s=round(min(times), 3),
            goal_s=goal, planned=totals["planned"],
            items=totals["going"] + totals["braked_going"])
+    bench_preview(policy)
+
+
+PREVIEW_REQUESTS = int(os.environ.get("BENCH_PREVIEW_REQUESTS", 20))
+PREVIEW_MANIFESTS = 100_000  # the issue's "100,000-item registry"
+
+
+def bench_preview(policy):
+    """The form's live preview (POST /policies/preview, as htmx sends it while one types):
+    server time over the repositories holding 100,000 manifests (all of them on SQLite; the
+    first tenth of the repositories at 1,000,000), goal p95 at most 500 ms; and once over
+    every repository at the larger size, for the record."""
+    from django.conf import settings
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
+    from django.db import connection
+    from django.test import Client
+
+    from hubmgr.policies import service
+
+    from .common import percentile
+
+    user, _ = get_user_model().objects.get_or_create(username="bench-policies")
+    user.user_permissions.add(Permission.objects.get(codename="delete_images"))
+    settings.ALLOWED_HOSTS.append("testserver")
+    client = Client()
+    client.force_login(user)
+    data = {k: "" if v is None else v for k, v in service.as_data(policy).items()}
+    data.pop("name", None)
+    per = MANIFESTS // REPOS
+    scopes = [("bench-pol/*", MANIFESTS)]
+    n = PREVIEW_MANIFESTS // per  # the first n repositories hold 100,000 manifests
+    digits = len(str(n)) - 1
+    if MANIFESTS > PREVIEW_MANIFESTS and 10 ** digits == n:  # svc-00* is svc-0000 to svc-0099
+        scopes.insert(0, (f"bench-pol/svc-{'0' * (4 - digits)}*", PREVIEW_MANIFESTS))
+    htmx = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "policy-preview"}
+    print(f"\nPolicy form live preview, {PREVIEW_REQUESTS} requests, {connection.vendor}:")
+    for include, manifests in scopes:
+        requests = PREVIEW_REQUESTS if manifests <= PREVIEW_MANIFESTS else 3
+        timings = []
+        for n in range(requests + 1):
+            started = time.perf_counter()
+            response = client.post("/policies/preview", data | {"include": include}, **htmx)
+            if n:  # the first warms up
+                timings.append((time.perf_counter() - started) * 1000)
+            assert response.status_code == 200, response.status_code
+            assert b"preview-totals" in response.content, response.content[:500]
+        p50, p95 = statistics.median(timings), percentile(timings, 95)
+        goal = 500 if manifests <= PREVIEW_MANIFESTS else None
+        print(f"  {include} ({manifests:,} manifests in {manifests // per:,} repositories): "
+              f"p50 {p50:.0f} ms, p95 {p95:.0f} ms" + (f" (goal {goal} ms)" if goal else ""))
+        record("policies", f"live preview, {manifests:,} manifests",
+               p50_ms=round(p50, 1), p95_ms=round(p95, 1), goal_ms=goal, requests=requests)

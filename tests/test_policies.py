@@ -789,6 +789,20 @@ def test_a_dry_run_loads_repositories_in_chunks(builds_repo, monkeypatch):
         "team/app", "team/more0", "team/more1", "team/more2", "team/more3"]
 
 
+def test_a_bounded_report_lists_the_first_entries_and_counts_them_all(builds_repo):
+    p = keep_ten_builds()
+    whole = runs.dry_run(p, now=NOW)
+    for limit in (0, 1):
+        bounded = runs.dry_run(p, now=NOW, limit=limit)
+        assert bounded["totals"] == whole["totals"]
+        for full, cut in zip(whole["repositories"], bounded["repositories"], strict=True):
+            for key in ("going", "protected", "kept", "unread"):
+                assert cut[key] == full[key][:limit]
+                assert cut[f"{key}_count"] == full[f"{key}_count"] == len(full[key])
+            assert cut["reclaim_bytes"] == full["reclaim_bytes"]
+    assert whole["repositories"][0]["going_count"] > 1
+
+
 def test_repositories_planned_from_one_graph_get_each_its_own_plan(db, monkeypatch):
     """Several repositories' selections load as one graph (runs.GRAPH_ITEMS): each plan and
     reclaim is still what a deletion preview of that repository alone shows. A blob shared by

@@ -30,7 +30,7 @@ from django.utils import timezone
 from hubmgr.deletion import actions, jobs
 from hubmgr.deletion.actions import snapshot
 from hubmgr.deletion.graph import load_graphs
-from hubmgr.deletion.planner import SELECTED, Graph, plan
+from hubmgr.deletion.planner import SELECTED, Graph, Plan, plan
 from hubmgr.inventory.coverage import SEEN_PUSH, Coverage
 from hubmgr.inventory.models import IndexChild, Kind, Manifest, Repository
 from hubmgr.inventory.registries import default_registry
@@ -221,10 +221,12 @@ def load_batch(batch, evaluated) -> Graph:
                        tags=tags)
 
 
-def plan_repository(policy, repo, result, items, total, graph=None, lists=True):
+def plan_repository(policy, repo, result, items, total, graph=None, limit=None):
     """The report of one repository, from its evaluation (``evaluate_chunk``) and, when it
-    selects anything, a graph around its selection (``load_batch``). Without ``lists`` (the
-    form's live preview) each list is left empty and only counted."""
+    selects anything, a graph around its selection (``load_batch``). Each list ("going",
+    "protected", "kept", "unread") holds at most ``limit`` entries (all when None); its
+    "<list>_count" counts them all."""
+    lists = limit is None or limit > 0
     tags = {item.digest: list(item.tags) for item in items} if lists else {}
     report = {
         "repository": repo.name,
@@ -232,7 +234,7 @@ def plan_repository(policy, repo, result, items, total, graph=None, lists=True):
         "selected": len(result.selected),
         "going": [],
         "protected": [{"digest": d, "tags": tags[d], "rule": rule, "keep": keeps}
-                      for d, (rule, keeps) in sorted(result.protected.items())] if lists else [],
+                      for d, (rule, keeps) in sorted(result.protected.items())[:limit]],
         "kept": [],
         "reclaim_bytes": 0,
         "unread": [],
@@ -245,7 +247,8 @@ def plan_repository(policy, repo, result, items, total, graph=None, lists=True):
         counts.update(going=len(p.items), kept=len(p.kept), unread=len(p.unknown))
         if lists:
             # As a preview keeps it (a job runs exactly this), with each selected item's rule.
-            planned = snapshot(p)
+            planned = snapshot(p if limit is None else Plan(
+                p.items[:limit], p.kept[:limit], p.reclaim_bytes, p.unknown[:limit]))
             for entry in planned["items"]:
                 entry["rule"] = result.selected.get(entry["digest"]) \
                     if entry["reason"] == SELECTED else None
@@ -275,10 +278,12 @@ def collector_paused():
 
 
 def dry_run(policy, now=None, progress=None, registry=None, on_repository=None,
-            lists=True) -> dict:
+            limit=None) -> dict:
     """The report of what ``policy`` would remove now. Nothing is recorded or deleted.
     ``progress`` wraps the list of repositories (a tqdm bar, say); ``on_repository`` is
-    called after each. Without ``lists``, each repository's items are counted, not listed."""
+    called after each. ``limit`` bounds each repository's lists (``plan_repository``): a
+    page or the API shows 100 entries of each, the form's live preview none, and listing
+    every item of 500,000 was a third of a run's time."""
     now = now or timezone.now()
     registry = registry or default_registry()
     coverage = Coverage.of(registry, now)
@@ -297,7 +302,7 @@ def dry_run(policy, now=None, progress=None, registry=None, on_repository=None,
                     in_graph = {r.pk for r in batch}
                     graph = load_batch(batch, evaluated)
                 reports.append(plan_repository(policy, repo, *entry, graph=graph,
-                                               lists=lists))
+                                               limit=limit))
             if on_repository:
                 on_repository()
     going = [r for r in reports if not r["brake"]]

@@ -143,9 +143,10 @@ def bounded_report(report) -> dict:
         entry = dict(entry)
         for key in REPORT_LISTS:
             values = entry.get(key) or []
-            entry.setdefault(f"{key}_count", len(values))  # (reports before counts)
+            count = entry.setdefault(f"{key}_count", len(values))  # (reports before counts)
             if len(values) > MAX_LISTED_ITEMS:
-                entry[key], cut = values[:MAX_LISTED_ITEMS], True
+                entry[key] = values = values[:MAX_LISTED_ITEMS]
+            cut = cut or count > len(values)
         listed.append(entry)
     return {**report, "repositories": listed, "items_truncated": cut,
             "repositories_truncated": len(report["repositories"]) > len(listed)}
@@ -158,7 +159,7 @@ def dry_run(request, policy_id):
     policy = get_policy(policy_id)
     require_delete_permission(request.user)
     _body(request)  # a malformed body is refused, as everywhere
-    return JsonResponse(bounded_report(runs.dry_run(policy)))
+    return JsonResponse(bounded_report(runs.dry_run(policy, limit=MAX_LISTED_ITEMS)))
 
 
 @require_http_methods(["POST"])

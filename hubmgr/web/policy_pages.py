@@ -11,7 +11,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from hubmgr.policies import runs, service, tasks
 from hubmgr.policies.models import CleanupPolicy, PolicyRun
 
-from .api_policies import REPORT_LISTS, bounded_report, get_policy, get_run
+from .api_policies import MAX_LISTED_ITEMS, REPORT_LISTS, bounded_report, get_policy, get_run
 from .deletions import DELETE_PERMISSION, require_delete_permission
 from .policy_forms import PolicyForm, PreviewForm
 from .present import human_size
@@ -94,7 +94,7 @@ def policy_dry_run(request, policy_id):
     """What the policy would remove now, inline (htmx); nothing is recorded."""
     policy = get_policy_to_change(request, policy_id)
     return render(request, "policies/policy.html#dry-run", {
-        "policy": policy, "report": present_report(runs.dry_run(policy))})
+        "policy": policy, "report": present_report(runs.dry_run(policy, limit=MAX_LISTED_ITEMS))})
 
 
 @require_POST
@@ -166,7 +166,7 @@ def policy_preview(request):
     without saving; the errors instead while they are invalid."""
     require_delete_permission(request.user)
     form = PreviewForm(request.POST)
-    report = present_report(runs.dry_run(form.instance, lists=False)) if form.is_valid() \
+    report = present_report(runs.dry_run(form.instance, limit=0)) if form.is_valid() \
         else None
     return render(request, "policies/form.html#preview", {"preview_form": form,
                                                            "report": report})
