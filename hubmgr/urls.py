@@ -48,7 +48,11 @@ urlpatterns = [
     path("api/v1/policies/<int:policy_id>", api_policies.policy, name="api-policy"),
     path("api/v1/policies/<int:policy_id>/dry-run", api_policies.dry_run,
          name="api-policy-dry-run"),
-    path("api/v1/policies/<int:policy_id>/runs", api_policies.start_run,
+    path("api/v1/policies/<int:policy_id>/runs", api_policies.policy_runs,
          name="api-policy-runs"),
+    path("api/v1/policies/<int:policy_id>/audit", api_policies.policy_audit,
+         name="api-policy-audit"),
     path("api/v1/policy-runs/<int:run_id>", api_policies.run_status, name="api-policy-run"),
+    path("api/v1/policy-runs/<int:run_id>/confirm-brake", api_policies.confirm_brake,
+         name="api-policy-run-confirm-brake"),
 ]
