@@ -36,6 +36,8 @@ urlpatterns = [
          name="policy-dry-run"),
     path("policies/<int:policy_id>/run", policy_pages.policy_run, name="policy-run-now"),
     path("policies/runs/<int:run_id>/", policy_pages.run_detail, name="policy-run"),
+    path("policies/runs/<int:run_id>/confirm-brake", policy_pages.run_confirm_brake,
+         name="policy-run-confirm-brake"),
     path("hooks/registry", hooks.registry_hook, name="registry-hook"),
     path("api/v1/repositories", api.repositories, name="api-repositories"),
     path("api/v1/repositories/<path:name>/images", api.images, name="api-images"),
