@@ -318,6 +318,8 @@ def test_a_maintainer_confirms_the_brake_and_sees_the_jobs_it_started(maint, pol
     job = DeletionJob.objects.get()
     html = maint.get(resp.url).content.decode()
     assert "Confirmed by maria at" in html and f'href="/jobs/{job.pk}"' in html
+    assert f"Confirmed by maria: its plan became deletion job #{job.pk}." in html
+    assert "Nothing was deleted" not in html and "nothing was deleted" not in html
     assert 'id="confirm-brake"' not in html
     again = maint.post(f"/policies/runs/{run.pk}/confirm-brake")  # a double click
     assert again.status_code == 409 and "Already confirmed by maria" in again.content.decode()
