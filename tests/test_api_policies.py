@@ -44,7 +44,8 @@ def create(client, **fields):
     ("get", "/api/v1/policies"), ("post", "/api/v1/policies"), ("get", "/api/v1/policies/1"),
     ("patch", "/api/v1/policies/1"), ("delete", "/api/v1/policies/1"),
     ("post", "/api/v1/policies/1/dry-run"), ("post", "/api/v1/policies/1/runs"),
-    ("get", "/api/v1/policy-runs/1")])
+    ("get", "/api/v1/policies/1/runs"), ("get", "/api/v1/policies/1/audit"),
+    ("get", "/api/v1/policy-runs/1"), ("post", "/api/v1/policy-runs/1/confirm-brake")])
 def test_anonymous_requests_are_a_json_401(client, method, url):
     resp = client.generic(method.upper(), url, "{}", content_type="application/json")
     assert resp.status_code == 401 and "authentication required" in resp.json()["error"]
@@ -152,7 +153,9 @@ def test_create_list_change_and_delete_are_audited_with_the_user(maint, maintain
 @pytest.mark.parametrize("method, url", [
     ("get", "/api/v1/policies/999"), ("patch", "/api/v1/policies/999"),
     ("delete", "/api/v1/policies/999"), ("post", "/api/v1/policies/999/dry-run"),
-    ("post", "/api/v1/policies/999/runs"), ("get", "/api/v1/policy-runs/999")])
+    ("post", "/api/v1/policies/999/runs"), ("get", "/api/v1/policies/999/runs"),
+    ("get", "/api/v1/policies/999/audit"), ("get", "/api/v1/policy-runs/999"),
+    ("post", "/api/v1/policy-runs/999/confirm-brake")])
 def test_unknown_ids_are_a_json_404(maint, method, url):
     resp = maint.generic(method.upper(), url, "{}", content_type="application/json")
     assert resp.status_code == 404 and "There is no" in resp.json()["error"]
@@ -261,3 +264,124 @@ def test_with_the_broker_down_a_run_is_a_503_and_nothing_is_recorded(
         redis_service.start()
     assert resp.status_code == 503 and "unavailable" in resp.json()["error"]
     assert not PolicyRun.objects.exists()
+
+
+# ---- run history, audit history, confirming the brake --------------------------------------
+def braked_run(client, **fields):
+    """A recorded run in delete mode that the brake stopped (team/app would lose 4 items, more
+    than the limit of 1)."""
+    from hubmgr.policies import runs
+
+    made = create(client, mode="delete", brake_count=1, **fields)
+    run = runs.record_run(CleanupPolicy.objects.get(pk=made["id"]), delete=True)
+    assert run.status == "braked"
+    return run
+
+
+def test_run_history_is_newest_first_paged_and_bounded(maint, inventory, monkeypatch):
+    from hubmgr.policies import runs
+
+    monkeypatch.setattr(api_policies, "MAX_PAGE_SIZE", 2)
+    made = create(maint)
+    policy = CleanupPolicy.objects.get()
+    ids = [runs.record_dry_run(policy).pk for _ in range(4)]
+    running = PolicyRun.objects.create(policy=policy).pk
+    url = f"{made['url']}/runs"
+    first = maint.get(url, {"page_size": 50}).json()  # at most MAX_PAGE_SIZE
+    assert (first["count"], first["page"], first["pages"], first["previous"]) == (5, 1, 3, None)
+    assert [r["id"] for r in first["results"]] == [running, ids[3]]
+    second = maint.get(first["next"]).json()
+    assert [r["id"] for r in second["results"]] == [ids[2], ids[1]]
+    assert maint.get(url, {"page": 99}).json()["page"] == 3  # past the end: the last
+    assert maint.get(url, {"page": "x", "page_size": "-4"}).json()["page"] == 1
+    done, now = first["results"][1], first["results"][0]
+    assert (done["status"], done["mode"], done["finished"], done["braked_repositories"]) == (
+        "done", "report", True, 0)
+    assert (done["totals"]["going"], done["totals"]["reclaim_bytes"]) == (4, 4000)
+    assert done["started_at"] and done["finished_at"] and "report" not in done
+    assert (now["status"], now["totals"], now["finished_at"]) == ("running", None, None)
+
+
+def test_run_history_counts_braked_repositories_and_names_the_jobs(maint, inventory):
+    run = braked_run(maint)
+    [listed] = maint.get(f"/api/v1/policies/{run.policy_id}/runs").json()["results"]
+    assert (listed["mode"], listed["status"], listed["braked_repositories"]) == (
+        "delete", "braked", 1)
+    assert (listed["totals"]["braked_going"], listed["jobs"]) == (4, [])
+    assert listed["brake_confirmed_at"] is None
+
+
+def test_a_maintainer_confirms_the_brake_once_and_gets_the_jobs(maint, inventory):
+    from hubmgr.deletion.models import DeletionJob
+
+    run = braked_run(maint)
+    url = f"/api/v1/policy-runs/{run.pk}/confirm-brake"
+    assert post(maint, url, {"force": True}).status_code == 400
+    resp = post(maint, url)
+    assert resp.status_code == 202, resp.content
+    job = DeletionJob.objects.get()
+    assert resp.json()["jobs"] == [{"id": job.pk, "status_url": f"/api/v1/deletions/{job.pk}"}]
+    assert job.items.count() == 4 and job.created_by.username == "maria"
+    again = post(maint, url)
+    assert again.status_code == 409 and "Already confirmed by maria" in again.json()["error"]
+    assert DeletionJob.objects.count() == 1
+    body = maint.get(f"/api/v1/policy-runs/{run.pk}").json()
+    assert body["brake_confirmed_by"] == "maria" and [j["id"] for j in body["jobs"]] == [job.pk]
+    [listed] = maint.get(f"/api/v1/policies/{run.policy_id}/runs").json()["results"]
+    assert (listed["jobs"], listed["brake_confirmed_by"]) == ([job.pk], "maria")
+
+
+def test_a_run_that_cannot_be_confirmed_is_a_409_saying_why(maint, inventory, settings):
+    from hubmgr.policies import runs
+
+    made = create(maint)
+    report_only = runs.record_run(CleanupPolicy.objects.get(), delete=True)
+    resp = post(maint, f"/api/v1/policy-runs/{report_only.pk}/confirm-brake")
+    assert resp.status_code == 409 and "report mode" in resp.json()["error"]
+    maint.delete(made["url"])
+    run = braked_run(maint)
+    settings.DELETE_PREVIEW_MINUTES = 0
+    PolicyRun.objects.filter(pk=run.pk).update(finished_at=run.finished_at.replace(year=2020))
+    resp = post(maint, f"/api/v1/policy-runs/{run.pk}/confirm-brake")
+    assert resp.status_code == 409 and "too old to confirm" in resp.json()["error"]
+    assert not run.jobs.exists()
+
+
+def test_a_viewer_reads_the_histories_but_may_not_confirm(client, maint, user, inventory):
+    run = braked_run(maint)
+    client.force_login(user)
+    assert client.get(f"/api/v1/policies/{run.policy_id}/runs").json()["count"] == 1
+    assert client.get(f"/api/v1/policies/{run.policy_id}/audit").json()["count"] == 1
+    resp = post(client, f"/api/v1/policy-runs/{run.pk}/confirm-brake")
+    assert resp.status_code == 403 and not run.jobs.exists()
+    assert client.put(f"/api/v1/policies/{run.policy_id}/audit").status_code == 405
+
+
+def test_a_session_confirmation_needs_the_csrf_token(maintainer, maint, inventory):
+    run = braked_run(maint)
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(maintainer)
+    resp = post(browser, f"/api/v1/policy-runs/{run.pk}/confirm-brake")
+    assert resp.status_code == 403 and "CSRF" in resp.json()["error"]
+    assert not run.jobs.exists()
+
+
+def test_the_audit_history_lists_who_changed_which_fields_newest_first(maint, monkeypatch):
+    made = create(maint)
+    patch(maint, made["url"], {"keep_last": 5, "mode": "delete"})
+    patch(maint, made["url"], {"include": ["team/*", "!team/base"]})
+    body = maint.get(f"{made['url']}/audit").json()
+    assert body["count"] == 3
+    latest, change, creation = body["results"]
+    assert (latest["action"], latest["user"]) == ("change", "maria")
+    assert latest["changes"] == [
+        {"field": "include", "before": "team/*", "after": "team/*\n!team/base"}]
+    assert change["changes"] == [{"field": "mode", "before": "report", "after": "delete"},
+                                 {"field": "keep_last", "before": 2, "after": 5}]
+    assert change["before"]["keep_last"] == 2 and change["after"]["keep_last"] == 5
+    created = {c["field"]: c["after"] for c in creation["changes"]}
+    assert creation["action"] == "create" and created["name"] == "builds"
+    assert "mode" not in created and "brake_share" not in created  # the defaults
+    monkeypatch.setattr(api_policies, "MAX_PAGE_SIZE", 1)
+    paged = maint.get(f"{made['url']}/audit", {"page": 3}).json()
+    assert [e["action"] for e in paged["results"]] == ["create"] and paged["next"] is None

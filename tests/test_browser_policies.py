@@ -1,5 +1,5 @@
 """Cleanup policies in Chromium: create one with the form, watch its live preview, run it on a
-worker and read its report."""
+worker and read its report; confirm what the brake stopped."""
 
 from pathlib import Path
 
@@ -7,6 +7,8 @@ import pytest
 from playwright.sync_api import expect
 
 from hubmgr.inventory.store import refresh
+from hubmgr.policies import runs, service
+from hubmgr.policies.models import CleanupPolicy
 
 from .factories import make_image, make_repo, observe_pulls
 from .test_browser import CHROMIUM, OUTPUT, login
@@ -58,6 +60,29 @@ def test_create_preview_run_and_read_the_report(chromium, live_server, celery_wo
         expect(page.locator("#run-status")).to_have_text("Done")
         expect(page.locator(".report-repo")).to_contain_text("untagged for more than 7 days")
         page.screenshot(path=str(OUTPUT / "policy-run-report.png"), full_page=True)
+        assert page.csp_violations == []
+    finally:
+        page.context.close()
+
+
+def test_confirm_what_the_brake_stopped_and_follow_its_job(chromium, live_server):
+    repo = make_repo("team/app")
+    for n in range(3):
+        make_image(repo, f"old{n}", pushed=30)
+    refresh(repo)
+    policy = service.save_policy(CleanupPolicy(name="untagged", include="team/*", mode="delete",
+                                               remove_untagged_days=7, brake_count=1))
+    run = runs.record_run(policy, delete=True)
+    page = login(chromium, live_server, "maria", ["delete_images"])
+    try:
+        page.goto(f"{live_server.url}/policies/runs/{run.pk}/")
+        expect(page.locator("#brake")).to_contain_text("held back 3 items, 3.0 kB")
+        page.click("#confirm-brake")
+        expect(page.locator("#brake-confirmed")).to_contain_text("Confirmed by maria")
+        OUTPUT.mkdir(exist_ok=True)
+        page.screenshot(path=str(OUTPUT / "policy-brake-confirmed.png"), full_page=True)
+        page.click("#brake-confirmed a")
+        expect(page.locator("h1")).to_contain_text("team/app")
         assert page.csp_violations == []
     finally:
         page.context.close()

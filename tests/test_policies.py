@@ -776,6 +776,90 @@ def test_a_maintainer_confirms_what_the_brake_stopped_once_while_the_plan_is_fre
         cleanup("--confirm-brake", "999")
 
 
+def braked_run(**fields):
+    """A run in delete mode of a policy that would remove all of team/app's tagged items: the
+    brake stops team/app."""
+    p = service.save_policy(policy(name="everything", remove_tag_regex=".", remove_tag_days=0,
+                                   mode="delete", **fields))
+    run = runs.record_run(p, delete=True)
+    assert run.status == "braked" and not run.jobs.exists()
+    return run
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_confirmations_at_once_start_the_jobs_once(builds_repo, maintainer, monkeypatch):
+    import threading
+
+    from django.db import connection
+
+    from hubmgr.deletion import jobs
+    from hubmgr.deletion.models import DeletionJob
+
+    run = braked_run()
+    create_job = jobs.create_job
+
+    def slow_create_job(*args, **kwargs):
+        time.sleep(0.5)  # the other confirmation arrives meanwhile
+        return create_job(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "create_job", slow_create_job)
+    both, outcomes = threading.Barrier(2), []
+
+    def confirm():
+        try:
+            loaded = PolicyRun.objects.get(pk=run.pk)  # both see it unconfirmed
+            both.wait()
+            outcomes.append(runs.confirm_brake(loaded, maintainer))
+        except runs.CannotConfirm as exc:
+            outcomes.append(str(exc))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=confirm) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    job = DeletionJob.objects.get()
+    refused = [o for o in outcomes if isinstance(o, str)]
+    assert [job.pk] in outcomes and len(refused) == 1, outcomes
+    assert refused[0].startswith("Already confirmed by maria at ")
+    run.refresh_from_db()
+    assert (run.brake_confirmed_by, list(run.jobs.all())) == (maintainer, [job])
+
+
+def test_a_run_whose_policy_changed_since_cannot_be_confirmed(builds_repo, maintainer):
+    run = braked_run()
+    assert runs.cannot_confirm(run) is None
+    p = run.policy
+    p.keep_last = 10
+    service.save_policy(p, maintainer)
+    with pytest.raises(runs.CannotConfirm, match="The policy changed after this run started "
+                                                 r"\(.* by maria\); run it again"):
+        runs.confirm_brake(run, maintainer)
+    run.refresh_from_db()
+    assert run.brake_confirmed_at is None and not run.jobs.exists()
+
+
+def test_only_a_finished_braked_run_can_be_confirmed(builds_repo, maintainer):
+    p = service.save_policy(policy(name="builds", remove_untagged_days=7, mode="delete",
+                                   brake_share=1.0))
+    running = PolicyRun.objects.create(policy=p, dry_run=False)
+    assert "still running" in runs.cannot_confirm(running)
+    running.delete()
+    done = runs.record_run(p, delete=True)
+    assert done.status == "done"
+    with pytest.raises(runs.CannotConfirm, match="stopped nothing"):
+        runs.confirm_brake(done, maintainer)
+
+
+def test_run_totals_are_read_without_the_report(builds_repo):
+    run = braked_run()
+    [listed] = runs.with_totals(PolicyRun.objects.filter(pk=run.pk))
+    assert "report" in listed.get_deferred_fields()
+    assert listed.totals == run.report["totals"] and listed.totals["braked"] == 1
+
+
 def test_a_dry_run_loads_repositories_in_chunks(builds_repo, monkeypatch):
     for n in range(4):
         repo = make_repo(f"team/more{n}")

@@ -45,7 +45,8 @@ def test_pages_need_a_login(client, url):
     assert resp.status_code == 302 and resp.url.startswith("/login/")
 
 
-@pytest.mark.parametrize("url", ["/policies/1/dry-run", "/policies/1/run", "/policies/preview"])
+@pytest.mark.parametrize("url", ["/policies/1/dry-run", "/policies/1/run", "/policies/preview",
+                                 "/policies/runs/1/confirm-brake"])
 def test_actions_need_a_login(client, url):
     resp = client.post(url)
     assert resp.status_code == 302 and resp.url.startswith("/login/")
@@ -78,7 +79,8 @@ def test_unknown_ids_are_404(maint):
     for url in ["/policies/99/", "/policies/runs/99/", "/policies/99/edit",
                 "/policies/99/delete"]:
         assert maint.get(url).status_code == 404, url
-    for url in ["/policies/99/dry-run", "/policies/99/run", "/policies/99/delete"]:
+    for url in ["/policies/99/dry-run", "/policies/99/run", "/policies/99/delete",
+                "/policies/runs/99/confirm-brake"]:
         assert maint.post(url).status_code == 404, url
 
 
@@ -87,6 +89,7 @@ def test_wrong_methods_are_405(maint, policy):
     assert maint.get(f"/policies/{policy.pk}/run").status_code == 405
     assert maint.get(f"/policies/{policy.pk}/dry-run").status_code == 405
     assert maint.get("/policies/preview").status_code == 405
+    assert maint.get("/policies/runs/1/confirm-brake").status_code == 405
 
 
 def test_posts_need_the_csrf_token(maintainer, policy):
@@ -283,3 +286,119 @@ def test_a_running_policy_is_not_deleted(maint, policy):
     run_of(policy)
     resp = maint.post(f"/policies/{policy.pk}/delete")
     assert resp.status_code == 409 and CleanupPolicy.objects.exists()
+
+
+# ---- confirming what the brake stopped ------------------------------------------------------
+def braked(policy, **changes):
+    """A recorded run of ``policy`` in delete mode that the brake stops: team/app would lose 4
+    items (4.0 kB), more than the limit of 1."""
+    from hubmgr.policies import runs
+
+    for name, value in {"mode": "delete", "brake_count": 1, **changes}.items():
+        setattr(policy, name, value)
+    service.save_policy(policy)
+    run = runs.record_run(policy, delete=True)
+    assert run.status == PolicyRun.Status.BRAKED
+    return run
+
+
+def test_a_maintainer_confirms_the_brake_and_sees_the_jobs_it_started(maint, policy,
+                                                                      inventory):
+    from hubmgr.deletion.models import DeletionJob
+
+    run = braked(policy)
+    html = maint.get(f"/policies/runs/{run.pk}/").content.decode()
+    assert 'id="confirm-brake"' in html and "Confirm and delete" in html
+    section = html[html.index('id="brake"'):html.index("</section>", html.index('id="brake"'))]
+    assert "held back 4 items, <strong>4.0 kB</strong>" in section
+    assert "4 items, 4.0 kB. Each job re-checks its plan" in section
+    assert "preview-snapshot rule" in section and "anything tagged or referenced" in section
+    resp = maint.post(f"/policies/runs/{run.pk}/confirm-brake")
+    assert resp.status_code == 302 and resp.url == f"/policies/runs/{run.pk}/"
+    job = DeletionJob.objects.get()
+    html = maint.get(resp.url).content.decode()
+    assert "Confirmed by maria at" in html and f'href="/jobs/{job.pk}"' in html
+    assert f"Confirmed by maria: its plan became deletion job #{job.pk}." in html
+    assert "Nothing was deleted" not in html and "nothing was deleted" not in html
+    assert 'id="confirm-brake"' not in html
+    again = maint.post(f"/policies/runs/{run.pk}/confirm-brake")  # a double click
+    assert again.status_code == 409 and "Already confirmed by maria" in again.content.decode()
+    assert DeletionJob.objects.count() == 1
+
+
+def test_confirming_with_htmx_answers_the_run_body_with_its_jobs(maint, policy, inventory):
+    from hubmgr.deletion.models import DeletionJob
+
+    run = braked(policy)
+    resp = maint.post(f"/policies/runs/{run.pk}/confirm-brake", **HTMX,
+                      HTTP_HX_TARGET="run-body")
+    html = resp.content.decode()
+    assert resp.status_code == 200 and html.lstrip().startswith('<div id="run-body"')
+    assert f'href="/jobs/{DeletionJob.objects.get().pk}"' in html and "Confirmed by" in html
+    again = maint.post(f"/policies/runs/{run.pk}/confirm-brake", **HTMX,
+                       HTTP_HX_TARGET="run-body")
+    assert again.status_code == 409 and 'role="alert" id="run-message"' in again.content.decode()
+
+
+def test_a_viewer_sees_no_confirm_button_and_may_not_confirm(client, user, policy, inventory):
+    run = braked(policy)
+    client.force_login(user)
+    html = client.get(f"/policies/runs/{run.pk}/").content.decode()
+    assert "held back 4 items" in html and 'id="confirm-brake"' not in html
+    assert "A maintainer can confirm this run" in html
+    assert client.post(f"/policies/runs/{run.pk}/confirm-brake").status_code == 403
+    assert not run.jobs.exists()
+
+
+def test_confirming_needs_the_csrf_token(maintainer, policy, inventory):
+    run = braked(policy)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(maintainer)
+    assert client.post(f"/policies/runs/{run.pk}/confirm-brake").status_code == 403
+    assert not run.jobs.exists()
+
+
+def test_a_run_that_cannot_be_confirmed_says_why_never_a_500(maint, policy, inventory):
+    from hubmgr.policies import runs
+
+    report_only = runs.record_dry_run(policy)
+    resp = maint.post(f"/policies/runs/{report_only.pk}/confirm-brake")
+    assert resp.status_code == 409 and "report mode" in resp.content.decode()
+    run = braked(policy)
+    service.save_policy(CleanupPolicy.objects.get(pk=policy.pk), None)  # unchanged: no audit
+    assert 'id="confirm-brake"' in maint.get(f"/policies/runs/{run.pk}/").content.decode()
+    policy.keep_last = 4
+    service.save_policy(policy)
+    html = maint.get(f"/policies/runs/{run.pk}/").content.decode()
+    assert 'id="confirm-brake"' not in html and "The policy changed after this run" in html
+    resp = maint.post(f"/policies/runs/{run.pk}/confirm-brake")
+    assert resp.status_code == 409 and "run it again" in resp.content.decode()
+    PolicyRun.objects.filter(pk=run.pk).update(finished_at=run.finished_at.replace(year=2020))
+    resp = maint.post(f"/policies/runs/{run.pk}/confirm-brake")
+    assert resp.status_code == 409 and "too old to confirm" in resp.content.decode()
+    assert not run.jobs.exists()
+
+
+# ---- the audit history on a policy's page ---------------------------------------------------
+def test_everyone_sees_the_changes_newest_first_with_before_and_after(logged_in, policy,
+                                                                     maintainer):
+    policy.keep_last, policy.mode = 5, "delete"
+    service.save_policy(policy, maintainer)
+    html = logged_in.get(f"/policies/{policy.pk}/").content.decode()
+    changes = html[html.index('id="changes"'):]
+    assert "<del>2</del> → <ins>5</ins>" in changes and "Keep last" in changes
+    assert "Mode: <del>Report only</del> → <ins>Delete</ins>" in changes
+    assert changes.index("Changed") < changes.index("Created")  # newest first
+    assert "maria" in changes and "Name: <ins>builds</ins>" in changes
+
+
+def test_the_changes_shown_are_bounded_with_a_count(maint, policy, monkeypatch):
+    from hubmgr.web import policy_pages
+
+    monkeypatch.setattr(policy_pages, "MAX_AUDIT", 3)
+    for n in range(4):
+        policy.keep_last = 10 + n
+        service.save_policy(policy)
+    html = maint.get(f"/policies/{policy.pk}/").content.decode()
+    assert "The 3 latest of 5 changes are shown" in html
+    assert "<ins>13</ins>" in html and "<ins>11</ins>" in html and "<ins>10</ins>" not in html

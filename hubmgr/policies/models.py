@@ -143,6 +143,11 @@ class PolicyRun(models.Model):
     error = models.TextField(blank=True)
     # The deletion jobs a run in delete mode started, one per repository it deletes from.
     jobs = models.ManyToManyField("deletion.DeletionJob", blank=True, related_name="+")
+    # Set once, by the conditional update in runs.confirm_brake that lets one confirmation of
+    # what the brake stopped through (a double click or a second maintainer finds it set).
+    brake_confirmed_at = models.DateTimeField(null=True, blank=True)
+    brake_confirmed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                           on_delete=models.SET_NULL, related_name="+")
 
     class Meta:
         ordering = ["-started_at", "-id"]

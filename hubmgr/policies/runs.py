@@ -468,23 +468,77 @@ class CannotConfirm(Exception):
     pass
 
 
+def _confirmable(now):
+    """Runs whose brake may be confirmed at ``now``: finished in delete mode with the brake
+    stopping some repository, not confirmed yet, their plan as fresh as a preview may be, and
+    their policy unchanged since they started (else the plan follows old settings)."""
+    from django.db.models import Exists
+
+    from .models import PolicyAudit
+
+    changed = PolicyAudit.objects.filter(policy_id=OuterRef("policy_id"),
+                                         at__gt=OuterRef("started_at"))
+    return PolicyRun.objects.filter(
+        status=PolicyRun.Status.BRAKED, dry_run=False, brake_confirmed_at=None,
+        finished_at__gte=now - timedelta(minutes=settings.DELETE_PREVIEW_MINUTES),
+    ).exclude(Exists(changed))
+
+
+def cannot_confirm(run, now=None) -> str | None:
+    """Why what the brake stopped in ``run`` cannot be confirmed at ``now``, in words a person
+    can act on; None when it can."""
+    from .models import PolicyAudit
+
+    now = now or timezone.now()
+    if run.dry_run:
+        return ("This run only reported (report mode); only a run in delete mode that the "
+                "brake stopped can be confirmed.")
+    if run.status == PolicyRun.Status.RUNNING:
+        return "This run is still running; confirm once it has finished."
+    if run.status != PolicyRun.Status.BRAKED:
+        return "The brake stopped nothing in this run: there is nothing to confirm."
+    if run.brake_confirmed_at is not None:
+        by = run.brake_confirmed_by
+        return (f"Already confirmed{f' by {by.username}' if by else ''} at "
+                f"{run.brake_confirmed_at:%Y-%m-%d %H:%M} UTC; its deletion jobs are listed "
+                "on the run's page.")
+    minutes = settings.DELETE_PREVIEW_MINUTES
+    if run.finished_at + timedelta(minutes=minutes) < now:
+        return (f"This run's plan is too old to confirm (a plan may be confirmed for {minutes} "
+                "minutes, as a preview); run the policy again.")
+    change = PolicyAudit.objects.filter(policy_id=run.policy_id, at__gt=run.started_at).first()
+    if change is not None:
+        by = f" by {change.user.username}" if change.user else ""
+        return (f"The policy changed after this run started ({change.at:%Y-%m-%d %H:%M} UTC"
+                f"{by}); run it again so that the plan follows its settings.")
+    return None
+
+
 def confirm_brake(run, user=None, now=None) -> list:
     """Delete what the brake stopped in ``run``: each stopped repository's recorded plan
     becomes a deletion job, once, with the same checks as a confirmed preview (anything
-    tagged or referenced since the plan is kept). Only a finished run in delete mode, and
-    only while its plan is as fresh as a preview may be. Returns the new jobs' ids."""
+    tagged or referenced since the plan is kept). Only a finished run in delete mode, while
+    its plan is as fresh as a preview may be and its policy unchanged. Returns the new jobs'
+    ids; CannotConfirm says why not."""
     now = now or timezone.now()
+    reason = cannot_confirm(run, now)
+    if reason:
+        raise CannotConfirm(reason)
+    user = user if user is not None and user.is_authenticated else None
     with transaction.atomic():
-        run = PolicyRun.objects.select_for_update().filter(pk=run.pk).first()
-        if run is None or run.dry_run or run.status != PolicyRun.Status.BRAKED:
-            raise CannotConfirm("Only a finished run in delete mode that the brake stopped "
-                                "can be confirmed.")
-        if run.finished_at + timedelta(minutes=settings.DELETE_PREVIEW_MINUTES) < now:
-            raise CannotConfirm("This run's plan is too old to confirm; run the policy again.")
+        # The claim: of confirmations at once (a double click, two maintainers), this
+        # conditional update lets one through, whichever process asks; the others wait for
+        # its transaction and then update nothing. Jobs start only after a claim, in the
+        # same transaction, so a failure leaves the run unconfirmed and nothing started.
+        if not _confirmable(now).filter(pk=run.pk).update(brake_confirmed_at=now,
+                                                          brake_confirmed_by=user):
+            fresh = PolicyRun.objects.select_related("brake_confirmed_by").filter(
+                pk=run.pk).first()
+            raise CannotConfirm((cannot_confirm(fresh, now) if fresh else None)
+                                or "This run cannot be confirmed any more.")
+        run = PolicyRun.objects.get(pk=run.pk)
         stopped = [entry for entry in run.report["repositories"]
                    if entry["brake"] and not entry.get("job")]
-        if not stopped:
-            raise CannotConfirm("Already confirmed.")
         for entry in stopped:
             entry["brake_confirmed_by"] = getattr(user, "username", None)
         start_jobs(run, {"repositories": stopped}, user, confirmed=True)
@@ -511,3 +565,10 @@ def start_jobs(run, report, user=None, on_repository=None, confirmed=False):
             run.jobs.add(job)
             transaction.on_commit(lambda job_id=job.pk: actions.wake(job_id))
         entry["job"] = job.pk
+
+
+def with_totals(run_qs):
+    """Runs without their report (it can list every item that went), each with the report's
+    ``totals`` (a small dict, None while running) read by the database."""
+    return run_qs.defer("report").annotate(
+        totals=KeyTransform("totals", "report"))

@@ -19,6 +19,19 @@ def as_data(policy: CleanupPolicy) -> dict:
     return data
 
 
+def changes(before, after) -> list:
+    """[(field, value before, value after)] for each setting an audit entry changed, in the
+    model's order. A creation is compared with a new policy's defaults (so it lists what was
+    set); a deletion lists nothing (``before`` holds what was deleted)."""
+    if after is None:
+        return []
+    if before is None:
+        before = as_data(CleanupPolicy())
+    names = list(after) + [name for name in before if name not in after]
+    return [(name, before.get(name), after.get(name)) for name in names
+            if before.get(name) != after.get(name)]
+
+
 @transaction.atomic
 def save_policy(policy: CleanupPolicy, user=None) -> CleanupPolicy:
     """Validate (ValidationError names the field), save, and record who changed what."""

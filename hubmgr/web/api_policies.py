@@ -4,12 +4,15 @@ changing or running a policy takes the delete permission. Every change goes thro
 hubmgr.policies.service, so it is audited with the requesting user."""
 
 from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
 from django.db import IntegrityError
+from django.db.models import Prefetch
 from django.db.models import CharField, TextField
 from django.http import Http404, HttpResponse, JsonResponse
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
+from hubmgr.deletion.models import DeletionJob
 from hubmgr.policies import runs, service, tasks
 from hubmgr.policies.models import CleanupPolicy, PolicyRun
 
@@ -24,6 +27,9 @@ MAX_TEXT = 10_000  # characters of include or exclude globs
 MAX_LISTED_ITEMS = 100
 MAX_LISTED_REPOSITORIES = 200
 REPORT_LISTS = ("going", "protected", "kept", "unread")
+# Run history and audit history, a page at a time.
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
 
 
 def get_policy(policy_id) -> CleanupPolicy:
@@ -34,7 +40,8 @@ def get_policy(policy_id) -> CleanupPolicy:
 
 
 def get_run(run_id) -> PolicyRun:
-    run = PolicyRun.objects.select_related("policy", "started_by").filter(pk=run_id).first()
+    run = PolicyRun.objects.select_related("policy", "started_by", "brake_confirmed_by").filter(
+        pk=run_id).first()
     if run is None:
         raise Http404(f"There is no policy run {run_id}.")
     return run
@@ -162,12 +169,63 @@ def dry_run(request, policy_id):
     return JsonResponse(bounded_report(runs.dry_run(policy, limit=MAX_LISTED_ITEMS)))
 
 
-@require_http_methods(["POST"])
+def _page(request, qs):
+    """The page of ``qs`` that ?page= asks for, ?page_size= rows (at most MAX_PAGE_SIZE); a
+    page that is not a number is the first, one past the end the last."""
+    try:
+        size = int(request.GET.get("page_size") or DEFAULT_PAGE_SIZE)
+    except ValueError:
+        size = DEFAULT_PAGE_SIZE
+    size = min(max(size, 1), MAX_PAGE_SIZE)
+    return Paginator(qs, size).get_page(request.GET.get("page"))
+
+
+def _paged(request, page, results) -> dict:
+    def link(number):
+        params = request.GET.copy()
+        params["page"] = number
+        return f"{request.path}?{params.urlencode()}"
+
+    return {"count": page.paginator.count, "page": page.number,
+            "pages": page.paginator.num_pages,
+            "next": link(page.next_page_number()) if page.has_next() else None,
+            "previous": link(page.previous_page_number()) if page.has_previous() else None,
+            "results": results}
+
+
+def run_summary_json(run) -> dict:
+    """A run as the history lists it (loaded with runs.with_totals): its report's totals,
+    never its item lists."""
+    totals = run.totals or None
+    return {"id": run.pk, "url": reverse("api-policy-run", args=[run.pk]),
+            "status": run.status, "finished": PolicyRun.Status(run.status).is_finished,
+            "mode": "report" if run.dry_run else "delete", "dry_run": run.dry_run,
+            "scheduled": run.scheduled, "started_by": _user(run.started_by),
+            "started_at": _time(run.started_at), "finished_at": _time(run.finished_at),
+            "error": run.error or None, "totals": totals,
+            "braked_repositories": totals["braked"] if totals else 0,
+            "brake_confirmed_at": _time(run.brake_confirmed_at),
+            "brake_confirmed_by": _user(run.brake_confirmed_by),
+            "jobs": [job.pk for job in run.jobs.all()]}
+
+
+@require_http_methods(["GET", "POST"])
 @api_auth
-def start_run(request, policy_id):
+def policy_runs(request, policy_id):
+    """GET: the policy's runs, newest first, a page at a time. POST: start one."""
+    policy = get_policy(policy_id)
+    if request.method == "POST":
+        return _start_run(request, policy)
+    history = runs.with_totals(policy.runs.select_related("started_by", "brake_confirmed_by")
+                               .prefetch_related(Prefetch("jobs", DeletionJob.objects.only(
+                                   "id").order_by("id"))))
+    page = _page(request, history)
+    return JsonResponse(_paged(request, page, [run_summary_json(r) for r in page]))
+
+
+def _start_run(request, policy):
     """Start a run on the workers: 202 with its id and status URL; 409 while one runs. It
     deletes when the policy is in delete mode, unless {"dry_run": true}."""
-    policy = get_policy(policy_id)
     require_delete_permission(request.user)
     body = _body(request)
     if set(body) - {"dry_run"} or not isinstance(body.get("dry_run", False), bool):
@@ -182,6 +240,41 @@ def start_run(request, policy_id):
                          "status_url": reverse("api-policy-run", args=[run.pk])}, status=202)
 
 
+def audit_json(entry) -> dict:
+    return {"id": entry.pk, "at": _time(entry.at), "user": _user(entry.user),
+            "action": entry.action, "before": entry.before, "after": entry.after,
+            "changes": [{"field": name, "before": before, "after": after}
+                        for name, before, after in service.changes(entry.before, entry.after)]}
+
+
+@require_http_methods(["GET"])
+@api_auth
+def policy_audit(request, policy_id):
+    """The policy's audited changes, newest first, a page at a time: who, when, the action,
+    the settings before and after, and the fields that changed."""
+    policy = get_policy(policy_id)
+    page = _page(request, policy.audit.select_related("user"))
+    return JsonResponse(_paged(request, page, [audit_json(e) for e in page]))
+
+
+@require_http_methods(["POST"])
+@api_auth
+def confirm_brake(request, run_id):
+    """Delete what the brake stopped in a run (runs.confirm_brake): 202 with the jobs it
+    started; 409 with the reason when the run cannot be confirmed (once only)."""
+    run = get_run(run_id)
+    require_delete_permission(request.user)
+    if _body(request):
+        raise ApiError("the body is {}")
+    try:
+        job_ids = runs.confirm_brake(run, request.user)
+    except runs.CannotConfirm as exc:
+        raise ApiError(str(exc), 409) from None
+    return JsonResponse({"id": run.pk, "status_url": reverse("api-policy-run", args=[run.pk]),
+                         "jobs": [{"id": pk, "status_url": reverse("api-deletion", args=[pk])}
+                                  for pk in job_ids]}, status=202)
+
+
 @require_http_methods(["GET"])
 @api_auth
 def run_status(request, run_id):
@@ -194,6 +287,8 @@ def run_status(request, run_id):
         "dry_run": run.dry_run, "scheduled": run.scheduled,
         "started_by": _user(run.started_by), "started_at": _time(run.started_at),
         "finished_at": _time(run.finished_at), "error": run.error or None,
+        "brake_confirmed_at": _time(run.brake_confirmed_at),
+        "brake_confirmed_by": _user(run.brake_confirmed_by),
         "jobs": [{"id": pk, "status": status, "status_url": reverse("api-deletion", args=[pk])}
                  for pk, status in jobs],
         "report": bounded_report(run.report) if run.report else None,

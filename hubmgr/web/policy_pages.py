@@ -3,9 +3,14 @@ its live preview, and the maintainers' actions (dry run, run now, delete). Every
 through hubmgr.policies.service, so it is audited; lookups and the bounded report are the
 JSON API's."""
 
+from datetime import timedelta
+
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import FieldDoesNotExist
 from django.db import IntegrityError
 from django.shortcuts import redirect, render
+from django.utils.text import capfirst
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from hubmgr.policies import runs, service, tasks
@@ -17,6 +22,7 @@ from .policy_forms import PolicyForm, PreviewForm
 from .present import human_size
 
 MAX_RUNS = 50  # run history shown on a policy's page
+MAX_AUDIT = 20  # changes shown on a policy's page
 
 
 def get_policy_to_change(request, policy_id) -> CleanupPolicy:
@@ -72,12 +78,47 @@ def policy_list(request):
         "can_change": request.user.has_perm(DELETE_PERMISSION)})
 
 
+def setting_text(name, value) -> str:
+    """A policy setting's value as the audit shows it."""
+    try:
+        field = CleanupPolicy._meta.get_field(name)
+    except FieldDoesNotExist:  # a setting an older version had
+        field = None
+    if value is None or value == "":
+        return "—"
+    if field is not None and field.choices:
+        return str(dict(field.flatchoices).get(value, value))
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def setting_label(name) -> str:
+    try:
+        return capfirst(CleanupPolicy._meta.get_field(name).verbose_name)
+    except FieldDoesNotExist:
+        return name
+
+
+def _audit(policy):
+    """The policy's MAX_AUDIT latest changes, each with its changed fields in words."""
+    entries = list(policy.audit.select_related("user")[:MAX_AUDIT])
+    for entry in entries:
+        entry.changes = [(setting_label(name), setting_text(name, before),
+                          setting_text(name, after))
+                         for name, before, after in service.changes(entry.before, entry.after)]
+    return entries
+
+
 def _policy_page(request, policy, message=None, status=200):
     history = list(runs.with_reclaim(policy.runs.select_related("started_by"))[:MAX_RUNS + 1])
     for run in history:
         run.freed = _freed(run)
+    audit = _audit(policy)
     return render(request, "policies/policy.html", {
         "policy": policy, "runs": history[:MAX_RUNS], "more_runs": len(history) > MAX_RUNS,
+        "audit": audit,
+        "audit_count": len(audit) if len(audit) < MAX_AUDIT else policy.audit.count(),
         "can_change": request.user.has_perm(DELETE_PERMISSION), "message": message},
         status=status)
 
@@ -112,16 +153,50 @@ def policy_run(request, policy_id):
     return redirect("policy-run", run.pk)
 
 
+def _brake(request, run, jobs):
+    """What a delete run's page says about its brake: who confirmed it and the jobs that
+    started, or why it cannot be confirmed, or what confirming would delete (and until when);
+    None when the brake stopped nothing the run could delete."""
+    if run.dry_run or run.status != PolicyRun.Status.BRAKED:
+        return None
+    confirmed = {entry.get("job") for entry in run.report.get("repositories", [])
+                 if entry.get("brake")}
+    return {"confirmed_jobs": [job for job in jobs if job.pk in confirmed],
+            "reason": None if run.brake_confirmed_at else runs.cannot_confirm(run),
+            "until": run.finished_at + timedelta(minutes=settings.DELETE_PREVIEW_MINUTES),
+            "can_confirm": request.user.has_perm(DELETE_PERMISSION)}
+
+
+def _run_page(request, run, message=None, status=200):
+    report = present_report(run.report) if run.report else None
+    jobs = list(run.jobs.order_by("pk"))
+    context = {"run": run, "report": report, "jobs": jobs, "brake": _brake(request, run, jobs),
+               "finished": PolicyRun.Status(run.status).is_finished, "message": message}
+    if request.htmx and request.htmx.target == "run-body":  # polled, or the brake confirmed
+        return render(request, "policies/run.html#run-body", context, status=status)
+    return render(request, "policies/run.html", context, status=status)
+
+
 @require_GET
 @login_required
 def run_detail(request, run_id):
+    return _run_page(request, get_run(run_id))
+
+
+@require_POST
+@login_required
+def run_confirm_brake(request, run_id):
+    """A maintainer confirms what the brake stopped (runs.confirm_brake, once): the run's page
+    then lists the jobs it started; a run that cannot be confirmed is a message saying why."""
     run = get_run(run_id)
-    report = present_report(run.report) if run.report else None
-    context = {"run": run, "report": report, "jobs": list(run.jobs.order_by("pk")),
-               "finished": PolicyRun.Status(run.status).is_finished}
-    if request.htmx and request.htmx.target == "run-body":  # polled until the run finishes
-        return render(request, "policies/run.html#run-body", context)
-    return render(request, "policies/run.html", context)
+    require_delete_permission(request.user)
+    try:
+        runs.confirm_brake(run, request.user)
+    except runs.CannotConfirm as exc:
+        return _run_page(request, get_run(run_id), str(exc), status=409)
+    if request.htmx:
+        return _run_page(request, get_run(run_id))
+    return redirect("policy-run", run.pk)
 
 
 def _save(request, form):
