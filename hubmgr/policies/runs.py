@@ -21,8 +21,8 @@ from functools import reduce
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import (
-    BigIntegerField, Case, Count, DateTimeField, F, Func, Max, OuterRef, Q, Subquery, When,
-    Window)
+    BigIntegerField, Case, Count, DateTimeField, Exists, F, Func, Max, OuterRef, Q, Subquery,
+    When, Window)
 from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import Coalesce, RowNumber
 from django.utils import timezone
@@ -36,7 +36,7 @@ from hubmgr.inventory.models import IndexChild, Kind, Manifest, Repository
 from hubmgr.inventory.registries import default_registry
 
 from . import rules, schedule
-from .models import CleanupPolicy, Mode, PolicyRun
+from .models import CleanupPolicy, Mode, PolicyAudit, PolicyRun
 
 log = logging.getLogger("hubmgr.policies")
 
@@ -472,10 +472,6 @@ def _confirmable(now):
     """Runs whose brake may be confirmed at ``now``: finished in delete mode with the brake
     stopping some repository, not confirmed yet, their plan as fresh as a preview may be, and
     their policy unchanged since they started (else the plan follows old settings)."""
-    from django.db.models import Exists
-
-    from .models import PolicyAudit
-
     changed = PolicyAudit.objects.filter(policy_id=OuterRef("policy_id"),
                                          at__gt=OuterRef("started_at"))
     return PolicyRun.objects.filter(
@@ -487,8 +483,6 @@ def _confirmable(now):
 def cannot_confirm(run, now=None) -> str | None:
     """Why what the brake stopped in ``run`` cannot be confirmed at ``now``, in words a person
     can act on; None when it can."""
-    from .models import PolicyAudit
-
     now = now or timezone.now()
     if run.dry_run:
         return ("This run only reported (report mode); only a run in delete mode that the "
