@@ -13,7 +13,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from . import jobs, tasks
-from .graph import load_graph
+from .graph import collector_paused, load_graph
 from .models import DeletionItem, DeletionJob, DeletionPreview
 from .planner import Plan, plan
 
@@ -29,8 +29,9 @@ class PreviewGone(Exception):
 
 
 def make_plan(repo, digests) -> Plan:
-    graph, selected = load_graph(repo, digests)
-    return plan(graph, selected)
+    with collector_paused():
+        graph, selected = load_graph(repo, digests)
+        return plan(graph, selected)
 
 
 def snapshot(p: Plan) -> dict:

@@ -10,6 +10,7 @@ asks whether a manifest outside them references it, and stops at the first it fi
 is bounded by the plan's own links, however many images share a base layer.
 """
 
+import gc
 import json
 from collections import defaultdict
 from contextlib import contextmanager
@@ -87,6 +88,21 @@ def _probing():
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL enable_hashjoin TO DEFAULT; "
                                "SET LOCAL enable_mergejoin TO DEFAULT")
+
+
+@contextmanager
+def collector_paused():
+    """Python's cycle collector paused while a plan or a policy run makes its graph nodes,
+    items and report: hundreds of thousands of objects, none in a cycle, each walked again by
+    every collection of the oldest generation. Paused, a policy's run over 100 repositories
+    of 1,000 manifests took 1.7 s instead of 3.8 s. Reference counting frees as usual."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def load_graph(repo, digests) -> tuple[Graph, list]:

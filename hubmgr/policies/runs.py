@@ -9,12 +9,10 @@ repository with no candidate costs nothing more; for the others the planner load
 graph around the selection.
 """
 
-import gc
 import logging
 import operator
 import time
 from collections import defaultdict
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import reduce
 
@@ -29,7 +27,7 @@ from django.utils import timezone
 
 from hubmgr.deletion import actions, jobs
 from hubmgr.deletion.actions import snapshot
-from hubmgr.deletion.graph import load_graphs
+from hubmgr.deletion.graph import collector_paused, load_graphs
 from hubmgr.deletion.planner import SELECTED, Graph, Plan, plan
 from hubmgr.inventory.coverage import SEEN_PUSH, Coverage
 from hubmgr.inventory.models import IndexChild, Kind, Manifest, Repository
@@ -260,21 +258,6 @@ def plan_repository(policy, repo, result, items, total, graph=None, limit=None):
         report["brake"] = brake_reason(policy, going, total)
     report.update({f"{key}_count": n for key, n in counts.items()})
     return report
-
-
-@contextmanager
-def collector_paused():
-    """Python's cycle collector paused while a run makes its items, graph nodes and report:
-    hundreds of thousands of objects, none in a cycle, each walked again by every collection
-    of the oldest generation. Paused, a run over 100 repositories of 1,000 manifests took
-    1.7 s instead of 3.8 s. Reference counting still frees everything as usual."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def dry_run(policy, now=None, progress=None, registry=None, on_repository=None,
