@@ -104,9 +104,9 @@ def test_the_prune_command_prints_what_it_deleted(settings):
     job("failed", 500)
     out = StringIO()
     call_command("prune", stdout=out)
-    assert out.getvalue().strip() == \
+    assert out.getvalue().strip() == (
         "Pruned 2 notification events, 1 sync runs, 0 storage snapshots, 1 deletion jobs, "
-        "0 deletion previews."
+        "0 deletion previews.")
     call_command("prune", stdout=out)
     assert out.getvalue().strip().endswith(
         "Pruned 0 notification events, 0 sync runs, 0 storage snapshots, 0 deletion jobs, "
