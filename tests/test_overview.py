@@ -319,3 +319,33 @@ def test_shares_follow_pushes_retags_and_deletes_in_the_registry(registry, regis
     assert (latest.items, latest.untagged_items, latest.untagged_bytes) == (3, 0, 0)
     assert latest.bytes == Repository.objects.get(name="team/app").total_size
     assert latest.computed_at >= days_ago(0) - timedelta(minutes=1)
+
+
+# ---- the charts ---------------------------------------------------------------------------
+
+def test_a_chart_places_days_by_date_and_breaks_where_a_figure_is_unknown():
+    from types import SimpleNamespace
+
+    from hubmgr.web import charts
+
+    today = timezone.now().date()
+    points = [SimpleNamespace(date=today - timedelta(days=d), v=v) for d, v in
+              ((10, 3), (9, None), (8, 5), (0, 7))]
+    svg = charts.line_chart("c", "A <chart>", points, [charts.Series("v", "V", "s1")],
+                            "{:,.0f}".format, integer=True)
+    path = re.search(r'<path class="line s1" d="([^"]+)"', svg).group(1)
+    assert path.startswith("M78.0,") and path.count("M") == 2 and path.count("L") == 1
+    xs = [float(p[1:].split(",")[0]) for p in path.split()]
+    assert xs[1] - xs[0] == pytest.approx((xs[2] - xs[0]) / 5)  # 2 days of 10
+    assert "<title id=\"c-title\">A &lt;chart&gt;</title>" in svg
+    assert ">8</text>" in svg  # the axis: 0, 2, 4, 6, 8
+    assert "V: from 3 to 7" in svg
+
+
+@pytest.mark.parametrize("highest,integer,top", [
+    (0, True, 4), (3, True, 4), (7, True, 8), (9, True, 20), (13, True, 20), (45, True, 80),
+    (7_650, False, 8_000), (36_007_650, False, 40_000_000)])
+def test_the_value_axis_ends_on_a_round_number(highest, integer, top):
+    from hubmgr.web.charts import _axis_top
+
+    assert _axis_top(highest, integer) == top

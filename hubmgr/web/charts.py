@@ -20,17 +20,18 @@ class Series:
     css: str  # "s1", "s2", "s3": colour and dash pattern in hubmgr.css
 
 
-def _nice_max(value):
-    """The smallest 1, 2, 2.5 or 5 times a power of ten that is at least ``value``."""
-    if value <= 0:
-        return 1
+def _axis_top(highest, integer=False):
+    """The top of the value axis: GRID_LINES steps of 1, 2, 2.5 or 5 times a power of ten
+    (whole steps for counts), the first that reaches ``highest``."""
     power = 1
-    while power * 10 <= value:
+    while power * 10 * GRID_LINES <= highest:
         power *= 10
     for step in (1, 2, 2.5, 5, 10):
-        if step * power >= value:
-            return step * power
-    return 10 * power
+        if integer and power == 1 and step == 2.5:
+            continue
+        if step * power * GRID_LINES >= highest:
+            return step * power * GRID_LINES
+    return 10 * power * GRID_LINES
 
 
 def line_chart(chart_id, title, points, series, fmt, integer=False):
@@ -38,15 +39,16 @@ def line_chart(chart_id, title, points, series, fmt, integer=False):
     None value breaks its line), values formatted by ``fmt`` on the axis. With ``integer``
     (counts), the axis marks whole numbers."""
     values = [getattr(p, s.key) for p in points for s in series]
-    highest = max([v for v in values if v is not None] or [0])
-    top = _nice_max(highest)
-    if integer and top < 5 * GRID_LINES:
-        top = GRID_LINES * max(1, -(-highest // GRID_LINES))
+    top = _axis_top(max([v for v in values if v is not None] or [0]), integer)
     inner_w, inner_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     n = len(points)
+    # Days are placed by date, so a day without figures leaves its gap.
+    span = (points[-1].date - points[0].date).days if n else 0
 
     def x(i):
-        return f"{LEFT + (inner_w * i / (n - 1) if n > 1 else inner_w / 2):.1f}"
+        if span == 0:
+            return f"{LEFT + inner_w / 2:.1f}"
+        return f"{LEFT + inner_w * (points[i].date - points[0].date).days / span:.1f}"
 
     def y(v):
         return f"{TOP + inner_h * (1 - v / top):.1f}"
@@ -60,7 +62,7 @@ def line_chart(chart_id, title, points, series, fmt, integer=False):
             LEFT, WIDTH - RIGHT, y(value), y(value), LEFT - 6, y(value), fmt(value)))
     labels = []
     for i in sorted({0, n // 2, n - 1} if n else set()):
-        anchor = "start" if i == 0 and n > 1 else "end" if i == n - 1 and n > 1 else "middle"
+        anchor = "start" if i == 0 and span else "end" if i == n - 1 and span else "middle"
         labels.append(format_html('<text x="{}" y="{}" text-anchor="{}">{}</text>', x(i),
                                   HEIGHT - 8, anchor, points[i].date.isoformat()))
     lines = []
@@ -75,7 +77,7 @@ def line_chart(chart_id, title, points, series, fmt, integer=False):
             pen_down = True
         if path:
             lines.append(format_html('<path class="line {}" d="{}"/>', s.css, " ".join(path)))
-        if n == 1 and getattr(points[0], s.key) is not None:  # one day: a dot, not a line
+        if n and span == 0 and getattr(points[0], s.key) is not None:  # one day: a dot
             lines.append(format_html('<circle class="dot {}" cx="{}" cy="{}" r="4"/>',
                                      s.css, x(0), y(getattr(points[0], s.key))))
     return format_html(

@@ -55,10 +55,16 @@ def chart_context(prefix, title, rows):
 
 
 def share(part, whole):
-    """A share in whole per cent, or None when there is nothing to share."""
+    """A share in whole per cent as text ("<1" and ">99" near the ends), or None when there is
+    nothing to share."""
     if part is None or not whole:
         return None
-    return round(100 * part / whole)
+    percent = 100 * part / whole
+    if 0 < percent < 1:
+        return "<1"
+    if 99 < percent < 100:
+        return ">99"
+    return str(round(percent))
 
 
 def with_shares(repos, snapshot_rows):
