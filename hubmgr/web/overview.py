@@ -73,8 +73,13 @@ def with_shares(repos, snapshot_rows):
     for repo in repos:
         repo.untagged_share = share(repo.item_count - repo.tagged_count, repo.item_count)
         row = snapshot_rows.get(repo.pk)
-        repo.figures = row
         repo.stale_share = share(row.stale_items, row.items) if row else None
+        if row is None:
+            repo.stale_note = "Not in the storage figures yet"
+        elif row.stale_items is None:
+            repo.stale_note = "Unknown: the observation window is too short to tell"
+        else:
+            repo.stale_note = f"{row.stale_items:,} of {row.items:,} items on {row.date}"
     return repos
 
 
