@@ -3,6 +3,7 @@ kept as daily snapshots, the overview page and each repository's storage page, a
 repositories page's untagged and stale shares."""
 
 import re
+import time
 from datetime import timedelta
 from io import StringIO
 
@@ -349,3 +350,27 @@ def test_the_value_axis_ends_on_a_round_number(highest, integer, top):
     from hubmgr.web.charts import _axis_top
 
     assert _axis_top(highest, integer) == top
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sync_of_the_whole_catalog_on_the_workers_is_followed_by_a_snapshot(
+        registry, registry_client, celery_worker):
+    from hubmgr import devstack
+    from hubmgr.inventory.models import SyncRun
+
+    image(registry_client, "team/a", tag="1", seed="a")
+    image(registry_client, "team/b", tag="1", seed="b")
+    tasks.fan_out(default_registry())
+    devstack.wait_for(lambda: StorageSnapshot.objects.filter(repository=None).exists(),
+                      "the snapshot after the sync", timeout=60)
+    assert SyncRun.objects.get().finished_at is not None
+    latest = snapshots.latest(default_registry())
+    assert latest.items == 2 and latest.bytes == sum(
+        Repository.objects.values_list("total_size", flat=True))
+    # A sync of one repository is not followed by one.
+    StorageSnapshot.objects.all().delete()
+    tasks.sync_now(default_registry(), "team/a")
+    devstack.wait_for(lambda: not SyncRun.objects.filter(finished_at__isnull=True).exists(),
+                      "the repository's sync", timeout=60)
+    time.sleep(2)  # time for a snapshot task, had one been queued
+    assert not StorageSnapshot.objects.exists()
