@@ -172,7 +172,11 @@ def test_home_is_the_overview_with_its_figures(logged_in):
         section = body.split(f'id="figure-{figure}"')[1].split("</div>")[0]
         assert f'<dd class="big">{text}</dd>' in section, figure
     assert "in 1 repository" in body
-    assert "pending reclaim" not in body  # the slot is a template comment
+    assert "pending reclaim" not in body  # the slot is a template comment ...
+    from django.conf import settings
+
+    template = (settings.BASE_DIR / "templates" / "overview" / "overview.html").read_text()
+    assert "{# pending reclaim: templates/deletion/_reclaim_summary.html #}" in template
     biggest = body.split('id="biggest"')[1].split("</table>")[0]
     assert "team/app" in biggest and "/repositories/team/app/-/storage" in biggest
 
@@ -374,3 +378,18 @@ def test_a_sync_of_the_whole_catalog_on_the_workers_is_followed_by_a_snapshot(
                       "the repository's sync", timeout=60)
     time.sleep(2)  # time for a snapshot task, had one been queued
     assert not StorageSnapshot.objects.exists()
+
+
+def test_stale_is_unknown_on_the_pages_until_the_window_covers_the_period(logged_in):
+    sample_repo()
+    snapshots.take(default_registry())
+    stale = logged_in.get("/").content.decode().split('id="figure-stale"')[1].split("</div>")[0]
+    assert '<dd class="big">Unknown</dd>' in stale and "no notification" in stale
+    observe_pulls(20)
+    snapshots.take(default_registry())
+    stale = logged_in.get("/").content.decode().split('id="figure-stale"')[1].split("</div>")[0]
+    assert "pulls have been observed since" in stale and "183 days" in stale
+    body = logged_in.get("/repositories/").content.decode()
+    assert 'title="Unknown: the observation window is too short to tell">—' in body
+    page = logged_in.get("/repositories/team/app/-/storage").content.decode()
+    assert "<span class=\"muted\">unknown</span>" in page  # in the tables behind the charts
