@@ -140,7 +140,10 @@ def sync_repository(self, run_id, name):
     if SyncRun.objects.filter(pk=run_id, whole_catalog=True, error="",
                               finished_at__isnull=False).exists():
         # This task closed a sync of the whole catalog: the overview's figures follow it.
-        snapshot.delay()
+        try:
+            snapshot.delay()
+        except Exception as exc:  # noqa: BLE001 - any broker failure; beat computes them later
+            log.warning("snapshot after sync run=%s not queued: %s", run_id, exc)
     return name
 
 
