@@ -2,6 +2,7 @@
 theme (colours from the stylesheet, nothing inline for the Content-Security-Policy to block),
 and the table behind each chart."""
 
+import re
 from datetime import timedelta
 
 from django.utils import timezone
@@ -65,8 +66,10 @@ def test_the_overview_and_its_charts_in_light_and_dark(browser, live_server,  # 
     expect(page.locator("#figure-items dd.big")).to_have_text("13")
     expect(page.locator("#policy-figures")).to_contain_text("2.1 MB")
 
-    storage = page.get_by_role("img", name="Registry: storage by day")
+    storage = page.get_by_role("img", name="Registry: storage by day", exact=True)
     expect(storage).to_be_visible()
+    expect(storage).to_have_accessible_description(re.compile(r"^\d{4}-\d\d-\d\d to .*Stored: "
+                                                              r"from 20.0 MB to 36.0 MB"))
     assert storage.evaluate("el => el.getBoundingClientRect().height") > 150
     # Sixty days and today: the storage line has a point for each.
     assert page.eval_on_selector("#storage-figure path.s1",
@@ -87,7 +90,8 @@ def test_the_overview_and_its_charts_in_light_and_dark(browser, live_server,  # 
     page.emulate_media(color_scheme="light")
     page.click("#biggest a[aria-label='Storage chart of team/app']")
     expect(page.locator("h1")).to_have_text("Storage of team/app")
-    expect(page.get_by_role("img", name="team/app: storage by day")).to_be_visible()
+    expect(page.get_by_role("img", name="team/app: storage by day", exact=True)) \
+        .to_be_visible()
     page.click("text=30 days")
     expect(page.locator("#storage-figure details table tbody tr")).to_have_count(30)
     page.screenshot(path=str(OUTPUT / "repository-storage.png"), full_page=True)

@@ -187,10 +187,11 @@ def test_each_chart_is_an_image_with_a_name_and_a_table_behind_it(logged_in):
     for days in (2, 1, 0):
         snapshots.take(registry, now=timezone.now() - timedelta(days=days))
     body = logged_in.get("/").content.decode()
-    svgs = re.findall(r'<svg class="chart"[^>]*aria-labelledby="([^"]+)"', body)
+    svgs = re.findall(r'<svg class="chart"[^>]*role="img" aria-labelledby="([^"]+)" '
+                      r'aria-describedby="([^"]+)"', body)
     assert len(svgs) == 2
     for ids in svgs:
-        for ref in ids.split():
+        for ref in ids:
             assert f'id="{ref}"' in body
     assert body.count('<path class="line s1"') == 2
     tables = re.findall(r"<details>\s*<summary>(.*?)</summary>(.*?)</details>", body, re.S)

@@ -81,9 +81,9 @@ def line_chart(chart_id, title, points, series, fmt, integer=False):
             lines.append(format_html('<circle class="dot {}" cx="{}" cy="{}" r="4"/>',
                                      s.css, x(0), y(getattr(points[0], s.key))))
     return format_html(
-        '<svg class="chart" viewBox="0 0 {} {}" role="img" aria-labelledby="{}-title {}-desc" '
-        'focusable="false"><title id="{}-title">{}</title><desc id="{}-desc">{}</desc>'
-        '<g class="grid">{}</g><g class="axis">{}</g>{}</svg>',
+        '<svg class="chart" viewBox="0 0 {} {}" role="img" aria-labelledby="{}-title" '
+        'aria-describedby="{}-desc" focusable="false"><title id="{}-title">{}</title>'
+        '<desc id="{}-desc">{}</desc><g class="grid">{}</g><g class="axis">{}</g>{}</svg>',
         WIDTH, HEIGHT, chart_id, chart_id, chart_id, title, chart_id,
         describe(points, series, fmt), mark_safe("".join(grid)), mark_safe("".join(labels)),
         mark_safe("".join(lines)))
