@@ -79,19 +79,25 @@ def _owners(registry, coverage):
 
 
 def _blob_sums(registry, coverage):
-    """(registry's (bytes, untagged, stale), {repository id: (bytes, untagged, stale)})."""
+    """(registry's (bytes, untagged, stale), {repository id: (bytes, untagged, stale)}), in one
+    statement: the links are joined and grouped by (repository, blob) once; the registry's
+    sums group that again by blob."""
     owners, params = _owners(registry, coverage)
     sums = ("COALESCE(SUM(s), 0), COALESCE(SUM(CASE WHEN t = 0 THEN s ELSE 0 END), 0), "
             "COALESCE(SUM(CASE WHEN f = 0 THEN s ELSE 0 END), 0)")
-    whole = (f"SELECT {sums} FROM (SELECT b, MAX(s) AS s, MAX(t) AS t, MAX(f) AS f "
-             f"FROM ({owners}) u WHERE b IS NOT NULL GROUP BY b) x")
-    per_repo = (f"SELECT r, {sums} FROM (SELECT r, b, MAX(s) AS s, MAX(t) AS t, MAX(f) AS f "
-                f"FROM ({owners}) u WHERE b IS NOT NULL GROUP BY r, b) x GROUP BY r")
+    sql = (f"WITH rb AS (SELECT r, b, MAX(s) AS s, MAX(t) AS t, MAX(f) AS f FROM ({owners}) u "
+           f"WHERE b IS NOT NULL GROUP BY r, b) "
+           f"SELECT NULL, {sums} FROM (SELECT b, MAX(s) AS s, MAX(t) AS t, MAX(f) AS f "
+           f"FROM rb GROUP BY b) x "
+           f"UNION ALL SELECT r, {sums} FROM rb GROUP BY r")
+    total, repos = (0, 0, 0), {}
     with connection.cursor() as cursor:
-        cursor.execute(whole, params)
-        total = cursor.fetchone()
-        cursor.execute(per_repo, params)
-        repos = {row[0]: row[1:] for row in cursor.fetchall()}
+        cursor.execute(sql, params)
+        for row in cursor.fetchall():
+            if row[0] is None:
+                total = row[1:]
+            else:
+                repos[row[0]] = row[1:]
     return total, repos
 
 
