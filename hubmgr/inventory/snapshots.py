@@ -29,7 +29,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Case, Count, F, IntegerField, Q, Value, When
+from django.db.models import Case, Count, F, IntegerField, Q, Subquery, Value, When
 from django.utils import timezone
 
 from .coverage import Coverage
@@ -172,12 +172,13 @@ def history(registry: Registry, repository=None, days=90, today=None) -> list:
 
 
 def for_repositories(registry: Registry, repository_ids, day=None) -> dict:
-    """{repository id: its row of ``day`` (the registry's latest snapshot day)}."""
-    if day is None:
-        newest = latest(registry)
-        day = newest.date if newest else None
-    if day is None or not repository_ids:
+    """{repository id: its row of ``day`` (by default the registry's latest snapshot day)}, in
+    one query."""
+    if not repository_ids:
         return {}
+    if day is None:
+        day = Subquery(StorageSnapshot.objects.filter(registry=registry, repository=None)
+                       .order_by("-date").values("date")[:1])
     return {s.repository_id: s for s in StorageSnapshot.objects.filter(
         repository_id__in=list(repository_ids), date=day)}
 
