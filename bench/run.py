@@ -17,6 +17,8 @@ Sections (BENCH_ONLY=name runs one; several may be comma separated):
   the importing process's peak memory.
 - kill: the time from a worker's SIGKILL to its job's next DELETE (real workers and beat).
 - policies: a cleanup policy's dry run over BENCH_MANIFESTS manifests in 1,000 repositories.
+- overview: the registry overview (and a repository's storage page) at BENCH_MANIFESTS
+  manifests in 10,000 repositories with a year of daily snapshots; and the snapshot's time.
 
 BENCH_DATABASE_URL runs on that database instead of a throw-away SQLite file. Figures are
 printed and also written to bench/output/results.json. Scratch files live in a throw-away
@@ -50,7 +52,8 @@ django.setup()
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
-from bench import deletion, importlog, ingest, plan, policies, repos, sync, table  # noqa: E402
+from bench import (  # noqa: E402
+    deletion, importlog, ingest, overview, plan, policies, repos, sync, table)
 from bench.common import write_results  # noqa: E402
 
 SECTIONS = {
@@ -63,6 +66,7 @@ SECTIONS = {
     "ingest": [ingest.bench_ingest],
     "importlog": [importlog.bench_importlog],
     "policies": [policies.bench_policies],
+    "overview": [overview.bench_overview],
 }
 
 

@@ -125,6 +125,11 @@ NOTIFY_SWEEP_SECONDS = env_float("HUBMGR_NOTIFY_SWEEP_SECONDS", 5.0)
 EVENT_RETENTION_DAYS = env_int("HUBMGR_EVENT_RETENTION_DAYS", 7)
 SYNC_RUN_RETENTION_DAYS = env_int("HUBMGR_SYNC_RUN_RETENTION_DAYS", 90)
 DELETION_JOB_RETENTION_DAYS = env_int("HUBMGR_DELETION_JOB_RETENTION_DAYS", 365)
+# Storage figures for the overview (hubmgr.inventory.snapshots): computed this often, the day's
+# last computation kept as its row; repositories' daily rows kept this long (0 = keep), the
+# registry's for ever.
+SNAPSHOT_INTERVAL_MINUTES = env_int("HUBMGR_SNAPSHOT_INTERVAL_MINUTES", 60)
+SNAPSHOT_RETENTION_DAYS = env_int("HUBMGR_SNAPSHOT_RETENTION_DAYS", 365)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -225,7 +230,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
 LOGIN_URL = "login"
-LOGIN_REDIRECT_URL = "repositories"
+LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = "en-us"
@@ -268,6 +273,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": NOTIFY_SWEEP_SECONDS,
         "kwargs": {"sweep": True},
         "options": {"expires": NOTIFY_SWEEP_SECONDS},  # none pile up while workers are down
+    },
+    "storage-snapshot": {  # the overview's figures (a day's last one is kept)
+        "task": "hubmgr.inventory.tasks.snapshot",
+        "schedule": SNAPSHOT_INTERVAL_MINUTES * 60.0,
+        "options": {"expires": SNAPSHOT_INTERVAL_MINUTES * 60.0},
     },
     "prune-inventory": {
         "task": "hubmgr.inventory.tasks.prune",

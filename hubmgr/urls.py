@@ -2,12 +2,13 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from hubmgr.web import api, api_policies, deletions, health, hooks, live, policy_pages, views
+from hubmgr.web import (
+    api, api_policies, deletions, health, hooks, live, overview, policy_pages, views)
 
 handler400 = views.bad_request
 
 urlpatterns = [
-    path("", views.home, name="home"),
+    path("", overview.overview, name="home"),
     path("healthz", health.healthz, name="healthz"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
@@ -21,6 +22,8 @@ urlpatterns = [
     path("repositories/<path:name>/-/version", live.version, name="repository-version"),
     path("repositories/<path:name>/-/selection", live.selection, name="repository-selection"),
     path("repositories/<path:name>/-/sync", live.repository_sync, name="repository-sync"),
+    path("repositories/<path:name>/-/storage", overview.repository_storage,
+         name="repository-storage"),
     path("repositories/<path:name>", views.repository, name="repository"),
     path("sync/", live.catalog_sync, name="catalog-sync"),
     path("jobs/", deletions.job_list, name="jobs"),

@@ -2,7 +2,7 @@
 
 from playwright.sync_api import expect
 
-from .test_browser import browser, login, pytestmark  # noqa: F401 - fixtures and skip mark
+from .test_browser import OUTPUT, browser, login, pytestmark  # noqa: F401 - fixtures, skip mark
 from .test_repositories import many
 
 
@@ -26,6 +26,11 @@ def test_search_sort_and_page_the_repositories(browser, live_server,  # noqa: F8
     from hubmgr.inventory.models import Repository
     assert sizes == [r.name for r in Repository.objects.filter(name__startswith="team3/")
                      .order_by("-total_size", "-name")]
+    # The shares and each repository's chart link came with the swapped table.
+    expect(page.locator("#repo-table thead")).to_contain_text("Untagged")
+    expect(page.locator("#repo-table thead")).to_contain_text("Stale")
+    expect(page.locator("#repo-table td a", has_text="Chart")).to_have_count(17)
+    page.screenshot(path=str(OUTPUT / "repositories-search-sort.png"), full_page=True)
 
     page.fill("#repo-search", "")
     expect(page.locator("#repo-summary")).to_have_text("1–50 of 120 repositories")

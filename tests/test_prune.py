@@ -104,17 +104,20 @@ def test_the_prune_command_prints_what_it_deleted(settings):
     job("failed", 500)
     out = StringIO()
     call_command("prune", stdout=out)
-    assert out.getvalue().strip() == \
-        "Pruned 2 notification events, 1 sync runs, 1 deletion jobs, 0 deletion previews."
+    assert out.getvalue().strip() == (
+        "Pruned 2 notification events, 1 sync runs, 0 storage snapshots, 1 deletion jobs, "
+        "0 deletion previews.")
     call_command("prune", stdout=out)
     assert out.getvalue().strip().endswith(
-        "Pruned 0 notification events, 0 sync runs, 0 deletion jobs, 0 deletion previews.")
+        "Pruned 0 notification events, 0 sync runs, 0 storage snapshots, 0 deletion jobs, "
+        "0 deletion previews.")
 
 
 def test_beat_prunes_every_hour_with_the_configured_retention():
     events(8)
     job("done", 366)
-    assert inventory_tasks.prune() == {"notification events": 1, "sync runs": 0}
+    assert inventory_tasks.prune() == {"notification events": 1, "sync runs": 0,
+                                      "storage snapshots": 0}
     assert deletion_tasks.prune() == {"deletion jobs": 1, "deletion previews": 0}
     scheduled = {e["task"]: e["schedule"] for e in settings.CELERY_BEAT_SCHEDULE.values()}
     assert scheduled["hubmgr.inventory.tasks.prune"] == 3600

@@ -61,13 +61,15 @@ class Coverage:
         return (self.since is not None and pushed is not None and pushed >= self.since
                 and row.first_seen is not None and row.first_seen >= self.since)
 
-    def stale_q(self) -> Q:
-        """The rows ``stale`` calls True, as a filter."""
+    def stale_q(self, prefix="") -> Q:
+        """The rows ``stale`` calls True, as a filter; ``prefix`` (e.g. "manifest__") applies
+        it to a related manifest."""
         if not self.decides_stale:
-            return Q(pk__in=[])
-        not_pulled = Q(last_pulled__isnull=True) | Q(last_pulled__lt=self.cutoff)
-        not_pushed = (Q(last_pushed__isnull=True) | Q(last_pushed__lt=self.cutoff)
-                      | ~Q(last_pushed_source__in=SEEN_PUSH))
+            return Q(**{f"{prefix}pk__in": []})
+        pulled, pushed = f"{prefix}last_pulled", f"{prefix}last_pushed"
+        not_pulled = Q(**{f"{pulled}__isnull": True}) | Q(**{f"{pulled}__lt": self.cutoff})
+        not_pushed = (Q(**{f"{pushed}__isnull": True}) | Q(**{f"{pushed}__lt": self.cutoff})
+                      | ~Q(**{f"{prefix}last_pushed_source__in": SEEN_PUSH}))
         return not_pulled & not_pushed
 
 

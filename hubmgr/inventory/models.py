@@ -317,3 +317,38 @@ class RepositorySync(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "name"], name="reposync_unique")]
+
+
+class StorageSnapshot(models.Model):
+    """What a registry (``repository`` empty) or one repository stored on a day, for the
+    overview and its charts (hubmgr.inventory.snapshots). One row per day: the day's last
+    computation replaces its earlier ones. Bytes are distinct blobs (configs and layers): the
+    registry's row counts a layer shared by two repositories once, a repository's row counts
+    its own distinct blobs, as its Size does. Stale figures are empty when the observation
+    window was too short to tell (Stale is said only on evidence)."""
+
+    registry = models.ForeignKey(Registry, on_delete=models.CASCADE, related_name="snapshots")
+    repository = models.ForeignKey(Repository, on_delete=models.CASCADE, null=True, blank=True,
+                                   related_name="snapshots", db_index=False)
+    date = models.DateField()
+    computed_at = models.DateTimeField()
+    bytes = models.BigIntegerField(default=0)
+    items = models.PositiveIntegerField(default=0)
+    untagged_bytes = models.BigIntegerField(default=0)
+    untagged_items = models.PositiveIntegerField(default=0)
+    stale_bytes = models.BigIntegerField(null=True, blank=True)
+    stale_items = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        # Also the indexes the pages read: a registry's days, a repository's days.
+        constraints = [
+            models.UniqueConstraint(fields=["registry", "date"], name="snapshot_registry_day",
+                                    condition=models.Q(repository__isnull=True)),
+            models.UniqueConstraint(fields=["repository", "date"],
+                                    name="snapshot_repository_day",
+                                    condition=models.Q(repository__isnull=False)),
+        ]
+        indexes = [models.Index(fields=["date"], name="snapshot_date")]
+
+    def __str__(self):
+        return f"{self.repository or self.registry} on {self.date}"

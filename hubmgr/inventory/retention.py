@@ -1,5 +1,6 @@
-"""Keeping the inventory's bookkeeping tables bounded: old notification event ids and old sync
-runs are deleted on a schedule (Celery beat, or `manage.py prune`)."""
+"""Keeping the inventory's bookkeeping tables bounded: old notification event ids, old sync runs
+and old storage snapshots of repositories are deleted on a schedule (Celery beat, or
+`manage.py prune`)."""
 
 from datetime import timedelta
 
@@ -46,5 +47,8 @@ def prune_sync_runs(days=None) -> int:
 
 
 def prune() -> dict:
-    """Prune both tables with the configured retention. Returns {table: rows deleted}."""
-    return {"notification events": prune_events(), "sync runs": prune_sync_runs()}
+    """Prune these tables with the configured retention. Returns {table: rows deleted}."""
+    from . import snapshots  # it builds on delete_in_batches
+
+    return {"notification events": prune_events(), "sync runs": prune_sync_runs(),
+            "storage snapshots": snapshots.prune()}

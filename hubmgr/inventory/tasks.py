@@ -9,7 +9,7 @@ from django.db.models import Q
 from hubmgr import celery_app
 from hubmgr.registry.errors import RegistryError, RegistryUnavailable
 
-from . import envelopes, retention, sync
+from . import envelopes, retention, snapshots, sync
 from .crawl import Crawler
 from .models import Repository, SyncRun
 from .registries import client_for, default_registry
@@ -137,7 +137,20 @@ def sync_repository(self, run_id, name):
     finally:
         client.close()
     log.info("sync run=%s repository=%s worker=%s done", run_id, name, self.request.hostname)
+    if SyncRun.objects.filter(pk=run_id, whole_catalog=True, error="",
+                              finished_at__isnull=False).exists():
+        # This task closed a sync of the whole catalog: the overview's figures follow it.
+        try:
+            snapshot.delay()
+        except Exception as exc:  # noqa: BLE001 - any broker failure; beat computes them later
+            log.warning("snapshot after sync run=%s not queued: %s", run_id, exc)
     return name
+
+
+@shared_task(name="hubmgr.inventory.tasks.snapshot")
+def snapshot():
+    """The overview's storage figures, as of now (today's row replaced)."""
+    return snapshots.take(default_registry()).pk
 
 
 @shared_task(name="hubmgr.inventory.tasks.prune")

@@ -6,25 +6,21 @@ from django.conf import settings
 from django.utils import timezone
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
-from django.shortcuts import redirect, render
+from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from hubmgr.deletion import actions
 from hubmgr.deletion.models import DeletionJob
-from hubmgr.inventory import listing, queries
+from hubmgr.inventory import listing, queries, snapshots
 from hubmgr.inventory.models import ProcessedEvent
 from hubmgr.inventory.registries import check_health, default_registry
 
 from .deletions import DELETE_PERMISSION
 from .live import sync_context
 from .lookups import get_manifest, get_repository
+from .overview import with_shares
 from .present import present, window
-
-
-@require_GET
-def home(request):
-    return redirect("repositories")
 
 
 @require_GET
@@ -32,7 +28,9 @@ def home(request):
 def repositories(request):
     registry = default_registry()
     state = listing.ListState.from_params(request.GET)
-    context = {"registry": registry, "page": listing.page(registry, state), "state": state}
+    page = listing.page(registry, state)
+    with_shares(page.rows, snapshots.for_repositories(registry, [r.pk for r in page.rows]))
+    context = {"registry": registry, "page": page, "state": state}
     if request.htmx and request.htmx.target == "repo-table":
         return render(request, "inventory/repositories.html#repo-table", context)
     return render(request, "inventory/repositories.html", context | sync_context(

@@ -3,6 +3,7 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from hubmgr.inventory import snapshots
 from hubmgr.inventory.registries import client_for, default_registry
 from hubmgr.inventory.sync import sync_registry
 from hubmgr.registry.errors import RegistryError
@@ -42,6 +43,8 @@ class Command(BaseCommand):
             self.stdout.write(f"  problem: {problem['reference']}: {problem['error']}")
         if len(run.problems) > 20:
             self.stdout.write(f"  … and {len(run.problems) - 20} more problems")
+        if repository is None and not run.error:
+            snapshots.take(registry)  # the overview's figures follow a sync of everything
 
     def _queue(self, registry):
         from hubmgr.inventory.tasks import QueueUnavailable, fan_out

@@ -5,8 +5,8 @@ from hubmgr.inventory import retention as inventory_retention
 
 
 class Command(BaseCommand):
-    help = ("Delete notification event ids, sync runs and finished deletion jobs older than "
-            "their retention (Celery beat does this hourly).")
+    help = ("Delete notification event ids, sync runs, repositories' storage snapshots and "
+            "finished deletion jobs older than their retention (Celery beat does this hourly).")
 
     def handle(self, **options):
         counts = {**inventory_retention.prune(), **deletion_retention.prune()}

@@ -1,0 +1,18 @@
+from django.core.management.base import BaseCommand
+
+from hubmgr.inventory import snapshots
+from hubmgr.inventory.registries import default_registry
+
+
+class Command(BaseCommand):
+    help = ("Compute the overview's storage figures now, as today's snapshot (Celery beat does "
+            "this every HUBMGR_SNAPSHOT_INTERVAL_MINUTES).")
+
+    def handle(self, **options):
+        row = snapshots.take(default_registry())
+        stale = ("unknown (the observation window is too short)" if row.stale_bytes is None
+                 else f"{row.stale_items:,} items, {row.stale_bytes:,} bytes")
+        self.stdout.write(
+            f"Snapshot of {row.date}: {row.items:,} items, {row.bytes:,} bytes in distinct "
+            f"blobs; untagged {row.untagged_items:,} items, {row.untagged_bytes:,} bytes; "
+            f"stale {stale}.")

@@ -1,0 +1,194 @@
+"""Storage figures of a registry and of each of its repositories, kept one row a day
+(StorageSnapshot) for the overview and its charts.
+
+At a million manifests the registry's distinct blobs cannot be summed within a page's time, so
+they are computed here, on a schedule (Celery beat, every HUBMGR_SNAPSHOT_INTERVAL_MINUTES),
+after a sync of the whole catalog, and by ``manage.py snapshot``. A day's row holds that
+day's last computation; earlier days stay as they were.
+
+What the figures mean:
+- **bytes**: distinct blobs (configs and layers) that some manifest references. The
+  registry's figure counts a layer shared by two repositories once; a repository's figure
+  counts its own distinct blobs (its Size).
+- **untagged**: top-level items without a tag; their bytes are the blobs that only untagged
+  items use: no tagged item references them, nor an index with a tag that lists the image.
+- **stale**: top-level items Stale on evidence (``Coverage.stale_q``, the table's Stale
+  filter); their bytes are the blobs that only stale items use (an image counts as in use
+  when itself or an index listing it is not stale). Empty (None) while the observation window
+  is too short to say.
+So untagged and stale bytes are what removing all of those items would give back, at most
+(the registry frees it when its garbage collector runs).
+
+Retention: the registry's rows are kept for ever (one a day); repositories' rows for
+HUBMGR_SNAPSHOT_RETENTION_DAYS (365 by default; 0 keeps them), pruned with the rest hourly.
+"""
+
+import logging
+from dataclasses import dataclass, fields
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Case, Count, F, IntegerField, Q, Subquery, Value, When
+from django.utils import timezone
+
+from .coverage import Coverage
+from .models import IndexChild, Manifest, ManifestBlob, Registry, Repository, StorageSnapshot
+from .retention import delete_in_batches
+
+log = logging.getLogger("hubmgr.snapshots")
+
+
+@dataclass
+class Figures:
+    bytes: int = 0
+    items: int = 0
+    untagged_bytes: int = 0
+    untagged_items: int = 0
+    stale_bytes: int | None = 0
+    stale_items: int | None = 0
+
+    def add_bytes(self, total, untagged, stale):
+        self.bytes, self.untagged_bytes = int(total or 0), int(untagged or 0)
+        self.stale_bytes = int(stale or 0) if self.stale_bytes is not None else None
+
+
+def _owners(registry, coverage):
+    """The SQL of (blob, repository, size, tagged, fresh) rows: each blob link of a manifest,
+    and again for each index that lists the manifest, with whether that manifest (index) has
+    a tag and whether it is not stale. A blob is untagged (stale) when none of its rows is
+    tagged (fresh)."""
+
+    def flags(prefix):
+        tagged = Case(When(Q(**{f"{prefix}is_tagged": True}), then=Value(1)), default=Value(0),
+                      output_field=IntegerField())
+        fresh = (Case(When(coverage.stale_q(prefix), then=Value(0)), default=Value(1),
+                      output_field=IntegerField())
+                 if coverage.decides_stale else Value(1, output_field=IntegerField()))
+        return {"t": tagged, "f": fresh}
+
+    direct = ManifestBlob.objects.filter(manifest__repository__registry=registry).order_by() \
+        .annotate(b=F("blob_id"), r=F("manifest__repository_id"), s=F("blob__size"),
+                  **flags("manifest__")).values_list("b", "r", "s", "t", "f")
+    via_index = IndexChild.objects.filter(index__repository__registry=registry).order_by() \
+        .annotate(b=F("child__blob_links__blob_id"), r=F("index__repository_id"),
+                  s=F("child__blob_links__blob__size"), **flags("index__")) \
+        .values_list("b", "r", "s", "t", "f")
+    parts = [qs.query.get_compiler(connection=connection).as_sql() for qs in (direct, via_index)]
+    return (f"{parts[0][0]} UNION ALL {parts[1][0]}", (*parts[0][1], *parts[1][1]))
+
+
+def _blob_sums(registry, coverage):
+    """(registry's (bytes, untagged, stale), {repository id: (bytes, untagged, stale)}), in one
+    statement: the links are joined and grouped by (repository, blob) once; the registry's
+    sums group that again by blob."""
+    owners, params = _owners(registry, coverage)
+    sums = ("COALESCE(SUM(s), 0), COALESCE(SUM(CASE WHEN t = 0 THEN s ELSE 0 END), 0), "
+            "COALESCE(SUM(CASE WHEN f = 0 THEN s ELSE 0 END), 0)")
+    sql = (f"WITH rb AS (SELECT r, b, MAX(s) AS s, MAX(t) AS t, MAX(f) AS f FROM ({owners}) u "
+           f"WHERE b IS NOT NULL GROUP BY r, b) "
+           f"SELECT NULL, {sums} FROM (SELECT b, MAX(s) AS s, MAX(t) AS t, MAX(f) AS f "
+           f"FROM rb GROUP BY b) x "
+           f"UNION ALL SELECT r, {sums} FROM rb GROUP BY r")
+    total, repos = (0, 0, 0), {}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for row in cursor.fetchall():
+            if row[0] is None:
+                total = row[1:]
+            else:
+                repos[row[0]] = row[1:]
+    return total, repos
+
+
+def compute(registry: Registry, now=None):
+    """(the registry's Figures, {repository id: Figures}) as the inventory stands now."""
+    coverage = Coverage.of(registry, now)
+    decided = coverage.decides_stale
+    repos = {pk: Figures(stale_bytes=0 if decided else None, stale_items=0 if decided else None)
+             for pk in Repository.objects.filter(registry=registry).values_list("pk", flat=True)}
+    stale = {"stale": Count("id", filter=coverage.stale_q())} if decided else {}
+    counts = Manifest.objects.filter(repository__registry=registry, is_top_level=True) \
+        .values("repository_id").order_by().annotate(
+            n=Count("id"), untagged=Count("id", filter=Q(is_tagged=False)), **stale)
+    for row in counts:
+        figures = repos.get(row["repository_id"])
+        if figures is None:  # a repository created since the list was read
+            continue
+        figures.items, figures.untagged_items = row["n"], row["untagged"]
+        if decided:
+            figures.stale_items = row["stale"]
+    total, per_repo = _blob_sums(registry, coverage)
+    whole = Figures(stale_bytes=0 if decided else None, stale_items=0 if decided else None)
+    whole.add_bytes(*total)
+    for pk, sums in per_repo.items():
+        if pk in repos:
+            repos[pk].add_bytes(*sums)
+    for figures in repos.values():
+        whole.items += figures.items
+        whole.untagged_items += figures.untagged_items
+        if decided:
+            whole.stale_items += figures.stale_items
+    return whole, repos
+
+
+def take(registry: Registry, now=None) -> StorageSnapshot:
+    """Compute the figures and store them as today's (UTC) rows, replacing today's earlier
+    ones. Returns the registry's row."""
+    now = now or timezone.now()
+    whole, repos = compute(registry, now)
+    day = now.date()
+    names = [f.name for f in fields(Figures)]
+    rows = [StorageSnapshot(registry=registry, repository_id=pk, date=day, computed_at=now,
+                            **{n: getattr(figures, n) for n in names})
+            for pk, figures in repos.items()]
+    with transaction.atomic():
+        # One writer per registry at a time (the row lock), so two runs never both insert.
+        list(Registry.objects.select_for_update().filter(pk=registry.pk).values_list("pk"))
+        StorageSnapshot.objects.filter(registry=registry, date=day).delete()
+        # A repository forgotten since the figures were read has no row to point to.
+        alive = set(Repository.objects.filter(registry=registry).values_list("pk", flat=True))
+        StorageSnapshot.objects.bulk_create([r for r in rows if r.repository_id in alive],
+                                            batch_size=2000)
+        snapshot = StorageSnapshot.objects.create(
+            registry=registry, date=day, computed_at=now, **{n: getattr(whole, n) for n in names})
+    log.info("snapshot registry=%s repositories=%d bytes=%d items=%d", registry.name,
+             len(rows), whole.bytes, whole.items)
+    return snapshot
+
+
+def latest(registry: Registry) -> StorageSnapshot | None:
+    return StorageSnapshot.objects.filter(registry=registry, repository=None) \
+        .order_by("-date").first()
+
+
+def history(registry: Registry, repository=None, days=90, today=None) -> list:
+    """The rows of the last ``days`` days (today included), oldest first."""
+    today = today or timezone.now().date()
+    rows = StorageSnapshot.objects.filter(date__gt=today - timedelta(days=days))
+    rows = rows.filter(repository=repository) if repository is not None else \
+        rows.filter(registry=registry, repository=None)
+    return list(rows.order_by("date"))
+
+
+def for_repositories(registry: Registry, repository_ids, day=None) -> dict:
+    """{repository id: its row of ``day`` (by default the registry's latest snapshot day)}, in
+    one query."""
+    if not repository_ids:
+        return {}
+    if day is None:
+        day = Subquery(StorageSnapshot.objects.filter(registry=registry, repository=None)
+                       .order_by("-date").values("date")[:1])
+    return {s.repository_id: s for s in StorageSnapshot.objects.filter(
+        repository_id__in=list(repository_ids), date=day)}
+
+
+def prune(days=None) -> int:
+    """Delete repositories' rows older than ``days`` (HUBMGR_SNAPSHOT_RETENTION_DAYS; 0 keeps
+    them). The registry's rows (one a day) stay."""
+    days = settings.SNAPSHOT_RETENTION_DAYS if days is None else days
+    if not days:
+        return 0
+    cutoff = timezone.now().date() - timedelta(days=days)
+    return delete_in_batches(StorageSnapshot.objects.filter(repository__isnull=False,
+                                                            date__lt=cutoff))
