@@ -193,3 +193,14 @@ def _load_graph(repo, digests):
 
     graph = Graph({node.key: node for node in nodes.values()}, blob_sizes, refs, digest_refs)
     return graph, [(name, d) for d in digests]
+
+
+def blob_digests(keys) -> dict:
+    """The digest of each blob key of a Graph: a Graph from ``load_graph`` keys blobs by their
+    id in the database; one built by hand (tests) by their digest, which is kept as it is."""
+    ids = [k for k in keys if isinstance(k, int)]
+    found = {k: k for k in keys if not isinstance(k, int)}
+    if ids:
+        found.update(_select(f"SELECT b.id, b.digest FROM ({{}}) v CROSS JOIN {_table(Blob)} b "
+                             "WHERE b.id = v.value", ids))
+    return found
