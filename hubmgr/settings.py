@@ -125,6 +125,9 @@ NOTIFY_SWEEP_SECONDS = env_float("HUBMGR_NOTIFY_SWEEP_SECONDS", 5.0)
 EVENT_RETENTION_DAYS = env_int("HUBMGR_EVENT_RETENTION_DAYS", 7)
 SYNC_RUN_RETENTION_DAYS = env_int("HUBMGR_SYNC_RUN_RETENTION_DAYS", 90)
 DELETION_JOB_RETENTION_DAYS = env_int("HUBMGR_DELETION_JOB_RETENTION_DAYS", 365)
+# How often Celery beat asks the registry whether its garbage collector has run since
+# deletions finished (a few blob HEADs), to move their bytes from pending to reclaimed.
+RECLAIM_CHECK_MINUTES = max(env_int("HUBMGR_RECLAIM_CHECK_MINUTES", 10), 1)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -276,6 +279,11 @@ CELERY_BEAT_SCHEDULE = {
     "prune-deletion-jobs": {
         "task": "hubmgr.deletion.tasks.prune",
         "schedule": 3600.0,
+    },
+    "reclaim-check": {
+        "task": "hubmgr.deletion.tasks.check_reclaim",
+        "schedule": RECLAIM_CHECK_MINUTES * 60.0,
+        "options": {"expires": RECLAIM_CHECK_MINUTES * 60.0},
     },
     "cleanup-policies": {  # starts the policies that are due (their times are minutes)
         "task": "hubmgr.policies.tasks.run_due",

@@ -12,7 +12,7 @@ from django.db.models import Count, Sum
 from django.http import Http404
 from django.utils import timezone
 
-from . import jobs, tasks
+from . import jobs, reclaim, tasks
 from .graph import blob_digests, load_graph
 from .models import DeletionItem, DeletionJob, DeletionPreview
 from .planner import Plan, plan
@@ -129,6 +129,7 @@ def job_data(job: DeletionJob) -> dict:
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
         "reclaim_bytes": job.reclaim_bytes,
         "kept": job.kept,
+        "reclaim": reclaim.job_state(job),
         "items": [{"digest": i.digest, "type": i.kind, "tags": i.tags, "size": i.size,
                    "reason": i.reason, "status": i.status, "attempts": i.attempts,
                    "last_error": i.last_error or None} for i in items],
