@@ -23,10 +23,10 @@ and then shows them as reclaimed, with the date it noticed.
 """
 
 import logging
-from itertools import chain
+from itertools import chain, islice
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Exists, Max, OuterRef, Q, Sum
 from django.utils import timezone
 
@@ -53,11 +53,16 @@ def record(job, plan: dict):
     freed = plan.get("freed")
     if freed is None:
         freed = _freed_now(job, [item["digest"] for item in plan["items"]])
-    rows = chain(((d, size, True) for d, size in freed["manifests"]),
-                 ((d, size, False) for d, size in freed["blobs"]))
-    ReclaimBlob.objects.bulk_create(
-        [ReclaimBlob(job=job, digest=d, size=size, manifest=m) for d, size, m in rows],
-        batch_size=1000, ignore_conflicts=True)
+    rows = chain(((job.pk, d, size, True) for d, size in freed["manifests"]),
+                 ((job.pk, d, size, False) for d, size in freed["blobs"]))
+    # Straight through the cursor: a plan of 10,000 items frees about 20,000 manifests and
+    # blobs, and making a model instance of each took a second (as long as the job's items).
+    table = connection.ops.quote_name(ReclaimBlob._meta.db_table)
+    with connection.cursor() as cursor:
+        while batch := list(islice(rows, 500)):  # 2,000 parameters a statement
+            cursor.execute(f"INSERT INTO {table} (job_id, digest, size, manifest) VALUES "
+                           + ", ".join(["(%s, %s, %s, %s)"] * len(batch))
+                           + " ON CONFLICT DO NOTHING", list(chain.from_iterable(batch)))
 
 
 def _freed_now(job, digests) -> dict:
