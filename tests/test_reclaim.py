@@ -3,6 +3,7 @@ hubmgr notices that it ran (a freed blob answers 404) and calls the bytes reclai
 the real registry and its real garbage collector."""
 
 import math
+from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -22,6 +23,7 @@ from hubmgr.registry.manifests import sha256_digest
 
 from .factories import make_image, make_index, make_repo
 from .helpers import image, repo, sync
+from .test_browser import CHROMIUM, OUTPUT, browser, login  # noqa: F401 - browser: a fixture
 
 pytestmark = pytest.mark.django_db(transaction=True)
 Pending, Reclaimed = ReclaimState.PENDING, ReclaimState.RECLAIMED
@@ -360,3 +362,28 @@ def test_beat_asks_every_few_minutes(settings):
     entry = settings.CELERY_BEAT_SCHEDULE["reclaim-check"]
     assert entry["task"] == tasks.check_reclaim.name in celery_app.tasks
     assert entry["schedule"] == settings.RECLAIM_CHECK_MINUTES * 60 > 0
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+def test_the_jobs_page_shows_the_space_in_chromium(browser, live_server):  # noqa: F811
+    r = make_repo("team/app")
+    pending, done = (_plan_job(r, [make_image(r, s, size=n).digest]) for s, n in
+                     (("a", 1_250_000), ("b", 3_400_000)))
+    DeletionJob.objects.filter(pk=pending.pk).update(status="done", reclaim_state=Pending,
+                                                     freed_bytes=1_250_000,
+                                                     finished_at=timezone.now())
+    DeletionJob.objects.filter(pk=done.pk).update(
+        status="done", finished_at=timezone.now(), reclaim_state=Reclaimed, freed_bytes=3_400_000,
+        reclaimed_bytes=3_400_000, reclaimed_at=timezone.now())
+    page = login(browser, live_server, "viewer")
+    page.goto(f"{live_server.url}/jobs/")
+    summary = page.get_by_role("region", name="Disk space from deletions")
+    assert "Deleted, waiting for garbage collection" in summary.inner_text()
+    assert "1.2 MB" in summary.inner_text() and "3.4 MB" in summary.inner_text()
+    summary.get_by_text("Recently reclaimed").click()
+    OUTPUT.mkdir(exist_ok=True)
+    page.screenshot(path=str(OUTPUT / "reclaim-summary.png"), full_page=True)
+    page.goto(f"{live_server.url}/jobs/{pending.pk}")
+    assert "Deleted, waiting for garbage collection: 1.2 MB" in page.inner_text("main")
+    assert page.csp_violations == []
+    page.context.close()
