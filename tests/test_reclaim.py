@@ -215,6 +215,20 @@ def test_a_registry_that_does_not_answer_leaves_it_pending(registry, maintainer,
     assert client.get(f"/jobs/{job.pk}").status_code == 200
 
 
+def test_a_check_asks_about_three_blobs_and_an_error_answer_leaves_it_pending(
+        registry, fault_proxy):
+    d = world(RegistryClient(registry.url))
+    _, job = delete([d["index"]])  # through the proxy, as every later request
+    before = fault_proxy.count("HEAD", r"/blobs/")
+    assert check()["probed"] == 1
+    assert fault_proxy.count("HEAD", r"/blobs/") - before == reclaim.SAMPLE == 3
+    fault_proxy.add("HEAD", r"/blobs/", "status", 503)
+    result = check()
+    assert "HTTP 503" in result["error"] and result["reclaimed"] == []
+    job.refresh_from_db()
+    assert job.reclaim_state == Pending and "HTTP 503" in job.reclaim_error
+
+
 def test_refused_credentials_leave_it_pending(basic_registry, settings):
     settings.REGISTRY_URL = basic_registry.url
     settings.REGISTRY_USERNAME, settings.REGISTRY_PASSWORD = "robot", "s3cret"
