@@ -13,10 +13,11 @@ and then shows them as reclaimed, with the date it noticed.
 - ``check`` (a beat task, and ``manage.py check_reclaim``): HEAD a few of a pending job's
   freed blobs, the largest ``SAMPLE``, in its repository. They answer 200 until the collector
   runs, which removes every unreferenced blob in one go: one 404 says it ran after that job
-  finished, and so after every job that finished before it. Those are all reclaimed, which
-  also settles jobs that freed only manifests (an index): a manifest is never served as a
-  blob, so it is never probed. Pending jobs are probed by bisection over their finish times,
-  newest first: one probe when the collector ran after the last job, about log2(n) when not.
+  finished, and so after every job that finished before it: those are all reclaimed. That is
+  also how a job that freed only manifests (an index whose images stay) is settled, by a job
+  that finished after it: a manifest is never served as a blob, so it is never probed. Pending
+  jobs are probed by bisection over their finish times, newest first: one probe when the
+  collector ran after the last job, about log2(n) when not.
   A blob the inventory shows in use again was pushed again: it is never probed, and its bytes
   do not count as reclaimed. Any registry error leaves everything pending until the next
   check, with the error kept for the pages.
