@@ -130,6 +130,9 @@ DELETION_JOB_RETENTION_DAYS = env_int("HUBMGR_DELETION_JOB_RETENTION_DAYS", 365)
 # registry's for ever.
 SNAPSHOT_INTERVAL_MINUTES = env_int("HUBMGR_SNAPSHOT_INTERVAL_MINUTES", 60)
 SNAPSHOT_RETENTION_DAYS = env_int("HUBMGR_SNAPSHOT_RETENTION_DAYS", 365)
+# How often Celery beat asks the registry whether its garbage collector has run since
+# deletions finished (a few blob HEADs), to move their bytes from pending to reclaimed.
+RECLAIM_CHECK_MINUTES = max(env_int("HUBMGR_RECLAIM_CHECK_MINUTES", 10), 1)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -286,6 +289,11 @@ CELERY_BEAT_SCHEDULE = {
     "prune-deletion-jobs": {
         "task": "hubmgr.deletion.tasks.prune",
         "schedule": 3600.0,
+    },
+    "reclaim-check": {
+        "task": "hubmgr.deletion.tasks.check_reclaim",
+        "schedule": RECLAIM_CHECK_MINUTES * 60.0,
+        "options": {"expires": RECLAIM_CHECK_MINUTES * 60.0},
     },
     "cleanup-policies": {  # starts the policies that are due (their times are minutes)
         "task": "hubmgr.policies.tasks.run_due",

@@ -12,8 +12,8 @@ from django.db.models import Count, Sum
 from django.http import Http404
 from django.utils import timezone
 
-from . import jobs, tasks
-from .graph import collector_paused, load_graph
+from . import jobs, reclaim, tasks
+from .graph import blob_digests, collector_paused, load_graph
 from .models import DeletionItem, DeletionJob, DeletionPreview
 from .planner import Plan, plan
 
@@ -34,16 +34,18 @@ def make_plan(repo, digests) -> Plan:
         return plan(graph, selected)
 
 
-def snapshot(p: Plan) -> dict:
+def snapshot(p: Plan, freed=False) -> dict:
     """The plan as plain data: what a preview shows and what its job runs, item by item,
-    with the tags and the indexes (within the plan) that refer to each."""
+    with the tags and the indexes (within the plan) that refer to each. With ``freed``, also
+    the manifests and blobs its reclaim figure counts, by digest, which a job created from it
+    keeps to tell when the registry's garbage collector has freed them (see reclaim.py)."""
     going = {node.digest for node, _ in p.items}
     parents = {}
     for node, _ in p.items:
         for child in node.children:
             if child[1] in going:
                 parents.setdefault(child[1], []).append(node.digest)
-    return {
+    data = {
         "items": [{"digest": n.digest, "type": n.kind, "tags": list(n.tags), "size": n.size,
                    "reason": reason, "parents": parents.get(n.digest, [])}
                   for n, reason in p.items],
@@ -51,12 +53,17 @@ def snapshot(p: Plan) -> dict:
         "reclaim_bytes": p.reclaim_bytes,
         "unread": [key[1] for key in p.unknown],
     }
+    if freed:
+        digests = blob_digests(p.freed_blobs)
+        data["freed"] = {"manifests": [[d, size] for d, size in p.freed_manifests.items()],
+                         "blobs": [[digests[k], size] for k, size in p.freed_blobs.items()]}
+    return data
 
 
 def preview(repo, digests, user) -> DeletionPreview:
     """Plan ``digests`` and keep the plan, so that confirming it runs exactly what was shown."""
     return DeletionPreview.objects.create(
-        repository=repo, created_by=user, plan=snapshot(make_plan(repo, digests)),
+        repository=repo, created_by=user, plan=snapshot(make_plan(repo, digests), freed=True),
         expires_at=timezone.now() + timedelta(minutes=settings.DELETE_PREVIEW_MINUTES))
 
 
@@ -94,7 +101,7 @@ def _uuid(value) -> bool:
 
 def start(repo, digests, user=None) -> DeletionJob:
     """Plan ``digests`` now and queue the job at once (scripts that skip the preview)."""
-    job = jobs.create_job(repo, snapshot(make_plan(repo, digests)), user)
+    job = jobs.create_job(repo, snapshot(make_plan(repo, digests), freed=True), user)
     transaction.on_commit(lambda: wake(job.pk))
     return job
 
@@ -123,6 +130,7 @@ def job_data(job: DeletionJob) -> dict:
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
         "reclaim_bytes": job.reclaim_bytes,
         "kept": job.kept,
+        "reclaim": reclaim.job_state(job),
         "items": [{"digest": i.digest, "type": i.kind, "tags": i.tags, "size": i.size,
                    "reason": i.reason, "status": i.status, "attempts": i.attempts,
                    "last_error": i.last_error or None} for i in items],

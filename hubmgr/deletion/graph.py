@@ -237,3 +237,14 @@ def _load(registry_id, names, where, *params, tags=None) -> Graph:
             nodes[manifest_id].tags += (tag,)
 
     return Graph({node.key: node for node in nodes.values()}, blob_sizes, refs, digest_refs)
+
+
+def blob_digests(keys) -> dict:
+    """The digest of each blob key of a Graph: a Graph from ``load_graph`` keys blobs by their
+    id in the database; one built by hand (tests) by their digest, which is kept as it is."""
+    ids = [k for k in keys if isinstance(k, int)]
+    found = {k: k for k in keys if not isinstance(k, int)}
+    if ids:
+        found.update(_select(f"SELECT b.id, b.digest FROM ({{}}) v CROSS JOIN {_table(Blob)} b "
+                             "WHERE b.id = v.value", ids))
+    return found

@@ -22,6 +22,7 @@ from hubmgr.registry.errors import (
     RegistryUnsupported,
 )
 
+from . import reclaim
 from .models import DeletionItem, DeletionJob, ItemStatus, JobStatus
 from .recheck import RegistryView
 
@@ -31,7 +32,8 @@ Item = DeletionItem
 
 def create_job(repo, plan: dict, user=None) -> DeletionJob:
     """Record a plan snapshot (``actions.snapshot``) as a job with one row per manifest, in
-    deletion order, carrying the tags and parents the preview showed."""
+    deletion order, carrying the tags and parents the preview showed, and what it frees
+    (``reclaim.record``)."""
     with transaction.atomic():
         job = DeletionJob.objects.create(
             repository=repo, repository_name=repo.name, created_by=user,
@@ -42,6 +44,7 @@ def create_job(repo, plan: dict, user=None) -> DeletionJob:
                          tags=item["tags"], size=item["size"], reason=item["reason"],
                          parents=item["parents"])
             for n, item in enumerate(plan["items"])], batch_size=500)
+        reclaim.record(job, plan)
     log.info("deletion job=%s created repository=%s items=%d reclaim=%d user=%s", job.pk,
              repo.name, len(plan["items"]), plan["reclaim_bytes"],
              getattr(user, "username", None))
@@ -312,6 +315,9 @@ def update_status(job) -> str:
         log.info("deletion job=%s finished status=%s done=%d skipped=%d failed=%d", job.pk,
                  status, counts[ItemStatus.DONE], counts[ItemStatus.SKIPPED],
                  counts[ItemStatus.FAILED])
+        # What it freed waits for the garbage collector (the deleted items have left the
+        # inventory: _forget runs first).
+        reclaim.settle(job)
     job.status = status
     return status
 

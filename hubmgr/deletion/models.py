@@ -24,6 +24,21 @@ class ItemStatus(models.TextChoices):
     FAILED = "failed"
 
 
+class ReclaimState(models.TextChoices):
+    """Where the bytes a job frees are: see reclaim.py."""
+
+    OPEN = "open"  # the job runs: reclaim_bytes is the plan's estimate
+    NOTHING = "nothing"  # finished, and freed nothing (every blob it named is still used)
+    PENDING = "pending"  # finished: freed_bytes wait on disk for the garbage collector
+    RECLAIMED = "reclaimed"  # the garbage collector ran: reclaimed_bytes left the disk
+    UNTRACKED = "untracked"  # a job from before hubmgr recorded what jobs free
+
+    @property
+    def is_settled(self):
+        """The job finished and its freed bytes are known."""
+        return self in (ReclaimState.NOTHING, ReclaimState.PENDING, ReclaimState.RECLAIMED)
+
+
 class DeletionJob(models.Model):
     Status = JobStatus
     FINISHED = (JobStatus.DONE, JobStatus.PARTIAL, JobStatus.FAILED)
@@ -41,10 +56,19 @@ class DeletionJob(models.Model):
     kept = models.JSONField(default=list)  # [{"digest", "reason"}] from the plan
     # When a worker is next due to wake up for this job; one pending wake-up at a time.
     wake_at = models.DateTimeField(null=True, blank=True)
+    # What the finished job freed on disk, and whether the garbage collector has run since.
+    reclaim_state = models.CharField(max_length=10, choices=ReclaimState.choices,
+                                     default=ReclaimState.OPEN)
+    freed_bytes = models.BigIntegerField(default=0)  # set when the job finishes
+    reclaimed_bytes = models.BigIntegerField(default=0)  # set when the collector is detected
+    reclaimed_at = models.DateTimeField(null=True, blank=True)  # when it was detected
+    reclaim_checked_at = models.DateTimeField(null=True, blank=True)  # last check while pending
+    reclaim_error = models.CharField(max_length=500, blank=True)  # why that check failed
 
     class Meta:
         ordering = ["-created_at"]
         permissions = [("delete_images", "Can delete images and indexes from the registry")]
+        indexes = [models.Index(fields=["reclaim_state", "finished_at"], name="job_reclaim")]
 
     def __str__(self):
         return f"deletion {self.pk} of {self.repository_name}"
@@ -52,6 +76,33 @@ class DeletionJob(models.Model):
     @property
     def is_finished(self):
         return self.status in self.FINISHED
+
+    @property
+    def reclaim_pending(self):
+        return self.reclaim_state == ReclaimState.PENDING
+
+    @property
+    def reclaim_done(self):
+        return self.reclaim_state == ReclaimState.RECLAIMED
+
+    @property
+    def reclaim_nothing(self):
+        return self.reclaim_state == ReclaimState.NOTHING
+
+
+class ReclaimBlob(models.Model):
+    """A blob (config or layer) or a manifest that a job's plan frees, with its size. Recorded
+    when the job is created; at its end only those no manifest in the inventory still uses
+    stay; they go when the garbage collector is detected (a job can free thousands)."""
+
+    job = models.ForeignKey(DeletionJob, on_delete=models.CASCADE, related_name="reclaim_blobs")
+    digest = models.CharField(max_length=140)
+    size = models.BigIntegerField(default=0)
+    # A manifest's own bytes: the registry never serves them as a blob, so never probed.
+    manifest = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "digest"], name="reclaim_unique")]
 
 
 class DeletionItem(models.Model):

@@ -80,6 +80,9 @@ class Plan:
     kept: list  # [(key, reason)]
     reclaim_bytes: int
     unknown: list  # keys whose content hubmgr has not read: their blobs are not counted
+    # What reclaim_bytes counts: manifests (digest -> size) and blobs (graph key -> size).
+    freed_manifests: dict = field(default_factory=dict)
+    freed_blobs: dict = field(default_factory=dict)
 
     @property
     def keys(self):
@@ -122,7 +125,9 @@ def plan(graph: Graph, selected) -> Plan:
     order = _delete_order(graph, going)
     items = [(graph.nodes[k], going[k]) for k in order]
     unknown = [k for k in order if not graph.nodes[k].fetched]
-    return Plan(items, sorted(kept.items()), reclaim(graph, set(going)), unknown)
+    manifests, blobs = freed(graph, set(going))
+    return Plan(items, sorted(kept.items()), sum(manifests.values()) + sum(blobs.values()),
+                unknown, manifests, blobs)
 
 
 def _add_unreferenced_children(graph, going):
@@ -181,8 +186,10 @@ def _delete_order(graph, going):
     return order
 
 
-def reclaim(graph: Graph, going: set) -> int:
-    """Bytes of blobs that no remaining manifest references once ``going`` is deleted.
+def freed(graph: Graph, going: set) -> tuple[dict, dict]:
+    """What the garbage collector frees once ``going`` is deleted: the manifests (digest ->
+    size) and the blobs (key in ``graph.blob_sizes`` -> size) that no remaining manifest
+    references.
 
     A remaining index's children never go (the plan keeps them), so a manifest's own blob is
     freed exactly when every row with its digest goes.
@@ -192,7 +199,13 @@ def reclaim(graph: Graph, going: set) -> int:
     going_blobs = Counter(chain.from_iterable(node.blobs for node in nodes))
     sizes = {node.key[1]: node.manifest_size for node in nodes}
     digest_refs, blob_refs, blob_sizes = graph.digest_refs, graph.blob_refs, graph.blob_sizes
-    freed = sum(sizes[d] for d, n in going_digests.items() if n >= digest_refs.get(d, 0))
-    freed += sum(blob_sizes.get(b, 0) for b, n in going_blobs.items()
-                 if n >= blob_refs.get(b, 0))
-    return freed
+    manifests = {d: sizes[d] for d, n in going_digests.items() if n >= digest_refs.get(d, 0)}
+    blobs = {b: blob_sizes.get(b, 0) for b, n in going_blobs.items()
+             if n >= blob_refs.get(b, 0)}
+    return manifests, blobs
+
+
+def reclaim(graph: Graph, going: set) -> int:
+    """Bytes of blobs that no remaining manifest references once ``going`` is deleted."""
+    manifests, blobs = freed(graph, going)
+    return sum(manifests.values()) + sum(blobs.values())

@@ -9,19 +9,21 @@ from django.utils import timezone
 
 from hubmgr.inventory.retention import delete_in_batches
 
-from .models import DeletionItem, DeletionJob, DeletionPreview
+from .models import DeletionItem, DeletionJob, DeletionPreview, ReclaimBlob
 
 
 def prune_jobs(days=None) -> int:
     """Delete jobs that finished more than ``days`` ago, and their items. Unfinished jobs are
-    never touched. The items go first, in batches (a job may have thousands), so deleting a
-    job is one small cascade. Returns the number of jobs deleted."""
+    never touched. The items and the blobs a pending job waits on go first, in batches (a job
+    may have thousands), so deleting a job is one small cascade. Returns the number of jobs
+    deleted."""
     days = settings.DELETION_JOB_RETENTION_DAYS if days is None else days
     if days <= 0:
         return 0
     old = DeletionJob.objects.filter(status__in=DeletionJob.FINISHED,
                                      finished_at__lt=timezone.now() - timedelta(days=days))
     delete_in_batches(DeletionItem.objects.filter(job__in=old))
+    delete_in_batches(ReclaimBlob.objects.filter(job__in=old))
     return delete_in_batches(old)
 
 

@@ -11,7 +11,7 @@ from django.utils import timezone
 from hubmgr.inventory.registries import client_for, default_registry
 from hubmgr.registry.errors import RegistryError
 
-from . import jobs, retention
+from . import jobs, reclaim, retention
 from .models import DeletionJob
 
 log = logging.getLogger("hubmgr.deletion")
@@ -72,3 +72,20 @@ def prune():
     counts = retention.prune()
     log.info("pruned %s", " ".join(f"{k.replace(' ', '_')}={n}" for k, n in counts.items()))
     return counts
+
+
+@shared_task(name="hubmgr.deletion.tasks.check_reclaim")
+def check_reclaim():
+    """Has the registry's garbage collector run since pending deletions finished?"""
+    registry = default_registry()
+    try:
+        client = client_for(registry)
+    except RegistryError as exc:  # no registry configured: nothing to ask
+        log.warning("reclaim check skipped: %s", exc)
+        return None
+    try:
+        result = reclaim.check(client, registry)
+    finally:
+        client.close()
+    return {k: v for k, v in result.items() if k != "reclaimed"} | {
+        "reclaimed": len(result["reclaimed"])}

@@ -259,6 +259,16 @@ class RegistryClient:
                                     f"without a valid digest ({names.shown(digest)}).",
                                     url=resp.url)
 
+    def blob_exists(self, repository, digest) -> bool:
+        """HEAD /v2/<repository>/blobs/<digest>: True when the registry serves the blob there,
+        False on 404. A deleted manifest's config and layers keep answering 200 until the
+        garbage collector removes them (a manifest's own digest is not a blob: always 404).
+        Any other answer raises RegistryError."""
+        resp = self.request("HEAD", _path(repository, "blobs", digest), repository=repository,
+                            allow=(200, 404))
+        resp.close()
+        return resp.status_code == 200
+
     def get_blob(self, repository, digest) -> bytes:
         resp = self.request("GET", _path(repository, "blobs", digest), repository=repository,
                             stream=True)

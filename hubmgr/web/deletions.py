@@ -7,11 +7,12 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import trigger_client_event
 
-from hubmgr.deletion import actions
+from hubmgr.deletion import actions, reclaim
 from hubmgr.deletion.graph import selection_digests
 from hubmgr.deletion.models import DeletionJob
 from hubmgr.deletion.planner import CHILD, SELECTED
 from hubmgr.inventory import queries
+from hubmgr.inventory.registries import default_registry
 
 from .lookups import get_repository
 
@@ -113,7 +114,8 @@ def progress(request, job_id):
 @login_required
 def job_list(request):
     jobs = DeletionJob.objects.select_related("created_by")[:200]
-    return render(request, "deletion/jobs.html", {"jobs": jobs})
+    return render(request, "deletion/jobs.html", {
+        "jobs": jobs, "reclaim": reclaim.summary(default_registry())})
 
 
 @require_GET

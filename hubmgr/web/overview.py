@@ -8,6 +8,7 @@ from django.db.models import Count, Sum
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from hubmgr.deletion import reclaim
 from hubmgr.inventory import snapshots
 from hubmgr.inventory.coverage import Coverage
 from hubmgr.inventory.models import Repository
@@ -110,6 +111,7 @@ def overview(request):
         "interval": settings.SNAPSHOT_INTERVAL_MINUTES,
         "untagged_share": share(latest.untagged_bytes, latest.bytes) if latest else None,
         "stale_share": share(latest.stale_bytes, latest.bytes) if latest else None,
+        "reclaim": reclaim.summary(registry),
     } | chart_context("registry", "Registry", snapshots.history(registry, days=days)))
 
 

@@ -51,7 +51,7 @@ class Command(BaseCommand):
             client = client_for(repo.registry)
         except RegistryError as exc:
             raise CommandError(str(exc)) from None
-        job = jobs.create_job(repo, actions.snapshot(plan))
+        job = jobs.create_job(repo, actions.snapshot(plan, freed=True))
         self.stdout.write(f"Deletion job {job.pk} started.")
         bar = tqdm(total=len(plan.items), unit="item", file=sys.stderr)
 
