@@ -42,6 +42,28 @@ def test_the_modal_groups_selected_children_and_kept(maintainer_client):
     assert 'name="digest"' not in html  # the confirmation names the preview, not a selection
 
 
+def test_the_modal_lists_by_tag_with_each_indexs_children_and_their_platforms(
+        maintainer_client):
+    repo, index, images, loose = sample_repo()
+    everything = [loose.digest, index.digest] + [i.digest for i in reversed(images)]
+    html = maintainer_client.post("/repositories/team/app/-/preview",
+                                  {"digest": everything}).content.decode()
+    selected = html[html.index('id="plan-selected"'):html.index('id="plan-children"')]
+    order = [d for d in re.findall(r'<code title="(sha256:[0-9a-f]+)"', selected)]
+    # By first tag (1.0, 1.1, 1.2, then the index's 2.0), untagged last.
+    assert order == [i.digest for i in images] + [index.digest, loose.digest]
+    assert "linux/amd64, linux/arm64" in selected  # the index's platforms
+    children = html[html.index('id="plan-children"'):]
+    assert re.search(r'Taken along with the index <span class="tag">2.0</span>'
+                     r'<span class="tag">latest</span>', children)
+    kids = re.findall(r'<span class="platform">([^<]+)</span><code title="(sha256:[0-9a-f]+)"',
+                      children)
+    assert sorted(kids) == [("linux/amd64", digest("amd")), ("linux/arm64", digest("arm"))]
+    # The footer holds the reclaim figure and the buttons, outside the list that scrolls.
+    footer = html[html.index('class="modal-footer"'):]
+    assert 'id="reclaim-bytes"' in footer and 'id="delete-forever"' in footer
+
+
 def test_select_all_matching_uses_the_search_and_filter(maintainer_client):
     sample_repo()
     resp = maintainer_client.post("/repositories/team/app/-/preview",
@@ -81,6 +103,24 @@ def test_delete_creates_a_job_and_answers_the_progress_panel(maintainer_client, 
     assert maintainer_client.get("/jobs/").status_code == 200
     assert loose.digest[7:19] in maintainer_client.get(f"/jobs/{job.pk}").content.decode()
     assert maintainer_client.get("/jobs/999").status_code == 404
+
+
+def test_the_jobs_list_shows_item_counts_the_repository_and_labelled_times(maintainer_client):
+    from hubmgr.deletion.models import DeletionItem
+
+    repo, index, images, loose = sample_repo()
+    pid = preview_id(maintainer_client, "team/app", digest=[index.digest, loose.digest])
+    maintainer_client.post("/repositories/team/app/-/delete", {"preview_id": pid})
+    job = DeletionJob.objects.get()
+    job.items.filter(digest=loose.digest).update(status=DeletionItem.Status.DONE)
+    job.items.filter(digest=digest("amd")).update(status=DeletionItem.Status.FAILED)
+    html = maintainer_client.get("/jobs/").content.decode()
+    assert "1 of 4 deleted, 1 failed" in html
+    assert '<a href="/repositories/team/app">team/app</a>' in html
+    assert "Started (UTC)" in html and f'<time datetime="{job.created_at.isoformat()}">' in html
+    repo.delete()  # the audit record outlives the repository: no link to a 404
+    html = maintainer_client.get("/jobs/").content.decode()
+    assert "team/app <span class=\"muted\">(gone)</span>" in html
 
 
 def test_delete_forever_runs_the_preview_as_it_was_shown(maintainer_client):

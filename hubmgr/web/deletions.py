@@ -2,6 +2,7 @@
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Q
 from django.http import Http404
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
@@ -9,9 +10,10 @@ from django_htmx.http import trigger_client_event
 
 from hubmgr.deletion import actions
 from hubmgr.deletion.graph import selection_digests
-from hubmgr.deletion.models import DeletionJob
+from hubmgr.deletion.models import DeletionItem, DeletionJob
 from hubmgr.deletion.planner import CHILD, SELECTED
 from hubmgr.inventory import queries
+from hubmgr.inventory.models import IndexChild, Manifest
 
 from .lookups import get_repository
 
@@ -67,12 +69,57 @@ def preview(request, name):
     if not digests:
         return _refuse(request, repo, NOTHING, status=200)
     found = actions.preview(repo, digests, request.user)
-    items = found.plan["items"]
+    selected, children = readable(repo, found.plan["items"])
     return render(request, "deletion/preview.html", {
         "repo": repo, "preview": found, "plan": found.plan,
-        "selected": [i for i in items if i["reason"] == SELECTED],
-        "children": [i for i in items if i["reason"] == CHILD],
+        "selected": selected, "children": children,
         "kept": found.plan["kept"], "shown": SHOWN, "minus_shown": -SHOWN})
+
+
+def _by_tag(item):
+    """Tagged items first, by their first tag in name order; untagged ones by digest."""
+    tags = sorted(item["tags"])
+    return (0, tags[0], item["digest"]) if tags else (1, "", item["digest"])
+
+
+def readable(repo, items):
+    """A plan's items in the order a person reads them (a plan's own order is the deletion
+    order): the selected items by tag, and the children they take along grouped under their
+    index, in the index's order. Each shown item gets its platform; a child's first line under
+    its index carries ``heading``. Returns (selected, children), new dicts."""
+    selected = sorted((dict(i) for i in items if i["reason"] == SELECTED), key=_by_tag)
+    position = {item["digest"]: n for n, item in enumerate(selected)}
+    children = sorted((dict(i) for i in items if i["reason"] == CHILD),
+                      key=lambda c: (min((position.get(p, len(position)) for p in c["parents"]),
+                                         default=len(position)), c["digest"]))
+    shown = selected[:SHOWN] + children[:SHOWN]
+    platforms = _platforms(repo, [i["digest"] for i in shown])
+    by_digest = {i["digest"]: i for i in selected}
+    last = None
+    for child in children[:SHOWN]:
+        parent = next((by_digest[p] for p in child["parents"] if p in by_digest),
+                      None) or next(iter(child["parents"]), None)
+        if isinstance(parent, str):  # an index that goes along too, not one selected
+            parent = {"digest": parent, "tags": []}
+        key = parent["digest"] if parent else None
+        if key != last:
+            child["heading"] = parent
+            last = key
+    for item in shown:
+        item["platform"] = platforms.get(item["digest"], "")
+    return selected, children
+
+
+def _platforms(repo, digests):
+    """{digest: platform} of the listed manifests: an image's platform (as its index lists
+    it, when it is a child), an index's list of platforms."""
+    found = dict(Manifest.objects.filter(repository=repo, digest__in=digests)
+                 .values_list("digest", "platform"))
+    for child, platform in IndexChild.objects.filter(
+            child__repository=repo, child__digest__in=digests).exclude(platform="") \
+            .values_list("child__digest", "platform"):
+        found[child] = platform
+    return found
 
 
 @require_POST
@@ -112,7 +159,12 @@ def progress(request, job_id):
 @require_GET
 @login_required
 def job_list(request):
-    jobs = DeletionJob.objects.select_related("created_by")[:200]
+    Status = DeletionItem.Status
+    jobs = DeletionJob.objects.select_related("created_by").annotate(
+        item_count=Count("items"),
+        done_count=Count("items", filter=Q(items__status=Status.DONE)),
+        kept_count=Count("items", filter=Q(items__status=Status.SKIPPED)),
+        failed_count=Count("items", filter=Q(items__status=Status.FAILED)))[:200]
     return render(request, "deletion/jobs.html", {"jobs": jobs})
 
 
