@@ -64,6 +64,17 @@ def test_the_modal_lists_by_tag_with_each_indexs_children_and_their_platforms(
     assert 'id="reclaim-bytes"' in footer and 'id="delete-forever"' in footer
 
 
+def test_tags_are_read_in_natural_order():
+    from hubmgr.web.deletions import readable
+
+    repo = make_repo("order/app")
+    items = [{"digest": digest(t), "type": "image", "tags": [t] if t else [], "size": 1,
+              "reason": "selected", "parents": []} for t in ("", "build-10", "B-3", "build-2")]
+    selected, children = readable(repo, items)
+    assert [i["tags"] for i in selected] == [["B-3"], ["build-2"], ["build-10"], []]
+    assert children == [] and selected[0]["platform"] == ""
+
+
 def test_select_all_matching_uses_the_search_and_filter(maintainer_client):
     sample_repo()
     resp = maintainer_client.post("/repositories/team/app/-/preview",

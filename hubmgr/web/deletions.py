@@ -1,5 +1,7 @@
 """Preview and delete, the progress panel, and the jobs pages."""
 
+import re
+
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
@@ -57,6 +59,7 @@ def _too_many(digests):
     return len(digests) > MAX_SELECTION
 
 
+DIGITS = re.compile(r"(\d+)")
 SHOWN = 500  # items listed per group in the modal; the rest are counted
 
 
@@ -76,10 +79,15 @@ def preview(request, name):
         "kept": found.plan["kept"], "shown": SHOWN, "minus_shown": -SHOWN})
 
 
+def _natural(text):
+    """A sort key that puts build-2 before build-10."""
+    return [int(part) if n % 2 else part.lower() for n, part in enumerate(DIGITS.split(text))]
+
+
 def _by_tag(item):
-    """Tagged items first, by their first tag in name order; untagged ones by digest."""
-    tags = sorted(item["tags"])
-    return (0, tags[0], item["digest"]) if tags else (1, "", item["digest"])
+    """Tagged items first, by their first tag in natural order; untagged ones by digest."""
+    tags = sorted(item["tags"], key=_natural)
+    return (0, _natural(tags[0]), item["digest"]) if tags else (1, [], item["digest"])
 
 
 def readable(repo, items):
