@@ -95,6 +95,10 @@ DATA_UPLOAD_MAX_NUMBER_FIELDS = 51_000
 REGISTRY_URL = env_str("HUBMGR_REGISTRY_URL")
 REGISTRY_USERNAME = env_str("HUBMGR_REGISTRY_USERNAME")
 REGISTRY_PASSWORD = env_secret("HUBMGR_REGISTRY_PASSWORD")
+# The registry's name as `docker pull` spells it (host or host:port), for the copied pull
+# commands, when people reach it by another name than hubmgr does (e.g. registry:5000 inside
+# a compose network). Empty: the host and port of HUBMGR_REGISTRY_URL.
+REGISTRY_PUBLIC_HOST = env_str("HUBMGR_REGISTRY_PUBLIC_HOST").strip().strip("/")
 WEBHOOK_TOKEN = env_secret("HUBMGR_WEBHOOK_TOKEN")
 STALE_DAYS = env_int("HUBMGR_STALE_DAYS", 183)
 COUNT_HEAD_PULLS = env_bool("HUBMGR_COUNT_HEAD_PULLS", False)
