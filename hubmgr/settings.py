@@ -288,10 +288,22 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# HUBMGR_VERBOSE: the development server (`make run`) logs every request; without it, only
+# its warnings and errors. hubmgr's own lines are printed once, by its own handler: they do
+# not also reach a Celery worker's root handler.
+VERBOSE = env_bool("HUBMGR_VERBOSE", False)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"line": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "line"}},
-    "loggers": {"hubmgr": {"handlers": ["console"], "level": env_str("HUBMGR_LOG_LEVEL", "INFO")}},
+    "formatters": {"line": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+                   "server": {"()": "django.utils.log.ServerFormatter",
+                              "format": "[{server_time}] {message}", "style": "{"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "line"},
+                 "server": {"class": "logging.StreamHandler", "formatter": "server"}},
+    "loggers": {
+        "hubmgr": {"handlers": ["console"], "level": env_str("HUBMGR_LOG_LEVEL", "INFO"),
+                   "propagate": False},
+        "django.server": {"handlers": ["server"], "level": "INFO" if VERBOSE else "WARNING",
+                          "propagate": False},
+    },
 }
