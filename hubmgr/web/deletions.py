@@ -92,29 +92,29 @@ def _by_tag(item):
 
 def readable(repo, items):
     """A plan's items in the order a person reads them (a plan's own order is the deletion
-    order): the selected items by tag, and the children they take along grouped under their
-    index, in the index's order. Each shown item gets its platform; a child's first line under
-    its index carries ``heading``. Returns (selected, children), new dicts."""
+    order): the selected items by tag, then the children they take along, grouped under their
+    index in the same order, by platform. Each shown item gets its platform; the first child
+    under an index carries ``heading`` (that index). Returns (selected, children), new dicts."""
     selected = sorted((dict(i) for i in items if i["reason"] == SELECTED), key=_by_tag)
     position = {item["digest"]: n for n, item in enumerate(selected)}
-    children = sorted((dict(i) for i in items if i["reason"] == CHILD),
-                      key=lambda c: (min((position.get(p, len(position)) for p in c["parents"]),
-                                         default=len(position)), c["digest"]))
+    children = [dict(i) for i in items if i["reason"] == CHILD]
+    for child in children:  # listed under its first selected index (an index is never "")
+        child["under"] = min(((position.get(p, len(position)), p) for p in child["parents"]),
+                             default=(len(position), ""))
+    children.sort(key=lambda c: (c["under"], c["digest"]))
     shown = selected[:SHOWN] + children[:SHOWN]
     platforms = _platforms(repo, [i["digest"] for i in shown])
+    for item in shown:
+        item["platform"] = platforms.get(item["digest"], "")
+    children[:SHOWN] = sorted(children[:SHOWN], key=lambda c: (c["under"], c["platform"],
+                                                               c["digest"]))
     by_digest = {i["digest"]: i for i in selected}
     last = None
     for child in children[:SHOWN]:
-        parent = next((by_digest[p] for p in child["parents"] if p in by_digest),
-                      None) or next(iter(child["parents"]), None)
-        if isinstance(parent, str):  # an index that goes along too, not one selected
-            parent = {"digest": parent, "tags": []}
-        key = parent["digest"] if parent else None
-        if key != last:
-            child["heading"] = parent
-            last = key
-    for item in shown:
-        item["platform"] = platforms.get(item["digest"], "")
+        index = child["under"][1]
+        if index and index != last:
+            child["heading"] = by_digest.get(index) or {"digest": index, "tags": []}
+            last = index
     return selected, children
 
 
