@@ -17,7 +17,7 @@ from hubmgr.inventory.store import refresh
 from hubmgr.web.deletions import MAX_SELECTION
 from hubmgr.web.models import ApiToken
 
-from .factories import digest, make_repo, sample_repo
+from .factories import digest, make_image, make_repo, sample_repo
 
 pytestmark = pytest.mark.django_db
 
@@ -73,6 +73,26 @@ def test_tags_are_read_in_natural_order():
     selected, children = readable(repo, items)
     assert [i["tags"] for i in selected] == [["B-3"], ["build-2"], ["build-10"], []]
     assert children == [] and selected[0]["platform"] == ""
+
+
+def test_an_indexs_children_are_listed_under_it_by_platform():
+    from hubmgr.web.deletions import readable
+
+    repo = make_repo("kids/app")
+    low, high = sorted([digest("k1"), digest("k2")])
+    # The digest order is the reverse of the platform order.
+    make_image(repo, "k1", platform="linux/arm64" if digest("k1") == low else "linux/amd64")
+    make_image(repo, "k2", platform="linux/arm64" if digest("k2") == low else "linux/amd64")
+    item = {"type": "image", "size": 1, "tags": []}
+    items = [{**item, "digest": digest("idx"), "type": "index", "tags": ["v1"],
+              "reason": "selected", "parents": []},
+             {**item, "digest": low, "reason": "unreferenced_child", "parents": [digest("idx")]},
+             {**item, "digest": high, "reason": "unreferenced_child",
+              "parents": [digest("idx")]}]
+    selected, children = readable(repo, items)
+    assert [(c["platform"], c["digest"]) for c in children] == [("linux/amd64", high),
+                                                               ("linux/arm64", low)]
+    assert children[0]["heading"]["tags"] == ["v1"] and "heading" not in children[1]
 
 
 def test_select_all_matching_uses_the_search_and_filter(maintainer_client):
