@@ -82,6 +82,16 @@ def test_the_table_at_390_px_scrolls_nothing_sideways_and_the_modal_keeps_its_bu
         assert fits, f"{selector} at {box} is not inside 1280 x 700"
     page.screenshot(path=str(OUTPUT / "laptop-preview.png"))
 
+    # Confirmed: the job's panel, and the jobs list, fit the phone too.
+    page.set_viewport_size({"width": PHONE[0], "height": PHONE[1]})
+    page.click("#delete-forever")
+    expect(page.locator("#job-panel .job-panel")).to_have_count(1)
+    assert page.evaluate(SIDEWAYS) <= 0
+    page.goto(f"{live_server.url}/jobs/")
+    expect(page.locator("td.item-counts")).to_have_text("0 of 67 deleted")
+    assert page.evaluate(SIDEWAYS) <= 0
+    page.screenshot(path=str(OUTPUT / "phone-jobs.png"), full_page=True)
+
 
 def test_a_viewers_table_has_no_checkboxes_and_says_why(browser, live_server,  # noqa: F811
                                                        transactional_db):
