@@ -74,6 +74,8 @@ def pull_base(repo) -> str:
     HUBMGR_REGISTRY_PUBLIC_HOST, else the host and port of the registry's URL (the default
     ports are left out, as docker spells them)."""
     host = settings.REGISTRY_PUBLIC_HOST
+    if "://" in host:  # a URL given where a host was asked for: its host and port
+        host = urlsplit(host).netloc
     if not host:
         try:
             parts = urlsplit(repo.registry.url)
