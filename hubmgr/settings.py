@@ -95,6 +95,10 @@ DATA_UPLOAD_MAX_NUMBER_FIELDS = 51_000
 REGISTRY_URL = env_str("HUBMGR_REGISTRY_URL")
 REGISTRY_USERNAME = env_str("HUBMGR_REGISTRY_USERNAME")
 REGISTRY_PASSWORD = env_secret("HUBMGR_REGISTRY_PASSWORD")
+# The registry's name as `docker pull` spells it (host or host:port), for the copied pull
+# commands, when people reach it by another name than hubmgr does (e.g. registry:5000 inside
+# a compose network). Empty: the host and port of HUBMGR_REGISTRY_URL.
+REGISTRY_PUBLIC_HOST = env_str("HUBMGR_REGISTRY_PUBLIC_HOST").strip().strip("/")
 WEBHOOK_TOKEN = env_secret("HUBMGR_WEBHOOK_TOKEN")
 STALE_DAYS = env_int("HUBMGR_STALE_DAYS", 183)
 COUNT_HEAD_PULLS = env_bool("HUBMGR_COUNT_HEAD_PULLS", False)
@@ -302,10 +306,22 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# HUBMGR_VERBOSE: the development server (`make run`) logs every request; without it, only
+# its warnings and errors. hubmgr's own lines are printed once, by its own handler: they do
+# not also reach a Celery worker's root handler.
+VERBOSE = env_bool("HUBMGR_VERBOSE", False)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"line": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "line"}},
-    "loggers": {"hubmgr": {"handlers": ["console"], "level": env_str("HUBMGR_LOG_LEVEL", "INFO")}},
+    "formatters": {"line": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+                   "server": {"()": "django.utils.log.ServerFormatter",
+                              "format": "[{server_time}] {message}", "style": "{"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "line"},
+                 "server": {"class": "logging.StreamHandler", "formatter": "server"}},
+    "loggers": {
+        "hubmgr": {"handlers": ["console"], "level": env_str("HUBMGR_LOG_LEVEL", "INFO"),
+                   "propagate": False},
+        "django.server": {"handlers": ["server"], "level": "INFO" if VERBOSE else "WARNING",
+                          "propagate": False},
+    },
 }

@@ -31,7 +31,7 @@
     document.getElementById("selected-count").textContent =
       (sel.all ? "All " + count + " matching" : count) + " selected";
     const button = document.getElementById("preview-delete");
-    button.disabled = count === 0 || button.hasAttribute("data-no-permission");
+    button.disabled = count === 0;
     document.getElementById("clear-selection").hidden = count === 0;
     const chosen = new Set(sel.digests);
     const boxes = document.querySelectorAll("input.select-item");
@@ -88,13 +88,37 @@
       return;
     }
     const copy = event.target.closest("button.copy");
-    if (copy && navigator.clipboard) {
-      navigator.clipboard.writeText(copy.dataset.copy).then(function () {
-        copy.textContent = "Copied";
-        setTimeout(function () { copy.textContent = "Copy"; }, 1500);
-      });
-    }
+    if (copy) copyText(copy);
   });
+
+  // Copy a button's data-copy. Without the Clipboard API (a page served over plain http
+  // other than localhost), or when it refuses, the text is selected in a read-only field
+  // beside the button (the one there, or one added) for the user to copy.
+  function copyText(button) {
+    const text = button.dataset.copy;
+    function say(words, ms) {
+      button.textContent = words;
+      setTimeout(function () { button.textContent = "Copy"; }, ms);
+    }
+    function select() {
+      let field = button.parentElement.querySelector("input[readonly]");
+      if (!field) {
+        field = document.createElement("input");
+        field.type = "text"; field.readOnly = true; field.value = text;
+        field.className = "copy-fallback";
+        field.setAttribute("aria-label", button.getAttribute("aria-label") || "Text to copy");
+        button.after(field);
+      }
+      field.focus();
+      field.select();
+      say("Press Ctrl+C", 4000);
+    }
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(function () { say("Copied", 1500); }, select);
+    } else {
+      select();
+    }
+  }
 
   document.addEventListener("htmx:afterSwap", function (event) {
     const target = event.detail.target;

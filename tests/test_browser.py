@@ -37,11 +37,12 @@ def browser():
         browser.close()
 
 
-def login(browser, live_server, username, permissions=()):
+def login(browser, live_server, username, permissions=(), viewport=(1280, 900), **options):
     user = get_user_model().objects.create_user(username, password=f"pw-{username}-123")
     for codename in permissions:
         user.user_permissions.add(Permission.objects.get(codename=codename))
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]},
+                                  **options)
     page = context.new_page()
     page.csp_violations = []  # the Content-Security-Policy must never block our own pages
     page.on("console", lambda message: "Content Security Policy" in message.text and
@@ -129,14 +130,41 @@ def test_search_filter_sort_and_expand_on_the_real_page(page, live_server):
     expect(page.locator("button.expand")).to_have_attribute("aria-expanded", "false")
     assert page.locator(f"#children-{index.id}").is_hidden()
 
-    # A viewer can select, but "Preview and delete" stays disabled and says why.
-    assert page.is_disabled("#preview-delete")
-    page.check("input.select-item")
-    assert page.inner_text("#selected-count") == "1 selected"
-    assert page.is_disabled("#preview-delete")
-    assert "may browse but not delete" in page.get_attribute("#preview-delete", "title")
+    # A viewer has nothing to select: no checkboxes, no "Preview and delete", and a note.
+    expect(page.locator("input[type=checkbox]")).to_have_count(0)
+    expect(page.locator("#preview-delete")).to_have_count(0)
+    expect(page.locator("#viewer-note")).to_contain_text("can browse this repository but not "
+                                                         "delete from it")
     OUTPUT.mkdir(exist_ok=True)
     page.screenshot(path=str(OUTPUT / "image-management.png"), full_page=True)
+
+
+def test_page_size_and_jump_to_page_keep_the_search_and_sort(page, live_server):
+    from hubmgr.inventory.store import refresh
+
+    from .factories import make_image, make_repo
+
+    repo = make_repo("many/app")
+    for n in range(60):
+        make_image(repo, f"many{n}", tags=[f"v{n}"], size=1000 + n)
+    refresh(repo)
+    page.goto(f"{live_server.url}/repositories/many/app?sort=size")
+    wait_for_rows(page, 50)
+    page.select_option("#page-size", "25")
+    wait_for_rows(page, 25)
+    expect(page).to_have_url(re.compile(r"page_size=25"))
+    assert "sort=size" in page.url
+    assert page.inner_text("#table-summary") == "1–25 of 60 items"
+    page.fill("#jump-page", "3")
+    page.press("#jump-page", "Enter")
+    wait_for_rows(page, 10)
+    assert digests(page)[0] == digest("many50")  # smallest first: the 51st
+    expect(page.locator(".pager nav")).to_contain_text("Page 3 of 3")
+    # A search keeps the page size (and starts again at page 1).
+    page.fill("#search", "v1")
+    wait_for_rows(page, 11)  # v1, v10..v19
+    expect(page).to_have_url(re.compile(r"page_size=25"))
+    assert page.inner_text("#table-summary") == "11 items"
 
 
 def test_select_an_index_preview_and_delete_forever(maintainer_page, live_server, registry,

@@ -3,6 +3,7 @@ workers on Redis: timeouts, resets, 503 and 429 are retried until done; a worker
 mid-job leaves nothing stuck."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from hubmgr.deletion import jobs, tasks
 from hubmgr.deletion.actions import snapshot
@@ -76,6 +78,35 @@ def test_a_job_shows_retrying_with_the_last_error_while_the_registry_fails(
     item = job.items.get()
     assert status == DeletionJob.Status.RETRYING and item.status == DeletionItem.Status.RETRYING
     assert "HTTP 503" in item.last_error and item.next_attempt_at is not None
+
+
+def test_the_panel_shows_a_retry_on_every_poll_and_the_job_page_keeps_its_error(
+        fault_proxy, registry_client, settings, maint):
+    settings.DELETE_RETRY_BASE_SECONDS = settings.DELETE_RETRY_MAX_SECONDS = 30
+    digest = image(registry_client, "faults/again", tag="t")["digest"]
+    sync()
+    fault_proxy.add("DELETE", r"/manifests/", "status", 503, times=1)
+    job = make_job("faults/again", [digest])
+    assert jobs.process_job(job.pk, _client()) == DeletionJob.Status.RETRYING
+    item = job.items.get()
+    panel = maint.get(f"/jobs/{job.pk}/progress").content.decode()
+    assert "retrying</span> t: last error: " in panel and "HTTP 503" in panel
+    assert re.search(r"attempt 1 failed; next attempt at <time datetime=\"[^\"]+\">"
+                     r"\d\d:\d\d:\d\d UTC</time>, in (1\d|2\d|30) s\)", panel), panel
+    # A worker tries it again: the panel still shows the last error while the attempt runs.
+    DeletionItem.objects.filter(pk=item.pk).update(status=DeletionItem.Status.RUNNING,
+                                                   attempts=2)
+    panel = maint.get(f"/jobs/{job.pk}/progress").content.decode()
+    assert "HTTP 503" in panel and "(attempt 2 under way)" in panel
+    # The retry succeeds: the item is done and keeps the error it went through.
+    DeletionItem.objects.filter(pk=item.pk).update(status=DeletionItem.Status.RETRYING,
+                                                   next_attempt_at=timezone.now())
+    assert jobs.process_job(job.pk, _client()) == DeletionJob.Status.DONE
+    item.refresh_from_db()
+    assert item.status == DeletionItem.Status.DONE and "HTTP 503" in item.last_error
+    page = maint.get(f"/jobs/{job.pk}").content.decode()
+    assert "HTTP 503" in page and "(before it succeeded)" in page
+    assert "HTTP 503" not in maint.get(f"/jobs/{job.pk}/progress").content.decode()
 
 
 def test_a_job_past_its_deadline_fails_the_item_with_the_reason(

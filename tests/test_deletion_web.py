@@ -17,7 +17,7 @@ from hubmgr.inventory.store import refresh
 from hubmgr.web.deletions import MAX_SELECTION
 from hubmgr.web.models import ApiToken
 
-from .factories import digest, make_repo, sample_repo
+from .factories import digest, make_image, make_repo, sample_repo
 
 pytestmark = pytest.mark.django_db
 
@@ -40,6 +40,59 @@ def test_the_modal_groups_selected_children_and_kept(maintainer_client):
     preview = DeletionPreview.objects.get()
     assert html.count('name="preview_id"') == 1 and str(preview.pk) in html
     assert 'name="digest"' not in html  # the confirmation names the preview, not a selection
+
+
+def test_the_modal_lists_by_tag_with_each_indexs_children_and_their_platforms(
+        maintainer_client):
+    repo, index, images, loose = sample_repo()
+    everything = [loose.digest, index.digest] + [i.digest for i in reversed(images)]
+    html = maintainer_client.post("/repositories/team/app/-/preview",
+                                  {"digest": everything}).content.decode()
+    selected = html[html.index('id="plan-selected"'):html.index('id="plan-children"')]
+    order = [d for d in re.findall(r'<code title="(sha256:[0-9a-f]+)"', selected)]
+    # By first tag (1.0, 1.1, 1.2, then the index's 2.0), untagged last.
+    assert order == [i.digest for i in images] + [index.digest, loose.digest]
+    assert "linux/amd64, linux/arm64" in selected  # the index's platforms
+    children = html[html.index('id="plan-children"'):]
+    assert re.search(r'Taken along with the index <span class="tag">2.0</span>'
+                     r'<span class="tag">latest</span>', children)
+    kids = re.findall(r'<span class="platform">([^<]+)</span><code title="(sha256:[0-9a-f]+)"',
+                      children)
+    assert kids == [("linux/amd64", digest("amd")), ("linux/arm64", digest("arm"))]
+    # The footer holds the reclaim figure and the buttons, outside the list that scrolls.
+    footer = html[html.index('class="modal-footer"'):]
+    assert 'id="reclaim-bytes"' in footer and 'id="delete-forever"' in footer
+
+
+def test_tags_are_read_in_natural_order():
+    from hubmgr.web.deletions import readable
+
+    repo = make_repo("order/app")
+    items = [{"digest": digest(t), "type": "image", "tags": [t] if t else [], "size": 1,
+              "reason": "selected", "parents": []} for t in ("", "build-10", "B-3", "build-2")]
+    selected, children = readable(repo, items)
+    assert [i["tags"] for i in selected] == [["B-3"], ["build-2"], ["build-10"], []]
+    assert children == [] and selected[0]["platform"] == ""
+
+
+def test_an_indexs_children_are_listed_under_it_by_platform():
+    from hubmgr.web.deletions import readable
+
+    repo = make_repo("kids/app")
+    low, high = sorted([digest("k1"), digest("k2")])
+    # The digest order is the reverse of the platform order.
+    make_image(repo, "k1", platform="linux/arm64" if digest("k1") == low else "linux/amd64")
+    make_image(repo, "k2", platform="linux/arm64" if digest("k2") == low else "linux/amd64")
+    item = {"type": "image", "size": 1, "tags": []}
+    items = [{**item, "digest": digest("idx"), "type": "index", "tags": ["v1"],
+              "reason": "selected", "parents": []},
+             {**item, "digest": low, "reason": "unreferenced_child", "parents": [digest("idx")]},
+             {**item, "digest": high, "reason": "unreferenced_child",
+              "parents": [digest("idx")]}]
+    selected, children = readable(repo, items)
+    assert [(c["platform"], c["digest"]) for c in children] == [("linux/amd64", high),
+                                                               ("linux/arm64", low)]
+    assert children[0]["heading"]["tags"] == ["v1"] and "heading" not in children[1]
 
 
 def test_select_all_matching_uses_the_search_and_filter(maintainer_client):
@@ -81,6 +134,24 @@ def test_delete_creates_a_job_and_answers_the_progress_panel(maintainer_client, 
     assert maintainer_client.get("/jobs/").status_code == 200
     assert loose.digest[7:19] in maintainer_client.get(f"/jobs/{job.pk}").content.decode()
     assert maintainer_client.get("/jobs/999").status_code == 404
+
+
+def test_the_jobs_list_shows_item_counts_the_repository_and_labelled_times(maintainer_client):
+    from hubmgr.deletion.models import DeletionItem
+
+    repo, index, images, loose = sample_repo()
+    pid = preview_id(maintainer_client, "team/app", digest=[index.digest, loose.digest])
+    maintainer_client.post("/repositories/team/app/-/delete", {"preview_id": pid})
+    job = DeletionJob.objects.get()
+    job.items.filter(digest=loose.digest).update(status=DeletionItem.Status.DONE)
+    job.items.filter(digest=digest("amd")).update(status=DeletionItem.Status.FAILED)
+    html = maintainer_client.get("/jobs/").content.decode()
+    assert "1 of 4 deleted, 1 failed" in html
+    assert '<a href="/repositories/team/app">team/app</a>' in html
+    assert "Started (UTC)" in html and f'<time datetime="{job.created_at.isoformat()}">' in html
+    repo.delete()  # the audit record outlives the repository: no link to a 404
+    html = maintainer_client.get("/jobs/").content.decode()
+    assert "team/app <span class=\"muted\">(gone)</span>" in html
 
 
 def test_delete_forever_runs_the_preview_as_it_was_shown(maintainer_client):

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from hubmgr import devstack
 
@@ -20,16 +21,16 @@ ROOT = Path(__file__).resolve().parent.parent
 class Launch:
     """manage.py launch in a subprocess, its output collected as it comes."""
 
-    def __init__(self, data):
+    def __init__(self, data, **environ):
         data.mkdir()
         (data / "registry").mkdir()
         (data / "registry" / "seeded").touch()  # no sample images: faster, and not the point
         env = {k: v for k, v in os.environ.items() if not k.startswith("HUBMGR_")}
-        env.update(HUBMGR_DATA_DIR=str(data), PYTHONUNBUFFERED="1")
+        env.update(HUBMGR_DATA_DIR=str(data), PYTHONUNBUFFERED="1", **environ)
         self.data, self.output = data, []
+        self.url = f"http://127.0.0.1:{devstack.free_port()}"
         self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", "launch", "--addr",
-             f"127.0.0.1:{devstack.free_port()}"],
+            [sys.executable, "manage.py", "launch", "--addr", self.url.removeprefix("http://")],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -109,3 +110,24 @@ def test_launch_names_redis_and_its_log_when_redis_dies(launch):
     assert "Redis" in launch.text() and str(launch.data / "redis" / "redis.log") in launch.text()
     assert [name for name, pid in pids.items() if alive(pid)] == []
     assert started_from(launch.data) == []
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_launch_prints_a_line_per_request_only_when_verbose(tmp_path, verbose):
+    launch = Launch(tmp_path / "data", **({"HUBMGR_VERBOSE": "1"} if verbose else {}))
+    try:
+        launch.wait_for_output("hubmgr is running", timeout=120)
+        for _ in range(3):
+            assert requests.get(f"{launch.url}/login/", timeout=10).ok
+        assert requests.get(f"{launch.url}/no-such-page", timeout=10).status_code == 404
+        if verbose:
+            launch.wait_for_output('"GET /login/ HTTP/1.1" 200', timeout=10)
+        launch.wait_for_output('"GET /no-such-page HTTP/1.1" 404', timeout=10)  # always
+        text = launch.text()
+        assert text.count('"GET /login/ HTTP/1.1" 200') == (4 if verbose else 0), text
+        assert ("This is a development server" in text) is verbose
+        assert ("INFO hubmgr.sync sync run=" in text) is verbose
+        # hubmgr's own lines are printed once, not again by the worker's root handler.
+        assert "/ForkPoolWorker" not in text and "/MainProcess]" not in text
+    finally:
+        launch.close()

@@ -473,3 +473,36 @@ def test_an_envelope_stored_while_the_queue_lingers_empty_is_applied(client, tra
     lingering.join(10)
     assert done and done[0][0] and done[0][1].applied == 1
     assert not QueuedEnvelope.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_backlog_is_warned_of_once_not_at_every_sweep(client):
+    import logging
+    from datetime import timedelta
+
+    from django.core.cache import cache
+    from django.utils import timezone as tz
+
+    class Lines(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.lines = []
+
+        def emit(self, record):
+            self.lines.append((record.levelname, record.getMessage()))
+
+    lines = Lines()
+    logger = logging.getLogger("hubmgr.notifications")
+    logger.addHandler(lines)
+    try:
+        post(client, [pull("late", "2026-11-02T00:00:00Z")])
+        QueuedEnvelope.objects.update(received_at=tz.now() - timedelta(minutes=2))
+        for _ in range(3):
+            assert envelopes.report_backlog()["pending"] == 1
+        warnings = [m for level, m in lines.lines if level == "WARNING"]
+        assert len(warnings) == 1 and "backlog pending=1" in warnings[0]
+        cache.delete(envelopes.BACKLOG_WARNED_KEY)  # ten minutes later
+        envelopes.report_backlog()
+        assert len([m for level, m in lines.lines if level == "WARNING"]) == 2
+    finally:
+        logger.removeHandler(lines)

@@ -39,7 +39,85 @@ def test_the_table_lists_items_newest_push_first(logged_in):
     html = logged_in.get("/repositories/team/app").content.decode()
     assert rows(html) == [index.digest] + [i.digest for i in images] + [loose.digest]
     assert "Image index" in html and "linux/amd64, linux/arm64" in html
+    assert "<span id=\"table-summary\">5 items</span>" in html
+
+
+def test_a_viewer_sees_no_checkboxes_and_a_note_that_they_may_browse(logged_in):
+    repo, index, *_ = sample_repo()
+    html = logged_in.get("/repositories/team/app").content.decode()
+    assert len(rows(html)) == 5
+    assert 'type="checkbox"' not in html and 'id="preview-delete"' not in html
+    assert "You can browse this repository but not delete from it" in html
+    children = logged_in.get(f"/repositories/team/app/-/children/{index.digest}").content
+    assert b'class="check"' not in children and b"linux/arm64" in children
+
+
+def test_a_maintainer_selects_with_checkboxes(maint):
+    sample_repo()
+    html = maint.get("/repositories/team/app").content.decode()
+    assert html.count('class="select-item"') == 5 and 'id="select-page"' in html
     assert 'id="preview-delete" class="danger" disabled' in html
+    assert "not delete from it" not in html
+
+
+def test_each_row_offers_its_pull_commands_by_tag_and_by_digest(logged_in, settings):
+    repo, index, images, loose = sample_repo()
+    settings.REGISTRY_URL = "https://registry.example.com:5443/"
+    html = logged_in.get("/repositories/team/app").content.decode()
+    by_tag = "docker pull registry.example.com:5443/team/app:1.1"
+    by_digest = f"docker pull registry.example.com:5443/team/app@{loose.digest}"
+    assert f'data-copy="{by_tag}"' in html and f'value="{by_tag}"' in html
+    assert f'data-copy="{by_digest}"' in html
+    assert ":None" not in html  # an untagged row offers the digest only
+    settings.REGISTRY_PUBLIC_HOST = "hub.example.org"
+    html = logged_in.get(f"/repositories/team/app/-/children/{index.digest}").content.decode()
+    assert f'data-copy="docker pull hub.example.org/team/app@{digest("arm")}"' in html
+
+
+@pytest.mark.parametrize("url, host", [
+    ("http://127.0.0.1:5000", "127.0.0.1:5000"), ("https://r.example.com", "r.example.com"),
+    ("http://r.example.com:80/", "r.example.com"), ("http://[::1]:5000", "[::1]:5000"),
+    ("http://bad:port", ""), ("", ""),
+])
+def test_the_pull_host_is_the_registry_urls_host_and_port(settings, db, url, host):
+    from hubmgr.web.present import pull_base
+
+    repo = make_repo("a/b")
+    repo.registry.url = url
+    assert pull_base(repo) == (f"docker pull {host}/a/b" if host else "docker pull a/b")
+    settings.REGISTRY_PUBLIC_HOST = "https://hub.example.org:8443"
+    assert pull_base(repo) == "docker pull hub.example.org:8443/a/b"
+
+
+def test_the_pager_offers_page_sizes_a_jump_and_counts_in_words(logged_in):
+    repo = make_repo("pages/app")
+    for n in range(30):
+        make_image(repo, f"p{n}", tags=[f"t{n}"])
+    from hubmgr.inventory.store import refresh
+    refresh(repo)
+    html = logged_in.get("/repositories/pages/app?page_size=25&sort=size").content.decode()
+    assert "1–25 of 30 items" in html and "Page 1 of 2" in html
+    sizes = re.findall(r'<option value="(\d+)"( selected)?>', html)
+    assert sizes == [("25", " selected"), ("50", ""), ("100", ""), ("200", "")]
+    assert 'id="jump-page" name="page" min="1" max="2"' in html
+    # The jump form and the search keep the page size and the sort.
+    assert '<input type="hidden" name="page_size" value="25">' in html
+    assert 'id="table-page-size" name="page_size" value="25"' in html
+    assert len(rows(logged_in.get("/repositories/pages/app?page_size=25&page=2").content
+                    .decode())) == 5
+    # One page: no "1–30 of"; a size over the bound is bounded.
+    html = logged_in.get("/repositories/pages/app?page_size=100000").content.decode()
+    assert "<span id=\"table-summary\">30 items</span>" in html and "jump-page" not in html
+    assert len(rows(html)) == 30
+    html = logged_in.get("/repositories/pages/app?search=t29").content.decode()
+    assert "<span id=\"table-summary\">1 item</span>" in html
+
+
+def test_sortable_columns_show_it_before_any_click(logged_in):
+    sample_repo()
+    html = logged_in.get("/repositories/team/app").content.decode()
+    assert html.count('<span class="sort-icon unsorted" aria-hidden="true">↕</span>') == 2
+    assert '<span class="sort-icon" aria-hidden="true">↓</span>' in html  # last pushed
 
 
 def test_stale_marks_items_not_pulled_for_six_months(logged_in):
@@ -101,6 +179,8 @@ def test_no_match_says_so_and_offers_to_clear(logged_in):
     sample_repo()
     html = logged_in.get("/repositories/team/app?search=zzz", **HTMX).content.decode()
     assert "No items match “zzz”" in html and "Clear the search" in html
+    html = logged_in.get("/repositories/team/app?search=zzz&filter=index", **HTMX).content
+    assert "No items match “zzz” with the filter “Image index”" in html.decode()
 
 
 def test_an_empty_repository_says_what_to_do(logged_in):

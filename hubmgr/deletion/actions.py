@@ -142,9 +142,20 @@ def progress(job: DeletionJob) -> dict:
     Status = DeletionItem.Status
     counts = dict(job.items.values_list("status").annotate(n=Count("id")).order_by())
     done_bytes = job.items.filter(status=Status.DONE).aggregate(b=Sum("size"))["b"] or 0
-    problems = [{"digest": d, "tags": t, "status": s, "error": e} for s, e, d, t in
-                job.items.filter(status__in=(Status.RETRYING, Status.FAILED, Status.SKIPPED))
-                .exclude(last_error="").values_list("status", "last_error", "digest", "tags")[:20]]
+    # Items with a reason to show. A retried item is RUNNING while a worker tries it again:
+    # it stays listed (as retrying) with its last error, so no poll loses it.
+    problems = [{"digest": d, "tags": t, "error": e, "attempts": a, "next_attempt_at": due,
+                 "status": Status.RETRYING if s == Status.RUNNING else s,
+                 "trying_now": s == Status.RUNNING}
+                for s, e, d, t, a, due in
+                job.items.filter(status__in=(Status.RETRYING, Status.RUNNING, Status.FAILED,
+                                             Status.SKIPPED))
+                .exclude(last_error="").values_list("status", "last_error", "digest", "tags",
+                                                     "attempts", "next_attempt_at")[:20]]
+    now = timezone.now()
+    for problem in problems:
+        due = problem["next_attempt_at"]
+        problem["due_in"] = max(0, round((due - now).total_seconds())) if due else None
     return {"total": sum(counts.values()), "counts": counts, "done": counts.get(Status.DONE, 0),
             "finished": sum(counts.get(s, 0) for s in DeletionItem.FINISHED),
             "done_bytes": done_bytes, "problems": problems}

@@ -189,8 +189,11 @@ def _claim(item) -> bool:
 
 
 def _finish(item, status, error=""):
+    """Finish an item. Without an error (done) its last error stays: the job page shows what
+    a retried item went through before it succeeded."""
+    updates = {"last_error": error} if error else {}
     Item.objects.filter(pk=item.pk).exclude(status__in=Item.FINISHED).update(
-        status=status, last_error=error, finished_at=timezone.now(), claim_expires_at=None)
+        status=status, finished_at=timezone.now(), claim_expires_at=None, **updates)
     log.info("deletion job=%s item=%s digest=%s status=%s%s", item.job_id, item.pk, item.digest,
              status, f" reason={error}" if error else "")
 

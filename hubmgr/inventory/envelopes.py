@@ -163,13 +163,32 @@ def backlog() -> dict:
 
 
 def report_backlog() -> dict:
-    """Log the queue's depth: a warning when its oldest envelope has waited a minute."""
+    """Log the queue's depth (beat's sweep calls this every few seconds): a warning when its
+    oldest envelope has waited a minute, once, then again every BACKLOG_REWARN_SECONDS while
+    the backlog lasts, not at every sweep. Envelopes that failed stay until someone looks;
+    they are counted on /healthz and listed in the admin, not logged each time."""
     figures = backlog()
     if figures["oldest_seconds"] > BACKLOG_WARNING_SECONDS:
-        log.warning("notification queue backlog pending=%d oldest_seconds=%.0f failed=%d "
-                    "(is a worker running?)", figures["pending"], figures["oldest_seconds"],
-                    figures["failed"])
-    elif figures["pending"] or figures["failed"]:
+        if _first_warning():
+            log.warning("notification queue backlog pending=%d oldest_seconds=%.0f failed=%d "
+                        "(is a worker running?)", figures["pending"],
+                        figures["oldest_seconds"], figures["failed"])
+    elif figures["pending"]:
         log.info("notification queue pending=%d oldest_seconds=%.1f failed=%d",
                  figures["pending"], figures["oldest_seconds"], figures["failed"])
     return figures
+
+
+BACKLOG_REWARN_SECONDS = 600
+BACKLOG_WARNED_KEY = "hubmgr:notification-backlog-warned"
+
+
+def _first_warning() -> bool:
+    """True when no process has warned of the backlog in the last BACKLOG_REWARN_SECONDS (the
+    cache every process shares under HUBMGR_REDIS_URL). Without a cache: True."""
+    from django.core.cache import cache
+
+    try:
+        return cache.add(BACKLOG_WARNED_KEY, 1, BACKLOG_REWARN_SECONDS)
+    except Exception:  # noqa: BLE001 - a cache that is down: warn rather than stay silent
+        return True

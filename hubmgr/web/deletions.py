@@ -1,7 +1,10 @@
 """Preview and delete, the progress panel, and the jobs pages."""
 
+import re
+
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Q
 from django.http import Http404
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
@@ -9,9 +12,10 @@ from django_htmx.http import trigger_client_event
 
 from hubmgr.deletion import actions, reclaim
 from hubmgr.deletion.graph import selection_digests
-from hubmgr.deletion.models import DeletionJob
+from hubmgr.deletion.models import DeletionItem, DeletionJob
 from hubmgr.deletion.planner import CHILD, SELECTED
 from hubmgr.inventory import queries
+from hubmgr.inventory.models import IndexChild, Manifest
 from hubmgr.inventory.registries import default_registry
 
 from .lookups import get_repository
@@ -56,6 +60,7 @@ def _too_many(digests):
     return len(digests) > MAX_SELECTION
 
 
+DIGITS = re.compile(r"(\d+)")
 SHOWN = 500  # items listed per group in the modal; the rest are counted
 
 
@@ -68,12 +73,62 @@ def preview(request, name):
     if not digests:
         return _refuse(request, repo, NOTHING, status=200)
     found = actions.preview(repo, digests, request.user)
-    items = found.plan["items"]
+    selected, children = readable(repo, found.plan["items"])
     return render(request, "deletion/preview.html", {
         "repo": repo, "preview": found, "plan": found.plan,
-        "selected": [i for i in items if i["reason"] == SELECTED],
-        "children": [i for i in items if i["reason"] == CHILD],
+        "selected": selected, "children": children,
         "kept": found.plan["kept"], "shown": SHOWN, "minus_shown": -SHOWN})
+
+
+def _natural(text):
+    """A sort key that puts build-2 before build-10."""
+    return [int(part) if n % 2 else part.lower() for n, part in enumerate(DIGITS.split(text))]
+
+
+def _by_tag(item):
+    """Tagged items first, by their first tag in natural order; untagged ones by digest."""
+    tags = sorted(item["tags"], key=_natural)
+    return (0, _natural(tags[0]), item["digest"]) if tags else (1, [], item["digest"])
+
+
+def readable(repo, items):
+    """A plan's items in the order a person reads them (a plan's own order is the deletion
+    order): the selected items by tag, then the children they take along, grouped under their
+    index in the same order, by platform. Each shown item gets its platform; the first child
+    under an index carries ``heading`` (that index). Returns (selected, children), new dicts."""
+    selected = sorted((dict(i) for i in items if i["reason"] == SELECTED), key=_by_tag)
+    position = {item["digest"]: n for n, item in enumerate(selected)}
+    children = [dict(i) for i in items if i["reason"] == CHILD]
+    for child in children:  # listed under its first selected index (an index is never "")
+        child["under"] = min(((position.get(p, len(position)), p) for p in child["parents"]),
+                             default=(len(position), ""))
+    children.sort(key=lambda c: (c["under"], c["digest"]))
+    shown = selected[:SHOWN] + children[:SHOWN]
+    platforms = _platforms(repo, [i["digest"] for i in shown])
+    for item in shown:
+        item["platform"] = platforms.get(item["digest"], "")
+    children[:SHOWN] = sorted(children[:SHOWN], key=lambda c: (c["under"], c["platform"],
+                                                               c["digest"]))
+    by_digest = {i["digest"]: i for i in selected}
+    last = None
+    for child in children[:SHOWN]:
+        index = child["under"][1]
+        if index and index != last:
+            child["heading"] = by_digest.get(index) or {"digest": index, "tags": []}
+            last = index
+    return selected, children
+
+
+def _platforms(repo, digests):
+    """{digest: platform} of the listed manifests: an image's platform (as its index lists
+    it, when it is a child), an index's list of platforms."""
+    found = dict(Manifest.objects.filter(repository=repo, digest__in=digests)
+                 .values_list("digest", "platform"))
+    for child, platform in IndexChild.objects.filter(
+            child__repository=repo, child__digest__in=digests).exclude(platform="") \
+            .values_list("child__digest", "platform"):
+        found[child] = platform
+    return found
 
 
 @require_POST
@@ -113,7 +168,12 @@ def progress(request, job_id):
 @require_GET
 @login_required
 def job_list(request):
-    jobs = DeletionJob.objects.select_related("created_by")[:200]
+    Status = DeletionItem.Status
+    jobs = DeletionJob.objects.select_related("created_by").annotate(
+        item_count=Count("items"),
+        done_count=Count("items", filter=Q(items__status=Status.DONE)),
+        kept_count=Count("items", filter=Q(items__status=Status.SKIPPED)),
+        failed_count=Count("items", filter=Q(items__status=Status.FAILED)))[:200]
     return render(request, "deletion/jobs.html", {
         "jobs": jobs, "reclaim": reclaim.summary(default_registry())})
 

@@ -1,6 +1,9 @@
 """Display strings for table rows, computed in Python once per row: the table renders 50 rows
 per request and template filters were most of its server time."""
 
+from urllib.parse import urlsplit
+
+from django.conf import settings
 from django.utils import timezone
 
 UNITS = (("year", 365 * 86400), ("month", 30 * 86400), ("week", 7 * 86400), ("day", 86400),
@@ -64,3 +67,23 @@ def present(rows, since=None):
             row.pulled_note = f"Not since {since_text}" if since else "No pull data"
         row.type_label = "Attestation" if row.is_attestation else row.get_kind_display()
     return rows
+
+
+def pull_base(repo) -> str:
+    """``docker pull host/repository``: a row adds ``:tag`` or ``@digest``. The host is
+    HUBMGR_REGISTRY_PUBLIC_HOST, else the host and port of the registry's URL (the default
+    ports are left out, as docker spells them)."""
+    host = settings.REGISTRY_PUBLIC_HOST
+    if "://" in host:  # a URL given where a host was asked for: its host and port
+        host = urlsplit(host).netloc
+    if not host:
+        try:
+            parts = urlsplit(repo.registry.url)
+            host, port = parts.hostname or "", parts.port
+        except ValueError:  # a malformed URL or port: no host rather than an error
+            host, port = "", None
+        if ":" in host:
+            host = f"[{host}]"
+        if port and (parts.scheme, port) not in (("http", 80), ("https", 443)):
+            host = f"{host}:{port}"
+    return f"docker pull {host}/{repo.name}" if host else f"docker pull {repo.name}"

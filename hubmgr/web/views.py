@@ -20,7 +20,12 @@ from .deletions import DELETE_PERMISSION
 from .live import sync_context
 from .lookups import get_manifest, get_repository
 from .overview import with_shares
-from .present import present, window
+from .present import present, pull_base, window
+
+# The table's filters as the page names them, in the order of its "Filter by" menu; messages
+# about a filter use these names too.
+FILTER_LABELS = (("", "All"), ("tagged", "Tagged"), ("untagged", "Untagged"),
+                 ("index", "Image index"), ("image", "Image"), ("stale", "Stale"))
 
 
 @require_GET
@@ -51,12 +56,15 @@ def repository(request, name):
     present(page.rows, repo.registry.pulls_observed_since)
     context = {"repo": repo, "page": page, "state": state, "stale_days": settings.STALE_DAYS,
                "window": window(repo.registry.pulls_observed_since),
-               "children_url": _children_url(repo)}
+               "children_url": _children_url(repo), "pull_base": pull_base(repo),
+               "can_delete": request.user.has_perm(DELETE_PERMISSION),
+               "filters": FILTER_LABELS, "filter_label": dict(FILTER_LABELS)[state.filter],
+               "page_sizes": sorted({*queries.PAGE_SIZES, state.page_size}),
+               "default_page_size": queries.DEFAULT_PAGE_SIZE}
     if request.htmx and request.htmx.target == "image-table":
         return render(request, "inventory/repository.html#image-table", context)
     context["registry_error"] = check_health(repo.registry)
     context["notify_help"] = notify_help(request, repo.registry)
-    context["can_delete"] = request.user.has_perm(DELETE_PERMISSION)
     context["active_jobs"] = active_jobs(repo)
     context |= sync_context(request, repo.registry, repo.name)
     return render(request, "inventory/repository.html", context)
@@ -70,7 +78,8 @@ def index_children(request, name, digest):
     return render(request, "inventory/repository.html#children", {
         "repo": repo, "index": index, "children": present(queries.children(repo, index),
                                                repo.registry.pulls_observed_since),
-        "stale_days": settings.STALE_DAYS, "window": window(repo.registry.pulls_observed_since)})
+        "stale_days": settings.STALE_DAYS, "window": window(repo.registry.pulls_observed_since),
+        "pull_base": pull_base(repo), "can_delete": request.user.has_perm(DELETE_PERMISSION)})
 
 
 def notify_help(request, registry):

@@ -75,14 +75,22 @@ class Command(BaseCommand):
             env["HUBMGR_REGISTRY_URL"] = settings.REGISTRY_URL = registry.url
             self.stdout.write(f"Demo registry: {registry.url} (data in {registry.root})")
 
+        if not settings.VERBOSE:
+            # Quiet by default: hubmgr's warnings, not a line per notification or job item,
+            # and runserver's warning that it is a development server (so is `make run`).
+            # HUBMGR_VERBOSE=1 (or an explicit HUBMGR_LOG_LEVEL) brings them back.
+            env.setdefault("HUBMGR_LOG_LEVEL", "WARNING")
+            env.setdefault("DJANGO_RUNSERVER_HIDE_WARNING", "true")
         call_command("migrate", verbosity=0)
         password = self._first_user(data)
         manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
         self.procs.append(("the web server", subprocess.Popen(
             manage + ["runserver", addr, "--noreload"], env=env)))
         self.procs.append(("the Celery worker", subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "hubmgr", "worker", "--beat", "--loglevel",
-             "warning", "--concurrency", "2", "--schedule", str(data / "celerybeat-schedule")],
+            [sys.executable, "-m", "celery", "-A", "hubmgr"] + ([] if settings.VERBOSE else
+                                                                ["--quiet"])
+            + ["worker", "--beat", "--loglevel", "warning", "--concurrency", "2",
+               "--schedule", str(data / "celerybeat-schedule")],
             env=env, cwd=settings.BASE_DIR)))
         self._write_pids(data / "pids")
         devstack.wait_for(lambda: requests.get(f"http://{addr}/login/", timeout=1).ok,
