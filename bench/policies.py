@@ -68,6 +68,10 @@ def build(n, repos):
         refresh_counts(repo)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
+        if connection.vendor == "sqlite":
+            # As a database that was not just written is read: the build's pages moved from
+            # the write-ahead log into the file (a dry run read them through a 100 MB log).
+            cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     print(f"built {repos:,} repositories of {per:,} manifests in "
           f"{time.perf_counter() - started:.1f} s")
 
@@ -85,6 +89,7 @@ def bench_policies():
 
     if not Repository.objects.filter(name__startswith="bench-pol/").exists():
         build(MANIFESTS, REPOS)
+        connection.close()  # measured as a server process sees it, not through the builder's
     policy = CleanupPolicy(name="bench", include="bench-pol/*", remove_tag_regex="^build-",
                            remove_tag_days=30, remove_untagged_days=7, keep_last=10,
                            keep_tag_regex=r"^latest$|^v?\d+\.\d+\.\d+$")
