@@ -203,9 +203,3 @@ def freed(graph: Graph, going: set) -> tuple[dict, dict]:
     blobs = {b: blob_sizes.get(b, 0) for b, n in going_blobs.items()
              if n >= blob_refs.get(b, 0)}
     return manifests, blobs
-
-
-def reclaim(graph: Graph, going: set) -> int:
-    """Bytes of blobs that no remaining manifest references once ``going`` is deleted."""
-    manifests, blobs = freed(graph, going)
-    return sum(manifests.values()) + sum(blobs.values())
