@@ -122,7 +122,7 @@ def _rows(queryset):
     loader parses each time's text in Python (27 µs a value; 2.2 s for 83,000), so the times
     come as whole microseconds since 1970 instead; on SQLite it parses each again after the
     driver did, and here the driver's naive UTC time is only marked as UTC."""
-    columns = ("id", "repository_id", *_ITEM_COLUMNS)
+    columns = _ROW_COLUMNS
     postgresql = connection.vendor == "postgresql"
     if postgresql:
         queryset = queryset.annotate(**{f"{c}_us": Func(F(c), template=_MICROSECONDS,
@@ -143,9 +143,9 @@ def _rows(queryset):
                            else v for v in row]
 
 
+_ROW_COLUMNS = ("id", "repository_id", *_ITEM_COLUMNS)
 _TIMES = ("last_pushed", "first_seen", "last_pulled")
-_TIME_AT = frozenset(n for n, c in enumerate(("id", "repository_id", *_ITEM_COLUMNS))
-                     if c in _TIMES)
+_TIME_AT = frozenset(n for n, c in enumerate(_ROW_COLUMNS) if c in _TIMES)
 _MICROSECONDS = "(EXTRACT(EPOCH FROM %(expressions)s) * 1000000)::bigint"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
