@@ -13,11 +13,11 @@ from hubmgr.inventory import snapshots
 from hubmgr.inventory.coverage import Coverage
 from hubmgr.inventory.models import Repository
 from hubmgr.inventory.registries import default_registry
-from hubmgr.policies import runs
 from hubmgr.policies.models import CleanupPolicy
 
 from . import charts
 from .lookups import get_repository
+from .policy_pages import with_last_run
 from .present import human_size, window
 
 PERIODS = (30, 90, 365)  # days a chart may show
@@ -98,10 +98,7 @@ def overview(request):
                    .order_by("-total_size", "name")[:BIGGEST])
     with_shares(biggest, snapshots.for_repositories(
         registry, [r.pk for r in biggest], latest.date if latest else None))
-    policies = list(CleanupPolicy.objects.all())
-    last = runs.last_runs([p.pk for p in policies])
-    for policy in policies:
-        policy.last_run = last.get(policy.pk)
+    policies = with_last_run(CleanupPolicy.objects.all())
     coverage = Coverage.of(registry)
     return render(request, "overview/overview.html", {
         "registry": registry, "latest": latest, "live": live, "biggest": biggest,

@@ -55,7 +55,9 @@ def present_report(report) -> dict:
     return report
 
 
-def _with_last_run(policies):
+def with_last_run(policies):
+    """``policies`` as a list, each with its newest run (``last_run``, None if it never ran)
+    and what that run freed in words (``last_run.freed``)."""
     policies = list(policies)
     found = runs.last_runs([p.pk for p in policies])
     for policy in policies:
@@ -74,7 +76,7 @@ def _freed(run):
 @login_required
 def policy_list(request):
     return render(request, "policies/list.html", {
-        "policies": _with_last_run(CleanupPolicy.objects.all()),
+        "policies": with_last_run(CleanupPolicy.objects.all()),
         "can_change": request.user.has_perm(DELETE_PERMISSION)})
 
 
