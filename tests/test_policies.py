@@ -16,7 +16,7 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from hubmgr.deletion.planner import CHILD, SELECTED
-from hubmgr.inventory.models import IndexChild, Manifest, Repository, Tag
+from hubmgr.inventory.models import Blob, IndexChild, Manifest, ManifestBlob, Repository, Tag
 from hubmgr.inventory.registries import default_registry
 from hubmgr.inventory.store import refresh
 from hubmgr.policies import rules, runs, service
@@ -298,7 +298,8 @@ def inventories(draw):
                 tags=draw(st.lists(st.sampled_from(TAGS), max_size=2, unique=True)),
                 pushed=draw(st.one_of(st.none(), st.integers(0, 90))),
                 source=draw(st.sampled_from(SOURCES)), first_seen=draw(st.integers(0, 90)),
-                pulled=draw(days), size=draw(st.integers(1, 1000)))
+                pulled=draw(days), size=draw(st.integers(1, 1000)),
+                blobs=draw(st.lists(st.integers(0, 5), max_size=3, unique=True)))
             names.append(name)
     # One tag names one manifest per repository.
     for repo in REPOS:
@@ -316,6 +317,9 @@ def store(manifests, window, now):
     registry.pulls_observed_since = now - timedelta(days=window, hours=12) if window else None
     registry.save()
     repos = {name: Repository.objects.create(registry=registry, name=name) for name in REPOS}
+    # A pool of layers that images of every repository share.
+    pool = [Blob.objects.create(registry=registry, digest=digest(f"layer{k}"), size=100 * k + 7)
+            for k in range(6)]
     ids = {}
     for name, spec in manifests.items():
         repo = repos[spec["repo"]]
@@ -329,6 +333,8 @@ def store(manifests, window, now):
         ids[name] = m.pk
         IndexChild.objects.bulk_create([IndexChild(index_id=m.pk, child_id=ids[kid])
                                         for kid in spec["kids"]])
+        ManifestBlob.objects.bulk_create([ManifestBlob(manifest_id=m.pk, blob=pool[k])
+                                          for k in spec.get("blobs", ())])
         Tag.objects.bulk_create([Tag(repository=repo, name=t, manifest_id=m.pk)
                                  for t in spec["tags"]])
     for repo in repos.values():
@@ -358,7 +364,7 @@ def expected_rules_items(manifests, window, now):
 
 
 @pytest.mark.django_db
-@hsettings(max_examples=40, deadline=None,
+@hsettings(max_examples=60, deadline=None,
            suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(inventories())
 def test_a_dry_run_removes_the_rules_selection_and_never_breaks_an_index(case):
@@ -369,6 +375,7 @@ def test_a_dry_run_removes_the_rules_selection_and_never_breaks_an_index(case):
     with transaction.atomic():
         store(manifests, window, NOW)
         report = runs.dry_run(p, now=NOW)
+        assert_counted_setwise_as_planned(p, report)
         by_repo = {r["repository"]: r for r in report["repositories"]}
         naive = expected_rules_items(manifests, window, NOW)
         by_digest = {digest(name): spec for name, spec in manifests.items()}
@@ -402,6 +409,18 @@ def test_a_dry_run_removes_the_rules_selection_and_never_breaks_an_index(case):
                 if d in going:
                     assert going[d]["reason"] == CHILD
         transaction.set_rollback(True)
+
+
+def assert_counted_setwise_as_planned(p, report):
+    """The set-wise dry run (``limit`` given: the pages, the API, the live preview) answers
+    what the planner's answers, entry for entry: all of each list, or its first entries."""
+    assert runs.dry_run(p, now=NOW, limit=1000) == report
+    for limit in (0, 2):
+        bounded = runs.dry_run(p, now=NOW, limit=limit)
+        assert bounded["totals"] == report["totals"]
+        for full, cut in zip(report["repositories"], bounded["repositories"], strict=True):
+            assert cut == full | {key: full[key][:limit]
+                                  for key in ("going", "protected", "kept", "unread")}
 
 
 @pytest.fixture
@@ -893,7 +912,6 @@ def test_repositories_planned_from_one_graph_get_each_its_own_plan(db, monkeypat
     images going in two repositories is freed by neither plan alone; a digest pushed to two
     repositories keeps its manifest blob; an index in one repository never reaches another's."""
     from hubmgr.deletion.actions import make_plan
-    from hubmgr.inventory.models import Blob, ManifestBlob
 
     shared = Blob.objects.create(registry=default_registry(), digest=digest("shared"),
                                  size=7000)
@@ -917,6 +935,7 @@ def test_repositories_planned_from_one_graph_get_each_its_own_plan(db, monkeypat
     monkeypatch.setattr(runs, "GRAPH_ITEMS", 1)  # one repository per graph
     apart = runs.dry_run(p, now=NOW)
     assert together == apart
+    assert_counted_setwise_as_planned(p, together)
     assert len(together["repositories"]) == 3
     for report in together["repositories"]:
         repo = Repository.objects.get(name=report["repository"])
@@ -945,3 +964,26 @@ def test_an_index_whose_child_was_pulled_counts_as_pulled(db):
                brake_share=1.0)
     [r] = runs.dry_run(p)["repositories"]
     assert [(i["digest"], i["keep"]) for i in r["protected"]] == [(digest("idx"), ["pulled"])]
+
+
+def test_a_selected_image_an_index_still_needs_is_kept_by_both_dry_runs(db):
+    """A tagged image is a top-level item a rule can select, yet a kept index may reference
+    it: the planner keeps it ("referenced by index …"), with what only it would have taken
+    along, and the set-wise dry run says the same. An index of indexes goes whole."""
+    repo = make_repo("team/nested")
+    shared = make_image(repo, "shared", tags=["build-1"], pushed=60)
+    make_index(repo, "release", [shared, make_image(repo, "arm")], tags=["v1.0.0"], pushed=60)
+    inner = make_index(repo, "inner", [make_image(repo, "s390x")], pushed=60)
+    make_index(repo, "outer", [inner, make_image(repo, "ppc")], tags=["build-2"], pushed=60)
+    refresh(repo)
+    p = policy(remove_tag_regex="^build-", remove_tag_days=30, keep_tag_regex=RELEASE,
+               brake_share=1.0)
+    report = runs.dry_run(p, now=NOW)
+    assert_counted_setwise_as_planned(p, report)
+    [r] = report["repositories"]
+    assert [(i["digest"], i["reason"]) for i in r["going"]] == [
+        (digest("outer"), SELECTED), (digest("inner"), CHILD), (digest("ppc"), CHILD),
+        (digest("s390x"), CHILD)]
+    assert [(i["digest"], i["reason"].split(" (")[0]) for i in r["kept"]] == [
+        (digest("shared"), f"referenced by index {digest('release')[:19]}")]
+    assert r["protected"] == []  # (the release index is not selected: nothing to protect)

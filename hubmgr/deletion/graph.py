@@ -37,7 +37,7 @@ def _table(model):
     return connection.ops.quote_name(model._meta.db_table)
 
 
-def _values(values, kind):
+def values_subquery(values, kind):
     """A subquery over ``values`` (one column, ``value``) and its one parameter."""
     if connection.vendor == "postgresql":
         # As an array literal: psycopg's dump of a 100,000-item list took more memory than
@@ -61,7 +61,7 @@ def _select(sql, *params):
         if isinstance(param, (list, set, dict)):
             values = list(param)
             kind = "text" if values and isinstance(values[0], str) else "bigint"
-            subquery, param = _values(values, kind)
+            subquery, param = values_subquery(values, kind)
             subqueries.append(subquery)
         args.append(param)
     with connection.cursor() as cursor:
