@@ -299,7 +299,8 @@ def inventories(draw):
                 pushed=draw(st.one_of(st.none(), st.integers(0, 90))),
                 source=draw(st.sampled_from(SOURCES)), first_seen=draw(st.integers(0, 90)),
                 pulled=draw(days), size=draw(st.integers(1, 1000)),
-                blobs=draw(st.lists(st.integers(0, 5), max_size=3, unique=True)))
+                blobs=draw(st.lists(st.integers(0, 5), max_size=3, unique=True)),
+                fetched=draw(st.integers(0, 4)) > 0)  # a fifth not read yet
             names.append(name)
     # One tag names one manifest per repository.
     for repo in REPOS:
@@ -325,7 +326,7 @@ def store(manifests, window, now):
         repo = repos[spec["repo"]]
         m = Manifest.objects.create(
             repository=repo, digest=digest(name), kind="index" if spec["kids"] else "image",
-            size=spec["size"], manifest_size=spec["size"], fetched=True,
+            size=spec["size"], manifest_size=spec["size"], fetched=spec.get("fetched", True),
             last_pushed=at(spec["pushed"]),
             last_pushed_source=spec["source"] if spec["pushed"] is not None else "",
             last_pulled=at(spec["pulled"]))

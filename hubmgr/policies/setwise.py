@@ -246,7 +246,8 @@ def _reports(cursor, policy, by_id, limit) -> dict:
     totals = _per_repo(cursor, f"SELECT m.repository_id, COUNT(*) FROM ({subquery}) v "
                                "CROSS JOIN {m} m WHERE m.repository_id = v.value "
                                "AND m.is_top_level GROUP BY m.repository_id", [param])
-    lists = _lists(cursor, limit) if limit else {}
+    unread = any(row[2] for row in going.values())
+    lists = _lists(cursor, limit, unread) if limit else {}
     reports = {}
     for repo_id, (selected, protected) in items.items():
         n_going, n_selected, n_unread, manifest_bytes = going.get(repo_id, (0, 0, 0, 0))
@@ -297,9 +298,9 @@ _FREED_BLOBS = (
     "GROUP BY x.repo")
 
 
-def _lists(cursor, limit) -> dict:
+def _lists(cursor, limit, unread) -> dict:
     """{repository id: {"going", "protected", "kept", "unread": the first ``limit`` entries,
-    in the planner's order}}."""
+    in the planner's order}}. ``unread``: whether any going item is unread."""
     lists = {}
 
     def put(repo_id, key, entry):
@@ -314,16 +315,17 @@ def _lists(cursor, limit) -> dict:
         put(repo_id, "protected", {
             "digest": digest, "tags": tags.split(), "rule": REMOVE_CODES[rule],
             "keep": [name for bit, name in KEEP_BITS if keeps & bit]})
-    going = _going_rows(cursor, limit)
+    going = _going_rows(cursor, limit, unread)
     parents = _going_parents(cursor, [row[0] for rows in going.values() for row in rows])
     for repo_id, rows in going.items():
         positions = {row[0]: n for n, row in enumerate(rows)}
         digests = {row[0]: row[1] for row in rows}
         for manifest_id, digest, kind, tags, size, reason, rule, fetched in rows:
+            of = parents.get(manifest_id, ())  # in the order of the plan
             entry = {"digest": digest, "type": kind, "tags": tags.split(), "size": size,
                      "reason": REASONS[reason],
-                     "parents": [digests[p] for p in sorted(parents.get(manifest_id, ()),
-                                                            key=positions.get)],
+                     "parents": [digests[p] for p in (sorted(of, key=positions.get)
+                                                      if len(of) > 1 else of)],
                      "rule": REMOVE_CODES[rule] if reason == 0 else None}
             put(repo_id, "going", entry)
         lists[repo_id]["going"] = lists[repo_id]["going"][:limit]
@@ -333,7 +335,7 @@ def _lists(cursor, limit) -> dict:
     return lists
 
 
-def _going_rows(cursor, limit) -> dict:
+def _going_rows(cursor, limit, unread) -> dict:
     """{repository id: its going rows (id, digest, kind, tags, size, reason, rule, fetched) in
     the planner's deletion order}: the first ``limit``, and as many more unread rows as the
     unread list needs. The order is indexes, then images, each by digest, except that an index
@@ -347,7 +349,7 @@ def _going_rows(cursor, limit) -> dict:
     source = ("FROM hm_going g JOIN {m} m ON m.id = g.id LEFT JOIN hm_item i ON i.id = g.id")
     found = {}
     # The first ``limit`` of each repository, and its first ``limit`` unread ones.
-    for where in ("", "WHERE NOT m.fetched"):
+    for where in ("", "WHERE NOT m.fetched") if unread else ("",):
         for row in _rows(cursor, (
                 f"SELECT * FROM (SELECT g.repo, {columns}, ROW_NUMBER() OVER (PARTITION BY "
                 f"g.repo ORDER BY g.is_index DESC, m.digest) AS n {source} {where}) t "
