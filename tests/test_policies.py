@@ -988,3 +988,21 @@ def test_a_selected_image_an_index_still_needs_is_kept_by_both_dry_runs(db):
     assert [(i["digest"], i["reason"].split(" (")[0]) for i in r["kept"]] == [
         (digest("shared"), f"referenced by index {digest('release')[:19]}")]
     assert r["protected"] == []  # (the release index is not selected: nothing to protect)
+
+
+def test_a_failed_setwise_dry_run_leaves_nothing_behind_for_the_next(builds_repo, monkeypatch):
+    from hubmgr.policies import setwise
+
+    p = keep_ten_builds()
+    good = runs.dry_run(p, now=NOW, limit=5)
+    real = setwise._plan
+
+    def failing(cursor):
+        real(cursor)
+        cursor.execute("SELECT no_such_column FROM hm_going")
+
+    monkeypatch.setattr(setwise, "_plan", failing)
+    with pytest.raises(Exception, match="no_such_column"):
+        runs.dry_run(p, now=NOW, limit=5)
+    monkeypatch.setattr(setwise, "_plan", real)
+    assert runs.dry_run(p, now=NOW, limit=5) == good

@@ -66,17 +66,17 @@ def _time(value):
 
 @contextmanager
 def _tables():
-    """A cursor inside a transaction, with the temporary tables made empty; they are dropped
-    afterwards (also inside an outer transaction that goes on)."""
+    """A cursor inside a transaction (or a savepoint), with the temporary tables made empty;
+    they are dropped afterwards, also inside an outer transaction that goes on. On an error
+    the rollback takes them away (both databases undo DDL), and a failed PostgreSQL
+    transaction would refuse the DROP anyway."""
     with transaction.atomic(), connection.cursor() as cursor:
         for name, columns in _TEMP.items():
             cursor.execute(f"DROP TABLE IF EXISTS {name}")
             cursor.execute(f"CREATE TEMPORARY TABLE {name} ({columns})")
-        try:
-            yield cursor
-        finally:
-            for name in _TEMP:
-                cursor.execute(f"DROP TABLE IF EXISTS {name}")
+        yield cursor
+        for name in _TEMP:
+            cursor.execute(f"DROP TABLE IF EXISTS {name}")
 
 
 def _fill(cursor, table, values):
