@@ -28,7 +28,7 @@ from django.utils import timezone
 from hubmgr.deletion import actions, jobs
 from hubmgr.deletion.actions import snapshot
 from hubmgr.deletion.graph import collector_paused, load_graphs
-from hubmgr.deletion.planner import SELECTED, Graph, Plan, plan
+from hubmgr.deletion.planner import SELECTED, Graph, plan
 from hubmgr.inventory.coverage import SEEN_PUSH, Coverage
 from hubmgr.inventory.models import IndexChild, Kind, Manifest, Repository
 from hubmgr.inventory.registries import default_registry
@@ -219,45 +219,40 @@ def load_batch(batch, evaluated) -> Graph:
                        tags=tags)
 
 
-def plan_repository(policy, repo, result, items, total, graph=None, limit=None):
-    """The report of one repository, from its evaluation (``evaluate_chunk``) and, when it
-    selects anything, a graph around its selection (``load_batch``). Each list ("going",
-    "protected", "kept", "unread") holds at most ``limit`` entries (all when None); its
-    "<list>_count" counts them all."""
-    lists = limit is None or limit > 0
-    tags = {item.digest: list(item.tags) for item in items} if lists else {}
+def plan_repository(policy, repo, result, items, total, graph=None):
+    """The report of one repository, every item listed, from its evaluation
+    (``evaluate_chunk``) and, when it selects anything, a graph around its selection
+    (``load_batch``); each "<list>_count" counts its list. (``setwise`` answers the same
+    for dry runs that list only the first entries.)"""
+    tags = {item.digest: list(item.tags) for item in items}
     report = {
         "repository": repo.name,
         "items": total,
         "selected": len(result.selected),
         "going": [],
         "protected": [{"digest": d, "tags": tags[d], "rule": rule, "keep": keeps}
-                      for d, (rule, keeps) in sorted(result.protected.items())[:limit]],
+                      for d, (rule, keeps) in sorted(result.protected.items())],
         "kept": [],
         "reclaim_bytes": 0,
         "unread": [],
         "brake": None,
     }
-    counts = {"going": 0, "protected": len(result.protected), "kept": 0, "unread": 0}
     if result.selected:
         p = plan(graph, [(repo.name, d) for d in result.selected])
-        report["reclaim_bytes"] = p.reclaim_bytes
-        counts.update(going=len(p.items), kept=len(p.kept), unread=len(p.unknown))
-        if lists:
-            # As a preview keeps it (a job runs exactly this), with each selected item's rule.
-            planned = snapshot(p if limit is None else Plan(
-                p.items[:limit], p.kept[:limit], p.reclaim_bytes, p.unknown[:limit]))
-            for entry in planned["items"]:
-                entry["rule"] = result.selected.get(entry["digest"]) \
-                    if entry["reason"] == SELECTED else None
-            for entry in planned["kept"]:
-                node = graph.nodes.get((repo.name, entry["digest"]))
-                entry["tags"] = list(node.tags) if node else []
-            report.update(going=planned["items"], kept=planned["kept"],
-                          unread=planned["unread"])
+        # As a preview keeps it (a job runs exactly this), with each selected item's rule.
+        planned = snapshot(p)
+        for entry in planned["items"]:
+            entry["rule"] = result.selected.get(entry["digest"]) \
+                if entry["reason"] == SELECTED else None
+        for entry in planned["kept"]:
+            node = graph.nodes.get((repo.name, entry["digest"]))
+            entry["tags"] = list(node.tags) if node else []
+        report.update(going=planned["items"], kept=planned["kept"], unread=planned["unread"],
+                      reclaim_bytes=p.reclaim_bytes)
         going = sum(1 for _, reason in p.items if reason == SELECTED)
         report["brake"] = brake_reason(policy, going, total)
-    report.update({f"{key}_count": n for key, n in counts.items()})
+    report.update({f"{key}_count": len(report[key])
+                   for key in ("going", "protected", "kept", "unread")})
     return report
 
 
@@ -265,8 +260,8 @@ def dry_run(policy, now=None, progress=None, registry=None, on_repository=None,
             limit=None) -> dict:
     """The report of what ``policy`` would remove now. Nothing is recorded or deleted.
     ``progress`` wraps the list of repositories (a tqdm bar, say); ``on_repository`` is
-    called after each. ``limit`` bounds each repository's lists (``plan_repository``): a
-    page or the API shows 100 entries of each, the form's live preview none. With a limit,
+    called after each. ``limit`` bounds each repository's lists: a page or the API shows 100
+    entries of each, the form's live preview none. With a limit,
     the report is counted and listed set-wise in SQL (``setwise``), which answers as the
     planner does; without one (a recorded run, whose plans become deletion jobs), each
     repository is planned with the deletion planner."""
@@ -296,8 +291,7 @@ def dry_run(policy, now=None, progress=None, registry=None, on_repository=None,
                     batch = next(batches)
                     in_graph = {r.pk for r in batch}
                     graph = load_batch(batch, evaluated)
-                reports.append(plan_repository(policy, repo, *entry, graph=graph,
-                                               limit=limit))
+                reports.append(plan_repository(policy, repo, *entry, graph=graph))
             if on_repository:
                 on_repository()
     return _report(policy, now, repos, reports)
