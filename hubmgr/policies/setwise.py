@@ -144,8 +144,8 @@ def _select_items(cursor, policy, now, coverage, seen, seen_params, remove_tag, 
     # An index is pulled when one of its images is (a pull by digest): its last pull is the
     # latest of its own and its children's.
     pulls = policy.keep_pulled_days is not None or stale
-    child_pulled = (_q("CASE WHEN m.kind = %s THEN (SELECT MAX(cm.last_pulled) FROM {ic} c "
-                       "JOIN {m} cm ON cm.id = c.child_id WHERE c.index_id = m.id) END")
+    child_pulled = ("CASE WHEN m.kind = %s THEN (SELECT MAX(cm.last_pulled) FROM {ic} c "
+                    "JOIN {m} cm ON cm.id = c.child_id WHERE c.index_id = m.id) END"
                     if pulls else "NULL")
     pulled = ("(CASE WHEN t.child_pulled IS NULL THEN t.own_pulled WHEN t.own_pulled IS NULL "
               "OR t.child_pulled > t.own_pulled THEN t.child_pulled ELSE t.own_pulled END)")
@@ -265,7 +265,7 @@ def _reports(cursor, policy, by_id, limit) -> dict:
             "brake": brake_reason(policy, n_selected, total) if selected else None,
             "going_count": n_going,
             "protected_count": protected,
-            "kept_count": kept.get(repo_id, (0,))[0] if selected else 0,
+            "kept_count": kept.get(repo_id, (0,))[0],
             "unread_count": int(n_unread or 0),
         }
         reports[repo_id] = report
