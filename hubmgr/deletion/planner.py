@@ -122,7 +122,7 @@ def plan(graph: Graph, selected) -> Plan:
         # Only selected items can be blocked: a child joins only when all its parents go.
         kept.update(blocked)
     _explain_kept_children(graph, going, kept)
-    order = _delete_order(graph, going)
+    order = delete_order(graph, going)
     items = [(graph.nodes[k], going[k]) for k in order]
     unknown = [k for k in order if not graph.nodes[k].fetched]
     manifests, blobs = freed(graph, set(going))
@@ -167,15 +167,16 @@ def _explain_kept_children(graph, going, kept):
                     _describe(graph, p) for p in outside[:3])
 
 
-def _delete_order(graph, going):
-    """Parents before children, so no index ever points at a missing child."""
+def delete_order(graph, going):
+    """Parents before children, so no index ever points at a missing child; among the
+    parents of one item, by key, so that the order is the same in every process."""
     order, seen = [], set()
 
     def visit(key):
         if key in seen:
             return
         seen.add(key)
-        for parent in graph.parents.get(key, ()):
+        for parent in sorted(graph.parents.get(key, ())):
             if parent in going:
                 visit(parent)
         order.append(key)

@@ -27,7 +27,7 @@ from datetime import timedelta
 from django.db import connection, transaction
 
 from hubmgr.deletion.graph import values_subquery
-from hubmgr.deletion.planner import CHILD, SELECTED
+from hubmgr.deletion.planner import CHILD, SELECTED, Graph, Node, delete_order
 from hubmgr.inventory.coverage import SEEN_PUSH
 from hubmgr.inventory.models import Blob, IndexChild, Kind, Manifest, ManifestBlob, Repository
 
@@ -340,7 +340,7 @@ def _going_rows(cursor, limit, unread) -> dict:
     the planner's deletion order}: the first ``limit``, and as many more unread rows as the
     unread list needs. The order is indexes, then images, each by digest, except that an index
     comes after the going indexes that reference it: where one does (indexes of indexes),
-    that repository's going indexes are ordered in Python as the planner orders them."""
+    that repository's going rows are ordered by the planner's own ``delete_order``."""
     nested = set(r for (r,) in _rows(cursor, (
         "SELECT DISTINCT g.repo FROM hm_going g JOIN {ic} c ON c.child_id = g.id "
         "JOIN hm_going p ON p.id = c.index_id WHERE g.is_index = 1")))
@@ -371,22 +371,17 @@ def _going_rows(cursor, limit, unread) -> dict:
 
 
 def _delete_order(cursor, rows):
-    """``rows`` of one repository in ``planner._delete_order``'s order."""
+    """``rows`` of one repository in the order ``planner.delete_order`` gives them."""
     by_id = {row[0]: row for row in rows}
-    parents = _going_parents(cursor, list(by_id))
-    order, seen = [], set()
-
-    def visit(manifest_id):
-        if manifest_id in seen:
-            return
-        seen.add(manifest_id)
-        for parent in sorted(parents.get(manifest_id, ()), key=lambda p: by_id[p][1]):
-            visit(parent)
-        order.append(by_id[manifest_id])
-
-    for row in sorted(rows, key=lambda r: (r[2] != Kind.INDEX, r[1])):
-        visit(row[0])
-    return order
+    children = {}
+    for child, parents in _going_parents(cursor, list(by_id)).items():
+        for parent in parents:
+            children.setdefault(parent, []).append(("", by_id[child][1]))
+    graph = Graph({("", row[1]): Node(key=("", row[1]), kind=row[2],
+                                      children=tuple(children.get(row[0], ())))
+                   for row in rows}, {})
+    by_digest = {row[1]: row for row in rows}
+    return [by_digest[key[1]] for key in delete_order(graph, graph.nodes)]
 
 
 def _going_parents(cursor, ids) -> dict:
