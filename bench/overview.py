@@ -20,7 +20,7 @@ from django.db import connection
 from django.test import Client
 
 from .common import MANIFESTS, REQUESTS
-from .table import _insert, measure_cases
+from .table import _insert, measure_cases, recount_references
 
 REPOS = int(os.environ.get("BENCH_OVERVIEW_REPOS", 10_000))
 DAYS = int(os.environ.get("BENCH_OVERVIEW_DAYS", 365))
@@ -101,6 +101,7 @@ def build(n, repos):
             ((ids[r * per + i], blob) for r in range(repos) for i in range(n_index, per)
              for blob in (configs[r * images + i - n_index], base_ids[(r + i) % BASE_LAYERS])))
     del ids, configs
+    recount_references()
     print(f"built {repos:,} repositories of {per:,} manifests in "
           f"{time.perf_counter() - started:.1f} s")
 

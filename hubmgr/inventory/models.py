@@ -117,10 +117,31 @@ class SortIndex(models.Index):
             condition=self._get_condition_sql(model, schema_editor), **kwargs)
 
 
-class Manifest(models.Model):
+class TriggerCounted(models.Model):
+    """A model with columns that database triggers keep (migration 0010): Django inserts their
+    default, and the save of a loaded instance never writes them back (it could hold a count
+    that a trigger has since changed). Only bulk writes are used on these tables anyway."""
+
+    TRIGGER_COUNTED = ()
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding and kwargs.get("update_fields") is None:
+            kwargs["update_fields"] = [
+                field.name for field in self._meta.concrete_fields
+                if not field.primary_key and field.name not in self.TRIGGER_COUNTED]
+        super().save(*args, **kwargs)
+
+
+class Manifest(TriggerCounted):
 
     repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="manifests")
     digest = models.CharField(max_length=140)  # sha256:… or sha512:…
+    # How many repositories of the registry hold this digest, this one included (kept by
+    # triggers): the manifest's own blob is freed by deleting it only where this is 1.
+    digest_repositories = models.IntegerField(default=1, db_default=1)
     media_type = models.CharField(max_length=120, blank=True)
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.IMAGE)
     # "linux/amd64" for an image; the platforms of its children, comma separated, for an index.
@@ -143,6 +164,8 @@ class Manifest(models.Model):
     is_tagged = models.BooleanField(default=False)
     is_top_level = models.BooleanField(default=True)
     is_attestation = models.BooleanField(default=False)
+
+    TRIGGER_COUNTED = ("digest_repositories",)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["repository", "digest"],
@@ -227,10 +250,15 @@ class IndexChild(models.Model):
         constraints = [models.UniqueConstraint(fields=["index", "child"], name="child_unique")]
 
 
-class Blob(models.Model):
+class Blob(TriggerCounted):
     registry = models.ForeignKey(Registry, on_delete=models.CASCADE, related_name="blobs")
     digest = models.CharField(max_length=140)
     size = models.BigIntegerField()
+    # How many manifests link to it (ManifestBlob rows; kept by triggers): a plan frees it
+    # when that many of its own manifests reference it.
+    manifest_count = models.IntegerField(default=0, db_default=0)
+
+    TRIGGER_COUNTED = ("manifest_count",)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["registry", "digest"], name="blob_unique")]

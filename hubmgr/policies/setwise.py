@@ -19,6 +19,8 @@ back to the database in a table. The planner's rules, as ``deletion.planner`` st
 - kept: the blocked items, and the children of going indexes that do not go;
 - freed: a manifest's own blob when no other repository of the registry has its digest; a
   layer or config when every manifest referencing it is going in the same repository's plan.
+  The inventory keeps both counts (``Manifest.digest_repositories``, ``Blob.manifest_count``),
+  so each is a comparison, not a search.
 """
 
 from contextlib import contextmanager
@@ -238,8 +240,7 @@ def _reports(cursor, policy, by_id, limit) -> dict:
     going = _per_repo(cursor, "SELECT g.repo, COUNT(*), SUM(CASE WHEN g.reason = 0 THEN 1 "
                               "ELSE 0 END), SUM(CASE WHEN m.fetched THEN 0 ELSE 1 END), "
                               f"SUM({_FREED_MANIFEST}) FROM hm_going g "
-                              "JOIN {m} m ON m.id = g.id GROUP BY g.repo",
-                      [next(iter(by_id.values())).registry_id])
+                              "JOIN {m} m ON m.id = g.id GROUP BY g.repo")
     blobs = _per_repo(cursor, _FREED_BLOBS)
     kept = _per_repo(cursor, "SELECT repo, COUNT(*) FROM (" + _KEPT + ") k GROUP BY repo")
     subquery, param = values_subquery(list(items), "bigint")
@@ -277,25 +278,14 @@ _KEPT = ("SELECT g.repo, c.child_id AS id FROM hm_going g JOIN {ic} c ON c.index
          "WHERE g.is_index = 1 AND " + _NOT_GOING.format("c.child_id")
          + " UNION SELECT i.repo, k.id FROM hm_blocked k JOIN hm_item i ON i.id = k.id")
 
-# A manifest's own blob is freed when no other repository of the registry has its digest.
-_FREED_MANIFEST = (
-    "CASE WHEN NOT EXISTS (SELECT 1 FROM {m} o JOIN {r} r ON r.id = o.repository_id "
-    "WHERE o.digest = m.digest AND o.repository_id <> m.repository_id AND r.registry_id = %s) "
-    "THEN m.manifest_size ELSE 0 END")
-
-# A layer or config is freed when every manifest referencing it is going in this repository's
-# plan. Each (repository, blob) pair looks its referrers up in the (blob, manifest) index and
-# stops at the first outside the plan: bounded by the plan's own links. Most pairs have one
-# going referrer, which needs no look-up in the plan: is there any other?
+# A manifest's own blob is freed when no other repository of the registry has its digest; a
+# layer or config when every manifest referencing it is going in this repository's plan. Both
+# are counts the inventory's triggers keep (migration 0010), compared with the plan's.
+_FREED_MANIFEST = "CASE WHEN m.digest_repositories = 1 THEN m.manifest_size ELSE 0 END"
 _FREED_BLOBS = (
-    "SELECT x.repo, SUM((SELECT b.size FROM {b} b WHERE b.id = x.blob_id)) FROM ("
-    "SELECT g.repo, l.blob_id, COUNT(*) AS n, MIN(l.manifest_id) AS one FROM hm_going g "
-    "JOIN {mb} l ON l.manifest_id = g.id GROUP BY g.repo, l.blob_id) x WHERE CASE "
-    "WHEN x.n = 1 THEN NOT EXISTS (SELECT 1 FROM {mb} o WHERE o.blob_id = x.blob_id "
-    "AND o.manifest_id <> x.one) "
-    "ELSE NOT EXISTS (SELECT 1 FROM {mb} o WHERE o.blob_id = x.blob_id AND NOT EXISTS "
-    "(SELECT 1 FROM hm_going y WHERE y.id = o.manifest_id AND y.repo = x.repo)) END "
-    "GROUP BY x.repo")
+    "SELECT x.repo, SUM(b.size) FROM (SELECT g.repo, l.blob_id, COUNT(*) AS n "
+    "FROM hm_going g JOIN {mb} l ON l.manifest_id = g.id GROUP BY g.repo, l.blob_id) x "
+    "JOIN {b} b ON b.id = x.blob_id WHERE b.manifest_count = x.n GROUP BY x.repo")
 
 
 def _lists(cursor, limit, unread) -> dict:
