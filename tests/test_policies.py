@@ -999,7 +999,7 @@ def test_a_failed_setwise_dry_run_leaves_nothing_behind_for_the_next(builds_repo
 
     def failing(cursor):
         real(cursor)
-        cursor.execute("SELECT no_such_column FROM hm_going")
+        cursor.execute("SELECT no_such_column FROM hm_item")
 
     monkeypatch.setattr(setwise, "_plan", failing)
     with pytest.raises(Exception, match="no_such_column"):

@@ -40,18 +40,25 @@ REMOVE_CODES = {1: rules.REMOVE_TAG, 2: rules.REMOVE_UNTAGGED, 3: rules.REMOVE_S
 KEEP_BITS = ((1, rules.KEEP_LAST), (2, rules.KEEP_TAG), (4, rules.KEEP_PULLED))
 REASONS = {0: SELECTED, 1: CHILD}
 
+BLOCKED = 8  # a bit of ``keeps`` beside KEEP_BITS: selected, and kept by the planner
+
 _TEMP = {  # the temporary tables, made afresh for each evaluation
     "hm_scope": "id bigint PRIMARY KEY",
     "hm_rm": "v text PRIMARY KEY",  # tag lists every tag of which the remove expression finds
     "hm_kp": "v text PRIMARY KEY",  # tag lists a tag of which the keep expression finds
-    "hm_newest": "id bigint PRIMARY KEY",  # keep-last's newest tagged items
-    # What a remove rule selects (its first rule), and the keep rules that protect it.
+    # Each item a remove rule selects (reason 0, its first rule) with the keep rules that
+    # protect it (bits of KEEP_BITS) or BLOCKED, and each child the cascade takes along
+    # (reason 1, in its round). Going: keeps = 0. What it frees of its own and whether it
+    # was read are copied in, so that counting needs no look-up.
     "hm_item": "id bigint PRIMARY KEY, repo bigint NOT NULL, rule integer NOT NULL, "
-               "keeps integer NOT NULL, is_index integer NOT NULL",
-    "hm_going": "id bigint PRIMARY KEY, repo bigint NOT NULL, reason integer NOT NULL, "
-                "round integer NOT NULL, is_index integer NOT NULL",
-    "hm_blocked": "id bigint PRIMARY KEY",
+               "keeps integer NOT NULL, reason integer NOT NULL, round integer NOT NULL, "
+               "is_index integer NOT NULL, unread integer NOT NULL, own bigint NOT NULL",
 }
+
+# Of a manifest row: whether it is unread, and its own blob's bytes when deleting it frees
+# them (no other repository of the registry has its digest: a count the triggers keep).
+_UNREAD = "CASE WHEN {m}.fetched THEN 0 ELSE 1 END"
+_OWN = "CASE WHEN {m}.digest_repositories = 1 THEN {m}.manifest_size ELSE 0 END"
 
 
 def _q(sql):
@@ -110,15 +117,6 @@ def evaluate(policy, repos, now, coverage, limit) -> dict:
         _fill(cursor, "hm_scope", list(by_id))
         if remove_tag or policy.keep_tag_regex:
             _match_tags(cursor, policy, remove_tag)
-        if policy.keep_last:
-            cursor.execute(_q(
-                "INSERT INTO hm_newest SELECT id FROM (SELECT m.id, ROW_NUMBER() OVER ("
-                "PARTITION BY m.repository_id ORDER BY "
-                f"CASE WHEN {seen} THEN m.last_pushed ELSE m.first_seen END DESC NULLS LAST, "
-                "m.digest DESC) AS n FROM hm_scope s CROSS JOIN {m} m "
-                "WHERE m.repository_id = s.id AND m.is_top_level AND m.is_tagged) t "
-                "WHERE n <= %s"), [*seen_params, policy.keep_last])
-            _analyze(cursor, "hm_newest")
         _select_items(cursor, policy, now, coverage, seen, seen_params, remove_tag, stale)
         _analyze(cursor, "hm_item")
         _plan(cursor)
@@ -142,7 +140,9 @@ def _match_tags(cursor, policy, remove_tag):
 
 def _select_items(cursor, policy, now, coverage, seen, seen_params, remove_tag, stale):
     """hm_item: each covered top-level item a remove rule selects, with its first such rule
-    and the keep rules that protect it (bits of KEEP_BITS)."""
+    and the keep rules that protect it (bits of KEEP_BITS). Keep-last's newest tagged items
+    of each repository are numbered in the same pass: by the push seen, else first seen,
+    newest first, the digest breaking ties."""
     # An index is pulled when one of its images is (a pull by digest): its last pull is the
     # latest of its own and its children's.
     pulls = policy.keep_pulled_days is not None or stale
@@ -164,64 +164,72 @@ def _select_items(cursor, policy, now, coverage, seen, seen_params, remove_tag, 
         whens.append(f"WHEN ({pulled} IS NULL OR {pulled} < %s) "
                      "AND NOT (t.seen AND t.pushed >= %s) THEN 3")
         params += [_time(coverage.cutoff)] * 2
-    keeps = ["CASE WHEN t.newest THEN 1 ELSE 0 END", "CASE WHEN t.kp THEN 2 ELSE 0 END"]
+    keeps = ["CASE WHEN t.kp THEN 2 ELSE 0 END"]
+    nth = "NULL"
+    if policy.keep_last:
+        keeps.append("CASE WHEN t.tagged AND t.nth <= %s THEN 1 ELSE 0 END")
+        params.append(policy.keep_last)
+        nth = ("ROW_NUMBER() OVER (PARTITION BY m.repository_id, m.is_tagged ORDER BY "
+               f"CASE WHEN {seen} THEN m.last_pushed ELSE m.first_seen END DESC NULLS LAST, "
+               "m.digest DESC)")
     if policy.keep_pulled_days is not None:
         keeps.append(f"CASE WHEN {pulled} >= %s THEN 4 ELSE 0 END")
         params.append(_time(now - timedelta(days=policy.keep_pulled_days)))
     cursor.execute(_q(
-        "INSERT INTO hm_item (id, repo, rule, keeps, is_index) "
-        "SELECT id, repo, rule, keeps, is_index FROM ("
-        f"SELECT t.id, t.repo, t.is_index, CASE {' '.join(whens)} END AS rule, "
-        f"{' + '.join(keeps)} AS keeps FROM ("
+        "INSERT INTO hm_item (id, repo, rule, keeps, reason, round, is_index, unread, own) "
+        "SELECT id, repo, rule, keeps, 0, 0, is_index, unread, own FROM ("
+        f"SELECT t.id, t.repo, t.is_index, t.unread, t.own, CASE {' '.join(whens)} END "
+        f"AS rule, {' + '.join(keeps)} AS keeps FROM ("
         "SELECT m.id, m.repository_id AS repo, CASE WHEN m.kind = %s THEN 1 ELSE 0 END "
         f"AS is_index, m.is_tagged AS tagged, {seen} AS seen, "
         "m.last_pushed AS pushed, m.first_seen, m.last_pulled AS own_pulled, "
         f"{child_pulled} AS child_pulled, rm.v IS NOT NULL AS rm, kp.v IS NOT NULL AS kp, "
-        "nw.id IS NOT NULL AS newest "
+        f"{nth} AS nth, {_UNREAD.format(m='m')} AS unread, {_OWN.format(m='m')} AS own "
         "FROM hm_scope s CROSS JOIN {m} m LEFT JOIN hm_rm rm ON rm.v = m.tags_text "
-        "LEFT JOIN hm_kp kp ON kp.v = m.tags_text LEFT JOIN hm_newest nw ON nw.id = m.id "
+        "LEFT JOIN hm_kp kp ON kp.v = m.tags_text "
         "WHERE m.repository_id = s.id AND m.is_top_level) t) u WHERE rule IS NOT NULL"),
-        [*params, Kind.INDEX.value, *seen_params, *([Kind.INDEX.value] if pulls else [])])
+        [*params, Kind.INDEX.value, *seen_params, *([Kind.INDEX.value] if pulls else []),
+         *(seen_params if policy.keep_last else [])])
 
 
-_NOT_GOING = "NOT EXISTS (SELECT 1 FROM hm_going y WHERE y.id = {})"
+_GOING = "keeps = 0"
+_NOT_GOING = "NOT EXISTS (SELECT 1 FROM hm_item y WHERE y.id = {} AND y.keeps = 0)"
 
 
 def _plan(cursor):
-    """hm_going and hm_blocked, as the planner makes its going set and its blocked items."""
+    """The cascade and the blocked items in hm_item, as the planner makes its going set."""
     cursor.execute(_q("SELECT 1 FROM hm_item i JOIN {ic} p ON p.child_id = i.id "
                       "WHERE i.keeps = 0 LIMIT 1"))
     may_block = cursor.fetchone() is not None  # a selected item an index references
     while True:
-        cursor.execute("DELETE FROM hm_going")
-        cursor.execute(_q(
-            "INSERT INTO hm_going (id, repo, reason, round, is_index) "
-            "SELECT i.id, i.repo, 0, 0, i.is_index FROM hm_item i WHERE i.keeps = 0 "
-            "AND NOT EXISTS (SELECT 1 FROM hm_blocked k WHERE k.id = i.id)"))
-        _analyze(cursor, "hm_going")
         round_ = 0
         while True:  # untagged children whose parents all go, down to any depth
             round_ += 1
             cursor.execute(_q(
-                "INSERT INTO hm_going (id, repo, reason, round, is_index) "
-                "SELECT DISTINCT c.child_id, g.repo, 1, %s, "
-                "CASE WHEN cm.kind = %s THEN 1 ELSE 0 END "
-                "FROM hm_going g JOIN {ic} c ON c.index_id = g.id "
+                "INSERT INTO hm_item (id, repo, rule, keeps, reason, round, is_index, unread, "
+                "own) SELECT DISTINCT c.child_id, g.repo, 0, 0, 1, %s, "
+                f"CASE WHEN cm.kind = %s THEN 1 ELSE 0 END, {_UNREAD.format(m='cm')}, "
+                f"{_OWN.format(m='cm')} "
+                "FROM hm_item g JOIN {ic} c ON c.index_id = g.id "
                 "JOIN {m} cm ON cm.id = c.child_id "
-                "WHERE g.round = %s AND g.is_index = 1 AND NOT cm.is_tagged AND "
-                + _NOT_GOING.format("c.child_id") + " AND NOT EXISTS (SELECT 1 FROM {ic} p "
-                "WHERE p.child_id = c.child_id AND " + _NOT_GOING.format("p.index_id") + ")"),
+                "WHERE g.round = %s AND g.keeps = 0 AND g.is_index = 1 AND NOT cm.is_tagged "
+                "AND NOT EXISTS (SELECT 1 FROM hm_item y WHERE y.id = c.child_id) "
+                "AND NOT EXISTS (SELECT 1 FROM {ic} p WHERE p.child_id = c.child_id AND "
+                + _NOT_GOING.format("p.index_id") + ")"),
                 [round_, Kind.INDEX.value, round_ - 1])
             if cursor.rowcount <= 0:
                 break
         if not may_block:
             return
+        # A selected item that an index outside the going set references is kept, and the
+        # cascade is made again without it.
         cursor.execute(_q(
-            "INSERT INTO hm_blocked SELECT g.id FROM hm_going g WHERE g.reason = 0 AND EXISTS "
-            "(SELECT 1 FROM {ic} p WHERE p.child_id = g.id AND "
+            f"UPDATE hm_item SET keeps = {BLOCKED} WHERE reason = 0 AND keeps = 0 AND EXISTS "
+            "(SELECT 1 FROM {ic} p WHERE p.child_id = hm_item.id AND "
             + _NOT_GOING.format("p.index_id") + ")"))
         if cursor.rowcount <= 0:
             return
+        cursor.execute("DELETE FROM hm_item WHERE reason = 1")
 
 
 def _per_repo(cursor, sql, params=()):
@@ -232,15 +240,14 @@ def _per_repo(cursor, sql, params=()):
 def _reports(cursor, policy, by_id, limit) -> dict:
     from .runs import brake_reason  # (runs calls this module)
 
-    items = _per_repo(cursor, "SELECT repo, SUM(CASE WHEN keeps = 0 THEN 1 ELSE 0 END), "
-                              "SUM(CASE WHEN keeps <> 0 THEN 1 ELSE 0 END) "
-                              "FROM hm_item GROUP BY repo")
+    items = _per_repo(cursor, f"SELECT repo, SUM(CASE WHEN {_SELECTED} THEN 1 ELSE 0 END), "
+                              f"SUM(CASE WHEN {_SELECTED} THEN 0 ELSE 1 END) "
+                              "FROM hm_item WHERE reason = 0 GROUP BY repo")
     if not items:
         return {}
-    going = _per_repo(cursor, "SELECT g.repo, COUNT(*), SUM(CASE WHEN g.reason = 0 THEN 1 "
-                              "ELSE 0 END), SUM(CASE WHEN m.fetched THEN 0 ELSE 1 END), "
-                              f"SUM({_FREED_MANIFEST}) FROM hm_going g "
-                              "JOIN {m} m ON m.id = g.id GROUP BY g.repo")
+    going = _per_repo(cursor, "SELECT repo, COUNT(*), SUM(CASE WHEN reason = 0 THEN 1 "
+                              "ELSE 0 END), SUM(unread), SUM(own) FROM hm_item "
+                              f"WHERE {_GOING} GROUP BY repo")
     blobs = _per_repo(cursor, _FREED_BLOBS)
     kept = _per_repo(cursor, "SELECT repo, COUNT(*) FROM (" + _KEPT + ") k GROUP BY repo")
     subquery, param = values_subquery(list(items), "bigint")
@@ -273,18 +280,19 @@ def _reports(cursor, policy, by_id, limit) -> dict:
     return reports
 
 
-# Kept: the blocked items, and the children of going indexes that do not go.
-_KEPT = ("SELECT g.repo, c.child_id AS id FROM hm_going g JOIN {ic} c ON c.index_id = g.id "
-         "WHERE g.is_index = 1 AND " + _NOT_GOING.format("c.child_id")
-         + " UNION SELECT i.repo, k.id FROM hm_blocked k JOIN hm_item i ON i.id = k.id")
+_SELECTED = f"keeps IN (0, {BLOCKED})"  # (of reason 0)
 
-# A manifest's own blob is freed when no other repository of the registry has its digest; a
-# layer or config when every manifest referencing it is going in this repository's plan. Both
-# are counts the inventory's triggers keep (migration 0010), compared with the plan's.
-_FREED_MANIFEST = "CASE WHEN m.digest_repositories = 1 THEN m.manifest_size ELSE 0 END"
+# Kept: the blocked items, and the children of going indexes that do not go.
+_KEPT = ("SELECT g.repo, c.child_id AS id FROM hm_item g JOIN {ic} c ON c.index_id = g.id "
+         "WHERE g.keeps = 0 AND g.is_index = 1 AND " + _NOT_GOING.format("c.child_id")
+         + f" UNION SELECT repo, id FROM hm_item WHERE keeps = {BLOCKED}")
+
+# A layer or config is freed when every manifest referencing it is going in this
+# repository's plan: when as many of them go as the count the inventory's triggers keep.
 _FREED_BLOBS = (
     "SELECT x.repo, SUM(b.size) FROM (SELECT g.repo, l.blob_id, COUNT(*) AS n "
-    "FROM hm_going g JOIN {mb} l ON l.manifest_id = g.id GROUP BY g.repo, l.blob_id) x "
+    "FROM hm_item g JOIN {mb} l ON l.manifest_id = g.id WHERE g.keeps = 0 "
+    "GROUP BY g.repo, l.blob_id) x "
     "JOIN {b} b ON b.id = x.blob_id WHERE b.manifest_count = x.n GROUP BY x.repo")
 
 
@@ -300,7 +308,7 @@ def _lists(cursor, limit, unread) -> dict:
         "SELECT repo, digest, tags_text, rule, keeps FROM (SELECT i.repo, m.digest, "
         "m.tags_text, i.rule, i.keeps, ROW_NUMBER() OVER (PARTITION BY i.repo "
         "ORDER BY m.digest) AS n FROM hm_item i JOIN {m} m ON m.id = i.id "
-        "WHERE i.keeps <> 0) t WHERE n <= %s ORDER BY repo, n"), [limit])
+        f"WHERE i.reason = 0 AND NOT i.{_SELECTED}) t WHERE n <= %s ORDER BY repo, n"), [limit])
     for repo_id, digest, tags, rule, keeps in cursor.fetchall():
         put(repo_id, "protected", {
             "digest": digest, "tags": tags.split(), "rule": REMOVE_CODES[rule],
@@ -332,14 +340,15 @@ def _going_rows(cursor, limit, unread) -> dict:
     comes after the going indexes that reference it: where one does (indexes of indexes),
     that repository's going rows are ordered by the planner's own ``delete_order``."""
     nested = set(r for (r,) in _rows(cursor, (
-        "SELECT DISTINCT g.repo FROM hm_going g JOIN {ic} c ON c.child_id = g.id "
-        "JOIN hm_going p ON p.id = c.index_id WHERE g.is_index = 1")))
-    columns = ("g.id, m.digest, m.kind, m.tags_text, m.size, g.reason, "
-               "COALESCE(i.rule, 0), m.fetched")
-    source = ("FROM hm_going g JOIN {m} m ON m.id = g.id LEFT JOIN hm_item i ON i.id = g.id")
+        "SELECT DISTINCT g.repo FROM hm_item g JOIN {ic} c ON c.child_id = g.id "
+        "JOIN hm_item p ON p.id = c.index_id "
+        "WHERE g.is_index = 1 AND g.keeps = 0 AND p.keeps = 0")))
+    columns = "g.id, m.digest, m.kind, m.tags_text, m.size, g.reason, g.rule, m.fetched"
+    source = "FROM hm_item g JOIN {m} m ON m.id = g.id"
     found = {}
     # The first ``limit`` of each repository, and its first ``limit`` unread ones.
-    for where in ("", "WHERE NOT m.fetched") if unread else ("",):
+    for where in (("WHERE g.keeps = 0", "WHERE g.keeps = 0 AND g.unread = 1") if unread
+                  else ("WHERE g.keeps = 0",)):
         for row in _rows(cursor, (
                 f"SELECT * FROM (SELECT g.repo, {columns}, ROW_NUMBER() OVER (PARTITION BY "
                 f"g.repo ORDER BY g.is_index DESC, m.digest) AS n {source} {where}) t "
@@ -353,7 +362,7 @@ def _going_rows(cursor, limit, unread) -> dict:
         subquery, param = values_subquery(sorted(nested), "bigint")
         rows = {}
         for row in _rows(cursor, f"SELECT g.repo, {columns} {source} JOIN ({subquery}) v "
-                                 "ON v.value = g.repo", [param]):
+                                 "ON v.value = g.repo WHERE g.keeps = 0", [param]):
             rows.setdefault(row[0], []).append(row[1:9])
         for repo_id, repo_rows in rows.items():
             ordered[repo_id] = _delete_order(cursor, repo_rows)
@@ -381,8 +390,8 @@ def _going_parents(cursor, ids) -> dict:
         subquery, param = values_subquery(ids, "bigint")
         for child, index in _rows(cursor, (
                 f"SELECT c.child_id, c.index_id FROM ({subquery}) v CROSS JOIN {{ic}} c "
-                "WHERE c.child_id = v.value AND EXISTS (SELECT 1 FROM hm_going y "
-                "WHERE y.id = c.index_id)"), [param]):
+                "WHERE c.child_id = v.value AND EXISTS (SELECT 1 FROM hm_item y "
+                "WHERE y.id = c.index_id AND y.keeps = 0)"), [param]):
             parents.setdefault(child, []).append(index)
     return parents
 
@@ -391,9 +400,9 @@ def _kept_rows(cursor, limit) -> dict:
     """{repository id: the first ``limit`` kept entries by digest, each with the planner's
     reason}."""
     rows = _rows(cursor, (
-        "SELECT k.repo, k.id, m.digest, m.tags_text, EXISTS (SELECT 1 FROM hm_blocked b "
-        "WHERE b.id = k.id) FROM (SELECT repo, id, ROW_NUMBER() OVER (PARTITION BY repo "
-        "ORDER BY digest) AS n FROM (SELECT u.repo, u.id, m.digest FROM (" + _KEPT + ") u "
+        "SELECT k.repo, k.id, m.digest, m.tags_text, EXISTS (SELECT 1 FROM hm_item b "
+        f"WHERE b.id = k.id AND b.keeps = {BLOCKED}) FROM (SELECT repo, id, ROW_NUMBER() "
+        "OVER (PARTITION BY repo ORDER BY digest) AS n FROM (SELECT u.repo, u.id, m.digest FROM (" + _KEPT + ") u "
         "JOIN {m} m ON m.id = u.id) w) k JOIN {m} m ON m.id = k.id WHERE k.n <= %s "
         "ORDER BY k.repo, m.digest"), [limit])
     if not rows:
