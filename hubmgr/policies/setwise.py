@@ -141,8 +141,7 @@ def _match_tags(cursor, policy, remove_tag):
 def _select_items(cursor, policy, now, coverage, seen, seen_params, remove_tag, stale):
     """hm_item: each covered top-level item a remove rule selects, with its first such rule
     and the keep rules that protect it (bits of KEEP_BITS). Keep-last's newest tagged items
-    of each repository are numbered in the same pass: by the push seen, else first seen,
-    newest first, the digest breaking ties."""
+    of each repository: by the push seen, else first seen, the digest breaking ties."""
     # An index is pulled when one of its images is (a pull by digest): its last pull is the
     # latest of its own and its children's.
     pulls = policy.keep_pulled_days is not None or stale
@@ -164,14 +163,15 @@ def _select_items(cursor, policy, now, coverage, seen, seen_params, remove_tag, 
         whens.append(f"WHEN ({pulled} IS NULL OR {pulled} < %s) "
                      "AND NOT (t.seen AND t.pushed >= %s) THEN 3")
         params += [_time(coverage.cutoff)] * 2
-    keeps = ["CASE WHEN t.kp THEN 2 ELSE 0 END"]
-    nth = "NULL"
-    if policy.keep_last:
-        keeps.append("CASE WHEN t.tagged AND t.nth <= %s THEN 1 ELSE 0 END")
-        params.append(policy.keep_last)
-        nth = ("ROW_NUMBER() OVER (PARTITION BY m.repository_id, m.is_tagged ORDER BY "
-               f"CASE WHEN {seen} THEN m.last_pushed ELSE m.first_seen END DESC NULLS LAST, "
-               "m.digest DESC)")
+    keeps = ["CASE WHEN t.newest THEN 1 ELSE 0 END", "CASE WHEN t.kp THEN 2 ELSE 0 END"]
+    newest, newest_params = "SELECT NULL AS id WHERE 1 = 0", []
+    if policy.keep_last:  # (numbered apart: a window over every column of the rows cost more)
+        newest = ("SELECT id FROM (SELECT m.id, ROW_NUMBER() OVER (PARTITION BY "
+                  f"m.repository_id ORDER BY CASE WHEN {seen} THEN m.last_pushed "
+                  "ELSE m.first_seen END DESC NULLS LAST, m.digest DESC) AS n "
+                  "FROM hm_scope s CROSS JOIN {m} m WHERE m.repository_id = s.id "
+                  "AND m.is_top_level AND m.is_tagged) w WHERE n <= %s")
+        newest_params = [*seen_params, policy.keep_last]
     if policy.keep_pulled_days is not None:
         keeps.append(f"CASE WHEN {pulled} >= %s THEN 4 ELSE 0 END")
         params.append(_time(now - timedelta(days=policy.keep_pulled_days)))
@@ -184,12 +184,13 @@ def _select_items(cursor, policy, now, coverage, seen, seen_params, remove_tag, 
         f"AS is_index, m.is_tagged AS tagged, {seen} AS seen, "
         "m.last_pushed AS pushed, m.first_seen, m.last_pulled AS own_pulled, "
         f"{child_pulled} AS child_pulled, rm.v IS NOT NULL AS rm, kp.v IS NOT NULL AS kp, "
-        f"{nth} AS nth, {_UNREAD.format(m='m')} AS unread, {_OWN.format(m='m')} AS own "
+        f"nw.id IS NOT NULL AS newest, {_UNREAD.format(m='m')} AS unread, "
+        f"{_OWN.format(m='m')} AS own "
         "FROM hm_scope s CROSS JOIN {m} m LEFT JOIN hm_rm rm ON rm.v = m.tags_text "
-        "LEFT JOIN hm_kp kp ON kp.v = m.tags_text "
+        f"LEFT JOIN hm_kp kp ON kp.v = m.tags_text LEFT JOIN ({newest}) nw ON nw.id = m.id "
         "WHERE m.repository_id = s.id AND m.is_top_level) t) u WHERE rule IS NOT NULL"),
         [*params, Kind.INDEX.value, *seen_params, *([Kind.INDEX.value] if pulls else []),
-         *(seen_params if policy.keep_last else [])])
+         *newest_params])
 
 
 _GOING = "keeps = 0"
@@ -402,7 +403,8 @@ def _kept_rows(cursor, limit) -> dict:
     rows = _rows(cursor, (
         "SELECT k.repo, k.id, m.digest, m.tags_text, EXISTS (SELECT 1 FROM hm_item b "
         f"WHERE b.id = k.id AND b.keeps = {BLOCKED}) FROM (SELECT repo, id, ROW_NUMBER() "
-        "OVER (PARTITION BY repo ORDER BY digest) AS n FROM (SELECT u.repo, u.id, m.digest FROM (" + _KEPT + ") u "
+        "OVER (PARTITION BY repo ORDER BY digest) AS n FROM (SELECT u.repo, u.id, m.digest "
+        "FROM (" + _KEPT + ") u "
         "JOIN {m} m ON m.id = u.id) w) k JOIN {m} m ON m.id = k.id WHERE k.n <= %s "
         "ORDER BY k.repo, m.digest"), [limit])
     if not rows:

@@ -42,25 +42,28 @@ SQLITE_DROP = [f"DROP TRIGGER IF EXISTS {name}" for name in (
     "digest_count_delete", "digest_count_update_old", "digest_count_update_new")]
 
 # PostgreSQL: an insert or a delete counts its statement's rows at once (transition tables; a
-# trigger with them has a single event). An UPDATE that moves a link or a manifest (hubmgr
+# trigger with them has a single event), one indexed UPDATE per blob or digest: a single
+# UPDATE ... FROM the transition table was planned as a scan of the whole table, since a
+# transition table has no statistics. An UPDATE that moves a link or a manifest (hubmgr
 # makes none) is counted row by row: a statement-level UPDATE trigger would also fire for
 # every other UPDATE of the table, its own included.
-_BLOB_DELTA = (f"UPDATE {B} b SET manifest_count = b.manifest_count {{sign}} d.n FROM "
-               "(SELECT blob_id, COUNT(*) AS n FROM {rows} GROUP BY blob_id) d "
-               "WHERE b.id = d.blob_id;")
-_RECOUNT = (f"UPDATE {M} m SET digest_repositories = c.n FROM (SELECT o.digest, "
-            f"ro.registry_id, COUNT(*) AS n FROM {M} o JOIN {R} ro ON ro.id = o.repository_id "
-            "WHERE o.digest IN (SELECT digest FROM {rows}) GROUP BY o.digest, ro.registry_id) c, "
-            f"{R} mr WHERE m.digest = c.digest AND mr.id = m.repository_id "
-            "AND mr.registry_id = c.registry_id AND m.digest_repositories <> c.n;")
+_LINKS = (f"FOR r IN SELECT blob_id, COUNT(*) AS n FROM {{rows}} GROUP BY blob_id LOOP "
+          f"UPDATE {B} SET manifest_count = manifest_count {{sign}} r.n WHERE id = r.blob_id; "
+          "END LOOP;")
+# A digest held by one row only (nearly always) needs no recount: one index probe.
+_DIGESTS = (f"FOR r IN SELECT DISTINCT digest FROM {{rows}} LOOP "
+            f"IF EXISTS (SELECT 1 FROM {M} WHERE digest = r.digest OFFSET {{others}}) THEN "
+            f"UPDATE {M} SET digest_repositories = ({COUNT_COPIES.format(m=M)}) "
+            f"WHERE digest = r.digest; END IF; END LOOP;")
 _FUNCTIONS = {
-    "hubmgr_count_added_links": _BLOB_DELTA.format(sign="+", rows="new_rows"),
-    "hubmgr_count_removed_links": _BLOB_DELTA.format(sign="-", rows="old_rows"),
+    "hubmgr_count_added_links": _LINKS.format(rows="new_rows", sign="+"),
+    "hubmgr_count_removed_links": _LINKS.format(rows="old_rows", sign="-"),
     "hubmgr_count_moved_link": (
         f"UPDATE {B} SET manifest_count = manifest_count - 1 WHERE id = OLD.blob_id; "
         f"UPDATE {B} SET manifest_count = manifest_count + 1 WHERE id = NEW.blob_id;"),
-    "hubmgr_count_added_digests": _RECOUNT.format(rows="new_rows"),
-    "hubmgr_count_removed_digests": _RECOUNT.format(rows="old_rows"),
+    # Added: a recount where another row has the digest; removed: where any row still has it.
+    "hubmgr_count_added_digests": _DIGESTS.format(rows="new_rows", others=1),
+    "hubmgr_count_removed_digests": _DIGESTS.format(rows="old_rows", others=0),
     "hubmgr_count_moved_digest": (
         f"UPDATE {M} SET digest_repositories = ({COUNT_COPIES.format(m=M)}) "
         "WHERE digest IN (OLD.digest, NEW.digest);"),
@@ -82,7 +85,8 @@ _TRIGGERS = (  # name, table, event, how, function
 )
 POSTGRESQL = [
     *(f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS "
-      f"$$ BEGIN {body} RETURN NULL; END $$" for name, body in _FUNCTIONS.items()),
+      f"$$ DECLARE r record; BEGIN {body} RETURN NULL; END $$"
+      for name, body in _FUNCTIONS.items()),
     *(f"CREATE TRIGGER {name} AFTER {event} ON {table} {how} EXECUTE FUNCTION {function}()"
       for name, table, event, how, function in _TRIGGERS),
 ]
