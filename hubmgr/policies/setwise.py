@@ -164,13 +164,15 @@ def _select_items(cursor, policy, now, coverage, seen, seen_params, remove_tag, 
                      "AND NOT (t.seen AND t.pushed >= %s) THEN 3")
         params += [_time(coverage.cutoff)] * 2
     keeps = ["CASE WHEN t.newest THEN 1 ELSE 0 END", "CASE WHEN t.kp THEN 2 ELSE 0 END"]
-    newest, newest_params = "SELECT NULL AS id WHERE 1 = 0", []
+    newest, newest_join, newest_params = "1 = 0", "", []
     if policy.keep_last:  # (numbered apart: a window over every column of the rows cost more)
-        newest = ("SELECT id FROM (SELECT m.id, ROW_NUMBER() OVER (PARTITION BY "
-                  f"m.repository_id ORDER BY CASE WHEN {seen} THEN m.last_pushed "
-                  "ELSE m.first_seen END DESC NULLS LAST, m.digest DESC) AS n "
-                  "FROM hm_scope s CROSS JOIN {m} m WHERE m.repository_id = s.id "
-                  "AND m.is_top_level AND m.is_tagged) w WHERE n <= %s")
+        newest = "nw.id IS NOT NULL"
+        newest_join = (
+            "LEFT JOIN (SELECT id FROM (SELECT m.id, ROW_NUMBER() OVER (PARTITION BY "
+            f"m.repository_id ORDER BY CASE WHEN {seen} THEN m.last_pushed "
+            "ELSE m.first_seen END DESC NULLS LAST, m.digest DESC) AS n "
+            "FROM hm_scope s CROSS JOIN {m} m WHERE m.repository_id = s.id "
+            "AND m.is_top_level AND m.is_tagged) w WHERE n <= %s) nw ON nw.id = m.id")
         newest_params = [*seen_params, policy.keep_last]
     if policy.keep_pulled_days is not None:
         keeps.append(f"CASE WHEN {pulled} >= %s THEN 4 ELSE 0 END")
@@ -184,10 +186,10 @@ def _select_items(cursor, policy, now, coverage, seen, seen_params, remove_tag, 
         f"AS is_index, m.is_tagged AS tagged, {seen} AS seen, "
         "m.last_pushed AS pushed, m.first_seen, m.last_pulled AS own_pulled, "
         f"{child_pulled} AS child_pulled, rm.v IS NOT NULL AS rm, kp.v IS NOT NULL AS kp, "
-        f"nw.id IS NOT NULL AS newest, {_UNREAD.format(m='m')} AS unread, "
+        f"{newest} AS newest, {_UNREAD.format(m='m')} AS unread, "
         f"{_OWN.format(m='m')} AS own "
         "FROM hm_scope s CROSS JOIN {m} m LEFT JOIN hm_rm rm ON rm.v = m.tags_text "
-        f"LEFT JOIN hm_kp kp ON kp.v = m.tags_text LEFT JOIN ({newest}) nw ON nw.id = m.id "
+        f"LEFT JOIN hm_kp kp ON kp.v = m.tags_text {newest_join} "
         "WHERE m.repository_id = s.id AND m.is_top_level) t) u WHERE rule IS NOT NULL"),
         [*params, Kind.INDEX.value, *seen_params, *([Kind.INDEX.value] if pulls else []),
          *newest_params])
