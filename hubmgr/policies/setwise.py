@@ -40,6 +40,7 @@ REMOVE_CODES = {1: rules.REMOVE_TAG, 2: rules.REMOVE_UNTAGGED, 3: rules.REMOVE_S
 KEEP_BITS = ((1, rules.KEEP_LAST), (2, rules.KEEP_TAG), (4, rules.KEEP_PULLED))
 REASONS = {0: SELECTED, 1: CHILD}
 
+WORK_MEM = "64MB"  # PostgreSQL's, while a dry run's statements run (see _tables)
 BLOCKED = 8  # a bit of ``keeps`` beside KEEP_BITS: selected, and kept by the planner
 
 _TEMP = {  # the temporary tables, made afresh for each evaluation
@@ -78,14 +79,23 @@ def _tables():
     """A cursor inside a transaction (or a savepoint), with the temporary tables made empty;
     they are dropped afterwards, also inside an outer transaction that goes on. On an error
     the rollback takes them away (both databases undo DDL), and a failed PostgreSQL
-    transaction would refuse the DROP anyway."""
+    transaction would refuse the DROP anyway.
+
+    On PostgreSQL the statements get WORK_MEM for each sort and hash (the default, 4 MB,
+    spilled the joins and counts of a large selection to disk), as long as they run."""
     with transaction.atomic(), connection.cursor() as cursor:
         for name, columns in _TEMP.items():
             cursor.execute(f"DROP TABLE IF EXISTS {name}")
             cursor.execute(f"CREATE TEMPORARY TABLE {name} ({columns})")
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT current_setting('work_mem'), set_config('work_mem', %s, "
+                           "true)", [WORK_MEM])
+            before = cursor.fetchone()[0]
         yield cursor
         for name in _TEMP:
             cursor.execute(f"DROP TABLE IF EXISTS {name}")
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT set_config('work_mem', %s, true)", [before])
 
 
 def _fill(cursor, table, values):
