@@ -31,7 +31,7 @@ from django.db import connection, transaction
 from hubmgr.deletion.graph import values_subquery
 from hubmgr.deletion.planner import CHILD, SELECTED, Graph, Node, delete_order
 from hubmgr.inventory.coverage import SEEN_PUSH
-from hubmgr.inventory.models import Blob, IndexChild, Kind, Manifest, ManifestBlob, Repository
+from hubmgr.inventory.models import Blob, IndexChild, Kind, Manifest, ManifestBlob
 
 from . import rules
 from .patterns import tag_finder
@@ -66,8 +66,7 @@ def _q(sql):
     """``sql`` with the inventory's table names filled in."""
     quote = connection.ops.quote_name
     return sql.format(**{name: quote(model._meta.db_table) for name, model in (
-        ("m", Manifest), ("ic", IndexChild), ("mb", ManifestBlob), ("b", Blob),
-        ("r", Repository))})
+        ("m", Manifest), ("ic", IndexChild), ("mb", ManifestBlob), ("b", Blob))})
 
 
 def _time(value):
@@ -205,7 +204,6 @@ def _select_items(cursor, policy, now, coverage, seen, seen_params, remove_tag, 
          *newest_params])
 
 
-_GOING = "keeps = 0"
 _NOT_GOING = "NOT EXISTS (SELECT 1 FROM hm_item y WHERE y.id = {} AND y.keeps = 0)"
 
 
@@ -260,7 +258,7 @@ def _reports(cursor, policy, by_id, limit) -> dict:
         return {}
     going = _per_repo(cursor, "SELECT repo, COUNT(*), SUM(CASE WHEN reason = 0 THEN 1 "
                               "ELSE 0 END), SUM(unread), SUM(own) FROM hm_item "
-                              f"WHERE {_GOING} GROUP BY repo")
+                              "WHERE keeps = 0 GROUP BY repo")
     blobs = _per_repo(cursor, _FREED_BLOBS)
     kept = _per_repo(cursor, "SELECT repo, COUNT(*) FROM (" + _KEPT + ") k GROUP BY repo")
     subquery, param = values_subquery(list(items), "bigint")
