@@ -19,27 +19,24 @@ COUNT_COPIES = (f"SELECT COUNT(*) FROM {M} o JOIN {R} ro ON ro.id = o.repository
                 f"WHERE o.digest = {{m}}.digest AND ro.registry_id = "
                 f"(SELECT registry_id FROM {R} WHERE id = {{m}}.repository_id)")
 
-SQLITE = [
-    f"CREATE TRIGGER blob_count_insert AFTER INSERT ON {L} BEGIN "
+SQLITE = {  # name: its CREATE TRIGGER
+    "blob_count_insert": f"AFTER INSERT ON {L} BEGIN "
     f"UPDATE {B} SET manifest_count = manifest_count + 1 WHERE id = NEW.blob_id; END",
-    f"CREATE TRIGGER blob_count_delete AFTER DELETE ON {L} BEGIN "
+    "blob_count_delete": f"AFTER DELETE ON {L} BEGIN "
     f"UPDATE {B} SET manifest_count = manifest_count - 1 WHERE id = OLD.blob_id; END",
-    f"CREATE TRIGGER blob_count_update AFTER UPDATE OF blob_id ON {L} "
+    "blob_count_update": f"AFTER UPDATE OF blob_id ON {L} "
     f"WHEN OLD.blob_id <> NEW.blob_id BEGIN "
     f"UPDATE {B} SET manifest_count = manifest_count - 1 WHERE id = OLD.blob_id; "
     f"UPDATE {B} SET manifest_count = manifest_count + 1 WHERE id = NEW.blob_id; END",
     # A digest held by one row only (nearly always) keeps its default of 1: one index probe.
-    *(f"CREATE TRIGGER digest_count_{name} AFTER {event} ON {M} "
-      f"WHEN EXISTS (SELECT 1 FROM {M} d WHERE d.digest = {row}.digest AND d.id <> {row}.id) "
-      f"BEGIN UPDATE {M} SET digest_repositories = ({COUNT_COPIES.format(m=M)}) "
-      f"WHERE digest = {row}.digest; END"
-      for name, event, row in (("insert", "INSERT", "NEW"), ("delete", "DELETE", "OLD"),
-                               ("update_old", "UPDATE OF digest, repository_id", "OLD"),
-                               ("update_new", "UPDATE OF digest, repository_id", "NEW"))),
-]
-SQLITE_DROP = [f"DROP TRIGGER IF EXISTS {name}" for name in (
-    "blob_count_insert", "blob_count_delete", "blob_count_update", "digest_count_insert",
-    "digest_count_delete", "digest_count_update_old", "digest_count_update_new")]
+    **{f"digest_count_{name}": f"AFTER {event} ON {M} "
+       f"WHEN EXISTS (SELECT 1 FROM {M} d WHERE d.digest = {row}.digest AND d.id <> {row}.id) "
+       f"BEGIN UPDATE {M} SET digest_repositories = ({COUNT_COPIES.format(m=M)}) "
+       f"WHERE digest = {row}.digest; END"
+       for name, event, row in (("insert", "INSERT", "NEW"), ("delete", "DELETE", "OLD"),
+                                ("update_old", "UPDATE OF digest, repository_id", "OLD"),
+                                ("update_new", "UPDATE OF digest, repository_id", "NEW"))},
+}
 
 # PostgreSQL: an insert or a delete counts its statement's rows at once (transition tables; a
 # trigger with them has a single event), one indexed UPDATE per blob or digest: a single
@@ -106,13 +103,15 @@ BACKFILL = [
 
 def create_triggers(apps, schema_editor):
     vendor = schema_editor.connection.vendor
-    for sql in BACKFILL + (POSTGRESQL if vendor == "postgresql" else SQLITE):
+    for sql in BACKFILL + (POSTGRESQL if vendor == "postgresql" else [
+            f"CREATE TRIGGER {name} {body}" for name, body in SQLITE.items()]):
         schema_editor.execute(sql, params=None)
 
 
 def drop_triggers(apps, schema_editor):
     vendor = schema_editor.connection.vendor
-    for sql in POSTGRESQL_DROP if vendor == "postgresql" else SQLITE_DROP:
+    for sql in POSTGRESQL_DROP if vendor == "postgresql" else [
+            f"DROP TRIGGER IF EXISTS {name}" for name in SQLITE]:
         schema_editor.execute(sql, params=None)
 
 
