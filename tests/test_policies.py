@@ -999,10 +999,70 @@ def test_a_failed_setwise_dry_run_leaves_nothing_behind_for_the_next(builds_repo
 
     def failing(cursor):
         real(cursor)
-        cursor.execute("SELECT no_such_column FROM hm_item")
+        cursor.execute(setwise._q("SELECT no_such_column FROM hm_item"))
 
     monkeypatch.setattr(setwise, "_plan", failing)
     with pytest.raises(Exception, match="no_such_column"):
         runs.dry_run(p, now=NOW, limit=5)
     monkeypatch.setattr(setwise, "_plan", real)
     assert runs.dry_run(p, now=NOW, limit=5) == good
+    assert work_tables() == []
+
+
+def work_tables():
+    """The names of the set-wise dry run's work tables that the database holds."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT relname FROM pg_class WHERE relname LIKE 'hm\\_%'")
+        else:
+            cursor.execute("SELECT name FROM sqlite_temp_master WHERE name LIKE 'hm\\_%' "
+                           "ESCAPE '\\' UNION SELECT name FROM sqlite_master "
+                           "WHERE name LIKE 'hm\\_%' ESCAPE '\\'")
+        return [name for (name,) in cursor.fetchall()]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_dry_runs_at_once_neither_waits_for_the_other(builds_repo, monkeypatch):
+    """Each dry run's work tables are its own (on PostgreSQL, regular tables named for it and
+    never committed): a second dry run while the first holds its tables finishes, and both
+    answer alike."""
+    import threading
+
+    from django.db import connection
+
+    from hubmgr.policies import setwise
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite's transactions are IMMEDIATE here (settings): dry runs take turns")
+    p = keep_ten_builds()
+    good = runs.dry_run(p, now=NOW, limit=5)
+    real, holding, release, answers = setwise._plan, threading.Event(), threading.Event(), {}
+
+    def held(cursor):
+        real(cursor)
+        if threading.current_thread().name == "first":
+            holding.set()
+            release.wait(30)
+
+    def dry_run(name):
+        try:
+            answers[name] = runs.dry_run(p, now=NOW, limit=5)
+        finally:
+            connection.close()
+
+    monkeypatch.setattr(setwise, "_plan", held)
+    first = threading.Thread(target=dry_run, args=["first"], name="first")
+    first.start()
+    try:
+        assert holding.wait(30)
+        second = threading.Thread(target=dry_run, args=["second"], name="second")
+        second.start()
+        second.join(30)
+        assert "second" in answers, "the second dry run waited for the first"
+    finally:
+        release.set()
+        first.join(30)
+    assert answers == {"first": good, "second": good}
+    assert work_tables() == []
