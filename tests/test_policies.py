@@ -990,6 +990,28 @@ def test_a_selected_image_an_index_still_needs_is_kept_by_both_dry_runs(db):
     assert r["protected"] == []  # (the release index is not selected: nothing to protect)
 
 
+def test_a_blocked_item_names_every_index_that_keeps_it_once_the_plan_is_settled(db):
+    """Two selected items, each kept: an index kept by an index outside the selection, and an
+    image that index and another outside index reference. The image's reason names both
+    indexes (the first was still going when the image was found blocked; Hypothesis found
+    the two dry runs naming them differently)."""
+    repo = make_repo("team/blocked")
+    image = make_image(repo, "image", tags=["build-2"], pushed=60)
+    inner = make_index(repo, "inner", [image], tags=["build-1"], pushed=60)
+    make_index(repo, "outer", [inner], pushed=60)
+    make_index(repo, "other", [image], pushed=60)
+    refresh(repo)
+    p = policy(remove_tag_regex="^build-", remove_tag_days=30, brake_share=1.0)
+    report = runs.dry_run(p, now=NOW)
+    assert_counted_setwise_as_planned(p, report)
+    [r] = report["repositories"]
+    assert r["going"] == []
+    reasons = {i["digest"]: i["reason"] for i in r["kept"]}
+    named = sorted([digest("other")[:19], f"{digest('inner')[:19]} (build-1)"])
+    assert reasons == {digest("inner"): f"referenced by index {digest('outer')[:19]}",
+                       digest("image"): "referenced by index " + ", ".join(named)}
+
+
 def test_a_failed_setwise_dry_run_leaves_nothing_behind_for_the_next(builds_repo, monkeypatch):
     from hubmgr.policies import setwise
 

@@ -102,25 +102,24 @@ def plan(graph: Graph, selected) -> Plan:
     for key in selected:
         if key not in graph.nodes:
             kept[key] = "not in the inventory (already deleted, or never seen)"
+    blocked = []
     while True:
         going = {k: SELECTED for k in selected if k not in kept}
         _add_unreferenced_children(graph, going)
         # Anything an index outside the plan references must stay, and so must what was only
         # going because of it: start again without it.
-        blocked = {}
-        for key in going:
-            parents = graph.parents.get(key)
-            if not parents:
-                continue
-            outside = sorted(p for p in parents if p not in going)
-            if outside:
-                blocked[key] = "referenced by index " + ", ".join(
-                    _describe(graph, p) for p in outside[:3]) + (" and others" if
-                                                                 len(outside) > 3 else "")
-        if not blocked:
+        found = [key for key in going
+                 if any(p not in going for p in graph.parents.get(key, ()))]
+        if not found:
             break
         # Only selected items can be blocked: a child joins only when all its parents go.
-        kept.update(blocked)
+        kept.update(dict.fromkeys(found, ""))
+        blocked += found
+    for key in blocked:  # named once the plan is settled: an index blocked later is named too
+        outside = sorted(p for p in graph.parents[key] if p not in going)
+        kept[key] = "referenced by index " + ", ".join(
+            _describe(graph, p) for p in outside[:3]) + (" and others" if len(outside) > 3
+                                                         else "")
     _explain_kept_children(graph, going, kept)
     order = delete_order(graph, going)
     items = [(graph.nodes[k], going[k]) for k in order]
