@@ -61,10 +61,12 @@ _WORK_NAME = re.compile(r"\b(" + "|".join(_WORK) + r")\b")
 _names = ContextVar("setwise_names")
 
 # PostgreSQL's settings while a dry run's statements run (see _tables): memory for each sort
-# and hash (the default, 4 MB, spilled the joins and counts of a large selection to disk),
-# and parallel plans at no set-up cost (the planner's defaults kept every statement on one
-# core: the work tables would not have allowed more anyway, as temporary tables).
-PG_SETTINGS = {"work_mem": "64MB", "parallel_setup_cost": "0", "parallel_tuple_cost": "0"}
+# and hash (the default, 4 MB, spilled the joins and counts of a large selection to disk);
+# parallel plans at no set-up cost (the planner's defaults kept every statement on one
+# core: the work tables would not have allowed more anyway, as temporary tables); and no
+# JIT compilation, which cost these sub-second statements more than it saved.
+PG_SETTINGS = {"work_mem": "64MB", "parallel_setup_cost": "0", "parallel_tuple_cost": "0",
+               "jit": "off"}
 
 # Of a manifest row: whether it is unread, and its own blob's bytes when deleting it frees
 # them (no other repository of the registry has its digest: a count the triggers keep).
