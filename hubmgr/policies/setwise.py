@@ -300,23 +300,30 @@ def _per_repo(cursor, sql, params=()):
 def _reports(cursor, policy, by_id, limit) -> dict:
     from .runs import brake_reason  # (runs calls this module)
 
-    items = _per_repo(cursor, f"SELECT repo, SUM(CASE WHEN {_SELECTED} THEN 1 ELSE 0 END), "
-                              f"SUM(CASE WHEN {_SELECTED} THEN 0 ELSE 1 END) "
-                              "FROM hm_item WHERE reason = 0 GROUP BY repo")
+    # Of each repository: selected (going or blocked) and protected items; going items, those
+    # selected, unread ones and the bytes of their own that they free.
+    counted = _per_repo(cursor, (
+        f"SELECT repo, SUM(CASE WHEN reason = 0 AND {_SELECTED} THEN 1 ELSE 0 END), "
+        f"SUM(CASE WHEN reason = 0 AND NOT {_SELECTED} THEN 1 ELSE 0 END), "
+        "SUM(CASE WHEN keeps = 0 THEN 1 ELSE 0 END), "
+        "SUM(CASE WHEN keeps = 0 AND reason = 0 THEN 1 ELSE 0 END), "
+        "SUM(CASE WHEN keeps = 0 THEN unread ELSE 0 END), "
+        "SUM(CASE WHEN keeps = 0 THEN own ELSE 0 END) FROM hm_item GROUP BY repo"))
+    items = {repo_id: row[:2] for repo_id, row in counted.items()}
     if not items:
         return {}
-    going = _per_repo(cursor, "SELECT repo, COUNT(*), SUM(CASE WHEN reason = 0 THEN 1 "
-                              "ELSE 0 END), SUM(unread), SUM(own) FROM hm_item "
-                              "WHERE keeps = 0 GROUP BY repo")
+    going = {repo_id: row[2:] for repo_id, row in counted.items() if row[2]}
     blobs = _per_repo(cursor, _FREED_BLOBS, [max((row[0] for row in going.values()),
                                                   default=0)])
-    kept = _per_repo(cursor, "SELECT repo, COUNT(*) FROM (" + _KEPT + ") k GROUP BY repo")
     subquery, param = values_subquery(list(items), "bigint")
     totals = _per_repo(cursor, f"SELECT m.repository_id, COUNT(*) FROM ({subquery}) v "
                                "CROSS JOIN {m} m WHERE m.repository_id = v.value "
                                "AND m.is_top_level GROUP BY m.repository_id", [param])
     unread = any(row[2] for row in going.values())
     lists = _lists(cursor, limit, unread) if limit else {}
+    kept = ({repo_id: (listed["kept_count"],) for repo_id, listed in lists.items()
+             if "kept_count" in listed} if limit else
+            _per_repo(cursor, "SELECT repo, COUNT(*) FROM (" + _KEPT + ") k GROUP BY repo"))
     reports = {}
     for repo_id, (selected, protected) in items.items():
         n_going, n_selected, n_unread, manifest_bytes = going.get(repo_id, (0, 0, 0, 0))
@@ -370,17 +377,13 @@ def _lists(cursor, limit, unread) -> dict:
     """{repository id: {"going", "protected", "kept", "unread": the first ``limit`` entries,
     in the planner's order}}. ``unread``: whether any going item is unread."""
     lists = {}
-
-    def put(repo_id, key, entry):
-        lists.setdefault(repo_id, {}).setdefault(key, []).append(entry)
-
     cursor.execute(_q(
         "SELECT repo, digest, tags_text, rule, keeps FROM (SELECT i.repo, m.digest, "
         "m.tags_text, i.rule, i.keeps, ROW_NUMBER() OVER (PARTITION BY i.repo "
         "ORDER BY m.digest) AS n FROM hm_item i JOIN {m} m ON m.id = i.id "
         f"WHERE i.reason = 0 AND NOT i.{_SELECTED}) t WHERE n <= %s ORDER BY repo, n"), [limit])
     for repo_id, digest, tags, rule, keeps in cursor.fetchall():
-        put(repo_id, "protected", {
+        lists.setdefault(repo_id, {}).setdefault("protected", []).append({
             "digest": digest, "tags": tags.split(), "rule": REMOVE_CODES[rule],
             "keep": [name for bit, name in KEEP_BITS if keeps & bit]})
     going = _going_rows(cursor, limit, unread)
@@ -388,18 +391,18 @@ def _lists(cursor, limit, unread) -> dict:
     for repo_id, rows in going.items():
         positions = {row[0]: n for n, row in enumerate(rows)}
         digests = {row[0]: row[1] for row in rows}
-        for manifest_id, digest, kind, tags, size, reason, rule, fetched in rows:
+        entries = lists.setdefault(repo_id, {})["going"] = []
+        for manifest_id, digest, kind, tags, size, reason, rule, fetched in rows[:limit]:
             of = parents.get(manifest_id, ())  # in the order of the plan
-            entry = {"digest": digest, "type": kind, "tags": tags.split(), "size": size,
-                     "reason": REASONS[reason],
-                     "parents": [digests[p] for p in (sorted(of, key=positions.get)
-                                                      if len(of) > 1 else of)],
-                     "rule": REMOVE_CODES[rule] if reason == 0 else None}
-            put(repo_id, "going", entry)
-        lists[repo_id]["going"] = lists[repo_id]["going"][:limit]
+            entries.append({
+                "digest": digest, "type": kind, "tags": tags.split(), "size": size,
+                "reason": REASONS[reason],
+                "parents": [digests[p] for p in (sorted(of, key=positions.get)
+                                                 if len(of) > 1 else of)],
+                "rule": REMOVE_CODES[rule] if reason == 0 else None})
         lists[repo_id]["unread"] = [row[1] for row in rows if not row[7]][:limit]
-    for repo_id, entries in _kept_rows(cursor, limit).items():
-        lists.setdefault(repo_id, {})["kept"] = entries
+    for repo_id, (entries, count) in _kept_rows(cursor, limit).items():
+        lists.setdefault(repo_id, {}).update(kept=entries, kept_count=count)
     return lists
 
 
@@ -467,12 +470,13 @@ def _going_parents(cursor, ids) -> dict:
 
 
 def _kept_rows(cursor, limit) -> dict:
-    """{repository id: the first ``limit`` kept entries by digest, each with the planner's
-    reason}."""
+    """{repository id: (the first ``limit`` kept entries by digest, each with the planner's
+    reason; how many are kept in all)}."""
     rows = _rows(cursor, (
         "SELECT k.repo, k.id, m.digest, m.tags_text, EXISTS (SELECT 1 FROM hm_item b "
-        f"WHERE b.id = k.id AND b.keeps = {BLOCKED}) FROM (SELECT repo, id, ROW_NUMBER() "
-        "OVER (PARTITION BY repo ORDER BY digest) AS n FROM (SELECT u.repo, u.id, m.digest "
+        f"WHERE b.id = k.id AND b.keeps = {BLOCKED}), k.total FROM (SELECT repo, id, "
+        "ROW_NUMBER() OVER (PARTITION BY repo ORDER BY digest) AS n, COUNT(*) OVER "
+        "(PARTITION BY repo) AS total FROM (SELECT u.repo, u.id, m.digest "
         "FROM (" + _KEPT + ") u "
         "JOIN {m} m ON m.id = u.id) w) k JOIN {m} m ON m.id = k.id WHERE k.n <= %s "
         "ORDER BY k.repo, m.digest"), [limit])
@@ -487,7 +491,7 @@ def _kept_rows(cursor, limit) -> dict:
             + _NOT_GOING.format("c.index_id") + " ORDER BY m.digest"), [param]):
         outside.setdefault(child, []).append((digest, tags.split()))
     kept = {}
-    for repo_id, manifest_id, digest, tags, blocked in rows:
+    for repo_id, manifest_id, digest, tags, blocked, total in rows:
         tags, indexes = tags.split(), outside.get(manifest_id, [])
         if blocked:
             reason = "referenced by index " + ", ".join(map(_describe, indexes[:3])) + (
@@ -496,7 +500,8 @@ def _kept_rows(cursor, limit) -> dict:
             reason = "has its own tags: " + ", ".join(tags[:5])
         else:
             reason = "also referenced by index " + ", ".join(map(_describe, indexes[:3]))
-        kept.setdefault(repo_id, []).append({"digest": digest, "reason": reason, "tags": tags})
+        kept.setdefault(repo_id, ([], total))[0].append(
+            {"digest": digest, "reason": reason, "tags": tags})
     return kept
 
 
