@@ -76,12 +76,15 @@ _OWN = "CASE WHEN {m}.digest_repositories = 1 THEN {m}.manifest_size ELSE 0 END"
 
 def _q(sql):
     """``sql`` with the inventory's table names filled in, and this evaluation's work
-    tables'."""
+    tables'. ``{C}`` after a digest orders it byte by byte, as Python does (PostgreSQL sorts
+    by the database's collation otherwise, and sorts bytes faster: 10% of the going list's
+    time at a million manifests; SQLite compares bytes anyway)."""
     quote = connection.ops.quote_name
     names = _names.get()
     return _WORK_NAME.sub(lambda found: names[found[1]], sql.format(**{
         name: quote(model._meta.db_table) for name, model in (
-            ("m", Manifest), ("ic", IndexChild), ("mb", ManifestBlob), ("b", Blob))}))
+            ("m", Manifest), ("ic", IndexChild), ("mb", ManifestBlob), ("b", Blob))},
+        C=' COLLATE "C"' if connection.vendor == "postgresql" else ""))
 
 
 def _time(value):
@@ -211,7 +214,7 @@ def _select_items(cursor, policy, now, coverage, seen, seen_params, remove_tag, 
         newest_join = (
             "LEFT JOIN (SELECT id FROM (SELECT m.id, ROW_NUMBER() OVER (PARTITION BY "
             f"m.repository_id ORDER BY CASE WHEN {seen} THEN m.last_pushed "
-            "ELSE m.first_seen END DESC NULLS LAST, m.digest DESC) AS n "
+            "ELSE m.first_seen END DESC NULLS LAST, m.digest{C} DESC) AS n "
             "FROM hm_scope s CROSS JOIN {m} m WHERE m.repository_id = s.id "
             "AND m.is_top_level AND m.is_tagged) w WHERE n <= %s) nw ON nw.id = m.id")
         newest_params = [*seen_params, policy.keep_last]
@@ -380,7 +383,7 @@ def _lists(cursor, limit, unread) -> dict:
     cursor.execute(_q(
         "SELECT repo, digest, tags_text, rule, keeps FROM (SELECT i.repo, m.digest, "
         "m.tags_text, i.rule, i.keeps, ROW_NUMBER() OVER (PARTITION BY i.repo "
-        "ORDER BY m.digest) AS n FROM hm_item i JOIN {m} m ON m.id = i.id "
+        "ORDER BY m.digest{C}) AS n FROM hm_item i JOIN {m} m ON m.id = i.id "
         f"WHERE i.reason = 0 AND NOT i.{_SELECTED}) t WHERE n <= %s ORDER BY repo, n"), [limit])
     for repo_id, digest, tags, rule, keeps in cursor.fetchall():
         lists.setdefault(repo_id, {}).setdefault("protected", []).append({
@@ -424,7 +427,7 @@ def _going_rows(cursor, limit, unread) -> dict:
                   else ("WHERE g.keeps = 0",)):
         for row in _rows(cursor, (
                 f"SELECT * FROM (SELECT g.repo, {columns}, ROW_NUMBER() OVER (PARTITION BY "
-                f"g.repo ORDER BY g.is_index DESC, m.digest) AS n {source} {where}) t "
+                f"g.repo ORDER BY g.is_index DESC, m.digest{{C}}) AS n {source} {where}) t "
                 "WHERE n <= %s ORDER BY repo, n"), [limit]):
             if row[0] not in nested:
                 found.setdefault(row[0], {})[row[1]] = row[1:9]
@@ -475,11 +478,11 @@ def _kept_rows(cursor, limit) -> dict:
     rows = _rows(cursor, (
         "SELECT k.repo, k.id, m.digest, m.tags_text, EXISTS (SELECT 1 FROM hm_item b "
         f"WHERE b.id = k.id AND b.keeps = {BLOCKED}), k.total FROM (SELECT repo, id, "
-        "ROW_NUMBER() OVER (PARTITION BY repo ORDER BY digest) AS n, COUNT(*) OVER "
+        "ROW_NUMBER() OVER (PARTITION BY repo ORDER BY digest{C}) AS n, COUNT(*) OVER "
         "(PARTITION BY repo) AS total FROM (SELECT u.repo, u.id, m.digest "
         "FROM (" + _KEPT + ") u "
         "JOIN {m} m ON m.id = u.id) w) k JOIN {m} m ON m.id = k.id WHERE k.n <= %s "
-        "ORDER BY k.repo, m.digest"), [limit])
+        "ORDER BY k.repo, m.digest{C}"), [limit])
     if not rows:
         return {}
     ids = [row[1] for row in rows]
@@ -488,7 +491,7 @@ def _kept_rows(cursor, limit) -> dict:
     for child, digest, tags in _rows(cursor, (
             f"SELECT c.child_id, m.digest, m.tags_text FROM ({subquery}) v CROSS JOIN {{ic}} c "
             "JOIN {m} m ON m.id = c.index_id WHERE c.child_id = v.value AND "
-            + _NOT_GOING.format("c.index_id") + " ORDER BY m.digest"), [param]):
+            + _NOT_GOING.format("c.index_id") + " ORDER BY m.digest{C}"), [param]):
         outside.setdefault(child, []).append((digest, tags.split()))
     kept = {}
     for repo_id, manifest_id, digest, tags, blocked, total in rows:
