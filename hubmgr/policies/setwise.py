@@ -56,6 +56,7 @@ _WORK = {
     # (reason 1, in its round). Going: keeps = 0. What it frees of its own and whether it
     # was read are copied in, so that counting needs no look-up.
     "hm_item": None,
+    "hm_round": None,  # a round of the cascade's children, made by its statement
 }
 _WORK_NAME = re.compile(r"\b(" + "|".join(_WORK) + r")\b")
 _names = ContextVar("setwise_names")
@@ -256,25 +257,27 @@ def _plan(cursor):
         round_ = 0
         while True:  # untagged children whose parents all go, down to any depth
             round_ += 1
-            # From the indexes that went last round (PostgreSQL otherwise scanned every
-            # IndexChild row and probed each one's parents, misjudging the anti-joins). The
-            # statement starts with INSERT: Python's sqlite3 counts no rows of one that
-            # starts with WITH.
+            # Made as a table first, since PostgreSQL runs a CREATE TABLE AS in parallel and
+            # an INSERT never; from the indexes that went last round, and only then without
+            # what hm_item holds (the fence, OFFSET 0: PostgreSQL misjudged that anti-join
+            # and planned every IndexChild row through it).
             cursor.execute(_q(
-                "INSERT INTO hm_item (id, repo, rule, keeps, reason, round, is_index, unread, "
-                f"own) WITH g AS {_materialized()} (SELECT id FROM hm_item WHERE round = %s "
-                "AND keeps = 0 AND is_index = 1) "
-                "SELECT DISTINCT c.child_id, cm.repository_id, 0, 0, 1, %s, "
-                f"CASE WHEN cm.kind = %s THEN 1 ELSE 0 END, {_UNREAD.format(m='cm')}, "
-                f"{_OWN.format(m='cm')} "
-                "FROM g JOIN {ic} c ON c.index_id = g.id "
+                f"CREATE {_work_kind()} TABLE hm_round AS SELECT * FROM ("
+                "SELECT DISTINCT c.child_id AS id, cm.repository_id AS repo, 0 AS rule, "
+                "0 AS keeps, 1 AS reason, CAST(%s AS integer) AS round, "
+                "CASE WHEN cm.kind = %s THEN 1 ELSE 0 END AS is_index, "
+                f"{_UNREAD.format(m='cm')} AS unread, {_OWN.format(m='cm')} AS own "
+                "FROM hm_item g JOIN {ic} c ON c.index_id = g.id "
                 "JOIN {m} cm ON cm.id = c.child_id "
-                "WHERE NOT cm.is_tagged "
-                "AND NOT EXISTS (SELECT 1 FROM hm_item y WHERE y.id = c.child_id) "
+                "WHERE g.round = %s AND g.keeps = 0 AND g.is_index = 1 AND NOT cm.is_tagged "
                 "AND NOT EXISTS (SELECT 1 FROM {ic} p WHERE p.child_id = c.child_id AND "
-                + _NOT_GOING.format("p.index_id") + ")"),
-                [round_ - 1, round_, Kind.INDEX.value])
-            if cursor.rowcount <= 0:
+                + _NOT_GOING.format("p.index_id") + f") {_fence()}) x "
+                "WHERE NOT EXISTS (SELECT 1 FROM hm_item y WHERE y.id = x.id)"),
+                [round_, Kind.INDEX.value, round_ - 1])
+            cursor.execute(_q("INSERT INTO hm_item SELECT * FROM hm_round"))
+            added = cursor.rowcount
+            cursor.execute(_q("DROP TABLE hm_round"))
+            if added <= 0:
                 break
         if not may_block:
             return
@@ -289,10 +292,10 @@ def _plan(cursor):
         cursor.execute(_q("DELETE FROM hm_item WHERE reason = 1"))
 
 
-def _materialized():
-    """A common table expression's hint to compute it first (PostgreSQL's; SQLite has it
-    from 3.35 only, and plans these statements well without it)."""
-    return "MATERIALIZED" if connection.vendor == "postgresql" else ""
+def _fence():
+    """What keeps PostgreSQL from flattening a subquery into the query around it (SQLite
+    plans these statements well as they are, and wants a LIMIT before an OFFSET)."""
+    return "OFFSET 0" if connection.vendor == "postgresql" else ""
 
 
 def _per_repo(cursor, sql, params=()):
