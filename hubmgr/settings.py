@@ -137,6 +137,16 @@ SNAPSHOT_RETENTION_DAYS = env_int("HUBMGR_SNAPSHOT_RETENTION_DAYS", 365)
 # How often Celery beat asks the registry whether its garbage collector has run since
 # deletions finished (a few blob HEADs), to move their bytes from pending to reclaimed.
 RECLAIM_CHECK_MINUTES = max(env_int("HUBMGR_RECLAIM_CHECK_MINUTES", 10), 1)
+# Time limits of background work, in seconds. A policy run past its limit stops between
+# repositories and is marked failed; a deletion task stops taking items after its batch time
+# and queues its next wake-up; a repository's sync and every other task get Celery's soft
+# limit (an exception in the task) and, TASK_GRACE_SECONDS later, its hard one (the worker's
+# process is killed; what it held is released by the sweeps).
+POLICY_RUN_SECONDS = env_int("HUBMGR_POLICY_RUN_SECONDS", 3600)
+SYNC_REPOSITORY_SECONDS = env_int("HUBMGR_SYNC_REPOSITORY_SECONDS", 1800)
+DELETE_BATCH_SECONDS = env_int("HUBMGR_DELETE_BATCH_SECONDS", 300)
+TASK_SECONDS = env_int("HUBMGR_TASK_SECONDS", 600)
+TASK_GRACE_SECONDS = 60
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -264,6 +274,8 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SOFT_TIME_LIMIT = TASK_SECONDS  # the default; the long tasks set their own
+CELERY_TASK_TIME_LIMIT = TASK_SECONDS + TASK_GRACE_SECONDS
 # Fail fast when the broker is down; the periodic reconcile picks up what was not queued.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5}
 CELERY_BEAT_SCHEDULE = {
