@@ -245,3 +245,18 @@ def test_nothing_is_deleted_while_the_registrys_tags_cannot_be_read(
     assert item.last_error.startswith("could not check the registry's tags first")
     assert fault_proxy.count("DELETE", r"/manifests/") == 0
     assert registry_client.head_manifest("gc/app", d["solo"]) == d["solo"]
+
+
+def test_a_worker_stops_taking_items_after_its_batch_time_and_the_next_wake_up_goes_on(
+        registry, registry_client):
+    d = push_world(registry_client)
+    sync()
+    r = repo("gc/app")
+    graph, selected = load_graph(r, [d["solo"], d["loose"]])
+    job = jobs.create_job(r, snapshot(plan(graph, selected)))
+    client = client_for(default_registry())
+    status = jobs.process_job(job.pk, client, seconds=0)  # its time is up before it starts
+    assert status not in DeletionJob.FINISHED
+    assert set(job.items.values_list("status", flat=True)) == {DeletionItem.Status.QUEUED}
+    assert registry_client.head_manifest("gc/app", d["solo"]) == d["solo"]
+    assert jobs.process_job(job.pk, client, wait=True, seconds=60) == DeletionJob.Status.DONE

@@ -51,12 +51,15 @@ def create_job(repo, plan: dict, user=None) -> DeletionJob:
     return job
 
 
-def process_job(job_id, client, concurrency=None, wait=False, on_progress=None) -> str:
-    """Work a job's ready items until none is left to do now.
+def process_job(job_id, client, concurrency=None, wait=False, on_progress=None,
+                seconds=None) -> str:
+    """Work a job's ready items until none is left to do now, or, with ``seconds``, until that
+    long has passed: then it takes no new item, finishes those in flight and returns.
 
     Returns the job status. With ``wait``, sleeps through retry back-offs until the job ends
     (the `delete` command); otherwise returns and the caller schedules the next wake-up.
     """
+    deadline = None if seconds is None else time.monotonic() + seconds
     concurrency = concurrency or settings.DELETE_CONCURRENCY
     job = DeletionJob.objects.select_related("repository").filter(pk=job_id).first()
     if job is None or job.status in DeletionJob.FINISHED:
@@ -86,7 +89,8 @@ def process_job(job_id, client, concurrency=None, wait=False, on_progress=None) 
                 # A DELETE may hang for up to the registry timeout, longer than a lease.
                 renew_leases(job, in_flight.values())
                 renewed = time.monotonic()
-            if len(in_flight) < concurrency * 2:
+            over = deadline is not None and time.monotonic() > deadline
+            if len(in_flight) < concurrency * 2 and not over:
                 ready = _ready_items(job, set(in_flight.values()), concurrency * 4)
                 if ready and not _refresh_view(job, view, ready):
                     ready = []
@@ -103,7 +107,7 @@ def process_job(job_id, client, concurrency=None, wait=False, on_progress=None) 
                     flush()
                 continue
             flush()
-            if job.status in DeletionJob.FINISHED or not wait:
+            if job.status in DeletionJob.FINISHED or not wait or over:
                 DeletionJob.objects.filter(pk=job.pk).update(wake_at=None)
                 return job.status
             pause = next_wakeup(job)

@@ -5,6 +5,7 @@ import logging
 from datetime import timedelta
 
 from celery import shared_task
+from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
@@ -17,7 +18,11 @@ from .models import DeletionJob
 log = logging.getLogger("hubmgr.deletion")
 
 
-@shared_task(name="hubmgr.deletion.tasks.run_job", acks_late=True)
+# A task works a job for DELETE_BATCH_SECONDS, then queues its next wake-up (process_job stops
+# taking items); Celery's limits are the backstop for a DELETE that hangs past it.
+@shared_task(name="hubmgr.deletion.tasks.run_job", acks_late=True,
+             soft_time_limit=settings.DELETE_BATCH_SECONDS + settings.TASK_GRACE_SECONDS,
+             time_limit=settings.DELETE_BATCH_SECONDS + 2 * settings.TASK_GRACE_SECONDS)
 def run_job(job_id):
     job = DeletionJob.objects.filter(pk=job_id).first()
     if job is None or job.status in DeletionJob.FINISHED:
@@ -29,7 +34,7 @@ def run_job(job_id):
         run_job.apply_async((job_id,), countdown=30)
         return None
     try:
-        status = jobs.process_job(job_id, client)
+        status = jobs.process_job(job_id, client, seconds=settings.DELETE_BATCH_SECONDS)
     finally:
         client.close()
     if status not in DeletionJob.FINISHED:

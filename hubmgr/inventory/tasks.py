@@ -4,6 +4,7 @@ import logging
 import time
 
 from celery import group, shared_task
+from django.conf import settings
 from django.db.models import Q
 
 from hubmgr import celery_app
@@ -123,7 +124,9 @@ def reconcile():
     return run.pk if run else None
 
 
-@shared_task(name="hubmgr.inventory.tasks.sync_repository", bind=True)
+@shared_task(name="hubmgr.inventory.tasks.sync_repository", bind=True,
+             soft_time_limit=settings.SYNC_REPOSITORY_SECONDS,
+             time_limit=settings.SYNC_REPOSITORY_SECONDS + settings.TASK_GRACE_SECONDS)
 def sync_repository(self, run_id, name):
     """One repository of a fanned-out sync run; the last one to finish closes the run."""
     run = SyncRun.objects.select_related("registry").filter(
@@ -178,7 +181,7 @@ def _wake_flag():
 
     url = celery_app.conf.broker_url
     if url not in _redis:
-        _redis[url] = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        _redis[url] = redis.Redis.from_url(url, **settings.REDIS_CLIENT_OPTIONS)
     return _redis[url]
 
 

@@ -11,13 +11,14 @@ graph around the selection.
 
 import logging
 import operator
+import threading
 import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from functools import reduce
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import (
     BigIntegerField, Case, Count, DateTimeField, Exists, F, Func, Max, OuterRef, Q, Subquery,
     When, Window)
@@ -377,12 +378,18 @@ def run_if_due(policy, now=None) -> PolicyRun | None:
 
 
 def _execute(run, policy, delete, user=None, progress=None) -> PolicyRun:
-    beat = _Heartbeat(run)
     report = None
     try:
-        report = dry_run(policy, progress=progress, on_repository=beat)
-        if delete:
-            start_jobs(run, report, user, on_repository=beat)
+        with Heartbeat(run) as beat:
+            report = dry_run(policy, progress=progress, on_repository=beat)
+            if delete:
+                start_jobs(run, report, user, on_repository=beat)
+    except ClaimLost:
+        # Declared dead while it worked, and perhaps started again since: what it found is
+        # dropped, and it deleted nothing after that (start_jobs checks the claim).
+        log.warning("run %s of policy %s lost its claim (marked failed while it worked); "
+                    "its result is dropped", run.pk, policy.name)
+        return PolicyRun.objects.get(pk=run.pk)
     except Exception as exc:
         log.exception("run %s of policy %s failed", run.pk, policy.name)
         run.status, run.error = PolicyRun.Status.FAILED, f"{type(exc).__name__}: {exc}"
@@ -392,7 +399,13 @@ def _execute(run, policy, delete, user=None, progress=None) -> PolicyRun:
         run.status = (PolicyRun.Status.BRAKED if report["totals"]["braked"]
                       else PolicyRun.Status.DONE)
     run.finished_at = timezone.now()
-    run.save(update_fields=["report", "status", "error", "finished_at"])
+    # Finished only by the holder of the claim: a run marked failed meanwhile stays failed.
+    if not PolicyRun.objects.filter(pk=run.pk, status=PolicyRun.Status.RUNNING).update(
+            report=run.report, status=run.status, error=run.error,
+            finished_at=run.finished_at):
+        log.warning("run %s of policy %s finished after it was marked failed; its result is "
+                    "dropped", run.pk, policy.name)
+        return PolicyRun.objects.get(pk=run.pk)
     return run
 
 
@@ -441,16 +454,69 @@ def _claim(policy, **fields) -> PolicyRun:
                              ) from None
 
 
-class _Heartbeat:
-    """Called once per repository; writes a sign of life at most every few seconds."""
+class ClaimLost(Exception):
+    """The run was marked failed (no sign of life) while it worked: it must stop at once."""
 
-    def __init__(self, run):
-        self.run, self.last = run, time.monotonic()
+
+class OutOfTime(Exception):
+    """The run has worked longer than HUBMGR_POLICY_RUN_SECONDS."""
+
+
+def live_claim(run_id, now=None):
+    """The run, while its claim is live: running, with a sign of life within
+    ABANDONED_AFTER. Locked for the rest of the caller's transaction (on PostgreSQL; SQLite's
+    transactions take the write lock at once): ``fail_abandoned`` cannot mark it failed until
+    that transaction ends."""
+    now = now or timezone.now()
+    return PolicyRun.objects.select_for_update().filter(
+        pk=run_id, status=PolicyRun.Status.RUNNING,
+        heartbeat_at__gte=now - ABANDONED_AFTER).first()
+
+
+class Heartbeat:
+    """A run's sign of life, written by a thread of its own every HEARTBEAT_SECONDS whatever
+    the run is doing (one long selection query included), for as long as the run is running
+    in the database. The run calls it between steps (once per repository): it raises
+    ClaimLost once another process marked the run failed, OutOfTime past the time limit."""
+
+    def __init__(self, run, seconds=None):
+        self.run_id = run.pk
+        self.deadline = time.monotonic() + (seconds or settings.POLICY_RUN_SECONDS)
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"run-{run.pk}-heartbeat",
+                                        daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
 
     def __call__(self):
-        if time.monotonic() - self.last >= HEARTBEAT_SECONDS:
-            PolicyRun.objects.filter(pk=self.run.pk).update(heartbeat_at=timezone.now())
-            self.last = time.monotonic()
+        if self.lost:
+            raise ClaimLost(f"run {self.run_id} was marked failed while it worked")
+        if time.monotonic() > self.deadline:
+            raise OutOfTime(f"the run took longer than its limit of "
+                            f"{settings.POLICY_RUN_SECONDS} s (HUBMGR_POLICY_RUN_SECONDS) "
+                            "and was stopped; nothing more was started")
+
+    def _beat(self):
+        try:
+            while not self._stop.wait(HEARTBEAT_SECONDS):
+                try:
+                    runs = PolicyRun.objects.filter(pk=self.run_id)
+                    if not runs.filter(status=PolicyRun.Status.RUNNING).update(
+                            heartbeat_at=timezone.now()):
+                        self.lost = runs.exists()  # (a row not committed yet is not lost)
+                        if self.lost:
+                            return
+                except DatabaseError as exc:  # busy or gone: try again at the next beat
+                    log.warning("run=%s heartbeat not written: %s", self.run_id, exc)
+        finally:
+            connection.close()  # this thread's own connection
 
 
 def record_dry_run(policy, user=None, progress=None) -> PolicyRun:
@@ -535,7 +601,9 @@ def confirm_brake(run, user=None, now=None) -> list:
 
 def start_jobs(run, report, user=None, on_repository=None, confirmed=False):
     """One deletion job per planned repository the brake did not stop, queued for the
-    workers once its transaction commits."""
+    workers once its transaction commits. Each job is created in the same transaction as a
+    check that the run still holds a live claim (ClaimLost when not): a run declared dead
+    never deletes. (A confirmation's claim is ``confirm_brake``'s own update.)"""
     registry = default_registry()
     for entry in report["repositories"]:
         if on_repository:
@@ -547,6 +615,8 @@ def start_jobs(run, report, user=None, on_repository=None, confirmed=False):
         if repo is None:  # forgotten since the plan: nothing of it to delete
             continue
         with transaction.atomic():
+            if not confirmed and live_claim(run.pk) is None:
+                raise ClaimLost(f"run {run.pk} no longer holds a live claim")
             job = jobs.create_job(repo, {"items": entry["going"], "kept": entry["kept"],
                                          "reclaim_bytes": entry["reclaim_bytes"]}, user)
             run.jobs.add(job)

@@ -4,15 +4,19 @@ policies are due; each due policy runs in a worker."""
 import logging
 
 from celery import shared_task
+from django.conf import settings
 from django.utils import timezone
 
 from . import runs, schedule
 from .models import CleanupPolicy, PolicyRun, Schedule
 
 log = logging.getLogger("hubmgr.policies")
+# A run stops itself at HUBMGR_POLICY_RUN_SECONDS (runs.Heartbeat); Celery's limits come after.
+RUN_LIMITS = {"soft_time_limit": settings.POLICY_RUN_SECONDS + settings.TASK_GRACE_SECONDS,
+              "time_limit": settings.POLICY_RUN_SECONDS + 2 * settings.TASK_GRACE_SECONDS}
 
 
-@shared_task(name="hubmgr.policies.tasks.run_due")
+@shared_task(name="hubmgr.policies.tasks.run_due", soft_time_limit=50, time_limit=60)
 def run_due():
     now = timezone.now()
     runs.fail_abandoned(now=now)
@@ -23,7 +27,7 @@ def run_due():
     return due
 
 
-@shared_task(name="hubmgr.policies.tasks.run_policy", acks_late=True)
+@shared_task(name="hubmgr.policies.tasks.run_policy", acks_late=True, **RUN_LIMITS)
 def run_policy(policy_id):
     """Run the policy if it is (still) due; a second delivery finds it run, or running."""
     policy = CleanupPolicy.objects.filter(pk=policy_id).first()
@@ -41,7 +45,7 @@ def run_policy(policy_id):
 # Acknowledged on receipt, unlike the other tasks: a second delivery would execute the run
 # twice. A worker that dies mid-run leaves it running without heartbeat; run_due then marks it
 # failed (runs.fail_abandoned).
-@shared_task(name="hubmgr.policies.tasks.execute_run", acks_late=False)
+@shared_task(name="hubmgr.policies.tasks.execute_run", acks_late=False, **RUN_LIMITS)
 def execute_run(run_id):
     """Execute a run that a person started (runs.claim_run), unless it is gone or finished."""
     run = PolicyRun.objects.select_related("policy", "started_by").filter(
