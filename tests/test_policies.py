@@ -773,6 +773,81 @@ def test_one_run_of_a_policy_at_a_time_and_an_interrupted_one_is_marked_failed(b
     assert running.finished_at is not None
 
 
+def delete_builds():
+    p = keep_ten_builds()
+    p.mode = "delete"
+    return service.save_policy(p)
+
+
+def test_a_run_declared_dead_while_it_works_deletes_nothing_and_stays_failed(
+        builds_repo, monkeypatch):
+    """The zombie: a run still selecting is marked failed by another process (its heartbeat
+    looked old), a second run of the policy starts, and then the first one finishes."""
+    from hubmgr.deletion.models import DeletionJob
+
+    p = delete_builds()
+    second = []
+    real_dry_run = runs.dry_run
+
+    def slow_dry_run(policy, **kwargs):
+        report = real_dry_run(policy, **kwargs)
+        later = timezone.now() + runs.ABANDONED_AFTER + timedelta(minutes=1)
+        assert runs.fail_abandoned(policy, now=later) == 1  # what run_due would do then
+        second.append(runs.claim_run(policy))
+        return report
+
+    monkeypatch.setattr(runs, "dry_run", slow_dry_run)
+    first = runs.record_run(p, delete=True)
+    assert first.status == "failed" and first.error.startswith("Interrupted")
+    assert not first.jobs.exists() and not DeletionJob.objects.exists()
+    assert PolicyRun.objects.get(pk=second[0].pk).status == "running"
+
+
+def test_only_a_run_holding_a_live_claim_creates_deletion_jobs(builds_repo):
+    from hubmgr.deletion.models import DeletionJob
+
+    p = delete_builds()
+    run = runs.claim_run(p)
+    report = runs.dry_run(p)
+    PolicyRun.objects.filter(pk=run.pk).update(
+        heartbeat_at=timezone.now() - runs.ABANDONED_AFTER - timedelta(seconds=1))
+    with pytest.raises(runs.ClaimLost):
+        runs.start_jobs(run, report)  # not marked failed yet, but its claim is not live
+    assert not DeletionJob.objects.exists()
+    PolicyRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now())
+    runs.start_jobs(run, report)
+    assert DeletionJob.objects.count() == 1
+
+
+def test_a_run_writes_its_sign_of_life_while_one_long_step_runs(
+        builds_repo, transactional_db, monkeypatch):
+    monkeypatch.setattr(runs, "HEARTBEAT_SECONDS", 0.05)
+    p = keep_ten_builds()
+    seen = []
+    real_dry_run = runs.dry_run
+
+    def long_selection(policy, **kwargs):  # one long query: no per-repository callback
+        run = PolicyRun.objects.get(status="running")
+        PolicyRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(
+            minutes=4))
+        time.sleep(0.6)
+        seen.append(timezone.now() - PolicyRun.objects.get(pk=run.pk).heartbeat_at)
+        return real_dry_run(policy, **kwargs)
+
+    monkeypatch.setattr(runs, "dry_run", long_selection)
+    assert runs.record_dry_run(p).status == "done"
+    assert seen[0] < timedelta(seconds=1)
+
+
+def test_a_run_past_its_time_limit_stops_and_starts_no_deletion(builds_repo, settings):
+    from hubmgr.deletion.models import DeletionJob
+
+    settings.POLICY_RUN_SECONDS = 0
+    run = runs.record_run(delete_builds(), delete=True)
+    assert run.status == "failed" and "HUBMGR_POLICY_RUN_SECONDS" in run.error
+    assert not DeletionJob.objects.exists()
+
+
 # ---- schedules -------------------------------------------------------------------------------
 def utc(text):
     from datetime import datetime
@@ -809,7 +884,8 @@ def test_a_scheduled_policy_runs_once_per_time_in_a_worker(builds_repo, monkeypa
     p.schedule, p.run_at, p.mode = "daily", clock(3, 30), "delete"
     service.save_policy(p)
     now = timezone.now()
-    CleanupPolicy.objects.filter(pk=p.pk).update(created_at=now - timedelta(days=3))
+    CleanupPolicy.objects.filter(pk=p.pk).update(created_at=now - timedelta(days=3),
+                                                  schedule_from=now - timedelta(days=3))
     queued = []
     monkeypatch.setattr(tasks.run_policy, "delay", queued.append)
     runs.record_dry_run(p)  # a person's run does not stand in for the scheduled one
@@ -830,6 +906,34 @@ def test_a_new_policy_does_not_run_for_a_time_before_it_existed(db):
                                    run_at=(timezone.now() - timedelta(hours=1)).time()))
     assert not schedule.is_due(p, timezone.now())
     assert schedule.is_due(p, timezone.now() + timedelta(days=1))
+
+
+def test_a_schedule_set_after_its_time_today_first_runs_at_its_next_time(db):
+    """PATCH {"schedule": "daily", "run_at": "00:30"} at 00:33 once started a run at 00:34."""
+    from datetime import time as clock
+
+    import time_machine
+
+    from hubmgr.policies import schedule
+
+    made = utc("2026-11-20 12:00")
+    with time_machine.travel(made, tick=False):
+        p = service.save_policy(policy(remove_untagged_days=7, mode="delete"))
+    with time_machine.travel(utc("2026-11-28 00:33"), tick=False):
+        p.schedule, p.run_at = "daily", clock(0, 30)
+        service.save_policy(p)
+    assert not schedule.is_due(p, utc("2026-11-28 00:34"))
+    assert not schedule.is_due(p, utc("2026-11-29 00:29"))
+    assert schedule.is_due(p, utc("2026-11-29 00:30"))
+    with time_machine.travel(utc("2026-11-28 00:40"), tick=False):
+        p.name = "renamed"  # not a schedule change: its next time stays
+        service.save_policy(p)
+    assert schedule.is_due(p, utc("2026-11-29 00:31"))
+    with time_machine.travel(utc("2026-11-29 00:35"), tick=False):
+        p.run_at = clock(0, 20)  # moved to a time already passed today
+        service.save_policy(p)
+    assert not schedule.is_due(p, utc("2026-11-29 00:36"))
+    assert schedule.is_due(p, utc("2026-11-30 00:20"))
 
 
 def test_a_maintainer_confirms_what_the_brake_stopped_once_while_the_plan_is_fresh(

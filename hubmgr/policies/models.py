@@ -32,9 +32,12 @@ class Weekday(models.IntegerChoices):
     SUNDAY = 6, "Sunday"
 
 
+MAX_DAYS = 36500  # a hundred years
+
+
 def _days(**kwargs):
     return models.PositiveIntegerField(null=True, blank=True,
-                                       validators=[MaxValueValidator(36500)], **kwargs)
+                                       validators=[MaxValueValidator(MAX_DAYS)], **kwargs)
 
 
 def _regex(**kwargs):
@@ -53,6 +56,9 @@ class CleanupPolicy(models.Model):
     schedule = models.CharField(max_length=10, choices=Schedule.choices, default=Schedule.OFF)
     run_at = models.TimeField(null=True, blank=True, help_text="Time of day (UTC).")
     weekday = models.PositiveSmallIntegerField(choices=Weekday.choices, null=True, blank=True)
+    # When the schedule was set or last changed (service.save_policy): it applies from its
+    # next time after this, never to a time already passed. None: since the policy was made.
+    schedule_from = models.DateTimeField(null=True, blank=True, editable=False)
     mode = models.CharField(max_length=10, choices=Mode.choices, default=Mode.REPORT)
 
     # Remove rules.

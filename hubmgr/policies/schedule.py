@@ -20,8 +20,10 @@ def last_due(policy, now: datetime) -> datetime | None:
 
 
 def is_due(policy, now: datetime) -> bool:
-    """A scheduled time has passed since the policy was created, and no scheduled run has
-    started since it. Missed times (workers down for days) give one run, not one each."""
+    """A scheduled time has passed since the schedule was set (or last changed), and no
+    scheduled run has started since it. A time already passed when the schedule was set is
+    never run; missed times (workers down for days) give one run, not one each."""
     due = last_due(policy, now)
-    return (due is not None and due >= policy.created_at
+    since = policy.schedule_from or policy.created_at
+    return (due is not None and due > since
             and not policy.runs.filter(scheduled=True, started_at__gte=due).exists())

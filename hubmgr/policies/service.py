@@ -1,11 +1,14 @@
 """The one write path for policies: validate, save, and audit in one transaction."""
 
 from django.db import transaction
+from django.utils import timezone
 
 from .models import CleanupPolicy, PolicyAudit
 
 # Bookkeeping, not the policy's content: left out of the audit's before/after.
-_NOT_AUDITED = {"id", "created_at", "updated_at", "created_by", "updated_by"}
+_NOT_AUDITED = {"id", "created_at", "updated_at", "created_by", "updated_by", "schedule_from"}
+# The settings that say when a policy runs; a change to any of them starts its schedule anew.
+SCHEDULE_FIELDS = ("schedule", "run_at", "weekday")
 
 
 def as_data(policy: CleanupPolicy) -> dict:
@@ -44,8 +47,10 @@ def save_policy(policy: CleanupPolicy, user=None) -> CleanupPolicy:
     if before is None:
         policy.created_by = user
     policy.updated_by = user
-    policy.save()
     after = as_data(policy)
+    if before is None or any(before[f] != after[f] for f in SCHEDULE_FIELDS):
+        policy.schedule_from = timezone.now()  # times already passed are never run
+    policy.save()
     if before != after:
         PolicyAudit.objects.create(
             policy=policy, policy_name=policy.name, user=user,
