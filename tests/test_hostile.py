@@ -229,3 +229,47 @@ def test_a_catalog_with_junk_names_lists_them_and_syncs_the_rest(fault_proxy, re
     assert row("ok/app", good).tags == ["t"]
     assert sorted(p["reference"] for p in run.problems) == sorted(
         ["{'x': 1}", "7", "'../etc'", "'UP'"])
+
+
+@pytest.mark.django_db
+def test_a_hostile_search_matches_only_its_literal_text_and_answers_at_once():
+    """The table's and the repositories page's searches are substring tests in SQL with the
+    wildcards escaped: linear in the text, whatever it holds."""
+    import time
+
+    from hubmgr.inventory import listing, queries
+    from hubmgr.inventory.registries import default_registry
+    from hubmgr.inventory.store import refresh
+
+    from .factories import make_image, make_repo
+
+    repo = make_repo("team/" + "a" * 200)
+    make_image(repo, "long", tags=["a" * 128])
+    make_image(repo, "pct", tags=["50%_off"])
+    refresh(repo)
+    hostile = ["%" * 200, "_" * 200, "\\" * 200, "a%" * 100, "a_" * 100, "(a+)+$" * 30,
+               "a" * 127 + "b", "%_\\'\"" * 40]
+    started = time.perf_counter()
+    for text in hostile:
+        state = queries.TableState.from_params({"search": text})
+        assert queries.page(repo, state).rows == [], text
+        assert listing.page(default_registry(), listing.ListState.from_params(
+            {"search": text})).rows == [], text
+    assert time.perf_counter() - started < 5.0
+    found = queries.page(repo, queries.TableState.from_params({"search": "0%_o"})).rows
+    assert [r.tags for r in found] == [["50%_off"]]
+
+
+def test_every_background_task_has_a_soft_and_a_hard_time_limit():
+    from hubmgr import celery_app
+
+    celery_app.loader.import_default_modules()
+    tasks = {name: task for name, task in celery_app.tasks.items()
+             if name.startswith("hubmgr.")}
+    assert len(tasks) >= 13  # every task module was loaded
+    conf = celery_app.conf
+    for name, task in tasks.items():
+        soft = task.soft_time_limit or conf.task_soft_time_limit
+        hard = task.time_limit or conf.task_time_limit
+        assert soft and hard and soft < hard, name
+    assert tasks["hubmgr.policies.tasks.run_due"].time_limit <= 60  # it runs every minute
