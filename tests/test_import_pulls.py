@@ -3,6 +3,7 @@
 import gzip
 import io
 import json
+import logging
 import subprocess
 import time
 import tracemalloc
@@ -12,11 +13,13 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.utils import timezone as djtimezone
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from hubmgr import devstack
 from hubmgr.inventory import envelopes, pullimport
-from hubmgr.inventory.accesslog import UNPARSEABLE, parse_line
+from hubmgr.inventory.accesslog import FUTURE, UNPARSEABLE, parse_line
+from hubmgr.inventory.coverage import Coverage
 from hubmgr.inventory.models import Manifest, Registry, Repository, TagHistory
 from hubmgr.inventory.notifications import apply_events, parse_event
 from hubmgr.inventory.registries import default_registry
@@ -110,7 +113,7 @@ def test_other_lines_are_skipped_and_malformed_manifest_lines_are_unparseable():
     assert parse_line(json_line(T0, "/v2/a/manifests/v1")[:-5]) is UNPARSEABLE
     assert parse_line(nginx(T0, "/v2/UPPER/manifests/v1")) is UNPARSEABLE
     assert parse_line("/manifests/ " + "x" * 20_000) is UNPARSEABLE
-    assert parse_line(nginx(T0 + timedelta(days=400), "/v2/a/manifests/v1")) is UNPARSEABLE
+    assert parse_line(nginx(T0 + timedelta(days=400), "/v2/a/manifests/v1")) is FUTURE
 
 
 @hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -133,9 +136,8 @@ def test_no_log_makes_the_import_fail(tmp_path, lines):
     path.write_bytes(data)
     summary = pullimport.Importer(default_registry()).run([str(path)])
     assert summary.lines <= data.count(b"\n") + 1
-    compressed = data[:2] == b"\x1f\x8b" or any(
-        signature.match(data) for signature, _, _ in pullimport.OTHER_COMPRESSION)
-    assert not summary.errors or compressed  # a gzip or bzip2 header and then garbage
+    # Binary data, a gzip or bzip2 header and then garbage, or no request at all: said so.
+    assert all(error.startswith(f"{path}: ") for error in summary.errors)
     assert all(len(sample) <= 200 for sample in summary.samples)
 
 
@@ -228,17 +230,234 @@ def test_pushes_in_the_log_give_last_pushed_where_no_push_event_did(tmp_path, ap
         (new.digest, "access_log", T0 - timedelta(days=61))
 
 
+def window():
+    return Registry.objects.get(pk=default_registry().pk).pulls_observed_since
+
+
+def hourly(start, end, uri="/v2/team/app/manifests/latest"):
+    """A request every hour from start to end: a log with no gap."""
+    start = start.replace(microsecond=0)
+    return [nginx(start + timedelta(hours=n), uri)
+            for n in range(int((end - start) / timedelta(hours=1)) + 1)]
+
+
 def test_complete_moves_the_window_back_never_forward(tmp_path, app):
-    registry = default_registry()
-    lines = [nginx(T0 + timedelta(hours=1), "/v2/team/app/manifests/latest"),
-             nginx(T0, "/v2/team/app/manifests/latest")]
+    now = djtimezone.now().replace(microsecond=0)
+    lines = hourly(now - timedelta(days=3), now - timedelta(minutes=5))
     run(tmp_path, lines)
-    assert Registry.objects.get(pk=registry.pk).pulls_observed_since is None
-    assert run(tmp_path, lines, "--complete")["window_moved"]
-    assert Registry.objects.get(pk=registry.pk).pulls_observed_since == T0
-    Registry.objects.filter(pk=registry.pk).update(pulls_observed_since=T0 - timedelta(days=1))
-    assert not run(tmp_path, lines, "--complete")["window_moved"]
-    assert Registry.objects.get(pk=registry.pk).pulls_observed_since == T0 - timedelta(days=1)
+    assert window() is None
+    summary = run(tmp_path, lines, "--complete")
+    assert summary["window_moved"] and summary["window"]["action"] == "moved"
+    assert window() == now - timedelta(days=3)
+    assert summary["coverage"]["gaps"] == 0
+    Registry.objects.update(pulls_observed_since=now - timedelta(days=4))
+    summary = run(tmp_path, lines, "--complete")
+    assert not summary["window_moved"] and summary["window"]["action"] == "not moved"
+    assert "before the window's start" in summary["window"]["reason"]
+    assert window() == now - timedelta(days=4)
+
+
+# ---- the window: only as far as the evidence goes ----------------------------------------------
+@pytest.fixture
+def fresh(db):
+    """Items a sync found minutes ago, their pushes not seen (no notifications)."""
+    repo = make_repo("team/app")
+    items = [make_image(repo, seed, tags=[seed]) for seed in ("a", "b")]
+    Manifest.objects.update(last_pushed=djtimezone.now() - timedelta(minutes=5),
+                            last_pushed_source="image_created")
+    return items
+
+
+def stale_count(registry):
+    return Manifest.objects.filter(Coverage.of(registry).stale_q()).count()
+
+
+def test_a_one_line_log_from_1970_does_not_move_the_window(tmp_path, fresh):
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    line = nginx(epoch, f"/v2/team/app/manifests/{fresh[0].digest}")
+    summary = run(tmp_path, [line], "--complete")
+    assert not summary["window_moved"] and window() is None
+    assert summary["window"]["action"] == "not moved" and "now" in summary["window"]["reason"]
+    registry = default_registry()
+    assert stale_count(registry) == 0
+    assert {Coverage.of(registry).stale(m) for m in Manifest.objects.all()} == {None}
+
+    # With notifications on for an hour: still not moved, and the text says why.
+    Registry.objects.update(pulls_observed_since=djtimezone.now() - timedelta(hours=1))
+    out = io.StringIO()
+    path = tmp_path / "epoch.log"
+    path.write_text(line + "\n")
+    call_command("import_pulls", str(path), "--complete", "--no-progress", stdout=out)
+    assert "Pull window not moved" in out.getvalue()
+    assert window() > djtimezone.now() - timedelta(hours=2)
+    assert stale_count(default_registry()) == 0
+
+
+def test_a_gap_in_the_log_limits_the_move_and_is_reported(tmp_path, app):
+    now = djtimezone.now().replace(microsecond=0)
+    early = hourly(now - timedelta(days=10), now - timedelta(days=9))
+    late = hourly(now - timedelta(days=6), now - timedelta(minutes=1))
+    summary = run(tmp_path, late + early, "--complete")  # in any order
+    assert window() == now - timedelta(days=6)
+    assert summary["coverage"]["gaps"] == 1 and summary["coverage"]["max_gap_hours"] == 24
+    assert summary["coverage"]["last_gap"] == [(now - timedelta(days=9)).isoformat(),
+                                               (now - timedelta(days=6)).isoformat()]
+    out = io.StringIO()
+    path = tmp_path / "gap.log"
+    path.write_text("\n".join(early + late) + "\n")
+    call_command("import_pulls", str(path), "--complete", "--no-progress", stdout=out)
+    text = out.getvalue()
+    assert "Gaps over 24 h between requests: 1; the last from " \
+        f"{(now - timedelta(days=9)).isoformat()}" in text
+    assert "Pull window not moved" in text
+
+    # A wider bound bridges the gap; a log that ends days ago does not join "now".
+    Registry.objects.update(pulls_observed_since=None)
+    assert run(tmp_path, early + late, "--complete", "--max-gap", "4d")["window_moved"]
+    assert window() == now - timedelta(days=10)
+    Registry.objects.update(pulls_observed_since=None)
+    summary = run(tmp_path, early, "--complete")
+    assert window() is None and "more than the 24 h" in summary["window"]["reason"]
+
+
+def test_the_window_never_moves_before_the_registry_was_first_known(tmp_path, app):
+    now = djtimezone.now().replace(microsecond=0)
+    _, old, new = app
+    Manifest.objects.update(first_seen=now - timedelta(days=2),
+                            last_pushed_source="image_created")
+    # A push event three days ago counts; a push read from an access log does not.
+    Manifest.objects.filter(pk=old.pk).update(last_pushed=now - timedelta(days=3),
+                                              last_pushed_source="push_event")
+    Manifest.objects.filter(pk=new.pk).update(last_pushed=now - timedelta(days=4),
+                                              last_pushed_source="access_log")
+    summary = run(tmp_path, hourly(now - timedelta(days=5), now), "--complete")
+    assert window() == now - timedelta(days=3)
+    assert "limited to the first time hubmgr knows" in summary["window"]["reason"]
+
+    Manifest.objects.all().delete()
+    Registry.objects.update(pulls_observed_since=None)
+    summary = run(tmp_path, hourly(now - timedelta(days=5), now), "--complete")
+    assert window() is None and "sync" in summary["window"]["reason"]
+
+
+class Records(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+    @property
+    def text(self):
+        return "\n".join(r.getMessage() for r in self.records)
+
+
+@pytest.fixture
+def audit():
+    """What the "hubmgr.inventory" logger writes (it may not propagate to caplog's handler)."""
+    logger, handler = logging.getLogger("hubmgr.inventory"), Records()
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+
+
+def test_since_sets_the_window_and_refuses_the_future(tmp_path, app, audit):
+    then = datetime(2026, 1, 1, tzinfo=UTC)
+    out = io.StringIO()
+    call_command("import_pulls", "--since", "2026-01-01T00:00:00Z", stdout=out)
+    assert window() == then
+    assert f"Pull window set from none to {then.isoformat()}" in out.getvalue()
+    assert f"pull window reset registry=default from=None to={then.isoformat()}" in audit.text
+    # With files, after the import; a naive time is UTC.
+    summary = run(tmp_path, [nginx(T0, "/v2/team/app/manifests/latest")],
+                  "--since", "2025-06-01T12:00")
+    assert summary["applied"] == 1 and summary["window"]["action"] == "set"
+    assert window() == datetime(2025, 6, 1, 12, tzinfo=UTC)
+    future = (djtimezone.now() + timedelta(hours=1)).isoformat()
+    with pytest.raises(CommandError, match="in the future"):
+        call_command("import_pulls", "--since", future)
+    with pytest.raises(CommandError, match="not an ISO 8601 time"):
+        call_command("import_pulls", "--since", "last tuesday")
+    with pytest.raises(CommandError, match="not allowed with"):
+        call_command("import_pulls", "x.log", "--since", "2026-01-01", "--complete")
+    assert window() == datetime(2025, 6, 1, 12, tzinfo=UTC)
+
+
+def test_reset_window_sets_it_to_now_and_is_recorded(tmp_path, fresh, audit):
+    Registry.objects.update(pulls_observed_since=datetime(1970, 1, 1, tzinfo=UTC))
+    assert stale_count(default_registry()) == 2  # what the 1970 log did
+    before = djtimezone.now()
+    out = io.StringIO()
+    call_command("import_pulls", "--reset-window", stdout=out)
+    assert before <= window() <= djtimezone.now()
+    assert stale_count(default_registry()) == 0
+    assert "Pull window set from 1970-01-01T00:00:00+00:00 to " in out.getvalue()
+    record, = [r for r in audit.records if r.name == "hubmgr.inventory"]
+    assert record.levelno == logging.WARNING
+    assert record.getMessage().startswith(
+        "pull window reset registry=default from=1970-01-01T00:00:00+00:00 "
+        f"to={window().isoformat()} by=")
+    assert record.getMessage().endswith("via=--reset-window")
+    with pytest.raises(CommandError, match="FILE"):
+        call_command("import_pulls")
+
+
+# ---- what a log holds ---------------------------------------------------------------------------
+def test_a_utf16_log_is_refused_naming_the_encoding(tmp_path, app):
+    lines = "\n".join([nginx(T0, "/v2/team/app/manifests/latest")] * 3) + "\n"
+    for encoding, named in (("utf-16", "UTF-16LE"), ("utf-16-be", "UTF-16BE"),
+                            ("utf-32", "UTF-32LE")):
+        path = tmp_path / f"{encoding}.log"
+        path.write_bytes(lines.encode(encoding))
+        with pytest.raises(CommandError, match=f"{path}: the file is {named[:6]} text "
+                                               f"\\({named}\\).*iconv -f {named}"):
+            call_command("import_pulls", str(path), "--no-progress")
+    gz = tmp_path / "utf16.log.gz"
+    gz.write_bytes(gzip.compress(lines.encode("utf-16")))
+    with pytest.raises(CommandError, match="UTF-16"):
+        call_command("import_pulls", str(gz), "--no-progress")
+    assert Manifest.objects.filter(last_pulled__isnull=False).count() == 0
+    proc = subprocess.run([".venv/bin/python", "manage.py", "import_pulls", "--no-progress",
+                           str(tmp_path / "utf-16.log")], capture_output=True, text=True)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "UTF-16" in proc.stderr and "utf-16.log" in proc.stderr
+
+
+def test_binary_data_and_a_log_with_no_request_fail_with_a_message(tmp_path, app):
+    binary = tmp_path / "core"
+    binary.write_bytes(bytes(range(256)) * 64)
+    with pytest.raises(CommandError, match="core: not a text log"):
+        call_command("import_pulls", str(binary), "--no-progress")
+    syslog = tmp_path / "syslog"
+    syslog.write_text("Dec  6 01:00:00 host cron[1]: (root) CMD (true)\n" * 10)
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="syslog: none of its 10 lines is a manifest request"):
+        call_command("import_pulls", str(syslog), "--no-progress", stdout=out)
+    assert "Lines read: 10" in out.getvalue()
+    blank = tmp_path / "empty.log"
+    blank.write_text("\n\n")
+    assert run(tmp_path, [""], name="empty.log")["errors"] == []
+
+
+def test_a_future_time_is_unparseable_and_never_applied(tmp_path, app):
+    _, old, new = app
+    now = djtimezone.now()
+    ahead = now + timedelta(hours=1)
+    uri = f"/v2/team/app/manifests/{old.digest}"
+    lines = [nginx(ahead, uri), text_line(ahead, uri), json_line(ahead, uri),
+             nginx(ahead, uri, method="PUT", status=201),
+             nginx(now + timedelta(minutes=1), f"/v2/team/app/manifests/{new.digest}")]
+    pushed = Manifest.objects.get(pk=old.pk).last_pushed
+    summary = run(tmp_path, lines)
+    old.refresh_from_db()
+    assert old.last_pulled is None and old.last_pushed == pushed
+    assert (summary["unparseable"], summary["pulls"], summary["future"]) == (4, 1, 4)
+    assert summary["samples"][0] == lines[0]
+    assert Manifest.objects.get(pk=new.pk).last_pulled is not None  # within the clock skew
+    out = io.StringIO()
+    call_command("import_pulls", str(tmp_path / "access.log"), "--no-progress", stdout=out)
+    assert "Unparseable lines: 4 (4 dated more than 5 minutes in the future" in out.getvalue()
 
 
 def test_gzip_is_read_and_a_truncated_one_applies_what_was_read_and_fails(tmp_path, app):

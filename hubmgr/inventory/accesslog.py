@@ -6,9 +6,14 @@ Three formats, recognised per line:
 - the combined log format that nginx, Apache, Traefik and HAProxy write in front of a registry.
 
 ``parse_line`` answers a ``Request`` for a request of ``/v2/<name>/manifests/<reference>``,
-None for a line that is something else (a blob request, another message of the registry), or
-UNPARSEABLE for a line that names a manifest but cannot be read (or is longer than MAX_LINE).
-No input makes it raise: a log line can contain anything.
+None for a line that is something else (a blob request, another message of the registry),
+UNPARSEABLE for a line that names a manifest but cannot be read (or is longer than MAX_LINE, or
+is dated before 1970), or FUTURE for a manifest request dated more than CLOCK_SKEW after now
+(a wrong clock: such a time must never become a "last pulled"). No input makes it raise: a log
+line can contain anything.
+
+``not_text`` tells, from a file's first bytes, a log that is not UTF-8 or latin-1 text (UTF-16,
+UTF-32, binary data), which would otherwise read as lines that are all "something else".
 """
 
 import json
@@ -24,6 +29,16 @@ from hubmgr.registry.manifests import EARLIEST, parse_time
 MAX_LINE = 16_384  # characters (bytes before decoding); a registry's lines are ~1 KiB
 MARKER = "/manifests/"
 UNPARSEABLE = "unparseable"
+FUTURE = "future"  # a manifest request dated past now + CLOCK_SKEW; unparseable too
+# How far ahead of this host's clock a log's clock may run. "Now" is read every NOW_EVERY
+# seconds, so a time up to CLOCK_SKEW - NOW_EVERY ahead is always accepted.
+CLOCK_SKEW = timedelta(minutes=5)
+NOW_EVERY = 10
+BOMS = ((b"\xff\xfe\x00\x00", "UTF-32LE"), (b"\x00\x00\xfe\xff", "UTF-32BE"),
+        (b"\xff\xfe", "UTF-16LE"), (b"\xfe\xff", "UTF-16BE"))
+# Control bytes that no text log holds (tab, newlines, form feed and escape are allowed).
+CONTROL = bytes([*range(9), *range(14, 27), *range(28, 32), 127])
+MAX_CONTROL_SHARE = 0.05
 
 
 class Request(NamedTuple):
@@ -48,6 +63,39 @@ _PAIR = re.compile(r'(?:^| )([\w.]+)=("[^"\\]*(?:\\.[^"\\]*)*"|[^ "]*)')
 _MONTHS = {m: n for n, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
 _UNESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|.)")
+
+
+def not_text(head: bytes, path="FILE") -> str | None:
+    """What keeps the start of a log from being read as UTF-8 or latin-1 text, or None."""
+    encoding = next((name for bom, name in BOMS if head.startswith(bom)), None)
+    if encoding is None and head.count(0) >= len(head) // 4 >= 2:
+        encoding = _wide_encoding(head)
+    if encoding:
+        return (f"the file is {encoding[:6]} text ({encoding}), which import_pulls does not "
+                f"read; convert it to UTF-8 first: iconv -f {encoding} -t UTF-8 "
+                f"{'' if path == '-' else path + ' '}| manage.py import_pulls -")
+    if len(head) - len(head.translate(None, CONTROL)) > len(head) * MAX_CONTROL_SHARE:
+        return ("not a text log: its start is binary data (control bytes or NUL); give a "
+                "registry or proxy access log, plain text or gzip")
+    return None
+
+
+def _wide_encoding(head):
+    """UTF-16 or UTF-32 without a byte order mark: ASCII text with NULs between its bytes."""
+    def zeros(part):
+        return part.count(0) >= len(part) * 0.9 if part else False
+
+    n = len(head) - len(head) % 4
+    lanes = [head[i:n:4] for i in range(4)]
+    if zeros(lanes[1]) and zeros(lanes[2]) and zeros(lanes[3]) and not zeros(lanes[0]):
+        return "UTF-32LE"
+    if zeros(lanes[0]) and zeros(lanes[1]) and zeros(lanes[2]) and not zeros(lanes[3]):
+        return "UTF-32BE"
+    if zeros(head[1:n:2]) and not zeros(head[0:n:2]):
+        return "UTF-16LE"
+    if zeros(head[0:n:2]) and not zeros(head[1:n:2]):
+        return "UTF-16BE"
+    return None
 
 
 def parse_line(line) -> Request | str | None:
@@ -170,21 +218,19 @@ def _combined_time(text):
     return value
 
 
-_horizon = [0.0, None]  # (until when, the latest plausible time): plausible() is not free
+_now = [0.0, None]  # (read again after, now + CLOCK_SKEW): datetime.now() is not free
 
 
-def _plausible(when):
-    """Between 1970 and a day from now (as manifests.plausible), "now" read once a minute."""
-    if when is None:
-        return False
-    now = time.monotonic()
-    if now > _horizon[0]:
-        _horizon[0], _horizon[1] = now + 60, datetime.now(timezone.utc) + timedelta(days=1)
-    return EARLIEST <= when <= _horizon[1]
+def _horizon():
+    """The latest time a log line may carry, "now" read every NOW_EVERY seconds."""
+    tick = time.monotonic()
+    if tick > _now[0]:
+        _now[0], _now[1] = tick + NOW_EVERY, datetime.now(timezone.utc) + CLOCK_SKEW
+    return _now[1]
 
 
 def _request(when, method, uri, status, agent):
-    if not isinstance(method, str) or not isinstance(uri, str) or not _plausible(when):
+    if when is None or not isinstance(method, str) or not isinstance(uri, str):
         return UNPARSEABLE
     if isinstance(status, str) and status.isdigit() and len(status) == 3:
         status = int(status)
@@ -197,6 +243,10 @@ def _request(when, method, uri, status, agent):
         target = _targets[uri] = _target(uri)
     if type(target) is not tuple:
         return target
+    if when < EARLIEST:
+        return UNPARSEABLE
+    if when > _horizon():
+        return FUTURE
     agent = agent if isinstance(agent, str) else ""
     return Request(when, method.upper()[:16], target[0], target[1], status, agent[:300])
 

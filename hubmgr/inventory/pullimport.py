@@ -15,8 +15,20 @@ and is recorded in the tag history (source access_log); earlier PUTs of the tag 
 for the repository's last push. A push from the log gives "last pushed" (source access_log)
 where it is later; a time from a push event gives way only to a log push more than PUSH_SLACK
 later (the same push's log line is written just after its event).
+
+The observation window (``--complete``). A log is taken to have seen every request only over
+its coverage: the stretches where no two consecutive manifest requests (of any method or
+status) are more than ``max_gap`` apart (MAX_GAP by default). The window moves back to the
+start of the stretch that reaches it, the log and the window joined: the current window start,
+or now where there is none, must be within ``max_gap`` of the log. It never moves back past
+the first time hubmgr knows the registry existed (``coverage.first_known``), nor forward.
+
+Text. A log in UTF-16 or UTF-32, or binary data, is refused with a message naming the file
+(LogError); so is a non-empty file in which no line is a manifest request. A time past now
+plus ``accesslog.CLOCK_SKEW`` is counted unparseable and never applied.
 """
 
+import bisect
 import gzip
 import io
 import re
@@ -28,12 +40,13 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Q
+from django.db.models import F
+from django.utils import timezone
 
 from hubmgr.registry import names
 
-from . import taghistory
-from .accesslog import UNPARSEABLE, parse_line
+from . import coverage, taghistory
+from .accesslog import FUTURE, UNPARSEABLE, not_text, parse_line
 from .models import Manifest, Registry, Repository, Tag, TagHistory
 from .notifications import OUR_AGENT
 from .store import _chunks, bump_version, note_activity
@@ -47,6 +60,11 @@ WHOLE_SECOND = timedelta(microseconds=999_999)
 OTHER_COMPRESSION = ((re.compile(rb"BZh[1-9]1AY&SY"), "bzip2", "bzcat"),
                      (re.compile(rb"\xfd7zXZ\x00"), "xz", "xzcat"),
                      (re.compile(rb"\x28\xb5\x2f\xfd"), "zstd", "zstdcat"))
+# The longest time without a manifest request that a log is still taken to cover (--complete;
+# --max-gap). A day: a registry in use is asked for a manifest more often than that.
+MAX_GAP = timedelta(hours=24)
+MAX_STRETCHES = 10_000  # beyond that the earliest are forgotten (the window moves less)
+SNIFF = 1 << 16  # bytes of a log's start looked at for its encoding
 
 
 class LogError(Exception):
@@ -67,10 +85,20 @@ class Summary:
     unknown_repository_lines: int = 0
     unknown_repositories: list = field(default_factory=list)  # the first few names
     unparseable: int = 0
+    future: int = 0  # of the unparseable: dated past now + accesslog.CLOCK_SKEW
     samples: list = field(default_factory=list)  # the first few unparseable lines
+    requests: int = 0  # manifest requests read (any method or status)
     manifests_updated: int = 0  # rows whose last pulled or pushed moved
     first: object = None  # the earliest time of a manifest request read
     last: object = None
+    # The log's coverage (see the module's docstring): {"max_gap_hours", "gaps" (how many
+    # longer than that), "last_gap": [from, to] or None, "stretch_from": the start of the
+    # stretch ending at the last request}; times as ISO 8601.
+    coverage: dict = field(default_factory=dict)
+    # What became of the window: {"action": "moved", "not moved", "set", or None (not asked),
+    # "from", "to": ISO 8601 or None, "reason": a sentence}.
+    window: dict = field(default_factory=lambda: {"action": None, "from": None, "to": None,
+                                                  "reason": ""})
     window_moved: bool = False
     errors: list = field(default_factory=list)
 
@@ -79,6 +107,69 @@ class Summary:
         for key in ("first", "last"):
             data[key] = data[key].isoformat() if data[key] else None
         return data
+
+
+def _iso(when):
+    return when.isoformat() if when else None
+
+
+def _hours(delta):
+    hours = delta.total_seconds() / 3600
+    return f"{hours:g} h" if hours < 72 else f"{hours / 24:.1f} days"
+
+
+class Stretches:
+    """The times a log covers: sorted, disjoint [first, last] stretches of request times in
+    which no two consecutive times are more than ``gap`` apart. Times may come in any order
+    (several files, rotated logs); memory is bounded by the number of stretches."""
+
+    def __init__(self, gap):
+        self.gap = gap
+        self.items = []  # [[first, last], ...], sorted, more than gap apart
+
+    def add(self, when):
+        items = self.items
+        if items:
+            last = items[-1]
+            if last[0] <= when <= last[1]:
+                return
+            if last[1] < when <= last[1] + self.gap:
+                last[1] = when
+                return
+        i = bisect.bisect_right(items, when, key=lambda item: item[0])
+        before = items[i - 1] if i else None
+        after = items[i] if i < len(items) else None
+        joins_before = before is not None and when <= before[1] + self.gap
+        joins_after = after is not None and after[0] - self.gap <= when
+        if joins_before and joins_after:
+            before[1] = after[1]
+            del items[i]
+        elif joins_before:
+            before[1] = max(before[1], when)
+        elif joins_after:
+            after[0] = when
+        else:
+            items.insert(i, [when, when])
+            if len(items) > MAX_STRETCHES:
+                del items[0]  # a smaller coverage than the truth: the window moves less
+
+    def reaching(self, anchor):
+        """The earliest time from which the stretches and [anchor, ...) leave no gap."""
+        start = anchor
+        for first, last in reversed(self.items):
+            if first >= start:
+                continue
+            if last + self.gap < start:
+                break
+            start = first
+        return start
+
+    def report(self):
+        items = self.items
+        return {"max_gap_hours": self.gap.total_seconds() / 3600, "gaps": max(len(items) - 1, 0),
+                "last_gap": [_iso(items[-2][1]), _iso(items[-1][0])] if len(items) > 1
+                else None,
+                "stretch_from": _iso(items[-1][0]) if items else None}
 
 
 def choose_registry(name=None) -> Registry:
@@ -96,7 +187,7 @@ def choose_registry(name=None) -> Registry:
 
 
 def check_readable(paths):
-    """Fail early, before any work, on a file that cannot be opened."""
+    """Fail early, before any work, on a file that cannot be opened or is not text."""
     for path in paths:
         if path != "-":
             open_log(path)[1].close()
@@ -114,14 +205,22 @@ def open_log(path):
     except OSError as exc:
         raise LogError(f"{path}: {exc.strerror or exc}") from None
     if magic == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=stream, mode="rb"), raw
-    head = stream.peek(10)[:10]
+        stream = gzip.GzipFile(fileobj=stream, mode="rb")
+    head = b"" if magic == b"\x1f\x8b" else stream.peek(10)[:10]
     for signature, kind, tool in OTHER_COMPRESSION:
         if signature.match(head):
             if raw is not sys.stdin.buffer:
                 raw.close()
             raise LogError(f"{path}: compressed with {kind}, which import_pulls does not read: "
                            f"{tool} {'' if path == '-' else path + ' '}| import_pulls -")
+    try:
+        problem = not_text(stream.peek(SNIFF)[:SNIFF], path)
+    except (EOFError, OSError, zlib.error):
+        problem = None  # a damaged gzip file: reading it says so
+    if problem:
+        if raw is not sys.stdin.buffer:
+            raw.close()
+        raise LogError(f"{path}: {problem}")
     return stream, raw
 
 
@@ -166,10 +265,12 @@ def _unparseable(summary, line):
 class Importer:
     """Feed it lines (or run it on files); it applies them a chunk at a time."""
 
-    def __init__(self, registry, complete=False):
+    def __init__(self, registry, complete=False, max_gap=MAX_GAP):
         self.registry = registry
         self.complete = complete
         self.summary = Summary()
+        self.stretches = Stretches(max_gap)
+        self.text_seen = False  # a line other than whitespace (in the current file)
         self.count_head = settings.COUNT_HEAD_PULLS
         self.repos = {}  # name -> id or None (unknown)
         self.chunk = []  # (kind, name, reference, time)
@@ -179,12 +280,16 @@ class Importer:
         summary = self.summary
         summary.lines += 1
         found = parse_line(line)
-        if found is None:
-            return
-        if found is UNPARSEABLE:
-            _unparseable(summary, line[:200])
+        if found is None or found is UNPARSEABLE or found is FUTURE:
+            if not self.text_seen and line.strip():
+                self.text_seen = True
+            if found is not None:
+                _unparseable(summary, line[:200])
+                summary.future += found is FUTURE
             return
         when, method, name, reference, status, agent = found
+        summary.requests += 1
+        self.stretches.add(when)
         if summary.first is None or when < summary.first:
             summary.first = when
         if summary.last is None or when > summary.last:
@@ -212,6 +317,8 @@ class Importer:
             except LogError as exc:
                 self.summary.errors.append(str(exc))
                 continue
+            requests, lines = self.summary.requests, self.summary.lines
+            unparseable, self.text_seen = self.summary.unparseable, False
             try:
                 for line in read_lines(stream, self.summary, tick):
                     self.feed(line)
@@ -219,6 +326,10 @@ class Importer:
                 reason = "the gzip file is truncated" if isinstance(exc, EOFError) else \
                     f"{type(exc).__name__}: {names.clean(exc, 200)}"
                 self.summary.errors.append(f"{path}: {reason}; what was read before is applied")
+            else:
+                if self.summary.requests == requests and (
+                        self.text_seen or self.summary.unparseable > unparseable):
+                    self.summary.errors.append(_no_request(path, self.summary.lines - lines))
             finally:
                 if raw is not sys.stdin.buffer:
                     raw.close()
@@ -360,11 +471,62 @@ class Importer:
                 taghistory.record(repo_id, points, TagHistory.Source.ACCESS_LOG)
                 if moved:
                     bump_version(Repository(pk=repo_id))
-        if self.complete and self.summary.first is not None and not self.summary.errors:
-            self.summary.window_moved = Registry.objects.filter(pk=self.registry.pk).filter(
-                Q(pulls_observed_since__isnull=True)
-                | Q(pulls_observed_since__gt=self.summary.first)
-            ).update(pulls_observed_since=self.summary.first) == 1
+        self.summary.coverage = self.stretches.report()
+        if self.complete:
+            self._complete_window()
+
+    def _complete_window(self):
+        """--complete: move the window back as far as the log's coverage and hubmgr's own
+        knowledge of the registry allow (see the module's docstring), and say why."""
+        summary, gap = self.summary, self.stretches.gap
+        window = summary.window
+        window["action"] = "not moved"
+        current = Registry.objects.filter(pk=self.registry.pk).values_list(
+            "pulls_observed_since", flat=True).first()
+        window["from"] = window["to"] = _iso(current)
+        if summary.errors:
+            window["reason"] = "a file could not be read to its end, so it covers nothing"
+            return
+        if not self.stretches.items:
+            window["reason"] = "no manifest request was read"
+            return
+        anchor = current or timezone.now()
+        anchor_text = f"the window's start ({_iso(current)})" if current else "now"
+        start = self.stretches.reaching(anchor)
+        if start >= anchor:
+            before = [last for _, last in self.stretches.items if last < anchor]
+            window["reason"] = (
+                f"the log's last request before {anchor_text} is at {_iso(before[-1])}, more "
+                f"than the {_hours(gap)} allowed between requests (--max-gap) earlier: "
+                f"pulls in between were not seen" if before else
+                f"the log holds no request before {anchor_text}")
+            return
+        floor = coverage.first_known(self.registry)
+        if floor is None:
+            window["reason"] = ("hubmgr knows no manifest of this registry yet (run sync "
+                                "first), so nothing shows it existed then")
+            return
+        target = max(start, floor)
+        limited = (f"; limited to the first time hubmgr knows the registry existed, "
+                   f"{_iso(floor)} (its first manifest seen or push event)"
+                   if floor > start else "")
+        if current is not None and target >= current:
+            window["reason"] = (f"the log covers back to {_iso(start)}{limited}, which is not "
+                                f"before the window's start")
+            return
+        if not coverage.move_back(self.registry, target):
+            window["reason"] = "the window was moved back meanwhile (a notification)"
+            return
+        summary.window_moved = True
+        window.update(action="moved", to=_iso(target),
+                      reason=f"the log covers {_iso(start)} to {anchor_text} with no gap over "
+                             f"{_hours(gap)}{limited}")
+
+
+def _no_request(path, lines):
+    return (f"{path}: none of its {lines:,} lines is a manifest request that import_pulls "
+            f"reads (the registry's log, text or JSON formatter at log.level info, or the "
+            f"combined format of nginx, Apache, Traefik or HAProxy); is this the access log?")
 
 
 def _later(a, b):
