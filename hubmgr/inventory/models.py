@@ -32,8 +32,8 @@ class Registry(models.Model):
     last_synced_at = models.DateTimeField(null=True, blank=True)
     # The observation window. notified_since: when the first notification from this registry
     # arrived (None: none yet). pulls_observed_since: since when hubmgr has seen every pull and
-    # push; it starts with the first notification and moves back when access logs that cover
-    # everything from their first line are imported (import_pulls --complete).
+    # push; it starts with the first notification, moves back as far as access logs imported
+    # with import_pulls --complete cover, and is set outright by --since or --reset-window.
     notified_since = models.DateTimeField(null=True, blank=True)
     pulls_observed_since = models.DateTimeField(null=True, blank=True)
 
