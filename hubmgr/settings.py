@@ -208,7 +208,9 @@ TEMPLATES = [{
 
 DATABASES = {"default": dj_database_url.parse(
     env_str("HUBMGR_DATABASE_URL") or f"sqlite:///{DATA_DIR / 'hubmgr.sqlite3'}",
-    conn_max_age=60)}
+    # A connection the server dropped (a restart, a failover, pg_terminate_backend) is found
+    # by a check at the start of the next request that uses it, and replaced: no 500s.
+    conn_max_age=60, conn_health_checks=True)}
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # WAL lets the web server read while a sync or a worker writes.
     DATABASES["default"]["OPTIONS"] = {
@@ -262,22 +264,32 @@ STATIC_ROOT = env_str("HUBMGR_STATIC_ROOT") or None
 WHITENOISE_USE_FINDERS = True
 
 REDIS_URL = env_str("HUBMGR_REDIS_URL", "redis://127.0.0.1:6379/0")
+# Every Redis client (the cache, Celery's broker connections, the notifications' wake-up flag)
+# gives up after HUBMGR_REDIS_TIMEOUT seconds to connect or to answer, so a Redis that hangs
+# (accepting connections, never answering) costs a page what a Redis that is down does.
+REDIS_TIMEOUT = env_float("HUBMGR_REDIS_TIMEOUT", 2.0)
+REDIS_CLIENT_OPTIONS = {"socket_connect_timeout": REDIS_TIMEOUT, "socket_timeout": REDIS_TIMEOUT}
 # The cache holds what processes share for a while (the registry's health that pages show).
 # With HUBMGR_REDIS_URL set (a team's stack), every web process and worker shares it in Redis;
 # a laptop without it keeps it in each process's memory. Sessions and login throttling live in
 # the database, so nothing a web process serves depends on its own disk.
 if os.environ.get("HUBMGR_REDIS_URL"):
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                          "LOCATION": REDIS_URL, "KEY_PREFIX": "hubmgr-cache"}}
+                          "LOCATION": REDIS_URL, "KEY_PREFIX": "hubmgr-cache",
+                          "OPTIONS": REDIS_CLIENT_OPTIONS}}
 CELERY_BROKER_URL = REDIS_URL
+CELERY_BROKER_CONNECTION_TIMEOUT = REDIS_TIMEOUT
+CELERY_BROKER_TRANSPORT_OPTIONS = {**REDIS_CLIENT_OPTIONS, "retry_on_timeout": False}
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SOFT_TIME_LIMIT = TASK_SECONDS  # the default; the long tasks set their own
 CELERY_TASK_TIME_LIMIT = TASK_SECONDS + TASK_GRACE_SECONDS
-# Fail fast when the broker is down; the periodic reconcile picks up what was not queued.
-CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5}
+# Fail fast when the broker is down or hangs (one retry, on a fresh connection: a few
+# REDIS_TIMEOUTs at most); the periodic reconcile picks up what was not queued.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5,
+                                    "interval_max": 0.5}
 CELERY_BEAT_SCHEDULE = {
     "reconcile": {
         "task": "hubmgr.inventory.tasks.reconcile",

@@ -3,6 +3,7 @@ reports the notification queue (envelopes waiting, the oldest one's age, envelop
 failed) and whether the registry has sent any notification, neither of which changes the
 status: a backlog is a worker to look at, not a web server to restart."""
 
+from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
 from django.views.decorators.http import require_GET
@@ -19,8 +20,9 @@ def _database():
 
 
 def _broker():
+    # One attempt: a hung Redis costs a connect and a PING, HUBMGR_REDIS_TIMEOUT each at most.
     with celery_app.connection_for_write() as conn:
-        conn.ensure_connection(max_retries=1, timeout=2)
+        conn.ensure_connection(max_retries=0, timeout=settings.REDIS_TIMEOUT)
 
 
 def _registry():
