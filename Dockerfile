@@ -5,7 +5,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
 WORKDIR /app
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
-COPY manage.py ./
+COPY manage.py gunicorn.conf.py ./
 COPY hubmgr ./hubmgr
 COPY templates ./templates
 COPY static ./static

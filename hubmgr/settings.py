@@ -90,6 +90,14 @@ if env_bool("HUBMGR_SECURE_PROXY_SSL_HEADER", False):
 # JSON or as the web form's fields; bodies beyond twice that are refused.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 8 * 2**20
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 51_000
+# ... and refused unread (hubmgr.web.limits.BodyLimit, first in MIDDLEWARE) when the
+# Content-Length says so, or when there is none (chunked bodies: 411). The registry's
+# notifications are bounded by the same limit.
+REQUEST_BODY_LIMIT = DATA_UPLOAD_MAX_MEMORY_SIZE
+# No page or API takes a file: a multipart body's file parts are refused (400) rather than
+# spooled to a temporary file, so FILE_UPLOAD_MAX_MEMORY_SIZE and FILE_UPLOAD_TEMP_DIR never
+# come into play.
+FILE_UPLOAD_HANDLERS = ["hubmgr.web.limits.RefuseFiles"]
 
 # The registry hubmgr manages (the data model allows several; the environment configures one).
 REGISTRY_URL = env_str("HUBMGR_REGISTRY_URL")
@@ -167,6 +175,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "hubmgr.web.limits.BodyLimit",  # before anything reads a body
     "hubmgr.web.hooks.HookShortcut",  # the registry's webhook skips the rest
     "django.middleware.security.SecurityMiddleware",
     "csp.middleware.CSPMiddleware",

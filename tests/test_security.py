@@ -242,6 +242,79 @@ def test_a_web_body_over_the_limit_is_a_readable_400(browser_client, settings):
     assert 'role="alert">The request is larger than hubmgr accepts' in resp.content.decode()
 
 
+@pytest.fixture
+def temp_files(settings, tmp_path, monkeypatch):
+    """The temporary directory uploads would be spooled to, and every temporary file made."""
+    import tempfile
+
+    from django.core.files import uploadedfile
+
+    folder = tmp_path / "uploads"
+    folder.mkdir()
+    settings.FILE_UPLOAD_TEMP_DIR = str(folder)
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    made = []
+    real = uploadedfile.tempfile.NamedTemporaryFile
+
+    def spy(*args, **kwargs):
+        made.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(uploadedfile.tempfile, "NamedTemporaryFile", spy)
+    return folder, made
+
+
+def multipart_file(size):
+    boundary = "hubmgr-test"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"username\"\r\n\r\nviewer"
+            f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"f\"; "
+            f"filename=\"big.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            ).encode() + b"x" * size + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+@pytest.mark.django_db
+def test_a_large_upload_without_login_or_csrf_token_is_refused_unread(temp_files):
+    body, content_type = multipart_file(30 * 2**20)
+    start = time.monotonic()
+    resp = Client(enforce_csrf_checks=True).post("/login/", body, content_type=content_type)
+    assert resp.status_code == 413 and time.monotonic() - start < 2
+    assert "larger than 8 MB" in resp.content.decode()
+    folder, made = temp_files
+    assert made == [] and list(folder.iterdir()) == []
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("csrf", [False, True])
+def test_a_file_under_the_limit_is_refused_and_never_spooled_to_disk(temp_files, csrf):
+    body, content_type = multipart_file(5 * 2**20)  # above Django's 2.5 MB in memory
+    resp = Client(enforce_csrf_checks=csrf).post("/login/", body, content_type=content_type)
+    assert resp.status_code == (403 if csrf else 400)  # no CSRF cookie: refused before reading
+    folder, made = temp_files
+    assert made == [] and list(folder.iterdir()) == []
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path, json_answer", [("/login/", False), (PREVIEW, True),
+                                               ("/hooks/registry", True)])
+def test_a_chunked_body_is_refused_with_411(client, path, json_answer):
+    resp = client.post(path, "{}", content_type="application/json",
+                       HTTP_TRANSFER_ENCODING="chunked")
+    assert resp.status_code == 411
+    assert "Content-Length" in (resp.json()["error"] if json_answer else resp.content.decode())
+
+
+@pytest.mark.django_db
+def test_a_webhook_body_over_the_limit_is_a_json_413_before_the_token_check(client):
+    resp = client.post("/hooks/registry", b"{" + b" " * (8 * 2**20) + b"}",
+                       content_type="application/json")
+    assert resp.status_code == 413 and "larger than 8 MB" in resp.json()["error"]
+
+
+def test_a_login_form_still_logs_in(client, user):
+    assert log_in(client, "viewer", "pw-viewer-123").status_code == 302
+
+
 # --- TLS deployment settings -------------------------------------------------------------
 
 ROOT = Path(__file__).resolve().parent.parent
