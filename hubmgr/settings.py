@@ -237,17 +237,21 @@ elif DATABASES["default"]["ENGINE"].endswith("postgresql"):
     _options["options"] = f"{_options.get('options', '')} -c jit=off".strip()
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Login throttling: after HUBMGR_LOGIN_FAILURE_LIMIT failures for one username, or from one
-# client address, logins are refused for HUBMGR_LOGIN_COOLOFF_MINUTES (counted again from each
-# refused attempt). The address is REMOTE_ADDR unless HUBMGR_CLIENT_IP_HEADER names the header
-# a proxy in front sets (e.g. X-Forwarded-For); never trusted by default.
+# Login throttling: after HUBMGR_LOGIN_FAILURE_LIMIT failures for one username from one client
+# address, that username is refused from that address for HUBMGR_LOGIN_COOLOFF_MINUTES (counted
+# again from each refused attempt); other people behind the same address (an office's NAT, the
+# proxy) and the same username from elsewhere still log in. Guessing many usernames from one
+# address is not limited by this (django-axes keeps one limit); that is the proxy's job, and
+# the passwords' (AUTH_PASSWORD_VALIDATORS). The address is REMOTE_ADDR unless
+# HUBMGR_CLIENT_IP_HEADER names the header a proxy in front sets (e.g. X-Forwarded-For);
+# never trusted by default.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
 ]
 AXES_FAILURE_LIMIT = env_int("HUBMGR_LOGIN_FAILURE_LIMIT", 10)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("HUBMGR_LOGIN_COOLOFF_MINUTES", 15))
-AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one alone locks
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]  # the pair, not either alone
 AXES_RESET_ON_SUCCESS = True
 AXES_DISABLE_ACCESS_LOG = True  # keep only the failures, which expire with the cool-off
 CLIENT_IP_HEADER = env_str("HUBMGR_CLIENT_IP_HEADER")
