@@ -1,4 +1,7 @@
-"""The read API: auth by session or personal token, the images listing and its errors."""
+"""The read API: auth by session or personal token, the images listing and its errors; the
+deletion bodies' checks."""
+
+import json
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -89,3 +92,57 @@ def test_an_unknown_repository_is_a_json_404(logged_in):
 
 def test_post_is_not_allowed(logged_in):
     assert logged_in.post("/api/v1/repositories").status_code == 405
+
+
+# ---- deletion bodies (issue 20, finding 5) ----------------------------------------------------
+PREVIEW = "/api/v1/repositories/team/app/deletions/preview"
+START = "/api/v1/repositories/team/app/deletions"
+
+
+def post_raw(client, url, raw):
+    return client.post(url, raw, content_type="application/json")
+
+
+@pytest.mark.parametrize("url", [PREVIEW, START])
+@pytest.mark.parametrize("raw, words", [
+    ('{"digests": [null]}', '"digests": holds None, which is not a digest'),
+    (f'{{"digests": ["{digest("loose")}", null]}}', '"digests": holds None'),
+    ('{"digests": [["x"]]}', '"digests": holds a list, which is not a digest'),
+    ('{"digests": [NaN]}', '"digests": holds nan'),
+    ('{"digests": ["sha256:\\u0000"]}', '"digests" holds a NUL character'),
+    ('{"digests": ["\\ud800"]}', '"digests" holds a NUL character or a lone surrogate'),
+    ('{"digests": {}}', '"digests": must be a non-empty list of digests'),
+])
+def test_every_digest_must_be_a_digest_string(maint, url, raw, words):
+    from hubmgr.deletion.models import DeletionJob, DeletionPreview
+
+    sample_repo()
+    resp = post_raw(maint, url, raw)
+    assert resp.status_code == 400 and words in resp.json()["error"], resp.json()
+    assert not DeletionPreview.objects.exists() and not DeletionJob.objects.exists()
+
+
+@pytest.mark.parametrize("raw, words", [
+    ('{"preview_id": 5}', '"preview_id": must be a string, not 5'),
+    ('{"preview_id": null}', '"preview_id": must be a string'),
+    ('{"preview_id": ["a"]}', '"preview_id": must be a string, not a list'),
+    ('{"preview_id": "\\u0000"}', '"preview_id" holds a NUL character'),
+    ('{}', 'send {"preview_id": "..."} or {"digests": [...]}, one of them'),
+    (f'{{"preview_id": "x", "digests": ["{digest("loose")}"]}}', "one of them"),
+    ('{"preview": "x"}', 'unknown field "preview"; the fields are: preview_id, digests'),
+])
+def test_a_deletion_start_body_is_a_preview_id_string_or_digests(maint, raw, words):
+    from hubmgr.deletion.models import DeletionJob
+
+    sample_repo()
+    resp = post_raw(maint, START, raw)
+    assert resp.status_code == 400 and words in resp.json()["error"], resp.json()
+    assert not DeletionJob.objects.exists()
+
+
+def test_repeated_digests_are_planned_once(maint):
+    sample_repo()
+    body = json.dumps({"digests": [digest("loose"), digest("loose")]})
+    resp = post_raw(maint, PREVIEW, body)
+    assert resp.status_code == 200 and [i["digest"] for i in resp.json()["items"]] == [
+        digest("loose")]

@@ -103,10 +103,10 @@ def test_a_body_must_be_a_json_object_sent_as_json(maint):
     ({"remove_tag_days": None}, '"remove_tag_days": The tagged-items rule needs both'),
     ({"colour": "red"}, 'unknown field "colour"'),
     ({"include": "team/*\n!"}, '"include":'),
-    ({"include": "x" * 10_001}, "longer than 10000"),
+    ({"include": "x" * 10_001}, '"include": has 10001 characters; at most 10000 are allowed'),
     ({"keep_last": "many"}, '"keep_last":'),
-    ({"keep_last": [1]}, '"keep_last" must be a string, a number'),
-    ({"mode": "shred"}, '"mode": Value \'shred\' is not a valid choice.'),
+    ({"keep_last": [1]}, '"keep_last": must be an integer from 0 to 2147483647 or null'),
+    ({"mode": "shred"}, '"mode": must be one of \'report\', \'delete\', not \'shred\''),
     ({"schedule": "daily"}, '"run_at": A scheduled policy needs a time of day.'),
     ({"run_at": "25:00"}, '"run_at":'),
     ({"brake_share": 2}, '"brake_share":'),
@@ -116,6 +116,97 @@ def test_invalid_settings_are_a_400_naming_the_field(maint, fields, words):
     resp = post(maint, "/api/v1/policies", {**BUILDS, **fields})
     assert resp.status_code == 400 and words in resp.json()["error"], resp.json()
     assert not CleanupPolicy.objects.exists() and not PolicyAudit.objects.exists()
+
+
+# Issue 20, finding 5: values that reached the database unchecked were a 500 (or stored wrong).
+@pytest.mark.parametrize("raw, words", [
+    ('"brake_share": NaN', '"brake_share": must be a number from 0 to 1, not nan'),
+    ('"brake_share": Infinity', '"brake_share": must be a number from 0 to 1, not inf'),
+    ('"keep_last": Infinity', '"keep_last": must be an integer from 0 to 2147483647'),
+    ('"keep_last": -Infinity', '"keep_last": must be an integer'),
+    ('"brake_count": 1e400', '"brake_count": must be an integer'),
+    ('"run_at": 5', '"run_at": must be a time of day in UTC'),
+    ('"run_at": true', '"run_at": must be a time of day in UTC'),
+    ('"name": "a\\u0000b"', '"name" holds a NUL character'),
+    ('"keep_tag_regex": "^v\\u0000"', '"keep_tag_regex" holds a NUL character'),
+    ('"name": "\\ud800"', '"name" holds a NUL character or a lone surrogate'),
+    ('"include": ["team/*", "x\\udfff"]', '"include" holds a NUL character or a lone'),
+    ('"\\ud800": 1', "a field name holds a NUL character or a lone surrogate"),
+])
+def test_values_the_database_cannot_take_are_a_400_naming_the_field(maint, raw, words):
+    body = json.dumps(BUILDS)[:-1] + ", " + raw + "}"
+    resp = maint.post("/api/v1/policies", body, content_type="application/json")
+    assert resp.status_code == 400 and words in resp.json()["error"], resp.json()
+    assert not CleanupPolicy.objects.exists() and not PolicyAudit.objects.exists()
+
+
+def test_nan_is_not_mistaken_for_a_name_that_exists(maint):
+    made = create(maint)
+    resp = maint.patch(made["url"], '{"brake_share": NaN}', content_type="application/json")
+    assert resp.status_code == 400 and "exists" not in resp.json()["error"]
+    assert CleanupPolicy.objects.get().brake_share == 0.5
+
+
+@pytest.mark.parametrize("fields, words", [
+    ({"keep_last": True}, '"keep_last": must be an integer'),
+    ({"keep_last": 2.5}, '"keep_last": must be an integer'),
+    ({"keep_last": "5"}, '"keep_last": must be an integer'),
+    ({"keep_last": 2**31}, '"keep_last": must be an integer from 0 to 2147483647'),
+    ({"remove_untagged_days": 36501}, '"remove_untagged_days": must be an integer from 0 to'),
+    ({"weekday": 7}, '"weekday": must be an integer from 0 to 6'),
+    ({"brake_share": False}, '"brake_share": must be a number'),
+    ({"brake_share": "0.5"}, '"brake_share": must be a number'),
+    ({"remove_stale": 1}, '"remove_stale": must be true or false'),
+    ({"name": 5}, '"name": must be a string'),
+    ({"include": {"team/*": 1}}, '"include": must be a string or a list of strings'),
+    ({"schedule": None}, '"schedule": must be one of'),
+])
+def test_a_field_takes_only_its_own_type(maint, fields, words):
+    resp = post(maint, "/api/v1/policies", {**BUILDS, **fields})
+    assert resp.status_code == 400 and words in resp.json()["error"], resp.json()
+    assert not CleanupPolicy.objects.exists()
+
+
+def test_a_whole_float_is_an_integer_and_an_integer_a_number(maint):
+    made = create(maint, keep_last=3.0, brake_share=1, brake_count=10)
+    assert (made["keep_last"], made["brake_share"], made["brake_count"]) == (3, 1.0, 10)
+
+
+@pytest.mark.parametrize("sent, stored", [
+    ("03:30", "03:30:00"), ("03:30:15", "03:30:15"), ("03:30Z", "03:30:00"),
+    ("23:59:59+00:00", "23:59:59"), ("00:00:00-00:00", "00:00:00")])
+def test_run_at_is_a_utc_time_of_day(maint, sent, stored):
+    made = create(maint, schedule="daily", run_at=sent)
+    assert made["run_at"] == stored
+
+
+@pytest.mark.parametrize("sent", ["10:00:00+05:00", "10:00-01:00", "24:00", "3:30", "03:30:60",
+                                  "03:30:00.5", "\u0663\u0660:00", " 03:30", "T03:30"])
+def test_run_at_with_another_offset_or_form_is_refused_not_stored_as_utc(maint, sent):
+    resp = post(maint, "/api/v1/policies", {**BUILDS, "schedule": "daily", "run_at": sent})
+    assert resp.status_code == 400 and resp.json()["error"].startswith('"run_at": ')
+    if "+05:00" in sent:
+        assert "offset +05:00" in resp.json()["error"]
+    assert not CleanupPolicy.objects.exists()
+
+
+def test_the_run_and_brake_bodies_are_checked_too(maint, inventory):
+    run = braked_run(maint)
+    policy_url = f"/api/v1/policies/{run.policy_id}"
+    for url, body, words in [
+            (f"{policy_url}/runs", '{"dry_run": 1}', '"dry_run": must be true or false'),
+            (f"{policy_url}/runs", '{"dry_run": null}', '"dry_run": must be true or false'),
+            (f"{policy_url}/runs", '{"x\\u0000": true}', "a field name holds a NUL"),
+            (f"{policy_url}/dry-run", '{"force": true}', 'unknown field "force"; the body is {}'),
+            (f"/api/v1/policy-runs/{run.pk}/confirm-brake", '{"a": NaN}',
+             'unknown field "a"; the body is {}')]:
+        resp = maint.post(url, body, content_type="application/json")
+        assert resp.status_code == 400 and words in resp.json()["error"], (url, resp.json())
+    assert PolicyRun.objects.count() == 1 and not run.jobs.exists()
+
+
+def test_every_editable_field_has_a_declared_type():
+    assert tuple(api_policies.POLICY.fields) == api_policies.EDITABLE
 
 
 def test_a_catastrophic_pattern_is_accepted_since_re2_runs_it_in_linear_time(maint):

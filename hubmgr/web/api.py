@@ -18,11 +18,11 @@ from django.views.decorators.http import require_GET, require_POST
 from hubmgr.deletion import actions
 from hubmgr.inventory import listing, queries
 from hubmgr.inventory.registries import default_registry
-from hubmgr.registry import names
 
 from .deletions import MAX_SELECTION, get_job, require_delete_permission
 from .lookups import get_repository
 from .models import ApiToken, hash_token
+from .schema import Digests, Invalid, Schema, Text
 
 log = logging.getLogger("hubmgr.api")
 TOKEN_TOUCH_SECONDS = 300
@@ -195,28 +195,21 @@ def _page_url(request, page, which):
     return f"{request.path}?{params.urlencode()}"
 
 
-def _body(request) -> dict:
+def _body(request, schema: Schema) -> dict:
+    """The JSON object body, checked by ``schema`` (hubmgr.web.schema): its values, or an
+    ApiError naming the first wrong field."""
     try:
         body = json.loads(request.body or b"{}")
     except (ValueError, RecursionError):
         raise ApiError('the body must be a JSON object, e.g. {"digests": [...]}') from None
-    if not isinstance(body, dict):
-        raise ApiError('the body must be a JSON object, e.g. {"digests": [...]}')
-    return body
+    try:
+        return schema.parse(body)
+    except Invalid as exc:
+        raise ApiError(str(exc)) from None
 
 
-def _digests(body):
-    """The "digests" list of a JSON body; ApiError when it is not one."""
-    digests = body.get("digests")
-    if not isinstance(digests, list) or not digests:
-        raise ApiError('"digests" must be a non-empty list of digests')
-    if len(digests) > MAX_SELECTION:
-        raise ApiError(f"at most {MAX_SELECTION} digests at once")
-    bad = next((d for d in digests if not names.valid_digest(d)), None)
-    if bad is not None:
-        raise ApiError(f'"digests" holds {names.shown(bad)}, which is not a digest '
-                       "(sha256: and 64 hex digits, or sha512: and 128)")
-    return list(dict.fromkeys(digests))
+PREVIEW = Schema({"digests": Digests(MAX_SELECTION)}, required=("digests",))
+START = Schema({"preview_id": Text(100), "digests": Digests(MAX_SELECTION)})
 
 
 @require_POST
@@ -224,7 +217,7 @@ def _digests(body):
 def deletion_preview(request, name):
     repo = get_repository(name)
     require_delete_permission(request.user)
-    found = actions.preview(repo, _digests(_body(request)), request.user)
+    found = actions.preview(repo, _body(request, PREVIEW)["digests"], request.user)
     return JsonResponse(actions.preview_data(found))
 
 
@@ -234,14 +227,16 @@ def deletion_start(request, name):
     """{"preview_id": ...} runs that preview exactly; {"digests": [...]} plans afresh."""
     repo = get_repository(name)
     require_delete_permission(request.user)
-    body = _body(request)
+    body = _body(request, START)
+    if len(body) != 1:
+        raise ApiError('send {"preview_id": "..."} or {"digests": [...]}, one of them')
     if "preview_id" in body:
         try:
             job = actions.confirm(repo, body["preview_id"], request.user)
         except actions.PreviewGone as exc:
             raise ApiError(str(exc), exc.status) from None
     else:
-        job = actions.start(repo, _digests(body), request.user)
+        job = actions.start(repo, body["digests"], request.user)
     return JsonResponse({"id": job.pk, "status_url": reverse("api-deletion", args=[job.pk])},
                         status=202)
 

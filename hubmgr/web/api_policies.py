@@ -7,21 +7,45 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import IntegrityError
 from django.db.models import Prefetch
-from django.db.models import CharField, TextField
 from django.http import Http404, HttpResponse, JsonResponse
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from hubmgr.deletion.models import DeletionJob
 from hubmgr.policies import runs, service, tasks
-from hubmgr.policies.models import CleanupPolicy, PolicyRun
+from hubmgr.policies.models import MAX_DAYS, CleanupPolicy, Mode, PolicyRun, Schedule
+from hubmgr.policies.patterns import MAX_REGEX_LENGTH
 
 from .api import ApiError, _body, _time, api_auth
 from .deletions import require_delete_permission
+from .schema import MAX_INT, Boolean, Choice, Integer, Number, Schema, Text, TimeOfDay
 
 # The settings a request may send; the rest (id, times, who) is bookkeeping.
 EDITABLE = tuple(service.as_data(CleanupPolicy()))
 MAX_TEXT = 10_000  # characters of include or exclude globs
+# The body of a POST or PATCH of a policy: every field in EDITABLE, typed as the model stores it
+# and bounded as both databases can (null clears an optional setting; include and exclude may
+# be a list, one glob an item). The model's full_clean then checks globs, RE2 and the rules.
+POLICY = Schema({
+    "name": Text(CleanupPolicy._meta.get_field("name").max_length),
+    "include": Text(MAX_TEXT, null=True, lines=True),
+    "exclude": Text(MAX_TEXT, null=True, lines=True),
+    "schedule": Choice(tuple(Schedule.values)),
+    "run_at": TimeOfDay(),
+    "weekday": Integer(0, 6),
+    "mode": Choice(tuple(Mode.values)),
+    "remove_tag_regex": Text(MAX_REGEX_LENGTH, null=True),
+    "remove_tag_days": Integer(0, MAX_DAYS),
+    "remove_untagged_days": Integer(0, MAX_DAYS),
+    "remove_stale": Boolean(),
+    "keep_last": Integer(0, MAX_INT),
+    "keep_tag_regex": Text(MAX_REGEX_LENGTH, null=True),
+    "keep_pulled_days": Integer(0, MAX_DAYS),
+    "brake_share": Number(0.0, 1.0),
+    "brake_count": Integer(0, MAX_INT),
+})
+EMPTY = Schema()  # a dry run, confirming the brake
+RUN = Schema({"dry_run": Boolean()})
 # A report lists at most this many items of each kind per repository, and this many
 # repositories; counts and bytes stay exact, and "items_truncated" says when a list is cut.
 MAX_LISTED_ITEMS = 100
@@ -70,25 +94,9 @@ def _last_runs(policy_ids) -> dict:
 
 
 def _apply(policy, body):
-    """Set the fields ``body`` sends; ApiError naming the first field that is wrong."""
-    unknown = sorted(set(body) - set(EDITABLE))
-    if unknown:
-        raise ApiError(f'unknown field "{unknown[0]}"; the fields are: {", ".join(EDITABLE)}')
+    """Set the fields ``body`` sends (checked by POLICY)."""
     for name, value in body.items():
-        if isinstance(value, list) and all(isinstance(v, str) for v in value) \
-                and name in ("include", "exclude"):
-            value = "\n".join(value)  # one glob per line
-        if isinstance(value, (list, dict)):
-            raise ApiError(f'"{name}" must be a string, a number, true, false or null')
-        if isinstance(value, str) and len(value) > MAX_TEXT:
-            raise ApiError(f'"{name}" is longer than {MAX_TEXT} characters')
-        field = CleanupPolicy._meta.get_field(name)
-        if value is None and isinstance(field, (CharField, TextField)):
-            value = ""  # null clears a text field
-        try:
-            setattr(policy, field.attname, field.to_python(value))
-        except ValidationError as exc:
-            raise ApiError(f'"{name}": {" ".join(exc.messages)}') from None
+        setattr(policy, name, value)
 
 
 def _save(policy, user):
@@ -110,7 +118,7 @@ def policies(request):
     if request.method == "POST":
         require_delete_permission(request.user)
         policy = CleanupPolicy()
-        _apply(policy, _body(request))
+        _apply(policy, _body(request, POLICY))
         _save(policy, request.user)
         return JsonResponse(policy_json(policy), status=201)
     found = list(CleanupPolicy.objects.select_related("created_by", "updated_by"))
@@ -126,7 +134,7 @@ def policy(request, policy_id):
     policy = get_policy(policy_id)
     if request.method == "PATCH":
         require_delete_permission(request.user)
-        _apply(policy, _body(request))
+        _apply(policy, _body(request, POLICY))
         _save(policy, request.user)
     elif request.method == "DELETE":
         require_delete_permission(request.user)
@@ -165,7 +173,7 @@ def dry_run(request, policy_id):
     """What the policy would remove now; nothing is recorded or deleted."""
     policy = get_policy(policy_id)
     require_delete_permission(request.user)
-    _body(request)  # a malformed body is refused, as everywhere
+    _body(request, EMPTY)  # a malformed body is refused, as everywhere
     return JsonResponse(bounded_report(runs.dry_run(policy, limit=MAX_LISTED_ITEMS)))
 
 
@@ -227,9 +235,7 @@ def _start_run(request, policy):
     """Start a run on the workers: 202 with its id and status URL; 409 while one runs. It
     deletes when the policy is in delete mode, unless {"dry_run": true}."""
     require_delete_permission(request.user)
-    body = _body(request)
-    if set(body) - {"dry_run"} or not isinstance(body.get("dry_run", False), bool):
-        raise ApiError('the body is {} or {"dry_run": true|false}')
+    body = _body(request, RUN)
     try:
         run = tasks.start_run(policy, request.user, delete=not body.get("dry_run", False))
     except runs.AlreadyRunning as exc:
@@ -264,8 +270,7 @@ def confirm_brake(request, run_id):
     started; 409 with the reason when the run cannot be confirmed (once only)."""
     run = get_run(run_id)
     require_delete_permission(request.user)
-    if _body(request):
-        raise ApiError("the body is {}")
+    _body(request, EMPTY)
     try:
         job_ids = runs.confirm_brake(run, request.user)
     except runs.CannotConfirm as exc:
