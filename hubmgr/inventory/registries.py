@@ -47,8 +47,8 @@ def check_health(registry: Registry, max_age_seconds=30) -> str:
     key = f"hubmgr:registry-health:{registry.pk}:{registry.url}"
     try:
         error = cache.get(key)
-    except Exception:  # noqa: BLE001 - a shared cache (Redis) that is down: ping instead
-        error = None
+    except Exception:  # noqa: BLE001 - a shared cache (Redis) that is down or hung: ping,
+        return _ping(registry)  # and do not wait for it a second time to store the answer
     if error is None:
         error = _ping(registry)
         try:
