@@ -45,5 +45,6 @@ def write_results(database):
         data = {"run_id": run_id, "started": time.strftime("%Y-%m-%d %H:%M %Z"),
                 "cores": os.cpu_count(), "databases": {}}
     data["databases"][connection.vendor] = {"server": database, "manifests": MANIFESTS,
+                                            "finished": time.strftime("%Y-%m-%d %H:%M %Z"),
                                             "sections": _results}
     RESULTS_FILE.write_text(json.dumps(data, indent=2) + "\n")

@@ -2,9 +2,11 @@
 # `make bench`: every figure on SQLite, then again on PostgreSQL when a server answers at
 # 127.0.0.1:5432 with trust auth, in a database made afresh for the run (hubmgr_bench;
 # HUBMGR_BENCH_POSTGRES_URL points elsewhere). Figures are printed and written to
-# bench/output/results.json. PostgreSQL measures 1,000,000 manifests (BENCH_PG_MANIFESTS),
-# SQLite 100,000 (BENCH_MANIFESTS). BENCH_ONLY picks sections (see bench/run.py); BENCH_KEEP=1 keeps
-# the PostgreSQL database afterwards and prints its URL. Extra arguments are ignored.
+# bench/output/results.json; then bench/doc_table.py rewrites the latest-figures table of
+# docs/benchmarks.md from it (benchmarks not run keep their rows). PostgreSQL measures
+# 1,000,000 manifests (BENCH_PG_MANIFESTS), SQLite 100,000 (BENCH_MANIFESTS). BENCH_ONLY picks
+# sections (see bench/run.py); BENCH_KEEP=1 keeps the PostgreSQL database afterwards and prints
+# its URL. Extra arguments are ignored.
 set -euo pipefail
 PY=.venv/bin/python
 pg_url="${HUBMGR_BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/hubmgr_bench}"
@@ -47,3 +49,4 @@ else
   echo "== PostgreSQL bench skipped: no server answered at $pg_url"
 fi
 echo "figures: bench/output/results.json"
+"$PY" bench/doc_table.py
