@@ -4,8 +4,9 @@ counted per repository in a few set-wise statements over temporary tables.
 
 A report that only counts (the form's live preview) or lists the first entries of each
 repository (the pages' and the API's dry runs) is made here, without reading each item into
-Python: per item, Python cost 20 µs, and a policy over a million manifests selects half of
-them. It answers what ``runs.plan_repository`` answers from the rules and the planner, entry
+Python: a policy over a million manifests selects half of them, and a per-item cost in Python
+multiplies by that (docs/benchmarks.md has the figures). It answers what
+``runs.plan_repository`` answers from the rules and the planner, entry
 for entry; the tests hold the two to each other on generated inventories. Recorded runs still
 plan with the planner, item by item, since each repository's plan becomes a deletion job.
 
@@ -78,8 +79,8 @@ _OWN = "CASE WHEN {m}.digest_repositories = 1 THEN {m}.manifest_size ELSE 0 END"
 def _q(sql):
     """``sql`` with the inventory's table names filled in, and this evaluation's work
     tables'. ``{C}`` after a digest orders it byte by byte, as Python does (PostgreSQL sorts
-    by the database's collation otherwise, and sorts bytes faster: 10% of the going list's
-    time at a million manifests; SQLite compares bytes anyway)."""
+    by the database's collation otherwise, and sorts bytes faster; SQLite compares bytes
+    anyway)."""
     quote = connection.ops.quote_name
     names = _names.get()
     return _WORK_NAME.sub(lambda found: names[found[1]], sql.format(**{
@@ -101,9 +102,8 @@ def _tables():
 
     SQLite: temporary tables. PostgreSQL: unlogged tables named for this evaluation alone,
     never committed, so that no other session sees them or waits on their names; unlike
-    temporary tables, parallel workers may read them (with CREATE TABLE AS for hm_item, a
-    million-manifest dry run went from 7.0 s to 5.3 s), and PG_SETTINGS hold as long as the
-    statements run. (On SQLite the
+    temporary tables, parallel workers may read them (what CREATE TABLE AS for hm_item needs
+    to run in parallel), and PG_SETTINGS hold as long as the statements run. (On SQLite the
     transaction is IMMEDIATE, as every transaction here: dry runs take turns.)"""
     postgres = connection.vendor == "postgresql"
     token = _names.set({name: f"{name}_{secrets.token_hex(6)}" for name in _WORK})
@@ -187,7 +187,7 @@ def _select_items(cursor, policy, now, coverage, seen, seen_params, remove_tag, 
     of each repository: by the push seen, else first seen, the digest breaking ties.
 
     The table is made by the selecting statement itself: PostgreSQL runs a CREATE TABLE AS
-    in parallel, an INSERT never (0.67 s against 1.42 s at a million manifests)."""
+    in parallel, an INSERT never."""
     # An index is pulled when one of its images is (a pull by digest): its last pull is the
     # latest of its own and its children's.
     pulls = policy.keep_pulled_days is not None or stale
@@ -367,7 +367,7 @@ _KEPT = ("SELECT g.repo, c.child_id AS id FROM hm_item g JOIN {ic} c ON c.index_
 # Two branches: a blob one manifest references is freed with it, counted without grouping
 # (and so in parallel on PostgreSQL); one that several reference is grouped, found from the
 # blobs referenced at most as often as a repository has going items (%s; a base layer that
-# many repositories share is never a candidate). 0.83 s against 1.31 s at a million.
+# many repositories share is never a candidate), so the common case needs no grouping.
 _FREED_BLOBS = (
     "SELECT repo, SUM(size) FROM ("
     "SELECT g.repo, SUM(b.size) AS size FROM hm_item g JOIN {mb} l ON l.manifest_id = g.id "
