@@ -16,6 +16,7 @@ from . import jobs, reclaim, tasks
 from .graph import blob_digests, collector_paused, load_graph
 from .models import DeletionItem, DeletionJob, DeletionPreview
 from .planner import Plan, plan
+from .shapes import Freed, KeptItem, PlanData, PlanItem
 
 log = logging.getLogger("hubmgr.deletion")
 
@@ -34,7 +35,7 @@ def make_plan(repo, digests) -> Plan:
         return plan(graph, selected)
 
 
-def snapshot(p: Plan, freed=False) -> dict:
+def snapshot(p: Plan, freed=False) -> PlanData:
     """The plan as plain data: what a preview shows and what its job runs, item by item,
     with the tags and the indexes (within the plan) that refer to each. With ``freed``, also
     the manifests and blobs its reclaim figure counts, by digest, which a job created from it
@@ -45,18 +46,18 @@ def snapshot(p: Plan, freed=False) -> dict:
         for child in node.children:
             if child[1] in going:
                 parents.setdefault(child[1], []).append(node.digest)
-    data = {
-        "items": [{"digest": n.digest, "type": n.kind, "tags": list(n.tags), "size": n.size,
-                   "reason": reason, "parents": parents.get(n.digest, [])}
-                  for n, reason in p.items],
-        "kept": [{"digest": key[1], "reason": reason} for key, reason in p.kept],
-        "reclaim_bytes": p.reclaim_bytes,
-        "unread": [key[1] for key in p.unknown],
-    }
+    data = PlanData(
+        items=[PlanItem(digest=n.digest, type=n.kind, tags=list(n.tags), size=n.size,
+                        reason=reason, parents=parents.get(n.digest, []))
+               for n, reason in p.items],
+        kept=[KeptItem(digest=key[1], reason=reason) for key, reason in p.kept],
+        reclaim_bytes=p.reclaim_bytes,
+        unread=[key[1] for key in p.unknown],
+    )
     if freed:
         digests = blob_digests(p.freed_blobs)
-        data["freed"] = {"manifests": [[d, size] for d, size in p.freed_manifests.items()],
-                         "blobs": [[digests[k], size] for k, size in p.freed_blobs.items()]}
+        data["freed"] = Freed(manifests=[[d, size] for d, size in p.freed_manifests.items()],
+                              blobs=[[digests[k], size] for k, size in p.freed_blobs.items()])
     return data
 
 

@@ -25,12 +25,13 @@ from hubmgr.registry.errors import (
 from . import reclaim
 from .models import DeletionItem, DeletionJob, ItemStatus, JobStatus
 from .recheck import RegistryView
+from .shapes import PlanData
 
 log = logging.getLogger("hubmgr.deletion")
 Item = DeletionItem
 
 
-def create_job(repo, plan: dict, user=None) -> DeletionJob:
+def create_job(repo, plan: PlanData, user=None) -> DeletionJob:
     """Record a plan snapshot (``actions.snapshot``) as a job with one row per manifest, in
     deletion order, carrying the tags and parents the preview showed, and what it frees
     (``reclaim.record``)."""
@@ -196,7 +197,7 @@ def _finish(item, status, error=""):
     """Finish an item. Without an error (done) its last error stays: the job page shows what
     a retried item went through before it succeeded."""
     updates = {"last_error": error} if error else {}
-    Item.objects.filter(pk=item.pk).exclude(status__in=Item.FINISHED).update(
+    Item.objects.filter(pk=item.pk).unfinished().update(
         status=status, finished_at=timezone.now(), claim_expires_at=None, **updates)
     log.info("deletion job=%s item=%s digest=%s status=%s%s", item.job_id, item.pk, item.digest,
              status, f" reason={error}" if error else "")

@@ -39,9 +39,20 @@ class ReclaimState(models.TextChoices):
         return self in (ReclaimState.NOTHING, ReclaimState.PENDING, ReclaimState.RECLAIMED)
 
 
+class StatusQuerySet(models.QuerySet):
+    """Jobs or items by whether they finished (the model's FINISHED statuses)."""
+
+    def finished(self):
+        return self.filter(status__in=self.model.FINISHED)
+
+    def unfinished(self):
+        return self.exclude(status__in=self.model.FINISHED)
+
+
 class DeletionJob(models.Model):
     Status = JobStatus
     FINISHED = (JobStatus.DONE, JobStatus.PARTIAL, JobStatus.FAILED)
+    objects = StatusQuerySet.as_manager()
 
     repository = models.ForeignKey("inventory.Repository", on_delete=models.SET_NULL, null=True,
                                    related_name="deletion_jobs")
@@ -108,6 +119,7 @@ class ReclaimBlob(models.Model):
 class DeletionItem(models.Model):
     Status = ItemStatus
     FINISHED = (ItemStatus.DONE, ItemStatus.SKIPPED, ItemStatus.FAILED)
+    objects = StatusQuerySet.as_manager()
 
     job = models.ForeignKey(DeletionJob, on_delete=models.CASCADE, related_name="items")
     position = models.PositiveIntegerField()  # plan order: indexes before their children

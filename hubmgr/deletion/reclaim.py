@@ -33,12 +33,13 @@ from django.utils import timezone
 
 from hubmgr.inventory.models import Manifest, ManifestBlob
 from hubmgr.inventory.registries import default_registry
-from hubmgr.inventory.retention import delete_in_batches
+from hubmgr.inventory.batches import delete_in_batches
 from hubmgr.registry.errors import InvalidReference, RegistryError
 
 from . import planner
 from .graph import blob_digests, load_graph
 from .models import DeletionJob, ReclaimBlob, ReclaimState
+from .shapes import PlanData
 
 log = logging.getLogger("hubmgr.deletion")
 SAMPLE = 3  # freed blobs of a job asked for, the largest first
@@ -47,7 +48,7 @@ MARK_BATCH = 200  # jobs marked reclaimed per transaction
 
 
 # ---- recording what a job frees ------------------------------------------------------------
-def record(job, plan: dict):
+def record(job, plan: PlanData):
     """Keep what ``plan`` frees, from its ``freed`` entry (``actions.snapshot(p, freed=True)``),
     or, for a plan without one (a cleanup policy's report keeps only totals), from the
     inventory now: the same count a preview makes."""
@@ -128,9 +129,8 @@ def check(client, registry=None, now=None) -> dict:
     registry = registry or default_registry()
     now = now or timezone.now()
     jobs = _jobs(registry)
-    for job in jobs.filter(reclaim_state=ReclaimState.OPEN,
-                           status__in=DeletionJob.FINISHED).select_related("repository")[
-            :SETTLE_BATCH]:
+    for job in jobs.finished().filter(reclaim_state=ReclaimState.OPEN).select_related(
+            "repository")[:SETTLE_BATCH]:
         settle(job)  # its worker stopped between the last item and settling
     pending = jobs.filter(reclaim_state=ReclaimState.PENDING)
     ordered = list(pending.order_by("finished_at", "pk").only("pk", "finished_at",

@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from hubmgr.inventory.retention import delete_in_batches
+from hubmgr.inventory.batches import delete_in_batches
 
 from .models import DeletionItem, DeletionJob, DeletionPreview, ReclaimBlob
 
@@ -20,8 +20,8 @@ def prune_jobs(days=None) -> int:
     days = settings.DELETION_JOB_RETENTION_DAYS if days is None else days
     if days <= 0:
         return 0
-    old = DeletionJob.objects.filter(status__in=DeletionJob.FINISHED,
-                                     finished_at__lt=timezone.now() - timedelta(days=days))
+    old = DeletionJob.objects.finished().filter(
+        finished_at__lt=timezone.now() - timedelta(days=days))
     delete_in_batches(DeletionItem.objects.filter(job__in=old))
     delete_in_batches(ReclaimBlob.objects.filter(job__in=old))
     return delete_in_batches(old)

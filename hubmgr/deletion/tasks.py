@@ -25,7 +25,7 @@ log = logging.getLogger("hubmgr.deletion")
              time_limit=settings.DELETE_BATCH_SECONDS + 2 * settings.TASK_GRACE_SECONDS)
 def run_job(job_id):
     job = DeletionJob.objects.filter(pk=job_id).first()
-    if job is None or job.status in DeletionJob.FINISHED:
+    if job is None or job.is_finished:
         return None
     try:
         client = client_for(default_registry())
@@ -65,7 +65,7 @@ def sweep():
     # merely late. From a worker's death to its job being woken again takes at most
     # DELETE_CLAIM_SECONDS + heartbeat_seconds() + DELETE_SWEEP_SECONDS (20 + 5 + 15 s).
     overdue = timezone.now() - timedelta(seconds=jobs.heartbeat_seconds())
-    pending = DeletionJob.objects.exclude(status__in=DeletionJob.FINISHED).filter(
+    pending = DeletionJob.objects.unfinished().filter(
         Q(wake_at__isnull=True) | Q(wake_at__lt=overdue))
     for job_id in pending.values_list("id", flat=True):
         DeletionJob.objects.filter(pk=job_id).update(wake_at=None)

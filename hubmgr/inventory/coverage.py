@@ -31,6 +31,7 @@ from django.conf import settings
 from django.db.models import Min, Q
 from django.utils import timezone
 
+from .conditions import seen_push
 from .models import SEEN_PUSH, Manifest, PushSource, Registry
 
 log = logging.getLogger("hubmgr.inventory")
@@ -51,13 +52,8 @@ class Coverage:
         """The window reaches back past the whole stale period."""
         return self.since is not None and self.since <= self.cutoff
 
-    @staticmethod
-    def seen_push(row):
-        """The row's last push time when a push was seen (not a build time), else None."""
-        return row.last_pushed if row.last_pushed_source in SEEN_PUSH else None
-
     def stale(self, row) -> bool | None:
-        activity = [t for t in (row.last_pulled, self.seen_push(row)) if t is not None]
+        activity = [t for t in (row.last_pulled, seen_push(row)) if t is not None]
         if activity and max(activity) >= self.cutoff:
             return False
         return True if self.decides_stale else None
@@ -65,7 +61,7 @@ class Coverage:
     def never_pulled(self, row) -> bool:
         """No pull of this row can have been missed: it was pushed inside the window and
         appeared to hubmgr inside it. (Only meaningful when ``row.last_pulled`` is None.)"""
-        pushed = self.seen_push(row)
+        pushed = seen_push(row)
         return (self.since is not None and pushed is not None and pushed >= self.since
                 and row.first_seen is not None and row.first_seen >= self.since)
 

@@ -24,6 +24,8 @@ from django.db import connection, transaction
 from django.db.models import Count, Min, Q
 from django.utils import timezone
 
+from hubmgr import celery_app
+
 from .models import QueuedEnvelope, Registry
 from .notifications import Outcome, apply_events, parse_envelope
 
@@ -32,6 +34,7 @@ LOCK_KEY = 0x6875626D  # "hubm": the pg_advisory lock appliers take turns on
 BACKLOG_WARNING_SECONDS = 60
 WINDOW_LOOKBACK = timedelta(days=1)
 _sqlite_writer = threading.Lock()
+FETCH_TASK = "hubmgr.inventory.tasks.fetch"  # (tasks.fetch: reads manifests a push named)
 
 
 def enqueue(body: bytes, events: int):
@@ -101,10 +104,8 @@ def _apply_alone(registry, envelope, outcome):
 
 
 def _queue_fetch(repo_id, digests):
-    from . import tasks
-
-    try:
-        tasks.fetch.delay(repo_id, digests)
+    try:  # by name: the task module builds on this one
+        celery_app.send_task(FETCH_TASK, (repo_id, digests))
     except Exception as exc:  # noqa: BLE001 - any broker failure
         # The events are applied; the manifests stay marked unread and the next sync reads them.
         log.warning("fetch not queued repository_id=%s digests=%d error=%s", repo_id,

@@ -135,6 +135,13 @@ class TriggerCounted(models.Model):
         super().save(*args, **kwargs)
 
 
+class ManifestQuerySet(models.QuerySet):
+    def top_level(self):
+        """The items a repository's table lists: indexes and images, but not an untagged image
+        reachable only as an index's child (it is listed under its index)."""
+        return self.filter(is_top_level=True)
+
+
 class Manifest(TriggerCounted):
 
     repository = models.ForeignKey(Repository, on_delete=models.CASCADE, related_name="manifests")
@@ -166,6 +173,7 @@ class Manifest(TriggerCounted):
     is_attestation = models.BooleanField(default=False)
 
     TRIGGER_COUNTED = ("digest_repositories",)
+    objects = ManifestQuerySet.as_manager()
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["repository", "digest"],

@@ -147,7 +147,7 @@ def _tag_match(repo, term):
 def items(repo, state: TableState):
     """Top-level items of a repository (indexes and images not only reachable as a child),
     searched, filtered and in the table's order."""
-    qs = Manifest.objects.filter(repository=repo, is_top_level=True)
+    qs = Manifest.objects.top_level().filter(repository=repo)
     if state.filter == "stale":
         qs = qs.filter(Coverage.of(repo.registry).stale_q())
     elif state.filter:

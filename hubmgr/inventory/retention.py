@@ -8,23 +8,9 @@ from django.conf import settings
 from django.db.models import Max
 from django.utils import timezone
 
+from . import snapshots
+from .batches import delete_in_batches
 from .models import ProcessedEvent, SyncRun
-
-BATCH_SIZE = 2000
-
-
-def delete_in_batches(queryset, batch_size=BATCH_SIZE) -> int:
-    """Delete the rows of ``queryset``, oldest ids first, ``batch_size`` ids per DELETE, and
-    return how many went. Each batch is its own short statement, so a million rows never hold
-    SQLite's write lock (or PostgreSQL row locks) for long, and an interrupted run keeps what
-    it deleted. Rows deleted by cascade are not counted."""
-    model, total = queryset.model, 0
-    while True:
-        ids = list(queryset.order_by("pk").values_list("pk", flat=True)[:batch_size])
-        if not ids:
-            return total
-        model.objects.filter(pk__in=ids).delete()
-        total += len(ids)
 
 
 def prune_events(days=None) -> int:
@@ -48,7 +34,5 @@ def prune_sync_runs(days=None) -> int:
 
 def prune() -> dict:
     """Prune these tables with the configured retention. Returns {table: rows deleted}."""
-    from . import snapshots  # it builds on delete_in_batches
-
     return {"notification events": prune_events(), "sync runs": prune_sync_runs(),
             "storage snapshots": snapshots.prune()}

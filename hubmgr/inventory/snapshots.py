@@ -34,7 +34,7 @@ from django.utils import timezone
 
 from .coverage import Coverage
 from .models import IndexChild, Manifest, ManifestBlob, Registry, Repository, StorageSnapshot
-from .retention import delete_in_batches
+from .batches import delete_in_batches
 
 log = logging.getLogger("hubmgr.snapshots")
 
@@ -108,7 +108,7 @@ def compute(registry: Registry, now=None):
     repos = {pk: Figures(stale_bytes=0 if decided else None, stale_items=0 if decided else None)
              for pk in Repository.objects.filter(registry=registry).values_list("pk", flat=True)}
     stale = {"stale": Count("id", filter=coverage.stale_q())} if decided else {}
-    counts = Manifest.objects.filter(repository__registry=registry, is_top_level=True) \
+    counts = Manifest.objects.top_level().filter(repository__registry=registry) \
         .values("repository_id").order_by().annotate(
             n=Count("id"), untagged=Count("id", filter=Q(is_tagged=False)), **stale)
     for row in counts:

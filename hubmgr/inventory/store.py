@@ -414,7 +414,7 @@ def refresh_counts(repo: Repository):
     """Item counts (for the table's pager and the repositories page) and stored size
     (distinct blobs)."""
     repo.item_count = repo.tagged_count = repo.index_count = 0
-    for tagged, kind, count in Manifest.objects.filter(repository=repo, is_top_level=True) \
+    for tagged, kind, count in Manifest.objects.top_level().filter(repository=repo) \
             .values_list("is_tagged", "kind").annotate(n=Count("id")).order_by():
         repo.item_count += count
         repo.tagged_count += count if tagged else 0

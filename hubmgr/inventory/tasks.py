@@ -49,14 +49,15 @@ def fetch_manifests(repository_id, digests):
     return len(result.fetched)
 
 
-@shared_task(name="hubmgr.inventory.tasks.fetch", autoretry_for=(RegistryError,),
+@shared_task(name=envelopes.FETCH_TASK, autoretry_for=(RegistryError,),
              retry_backoff=True, retry_jitter=True, max_retries=8)
 def fetch(repository_id, digests):
     return fetch_manifests(repository_id, digests)
 
 
 class QueueUnavailable(Exception):
-    """The broker did not take a run's tasks; the run was closed with that error."""
+    """The task queue (Redis) did not take the work, so none of it was started: a sync run
+    is closed with that error, a policy run is taken back."""
 
 
 def fan_out(registry):
@@ -183,6 +184,16 @@ def _wake_flag():
     if url not in _redis:
         _redis[url] = redis.Redis.from_url(url, **settings.REDIS_CLIENT_OPTIONS)
     return _redis[url]
+
+
+def forget_wake_state():
+    """Forget what this process knows of earlier wake-ups: the broker's "an apply task is
+    queued" flag, the pause after a broker outage and the time of its last wake-up call.
+    For when the broker was purged (between tests, say): the task the flag stood for is gone,
+    so the next wake() must queue a new one rather than trust the flag or stay quiet."""
+    _wake_flag().delete(WAKE_KEY)
+    _broker_down_until[0] = 0.0
+    _woken[0] = -1e9
 
 
 def wake():

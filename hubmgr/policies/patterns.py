@@ -71,6 +71,7 @@ def glob_lines(text: str):
 
 
 MAX_GLOB_LENGTH = 255  # a repository name is at most 255 characters too
+MAX_GLOB_TEXT = 10_000  # characters of a policy's include or exclude globs, all lines
 
 
 @lru_cache(maxsize=1024)

@@ -19,7 +19,7 @@ keep rules protect. Plain functions over plain data, no I/O.
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from hubmgr.inventory.coverage import Coverage
+from hubmgr.inventory import conditions
 
 from .patterns import tag_finder
 
@@ -43,12 +43,11 @@ class Item:
 
     @property
     def seen_push(self):
-        return Coverage.seen_push(self)
+        return conditions.seen_push(self)
 
     @property
     def age_from(self):
-        """When the item is known to have been there: the push seen, else first seen."""
-        return self.seen_push or self.first_seen
+        return conditions.age_from(self)
 
 
 @dataclass
@@ -139,3 +138,15 @@ def evaluate(items, policy, now: datetime, newest=None) -> Evaluation:
         else:
             result.selected[item.digest] = rule
     return result
+
+
+def brake_reason(policy, going, total):
+    """Why the brake stops a repository whose plan removes ``going`` of its ``total`` items,
+    or None."""
+    if policy.brake_count is not None and going > policy.brake_count:
+        return (f"the plan removes {going} items, more than the limit of "
+                f"{policy.brake_count}")
+    if total and going / total > policy.brake_share:
+        return (f"the plan removes {going} of {total} items ({going / total:.0%}), more "
+                f"than the limit of {policy.brake_share:.0%}")
+    return None

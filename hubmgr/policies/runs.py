@@ -20,17 +20,18 @@ from functools import reduce
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import (
-    BigIntegerField, Case, Count, DateTimeField, Exists, F, Func, Max, OuterRef, Q, Subquery,
-    When, Window)
+    BigIntegerField, Count, Exists, F, Func, Max, OuterRef, Q, Subquery, Window)
 from django.db.models.fields.json import KeyTransform
-from django.db.models.functions import Coalesce, RowNumber
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from hubmgr.deletion import actions, jobs
 from hubmgr.deletion.actions import snapshot
 from hubmgr.deletion.graph import collector_paused, load_graphs
 from hubmgr.deletion.planner import SELECTED, Graph, plan
-from hubmgr.inventory.coverage import SEEN_PUSH, Coverage
+from hubmgr.deletion.shapes import PlanData
+from hubmgr.inventory.conditions import age_from_expression, seen_push_q
+from hubmgr.inventory.coverage import Coverage
 from hubmgr.inventory.models import IndexChild, Kind, Manifest, Repository
 from hubmgr.inventory.registries import default_registry
 
@@ -65,7 +66,7 @@ def candidates_q(policy, now, coverage) -> Q | None:
     """Top-level rows that a remove rule may select (the tag expression is left to the
     rules), or None when no rule can select anything. The rules decide; this only spares
     loading the rest."""
-    seen = Q(last_pushed_source__in=SEEN_PUSH, last_pushed__isnull=False)
+    seen = seen_push_q()
     parts = []
     if policy.remove_tag_regex and policy.remove_tag_days is not None:
         parts.append(Q(is_tagged=True) & seen
@@ -87,7 +88,7 @@ def load_chunk(policy, repos, now, coverage) -> dict:
     if where is None or not repos:
         return {}
     items, indexes = defaultdict(list), {}
-    rows = Manifest.objects.filter(repository_id__in=[r.pk for r in repos], is_top_level=True)
+    rows = Manifest.objects.top_level().filter(repository_id__in=[r.pk for r in repos])
     for pk, repo_id, digest, kind, tags, pushed, source, first_seen, pulled in _rows(
             rows.filter(where)):
         item = rules.Item(digest, kind, tuple(tags.split()) if tags else (), pushed, source,
@@ -110,7 +111,7 @@ def load_chunk(policy, repos, now, coverage) -> dict:
         for item in found:
             item.stale = coverage.stale(item)
     newest = newest_tagged(list(items), policy.keep_last)
-    totals = dict(Manifest.objects.filter(repository_id__in=list(items), is_top_level=True)
+    totals = dict(Manifest.objects.top_level().filter(repository_id__in=list(items))
                   .values("repository_id").annotate(n=Count("id"))
                   .values_list("repository_id", "n"))
     return {repo_id: (found, newest.get(repo_id, set()), totals.get(repo_id, 0))
@@ -156,30 +157,16 @@ def newest_tagged(repo_ids, n) -> dict:
     ``rules.newest_tagged`` orders them (the push seen, else first seen; digest breaks ties)."""
     if not n:
         return {}
-    seen = Q(last_pushed_source__in=SEEN_PUSH, last_pushed__isnull=False)
-    age = Coalesce(Case(When(seen, then=F("last_pushed")), output_field=DateTimeField()),
-                   F("first_seen"))
+    age = age_from_expression()
     rank = Window(RowNumber(), partition_by=[F("repository_id")],
                   order_by=[F("age").desc(nulls_last=True), F("digest").desc()])
     newest = defaultdict(set)
-    for repo_id, digest in (Manifest.objects.filter(repository_id__in=repo_ids,
-                                                    is_top_level=True, is_tagged=True)
+    for repo_id, digest in (Manifest.objects.top_level()
+                            .filter(repository_id__in=repo_ids, is_tagged=True)
                             .annotate(age=age, rank=rank).filter(rank__lte=n)
                             .values_list("repository_id", "digest")):
         newest[repo_id].add(digest)
     return newest
-
-
-def brake_reason(policy, going, total):
-    """Why the brake stops a repository whose plan removes ``going`` of its ``total`` items,
-    or None."""
-    if policy.brake_count is not None and going > policy.brake_count:
-        return (f"the plan removes {going} items, more than the limit of "
-                f"{policy.brake_count}")
-    if total and going / total > policy.brake_share:
-        return (f"the plan removes {going} of {total} items ({going / total:.0%}), more "
-                f"than the limit of {policy.brake_share:.0%}")
-    return None
 
 
 def evaluate_chunk(policy, repos, now, coverage) -> dict:
@@ -251,7 +238,7 @@ def plan_repository(policy, repo, result, items, total, graph=None):
         report.update(going=planned["items"], kept=planned["kept"], unread=planned["unread"],
                       reclaim_bytes=p.reclaim_bytes)
         going = sum(1 for _, reason in p.items if reason == SELECTED)
-        report["brake"] = brake_reason(policy, going, total)
+        report["brake"] = rules.brake_reason(policy, going, total)
     report.update({f"{key}_count": len(report[key])
                    for key in ("going", "protected", "kept", "unread")})
     return report
@@ -617,8 +604,8 @@ def start_jobs(run, report, user=None, on_repository=None, confirmed=False):
         with transaction.atomic():
             if not confirmed and live_claim(run.pk) is None:
                 raise ClaimLost(f"run {run.pk} no longer holds a live claim")
-            job = jobs.create_job(repo, {"items": entry["going"], "kept": entry["kept"],
-                                         "reclaim_bytes": entry["reclaim_bytes"]}, user)
+            job = jobs.create_job(repo, PlanData(items=entry["going"], kept=entry["kept"],
+                                                 reclaim_bytes=entry["reclaim_bytes"]), user)
             run.jobs.add(job)
             transaction.on_commit(lambda job_id=job.pk: actions.wake(job_id))
         entry["job"] = job.pk

@@ -34,7 +34,7 @@ from django.db import connection, transaction
 
 from hubmgr.deletion.graph import values_subquery
 from hubmgr.deletion.planner import CHILD, SELECTED, Graph, Node, delete_order
-from hubmgr.inventory.coverage import SEEN_PUSH
+from hubmgr.inventory.conditions import age_from_sql, seen_push_sql
 from hubmgr.inventory.models import Blob, IndexChild, Kind, Manifest, ManifestBlob
 
 from . import rules
@@ -148,9 +148,7 @@ def evaluate(policy, repos, now, coverage, limit) -> dict:
     """{repository id: its report (as ``runs.plan_repository`` makes it, each list holding at
     most ``limit`` entries)} for those of ``repos`` where the policy selects or protects
     something."""
-    seen = (f"(m.last_pushed_source IN ({', '.join(['%s'] * len(SEEN_PUSH))}) "
-            "AND m.last_pushed IS NOT NULL)")
-    seen_params = [str(s) for s in SEEN_PUSH]
+    seen, seen_params = seen_push_sql("m")
     remove_tag = bool(policy.remove_tag_regex and policy.remove_tag_days is not None)
     stale = bool(policy.remove_stale and coverage.decides_stale)
     if not (remove_tag or policy.remove_untagged_days is not None or stale):
@@ -213,13 +211,14 @@ def _select_items(cursor, policy, now, coverage, seen, seen_params, remove_tag, 
     newest, newest_join, newest_params = "1 = 0", "", []
     if policy.keep_last:  # (numbered apart: a window over every column of the rows cost more)
         newest = "nw.id IS NOT NULL"
+        age, age_params = age_from_sql("m")
         newest_join = (
             "LEFT JOIN (SELECT id FROM (SELECT m.id, ROW_NUMBER() OVER (PARTITION BY "
-            f"m.repository_id ORDER BY CASE WHEN {seen} THEN m.last_pushed "
-            "ELSE m.first_seen END DESC NULLS LAST, m.digest{C} DESC) AS n "
+            f"m.repository_id ORDER BY {age} "
+            "DESC NULLS LAST, m.digest{C} DESC) AS n "
             "FROM hm_scope s CROSS JOIN {m} m WHERE m.repository_id = s.id "
             "AND m.is_top_level AND m.is_tagged) w WHERE n <= %s) nw ON nw.id = m.id")
-        newest_params = [*seen_params, policy.keep_last]
+        newest_params = [*age_params, policy.keep_last]
     if policy.keep_pulled_days is not None:
         keeps.append(f"CASE WHEN {pulled} >= %s THEN 4 ELSE 0 END")
         params.append(_time(now - timedelta(days=policy.keep_pulled_days)))
@@ -305,8 +304,6 @@ def _per_repo(cursor, sql, params=()):
 
 
 def _reports(cursor, policy, by_id, limit) -> dict:
-    from .runs import brake_reason  # (runs calls this module)
-
     # Of each repository: selected (going or blocked) and protected items; going items, those
     # selected, unread ones and the bytes of their own that they free.
     counted = _per_repo(cursor, (
@@ -345,7 +342,7 @@ def _reports(cursor, policy, by_id, limit) -> dict:
             "kept": listed.get("kept", []),
             "reclaim_bytes": int(manifest_bytes or 0) + int(blobs.get(repo_id, (0,))[0] or 0),
             "unread": listed.get("unread", []),
-            "brake": brake_reason(policy, n_selected, total) if selected else None,
+            "brake": rules.brake_reason(policy, n_selected, total) if selected else None,
             "going_count": n_going,
             "protected_count": protected,
             "kept_count": kept.get(repo_id, (0,))[0],

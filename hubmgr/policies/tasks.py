@@ -7,6 +7,8 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
+from hubmgr.inventory.tasks import QueueUnavailable
+
 from . import runs, schedule
 from .models import CleanupPolicy, PolicyRun, Schedule
 
@@ -55,10 +57,6 @@ def execute_run(run_id):
     run = runs.execute(run)
     log.info("policy=%s run=%s %s", run.policy.name, run.pk, run.status)
     return run.pk
-
-
-class QueueUnavailable(Exception):
-    pass
 
 
 def start_run(policy, user=None, delete=True) -> PolicyRun:

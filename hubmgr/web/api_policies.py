@@ -7,29 +7,29 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import IntegrityError
 from django.db.models import Prefetch
-from django.http import Http404, HttpResponse, JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from hubmgr.deletion.models import DeletionJob
 from hubmgr.policies import runs, service, tasks
 from hubmgr.policies.models import MAX_DAYS, CleanupPolicy, Mode, PolicyRun, Schedule
-from hubmgr.policies.patterns import MAX_REGEX_LENGTH
+from hubmgr.policies.patterns import MAX_GLOB_TEXT, MAX_REGEX_LENGTH
 
 from .api import ApiError, _body, _time, api_auth
 from .deletions import require_delete_permission
+from .lookups import get_policy, get_run
 from .schema import MAX_INT, Boolean, Choice, Integer, Number, Schema, Text, TimeOfDay
 
 # The settings a request may send; the rest (id, times, who) is bookkeeping.
 EDITABLE = tuple(service.as_data(CleanupPolicy()))
-MAX_TEXT = 10_000  # characters of include or exclude globs
 # The body of a POST or PATCH of a policy: every field in EDITABLE, typed as the model stores it
 # and bounded as both databases can (null clears an optional setting; include and exclude may
 # be a list, one glob an item). The model's full_clean then checks globs, RE2 and the rules.
 POLICY = Schema({
     "name": Text(CleanupPolicy._meta.get_field("name").max_length),
-    "include": Text(MAX_TEXT, null=True, lines=True),
-    "exclude": Text(MAX_TEXT, null=True, lines=True),
+    "include": Text(MAX_GLOB_TEXT, null=True, lines=True),
+    "exclude": Text(MAX_GLOB_TEXT, null=True, lines=True),
     "schedule": Choice(tuple(Schedule.values)),
     "run_at": TimeOfDay(),
     "weekday": Integer(0, 6),
@@ -54,21 +54,6 @@ REPORT_LISTS = ("going", "protected", "kept", "unread")
 # Run history and audit history, a page at a time.
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
-
-
-def get_policy(policy_id) -> CleanupPolicy:
-    policy = CleanupPolicy.objects.filter(pk=policy_id).first()
-    if policy is None:
-        raise Http404(f"There is no cleanup policy {policy_id}.")
-    return policy
-
-
-def get_run(run_id) -> PolicyRun:
-    run = PolicyRun.objects.select_related("policy", "started_by", "brake_confirmed_by").filter(
-        pk=run_id).first()
-    if run is None:
-        raise Http404(f"There is no policy run {run_id}.")
-    return run
 
 
 def _user(user):

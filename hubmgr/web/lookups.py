@@ -4,6 +4,7 @@ from django.http import Http404
 
 from hubmgr.inventory.models import Manifest, Repository
 from hubmgr.inventory.registries import DEFAULT_NAME, default_registry
+from hubmgr.policies.models import CleanupPolicy, PolicyRun
 from hubmgr.registry import names
 
 
@@ -45,3 +46,17 @@ def get_manifest(repo, digest) -> Manifest:
         raise Http404(f"{repo.name} has no manifest {digest}.")
     return manifest
 
+
+def get_policy(policy_id) -> CleanupPolicy:
+    policy = CleanupPolicy.objects.filter(pk=policy_id).first()
+    if policy is None:
+        raise Http404(f"There is no cleanup policy {policy_id}.")
+    return policy
+
+
+def get_run(run_id) -> PolicyRun:
+    run = PolicyRun.objects.select_related("policy", "started_by", "brake_confirmed_by").filter(
+        pk=run_id).first()
+    if run is None:
+        raise Http404(f"There is no policy run {run_id}.")
+    return run

@@ -14,11 +14,11 @@ from hubmgr.inventory.coverage import Coverage
 from hubmgr.inventory.models import Repository
 from hubmgr.inventory.registries import default_registry
 from hubmgr.policies.models import CleanupPolicy
+from hubmgr.units import human_size
 
 from . import charts
 from .lookups import get_repository
-from .policy_pages import with_last_run
-from .present import human_size, window
+from .present import window, with_last_run
 
 PERIODS = (30, 90, 365)  # days a chart may show
 DEFAULT_PERIOD = 90

@@ -5,8 +5,7 @@ from django.core.validators import MaxLengthValidator
 
 from hubmgr.policies import service
 from hubmgr.policies.models import CleanupPolicy
-
-from .api_policies import MAX_TEXT
+from hubmgr.policies.patterns import MAX_GLOB_TEXT
 
 FIELDS = tuple(service.as_data(CleanupPolicy()))
 
@@ -27,7 +26,7 @@ class PolicyForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         for name in ("include", "exclude"):  # as the API bounds them
-            self.fields[name].validators.append(MaxLengthValidator(MAX_TEXT))
+            self.fields[name].validators.append(MaxLengthValidator(MAX_GLOB_TEXT))
 
 
 class PreviewForm(PolicyForm):

@@ -15,11 +15,13 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from hubmgr.policies import runs, service, tasks
 from hubmgr.policies.models import CleanupPolicy, PolicyRun
+from hubmgr.units import human_size
 
-from .api_policies import MAX_LISTED_ITEMS, REPORT_LISTS, bounded_report, get_policy, get_run
+from .api_policies import MAX_LISTED_ITEMS, REPORT_LISTS, bounded_report
 from .deletions import DELETE_PERMISSION, require_delete_permission
+from .lookups import get_policy, get_run
 from .policy_forms import PolicyForm, PreviewForm
-from .present import human_size
+from .present import freed_text, with_last_run
 
 MAX_RUNS = 50  # run history shown on a policy's page
 MAX_AUDIT = 20  # changes shown on a policy's page
@@ -53,23 +55,6 @@ def present_report(report) -> dict:
         totals["braked_reclaim_text"] = human_size(totals["braked_reclaim_bytes"])
         report["repositories_more"] = totals["planned"] - len(report["repositories"])
     return report
-
-
-def with_last_run(policies):
-    """``policies`` as a list, each with its newest run (``last_run``, None if it never ran)
-    and what that run freed in words (``last_run.freed``)."""
-    policies = list(policies)
-    found = runs.last_runs([p.pk for p in policies])
-    for policy in policies:
-        policy.last_run = found.get(policy.pk)
-        if policy.last_run:
-            policy.last_run.freed = _freed(policy.last_run)
-    return policies
-
-
-def _freed(run):
-    """What a run loaded with runs.with_reclaim freed, in words."""
-    return human_size(run.reclaim_bytes) if run.reclaim_bytes is not None else None
 
 
 @require_GET
@@ -115,7 +100,7 @@ def _audit(policy):
 def _policy_page(request, policy, message=None, status=200):
     history = list(runs.with_reclaim(policy.runs.select_related("started_by"))[:MAX_RUNS + 1])
     for run in history:
-        run.freed = _freed(run)
+        run.freed = freed_text(run)
     audit = _audit(policy)
     return render(request, "policies/policy.html", {
         "policy": policy, "runs": history[:MAX_RUNS], "more_runs": len(history) > MAX_RUNS,

@@ -6,18 +6,11 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.utils import timezone
 
+from hubmgr.policies import runs
+from hubmgr.units import human_size
+
 UNITS = (("year", 365 * 86400), ("month", 30 * 86400), ("week", 7 * 86400), ("day", 86400),
          ("hour", 3600), ("minute", 60))
-
-
-def human_size(n: int) -> str:
-    """Decimal units, as the docker CLI and Docker Hub show them."""
-    value = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{n} B"
 
 
 def ago(when, now) -> str:
@@ -87,3 +80,20 @@ def pull_base(repo) -> str:
         if port and (parts.scheme, port) not in (("http", 80), ("https", 443)):
             host = f"{host}:{port}"
     return f"docker pull {host}/{repo.name}" if host else f"docker pull {repo.name}"
+
+
+def with_last_run(policies):
+    """``policies`` as a list, each with its newest run (``last_run``, None if it never ran)
+    and what that run freed in words (``last_run.freed``)."""
+    policies = list(policies)
+    found = runs.last_runs([p.pk for p in policies])
+    for policy in policies:
+        policy.last_run = found.get(policy.pk)
+        if policy.last_run:
+            policy.last_run.freed = freed_text(policy.last_run)
+    return policies
+
+
+def freed_text(run):
+    """What a run loaded with runs.with_reclaim freed, in words."""
+    return human_size(run.reclaim_bytes) if run.reclaim_bytes is not None else None

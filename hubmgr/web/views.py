@@ -95,8 +95,7 @@ def notify_help(request, registry):
 
 def active_jobs(repo):
     """Unfinished deletion jobs of this repository, each with its progress, for the panel."""
-    jobs = list(DeletionJob.objects.filter(repository=repo)
-                .exclude(status__in=DeletionJob.FINISHED)[:5])
+    jobs = list(DeletionJob.objects.filter(repository=repo).unfinished()[:5])
     for job in jobs:
         job.progress = actions.progress(job)
     return jobs

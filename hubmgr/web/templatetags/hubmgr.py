@@ -1,9 +1,9 @@
 from django import template
 
-from hubmgr.web import present
+from hubmgr.units import human_size
 
 register = template.Library()
-register.filter("human_size", present.human_size)
+register.filter("human_size", human_size)
 
 
 @register.simple_tag

@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from hubmgr.deletion import reclaim
 from hubmgr.inventory.registries import client_for, default_registry
 from hubmgr.registry.errors import RegistryError
-from hubmgr.web.present import human_size
+from hubmgr.units import human_size
 
 
 class Command(BaseCommand):

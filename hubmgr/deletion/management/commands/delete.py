@@ -5,12 +5,12 @@ from tqdm import tqdm
 
 from hubmgr.deletion import actions, jobs
 from hubmgr.deletion.graph import selection_digests
-from hubmgr.deletion.models import DeletionItem, DeletionJob
+from hubmgr.deletion.models import DeletionJob
 from hubmgr.inventory.models import Repository
 from hubmgr.inventory.queries import FILTERS
 from hubmgr.inventory.registries import client_for, default_registry
 from hubmgr.registry.errors import RegistryError
-from hubmgr.web.present import human_size
+from hubmgr.units import human_size
 
 
 class Command(BaseCommand):
@@ -56,7 +56,7 @@ class Command(BaseCommand):
         bar = tqdm(total=len(plan.items), unit="item", file=sys.stderr)
 
         def show(job):
-            bar.n = job.items.filter(status__in=DeletionItem.FINISHED).count()
+            bar.n = job.items.finished().count()
             bar.refresh()
 
         try:

@@ -6,7 +6,7 @@ from tqdm import tqdm
 
 from hubmgr.policies import runs
 from hubmgr.policies.models import CleanupPolicy, PolicyRun
-from hubmgr.web.present import human_size
+from hubmgr.units import human_size
 
 
 class Command(BaseCommand):
