@@ -1,4 +1,10 @@
-"""Real services for the tests: a private Redis, Debian's docker-registry, a Celery worker."""
+"""Fixtures every area shares: real services (a private Redis, Debian's docker-registry, a
+Celery worker, Chromium), users and their API tokens. Plain helpers live in tests/support/.
+
+Markers follow from the fixtures a test uses (pytest_collection_modifyitems below), so they
+cannot drift from what the test really starts; `make check` runs what needs none of them."""
+
+import socket
 
 import bcrypt
 import pytest
@@ -8,20 +14,51 @@ from django.contrib.auth.models import Permission
 
 from hubmgr import celery_app, devstack
 from hubmgr.registry.client import RegistryClient
+from hubmgr.web.models import ApiToken
 
-from .servers import FaultProxy, TokenServer
+from tests.support.browser import CHROMIUM, HAVE_CHROMIUM, LAUNCH_ARGS
+from tests.support.factories import policy_inventory
+from tests.support.notifications import WEBHOOK_TOKEN
+from tests.support.servers import FaultProxy, TokenServer
 
-WEBHOOK_TOKEN = "test-webhook-token"
+# A test that uses one of these fixtures (directly or through another) gets the marker.
+FIXTURE_MARKERS = {
+    "registry": "registry", "basic_registry": "registry", "notified_registry": "registry",
+    "browser": "browser",
+    "live_server": "live",
+    "celery_worker": "worker",
+    "redis_service": "redis",
+}
+# Markers that imply others: a worker consumes from Redis, a browser needs a live server.
+IMPLIED = {"worker": {"redis"}, "browser": {"live"}}
+
+
+def pytest_collection_modifyitems(config, items):
+    from django.conf import settings
+
+    on_postgresql = "postgresql" in settings.DATABASES["default"]["ENGINE"]
+    for item in items:
+        names = {FIXTURE_MARKERS[f] for f in item.fixturenames if f in FIXTURE_MARKERS}
+        for name in list(names):
+            names |= IMPLIED.get(name, set())
+        for name in sorted(names):
+            if item.get_closest_marker(name) is None:
+                item.add_marker(name)
+        if "browser" in names and not HAVE_CHROMIUM:
+            item.add_marker(pytest.mark.skip(
+                reason="Debian's chromium is not installed (make test installs it)"))
+        if item.get_closest_marker("postgres") and not on_postgresql:
+            item.add_marker(pytest.mark.skip(reason="only meaningful on PostgreSQL"))
 
 
 class PrivateRedis:
     """A private redis-server that a test may stop and start again on the same port."""
 
-    def __init__(self, root):
+    def __init__(self, root, port):
         self.root = root
-        self.service = devstack.start_redis(root)
+        self.port = port
+        self.service = devstack.start_redis(root, port)
         self.url = self.service.url
-        self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
 
     def stop(self):
         self.service.stop()
@@ -31,17 +68,39 @@ class PrivateRedis:
 
 
 @pytest.fixture(scope="session")
-def redis_service(tmp_path_factory):
-    """Always a private redis-server, so the tests never touch a shared one."""
-    redis = PrivateRedis(tmp_path_factory.mktemp("redis"))
-    celery_app.conf.broker_url = redis.url
+def _broker_port():
+    """The port of this process's private Redis, chosen before any test runs. Celery's broker
+    URL points there from the start, and Redis is started only when a test needs it (the
+    `redis` marker), so the fast tier starts none: a test without the marker that tries the
+    broker finds nothing listening, as with a broker down, and never a shared Redis."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    celery_app.conf.broker_url = f"redis://127.0.0.1:{port}/0"
+    return port
+
+
+@pytest.fixture(scope="session")
+def redis_service(tmp_path_factory, _broker_port):
+    """A private redis-server on the broker's port, so the tests never touch a shared one."""
+    redis = PrivateRedis(tmp_path_factory.mktemp("redis"), _broker_port)
     yield redis
     redis.stop()
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="session")
 def redis_url(redis_service):
     return redis_service.url
+
+
+@pytest.fixture(autouse=True)
+def _broker(request, _broker_port):
+    """Tests that use Redis start with no wake-up state left by an earlier test."""
+    if request.node.get_closest_marker("redis"):
+        from hubmgr.inventory import tasks
+
+        request.getfixturevalue("redis_service")
+        tasks.forget_wake_state()
 
 
 @pytest.fixture(autouse=True)
@@ -52,6 +111,15 @@ def _settings(settings, tmp_path):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    """The cache (local memory) outlives a test; a registry's cached health must not."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
+# ---- the registry ----------------------------------------------------------------------------
 @pytest.fixture
 def registry(tmp_path, settings):
     """A fresh docker-registry (delete enabled) that hubmgr is configured to manage."""
@@ -106,22 +174,32 @@ def token_server(tmp_path):
     server.close()
 
 
+# ---- Celery ----------------------------------------------------------------------------------
 @pytest.fixture
 def celery_worker(redis_url, transactional_db):
     """A real Celery worker (in a thread) consuming from the private Redis."""
     from hubmgr.inventory import tasks
 
     celery_app.control.purge()  # wake-ups queued by earlier tests are not this test's
-    # ... and neither is their "a wake-up is queued" flag, nor a broker outage they caused,
-    # nor the last wake-up call (the task it queued may be purged).
-    tasks._wake_flag().delete(tasks.WAKE_KEY)
-    tasks._broker_down_until[0] = 0.0
-    tasks._woken[0] = -1e9
+    tasks.forget_wake_state()  # ... and neither is what this process knows of them
     with start_worker(celery_app, pool="solo", perform_ping_check=False,
                       shutdown_timeout=20) as worker:
         yield worker
 
 
+# ---- Chromium --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def browser():
+    """Chromium, one per test module (Playwright's event loop lives as long as it does)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        yield browser
+        browser.close()
+
+
+# ---- users -----------------------------------------------------------------------------------
 @pytest.fixture
 def user(db):
     return get_user_model().objects.create_user("viewer", password="pw-viewer-123")
@@ -148,9 +226,20 @@ def logged_in(client, user):
     return client
 
 
-@pytest.fixture(autouse=True)
-def _empty_cache():
-    """The cache (local memory) outlives a test; a registry's cached health must not."""
-    from django.core.cache import cache
+@pytest.fixture
+def token(user):
+    """A personal API token of `user` (a viewer)."""
+    return ApiToken.issue(user)[1]
 
-    cache.clear()
+
+@pytest.fixture
+def maintainer_token(maintainer):
+    """A personal API token of `maintainer` (who may delete)."""
+    return ApiToken.issue(maintainer)[1]
+
+
+# ---- inventories -----------------------------------------------------------------------------
+@pytest.fixture
+def inventory(db):
+    """The policy tests' inventory (tests.support.factories.policy_inventory)."""
+    return policy_inventory()

@@ -1,0 +1,399 @@
+"""The cleanup policy pages: the list, a policy's page with its dry run and run now, a run's
+report, the form with its live preview, and deletion; who may read and who may change."""
+
+import time
+
+import pytest
+from django.test import Client
+
+from hubmgr.policies import service, tasks
+from hubmgr.policies.models import CleanupPolicy, PolicyAudit, PolicyRun
+
+from tests.support.factories import digest
+
+pytestmark = pytest.mark.django_db
+
+RELEASE = r"^latest$|^v?\d+\.\d+\.\d+$"
+BUILDS = {"name": "builds", "include": "team/*", "exclude": "", "schedule": "off",
+          "mode": "report", "remove_tag_regex": "^build-", "remove_tag_days": "0",
+          "remove_untagged_days": "7", "keep_last": "2", "keep_tag_regex": RELEASE,
+          "brake_share": "0.5"}
+HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+@pytest.fixture
+def policy(db, maintainer):
+    return service.save_policy(CleanupPolicy(
+        name="builds", include="team/*", remove_tag_regex="^build-", remove_tag_days=0,
+        remove_untagged_days=7, keep_last=2, keep_tag_regex=RELEASE), maintainer)
+
+
+def run_of(policy, **fields):
+    return PolicyRun.objects.create(policy=policy, **fields)
+
+
+# ---- login and permission ---------------------------------------------------------------------
+@pytest.mark.parametrize("url", ["/policies/", "/policies/1/", "/policies/runs/1/",
+                                 "/policies/new", "/policies/1/edit", "/policies/1/delete"])
+def test_pages_need_a_login(client, url):
+    resp = client.get(url)
+    assert resp.status_code == 302 and resp.url.startswith("/login/")
+
+
+@pytest.mark.parametrize("url", ["/policies/1/dry-run", "/policies/1/run", "/policies/preview",
+                                 "/policies/runs/1/confirm-brake"])
+def test_actions_need_a_login(client, url):
+    resp = client.post(url)
+    assert resp.status_code == 302 and resp.url.startswith("/login/")
+
+
+def test_a_viewer_reads_the_list_the_policy_and_a_report(logged_in, policy):
+    from hubmgr.policies import runs
+
+    run = runs.record_dry_run(policy)
+    html = logged_in.get("/policies/").content.decode()
+    assert f'href="/policies/{policy.pk}/"' in html and "New policy" not in html
+    assert 'href="/policies/"' in html  # the navigation
+    page = logged_in.get(f"/policies/{policy.pk}/").content.decode()
+    assert "team/*" in page and "Run now" not in page and "Dry run" not in page
+    assert f'href="/policies/runs/{run.pk}/"' in page
+    assert logged_in.get(f"/policies/runs/{run.pk}/").status_code == 200
+
+
+def test_a_viewer_may_not_change_run_or_delete(logged_in, policy):
+    pk = policy.pk
+    for url in ["/policies/new", f"/policies/{pk}/edit", f"/policies/{pk}/delete"]:
+        assert logged_in.get(url).status_code == 403, url
+    for url in ["/policies/new", f"/policies/{pk}/edit", f"/policies/{pk}/delete",
+                f"/policies/{pk}/dry-run", f"/policies/{pk}/run", "/policies/preview"]:
+        assert logged_in.post(url, BUILDS).status_code == 403, url
+    assert CleanupPolicy.objects.get().name == "builds" and not PolicyRun.objects.exists()
+
+
+def test_unknown_ids_are_404(maint):
+    for url in ["/policies/99/", "/policies/runs/99/", "/policies/99/edit",
+                "/policies/99/delete"]:
+        assert maint.get(url).status_code == 404, url
+    for url in ["/policies/99/dry-run", "/policies/99/run", "/policies/99/delete",
+                "/policies/runs/99/confirm-brake"]:
+        assert maint.post(url).status_code == 404, url
+
+
+def test_wrong_methods_are_405(maint, policy):
+    assert maint.post("/policies/").status_code == 405
+    assert maint.get(f"/policies/{policy.pk}/run").status_code == 405
+    assert maint.get(f"/policies/{policy.pk}/dry-run").status_code == 405
+    assert maint.get("/policies/preview").status_code == 405
+    assert maint.get("/policies/runs/1/confirm-brake").status_code == 405
+
+
+def test_posts_need_the_csrf_token(maintainer, policy):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(maintainer)
+    for url in ["/policies/new", f"/policies/{policy.pk}/run", f"/policies/{policy.pk}/delete",
+                "/policies/preview"]:
+        assert client.post(url, BUILDS).status_code == 403, url
+    assert CleanupPolicy.objects.count() == 1 and not PolicyRun.objects.exists()
+
+
+# ---- the list ---------------------------------------------------------------------------------
+def test_the_list_shows_schedule_mode_and_the_last_run(maint, policy, inventory):
+    from hubmgr.policies import runs
+
+    runs.record_dry_run(policy)
+    newest = runs.record_dry_run(policy)
+    html = maint.get("/policies/").content.decode()
+    assert "New policy" in html and "Report only" in html and "Off" in html
+    assert f'href="/policies/runs/{newest.pk}/"' in html and "4.0 kB" in html
+
+
+def test_the_list_says_when_there_is_none(maint):
+    assert "No cleanup policies yet" in maint.get("/policies/").content.decode()
+
+
+# ---- a policy's page, dry run, run now -------------------------------------------------------
+def test_the_dry_run_shows_the_bounded_report_inline_and_records_nothing(maint, policy,
+                                                                         inventory):
+    resp = maint.post(f"/policies/{policy.pk}/dry-run", **HTMX)
+    html = resp.content.decode()
+    assert resp.status_code == 200 and "<html" not in html
+    assert "4.0 kB" in html and 'data-repository="team/app"' in html
+    assert digest("build0")[7:19] in html and "one of the 2 most recently pushed" in html
+    assert "Protected by a keep rule (2)" in html
+    assert not PolicyRun.objects.exists()
+
+
+def test_run_history_is_latest_first_and_capped(maint, policy, monkeypatch):
+    from hubmgr.web import policy_pages
+
+    monkeypatch.setattr(policy_pages, "MAX_RUNS", 3)
+    made = [run_of(policy, status="done").pk for _ in range(5)]
+    html = maint.get(f"/policies/{policy.pk}/").content.decode()
+    shown = [pk for pk in made if f'href="/policies/runs/{pk}/"' in html]
+    assert shown == made[2:] and html.index(f"#{made[4]}") < html.index(f"#{made[2]}")
+    assert "The 3 latest runs are shown" in html
+
+
+def test_run_now_while_one_runs_is_a_message_not_a_500(maint, policy):
+    run_of(policy)  # running
+    resp = maint.post(f"/policies/{policy.pk}/run")
+    assert resp.status_code == 409 and "already running" in resp.content.decode()
+
+
+def test_run_now_with_the_queue_down_is_a_message_and_records_nothing(maint, policy,
+                                                                      monkeypatch):
+    def down(run_id):
+        raise ConnectionError("redis is down")
+
+    monkeypatch.setattr(tasks.execute_run, "delay", down)
+    resp = maint.post(f"/policies/{policy.pk}/run")
+    assert resp.status_code == 503 and "unavailable" in resp.content.decode()
+    assert not PolicyRun.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_run_now_runs_on_a_worker_and_its_report_renders(client, maintainer, inventory,
+                                                         celery_worker):
+    client.force_login(maintainer)
+    policy = service.save_policy(CleanupPolicy(
+        name="builds", include="team/*", remove_tag_regex="^build-", remove_tag_days=0,
+        remove_untagged_days=7, keep_last=2, keep_tag_regex=RELEASE, mode="delete"),
+        maintainer)
+    resp = client.post(f"/policies/{policy.pk}/run")
+    run = PolicyRun.objects.get()
+    assert resp.status_code == 302 and resp.url == f"/policies/runs/{run.pk}/"
+    deadline = time.monotonic() + 20
+    while run.status == PolicyRun.Status.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.1)
+        run.refresh_from_db()
+    assert run.status == PolicyRun.Status.DONE and not run.dry_run
+    [job] = run.jobs.all()
+    html = client.get(resp.url).content.decode()
+    assert "4.0 kB" in html and f'href="/jobs/{job.pk}"' in html
+    for seed in ("build0", "build1", "build2", "old"):
+        assert digest(seed)[7:19] in html
+    assert "Protected by a keep rule (2)" in html
+
+
+# ---- a run's report ---------------------------------------------------------------------------
+def test_a_report_lists_are_bounded_with_and_n_more(maint, policy, monkeypatch):
+    from hubmgr.web import api_policies
+
+    monkeypatch.setattr(api_policies, "MAX_LISTED_ITEMS", 2)
+    going = [{"digest": digest(f"g{n}"), "type": "image", "tags": [], "size": 10,
+              "reason": "selected", "parents": [], "rule": "untagged"} for n in range(5)]
+    report = {"policy": "builds", "rules": {"remove": {"untagged": "untagged for more than 7 "
+                                                                   "days"}, "keep": {}},
+              "note": "cascade", "repositories": [{
+                  "repository": "team/app", "items": 9, "selected": 5, "going": going,
+                  "protected": [], "kept": [], "unread": [], "reclaim_bytes": 2_500_000,
+                  "brake": None, "job": None}],
+              "totals": {"repositories": 1, "planned": 1, "going": 5, "protected": 0,
+                         "kept": 0, "reclaim_bytes": 2_500_000, "braked": 0,
+                         "braked_going": 0, "braked_reclaim_bytes": 0}}
+    run = run_of(policy, status="done", report=report)
+    html = maint.get(f"/policies/runs/{run.pk}/").content.decode()
+    assert "and 3 more" in html and "2.5 MB" in html and "untagged for more than 7" in html
+    assert digest("g1")[7:19] in html and digest("g2")[7:19] not in html
+
+
+def test_a_running_run_says_so_and_a_failed_one_says_why(maint, policy):
+    running = run_of(policy)
+    html = maint.get(f"/policies/runs/{running.pk}/").content.decode()
+    assert "in progress" in html and 'hx-trigger="every 2s"' in html
+    polled = maint.get(f"/policies/runs/{running.pk}/", **HTMX, HTTP_HX_TARGET="run-body")
+    assert polled.content.decode().lstrip().startswith('<div id="run-body"')
+    failed = run_of(policy, status="failed", error="Interrupted: the process stopped")
+    html = maint.get(f"/policies/runs/{failed.pk}/").content.decode()
+    assert "Interrupted: the process stopped" in html and "every 2s" not in html
+
+
+# ---- the form ---------------------------------------------------------------------------------
+def test_creating_a_policy_with_the_form_is_audited(maint, maintainer):
+    resp = maint.post("/policies/new", BUILDS)
+    policy = CleanupPolicy.objects.get()
+    assert resp.status_code == 302 and resp.url == f"/policies/{policy.pk}/"
+    assert (policy.mode, policy.keep_last, policy.created_by) == ("report", 2, maintainer)
+    [audit] = PolicyAudit.objects.all()
+    assert (audit.action, audit.user, audit.after["name"]) == ("create", maintainer, "builds")
+
+
+def test_editing_a_policy_is_audited_with_before_and_after(maint, policy):
+    assert maint.get(f"/policies/{policy.pk}/edit").status_code == 200
+    resp = maint.post(f"/policies/{policy.pk}/edit", {**BUILDS, "keep_last": "5"})
+    assert resp.status_code == 302
+    audit = PolicyAudit.objects.filter(action="change").get()
+    assert (audit.before["keep_last"], audit.after["keep_last"]) == (2, 5)
+
+
+@pytest.mark.parametrize("change, field, message", [
+    ({"remove_tag_regex": "(unclosed"}, "remove_tag_regex", "missing )"),
+    ({"keep_tag_regex": "(a)\\1"}, "keep_tag_regex", ""),
+    ({"include": "!"}, "include", "names no repositories"),
+    ({"remove_tag_days": ""}, "remove_tag_days", "both an expression and a number of days"),
+    ({"schedule": "daily"}, "run_at", "needs a time of day"),
+    ({"name": ""}, "name", "required"),
+])
+def test_invalid_input_shows_the_field_error_and_saves_nothing(maint, change, field, message):
+    resp = maint.post("/policies/new", {**BUILDS, **change})
+    html = resp.content.decode()
+    assert resp.status_code == 400 and f'id="error-{field}"' in html
+    assert message in html
+    assert not CleanupPolicy.objects.exists() and not PolicyAudit.objects.exists()
+
+
+def test_too_long_globs_are_a_field_error(maint):
+    resp = maint.post("/policies/new", {**BUILDS, "include": "team/*\n" * 2000})
+    assert resp.status_code == 400 and 'id="error-include"' in resp.content.decode()
+
+
+def test_a_taken_name_is_a_field_error(maint, policy):
+    resp = maint.post("/policies/new", BUILDS)
+    assert resp.status_code == 400 and 'id="error-name"' in resp.content.decode()
+
+
+def test_the_live_preview_counts_what_would_go_without_saving(maint, inventory):
+    resp = maint.post("/policies/preview", {**BUILDS, "name": ""}, **HTMX)
+    html = resp.content.decode()
+    assert resp.status_code == 200 and "<html" not in html and 'id="policy-preview"' in html
+    assert "4 items in 1 of 1 covered repository" in html and "4.0 kB" in html
+    assert '<td class="num">4 of 9</td>' in html and "other/x" not in html
+    assert not CleanupPolicy.objects.exists() and not PolicyAudit.objects.exists()
+
+
+def test_the_live_preview_shows_the_errors_of_invalid_input(maint, inventory):
+    html = maint.post("/policies/preview", {**BUILDS, "remove_tag_regex": "(x"},
+                      **HTMX).content.decode()
+    assert "Fix these to see a preview" in html and "remove_tag_regex" in html
+
+
+# ---- delete -----------------------------------------------------------------------------------
+def test_deleting_asks_first_then_deletes_and_audits(maint, policy, maintainer):
+    html = maint.get(f"/policies/{policy.pk}/delete").content.decode()
+    assert "Delete the policy builds?" in html and CleanupPolicy.objects.exists()
+    resp = maint.post(f"/policies/{policy.pk}/delete")
+    assert resp.status_code == 302 and resp.url == "/policies/"
+    assert not CleanupPolicy.objects.exists()
+    assert PolicyAudit.objects.filter(action="delete", user=maintainer).exists()
+
+
+def test_a_running_policy_is_not_deleted(maint, policy):
+    run_of(policy)
+    resp = maint.post(f"/policies/{policy.pk}/delete")
+    assert resp.status_code == 409 and CleanupPolicy.objects.exists()
+
+
+# ---- confirming what the brake stopped ------------------------------------------------------
+def braked(policy, **changes):
+    """A recorded run of ``policy`` in delete mode that the brake stops: team/app would lose 4
+    items (4.0 kB), more than the limit of 1."""
+    from hubmgr.policies import runs
+
+    for name, value in {"mode": "delete", "brake_count": 1, **changes}.items():
+        setattr(policy, name, value)
+    service.save_policy(policy)
+    run = runs.record_run(policy, delete=True)
+    assert run.status == PolicyRun.Status.BRAKED
+    return run
+
+
+def test_a_maintainer_confirms_the_brake_and_sees_the_jobs_it_started(maint, policy,
+                                                                      inventory):
+    from hubmgr.deletion.models import DeletionJob
+
+    run = braked(policy)
+    html = maint.get(f"/policies/runs/{run.pk}/").content.decode()
+    assert 'id="confirm-brake"' in html and "Confirm and delete" in html
+    section = html[html.index('id="brake"'):html.index("</section>", html.index('id="brake"'))]
+    assert "held back 4 items, <strong>4.0 kB</strong>" in section
+    assert "4 items, 4.0 kB. Each job re-checks its plan" in section
+    assert "preview-snapshot rule" in section and "anything tagged or referenced" in section
+    resp = maint.post(f"/policies/runs/{run.pk}/confirm-brake")
+    assert resp.status_code == 302 and resp.url == f"/policies/runs/{run.pk}/"
+    job = DeletionJob.objects.get()
+    html = maint.get(resp.url).content.decode()
+    assert "Confirmed by maria at" in html and f'href="/jobs/{job.pk}"' in html
+    assert f"Confirmed by maria: its plan became deletion job #{job.pk}." in html
+    assert "Nothing was deleted" not in html and "nothing was deleted" not in html
+    assert 'id="confirm-brake"' not in html
+    again = maint.post(f"/policies/runs/{run.pk}/confirm-brake")  # a double click
+    assert again.status_code == 409 and "Already confirmed by maria" in again.content.decode()
+    assert DeletionJob.objects.count() == 1
+
+
+def test_confirming_with_htmx_answers_the_run_body_with_its_jobs(maint, policy, inventory):
+    from hubmgr.deletion.models import DeletionJob
+
+    run = braked(policy)
+    resp = maint.post(f"/policies/runs/{run.pk}/confirm-brake", **HTMX,
+                      HTTP_HX_TARGET="run-body")
+    html = resp.content.decode()
+    assert resp.status_code == 200 and html.lstrip().startswith('<div id="run-body"')
+    assert f'href="/jobs/{DeletionJob.objects.get().pk}"' in html and "Confirmed by" in html
+    again = maint.post(f"/policies/runs/{run.pk}/confirm-brake", **HTMX,
+                       HTTP_HX_TARGET="run-body")
+    assert again.status_code == 409 and 'role="alert" id="run-message"' in again.content.decode()
+
+
+def test_a_viewer_sees_no_confirm_button_and_may_not_confirm(client, user, policy, inventory):
+    run = braked(policy)
+    client.force_login(user)
+    html = client.get(f"/policies/runs/{run.pk}/").content.decode()
+    assert "held back 4 items" in html and 'id="confirm-brake"' not in html
+    assert "A maintainer can confirm this run" in html
+    assert client.post(f"/policies/runs/{run.pk}/confirm-brake").status_code == 403
+    assert not run.jobs.exists()
+
+
+def test_confirming_needs_the_csrf_token(maintainer, policy, inventory):
+    run = braked(policy)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(maintainer)
+    assert client.post(f"/policies/runs/{run.pk}/confirm-brake").status_code == 403
+    assert not run.jobs.exists()
+
+
+def test_a_run_that_cannot_be_confirmed_says_why_never_a_500(maint, policy, inventory):
+    from hubmgr.policies import runs
+
+    report_only = runs.record_dry_run(policy)
+    resp = maint.post(f"/policies/runs/{report_only.pk}/confirm-brake")
+    assert resp.status_code == 409 and "report mode" in resp.content.decode()
+    run = braked(policy)
+    service.save_policy(CleanupPolicy.objects.get(pk=policy.pk), None)  # unchanged: no audit
+    assert 'id="confirm-brake"' in maint.get(f"/policies/runs/{run.pk}/").content.decode()
+    policy.keep_last = 4
+    service.save_policy(policy)
+    html = maint.get(f"/policies/runs/{run.pk}/").content.decode()
+    assert 'id="confirm-brake"' not in html and "The policy changed after this run" in html
+    resp = maint.post(f"/policies/runs/{run.pk}/confirm-brake")
+    assert resp.status_code == 409 and "run it again" in resp.content.decode()
+    PolicyRun.objects.filter(pk=run.pk).update(finished_at=run.finished_at.replace(year=2020))
+    resp = maint.post(f"/policies/runs/{run.pk}/confirm-brake")
+    assert resp.status_code == 409 and "too old to confirm" in resp.content.decode()
+    assert not run.jobs.exists()
+
+
+# ---- the audit history on a policy's page ---------------------------------------------------
+def test_everyone_sees_the_changes_newest_first_with_before_and_after(logged_in, policy,
+                                                                     maintainer):
+    policy.keep_last, policy.mode = 5, "delete"
+    service.save_policy(policy, maintainer)
+    html = logged_in.get(f"/policies/{policy.pk}/").content.decode()
+    changes = html[html.index('id="changes"'):]
+    assert "<del>2</del> → <ins>5</ins>" in changes and "Keep last" in changes
+    assert "Mode: <del>Report only</del> → <ins>Delete</ins>" in changes
+    assert changes.index("Changed") < changes.index("Created")  # newest first
+    assert "maria" in changes and "Name: <ins>builds</ins>" in changes
+
+
+def test_the_changes_shown_are_bounded_with_a_count(maint, policy, monkeypatch):
+    from hubmgr.web import policy_pages
+
+    monkeypatch.setattr(policy_pages, "MAX_AUDIT", 3)
+    for n in range(4):
+        policy.keep_last = 10 + n
+        service.save_policy(policy)
+    html = maint.get(f"/policies/{policy.pk}/").content.decode()
+    assert "The 3 latest of 5 changes are shown" in html
+    assert "<ins>13</ins>" in html and "<ins>11</ins>" in html and "<ins>10</ins>" not in html
