@@ -89,11 +89,29 @@ class Plan:
         return [node.key for node, _ in self.items]
 
 
-def _describe(graph, key):
-    node = graph.nodes.get(key)
-    if node and node.tags:
-        return f"{key[1][:19]} ({', '.join(node.tags[:3])})"
-    return key[1][:19]
+# Why the planner keeps an item, in words: written here once, and used by the set-wise policy
+# engine too. ``indexes`` are (digest, tags) of the indexes outside the plan that list it.
+def blocked_reason(indexes) -> str:
+    return ("referenced by index " + ", ".join(map(_label, indexes[:3]))
+            + (" and others" if len(indexes) > 3 else ""))
+
+
+def own_tags_reason(tags) -> str:
+    return "has its own tags: " + ", ".join(tags[:5])
+
+
+def shared_child_reason(indexes) -> str:
+    return "also referenced by index " + ", ".join(map(_label, indexes[:3]))
+
+
+def _label(index):
+    digest, tags = index
+    return f"{digest[:19]} ({', '.join(tags[:3])})" if tags else digest[:19]
+
+
+def _indexes(graph, keys):
+    """(digest, tags) of the indexes at ``keys``, for the reasons above."""
+    return [(key[1], graph.nodes[key].tags if key in graph.nodes else ()) for key in keys]
 
 
 def plan(graph: Graph, selected) -> Plan:
@@ -117,9 +135,7 @@ def plan(graph: Graph, selected) -> Plan:
         blocked += found
     for key in blocked:  # named once the plan is settled: an index blocked later is named too
         outside = sorted(p for p in graph.parents[key] if p not in going)
-        kept[key] = "referenced by index " + ", ".join(
-            _describe(graph, p) for p in outside[:3]) + (" and others" if len(outside) > 3
-                                                         else "")
+        kept[key] = blocked_reason(_indexes(graph, outside))
     _explain_kept_children(graph, going, kept)
     order = delete_order(graph, going)
     items = [(graph.nodes[k], going[k]) for k in order]
@@ -159,11 +175,10 @@ def _explain_kept_children(graph, going, kept):
             if cnode is None:
                 continue
             if cnode.tags:
-                kept[child] = "has its own tags: " + ", ".join(cnode.tags[:5])
+                kept[child] = own_tags_reason(cnode.tags)
             else:
                 outside = sorted(p for p in graph.parents.get(child, ()) if p not in going)
-                kept[child] = "also referenced by index " + ", ".join(
-                    _describe(graph, p) for p in outside[:3])
+                kept[child] = shared_child_reason(_indexes(graph, outside))
 
 
 def delete_order(graph, going):

@@ -37,6 +37,7 @@ from hubmgr.inventory.registries import default_registry
 
 from . import rules, schedule, setwise
 from .models import CleanupPolicy, Mode, PolicyAudit, PolicyRun
+from .reports import LISTS, ProtectedItem, Report, RepositoryReport, Totals
 
 log = logging.getLogger("hubmgr.policies")
 
@@ -207,24 +208,24 @@ def load_batch(batch, evaluated) -> Graph:
                        tags=tags)
 
 
-def plan_repository(policy, repo, result, items, total, graph=None):
+def plan_repository(policy, repo, result, items, total, graph=None) -> RepositoryReport:
     """The report of one repository, every item listed, from its evaluation
     (``evaluate_chunk``) and, when it selects anything, a graph around its selection
     (``load_batch``); each "<list>_count" counts its list. (``setwise`` answers the same
     for dry runs that list only the first entries.)"""
     tags = {item.digest: list(item.tags) for item in items}
-    report = {
-        "repository": repo.name,
-        "items": total,
-        "selected": len(result.selected),
-        "going": [],
-        "protected": [{"digest": d, "tags": tags[d], "rule": rule, "keep": keeps}
-                      for d, (rule, keeps) in sorted(result.protected.items())],
-        "kept": [],
-        "reclaim_bytes": 0,
-        "unread": [],
-        "brake": None,
-    }
+    report = RepositoryReport(
+        repository=repo.name,
+        items=total,
+        selected=len(result.selected),
+        going=[],
+        protected=[ProtectedItem(digest=d, tags=tags[d], rule=rule, keep=keeps)
+                   for d, (rule, keeps) in sorted(result.protected.items())],
+        kept=[],
+        reclaim_bytes=0,
+        unread=[],
+        brake=None,
+    )
     if result.selected:
         p = plan(graph, [(repo.name, d) for d in result.selected])
         # As a preview keeps it (a job runs exactly this), with each selected item's rule.
@@ -239,8 +240,7 @@ def plan_repository(policy, repo, result, items, total, graph=None):
                       reclaim_bytes=p.reclaim_bytes)
         going = sum(1 for _, reason in p.items if reason == SELECTED)
         report["brake"] = rules.brake_reason(policy, going, total)
-    report.update({f"{key}_count": len(report[key])
-                   for key in ("going", "protected", "kept", "unread")})
+    report.update({f"{key}_count": len(report[key]) for key in LISTS})
     return report
 
 
@@ -285,28 +285,28 @@ def dry_run(policy, now=None, progress=None, registry=None, on_repository=None,
     return _report(policy, now, repos, reports)
 
 
-def _report(policy, now, repos, reports):
+def _report(policy, now, repos, reports) -> Report:
     going = [r for r in reports if not r["brake"]]
     braked = [r for r in reports if r["brake"]]
-    return {
-        "policy": policy.name,
-        "mode": policy.mode,
-        "at": now.isoformat(),
-        "rules": _rule_descriptions(policy),
-        "note": CASCADE_NOTE,
-        "repositories": reports,
-        "totals": {
-            "repositories": len(repos),
-            "planned": len(reports),
-            "going": sum(r["going_count"] for r in going),
-            "protected": sum(r["protected_count"] for r in reports),
-            "kept": sum(r["kept_count"] for r in reports),
-            "reclaim_bytes": sum(r["reclaim_bytes"] for r in going),
-            "braked": len(braked),
-            "braked_going": sum(r["going_count"] for r in braked),
-            "braked_reclaim_bytes": sum(r["reclaim_bytes"] for r in braked),
-        },
-    }
+    return Report(
+        policy=policy.name,
+        mode=policy.mode,
+        at=now.isoformat(),
+        rules=_rule_descriptions(policy),
+        note=CASCADE_NOTE,
+        repositories=reports,
+        totals=Totals(
+            repositories=len(repos),
+            planned=len(reports),
+            going=sum(r["going_count"] for r in going),
+            protected=sum(r["protected_count"] for r in reports),
+            kept=sum(r["kept_count"] for r in reports),
+            reclaim_bytes=sum(r["reclaim_bytes"] for r in going),
+            braked=len(braked),
+            braked_going=sum(r["going_count"] for r in braked),
+            braked_reclaim_bytes=sum(r["reclaim_bytes"] for r in braked),
+        ),
+    )
 
 
 def _rule_descriptions(policy):

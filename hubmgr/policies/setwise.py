@@ -33,12 +33,15 @@ from datetime import timedelta
 from django.db import connection, transaction
 
 from hubmgr.deletion.graph import values_subquery
-from hubmgr.deletion.planner import CHILD, SELECTED, Graph, Node, delete_order
+from hubmgr.deletion.planner import (
+    CHILD, SELECTED, Graph, Node, blocked_reason, delete_order, own_tags_reason,
+    shared_child_reason)
 from hubmgr.inventory.conditions import age_from_sql, seen_push_sql
 from hubmgr.inventory.models import Blob, IndexChild, Kind, Manifest, ManifestBlob
 
 from . import rules
 from .patterns import tag_finder
+from .reports import GoingItem, KeptEntry, ProtectedItem, RepositoryReport
 
 REMOVE_CODES = {1: rules.REMOVE_TAG, 2: rules.REMOVE_UNTAGGED, 3: rules.REMOVE_STALE}
 KEEP_BITS = ((1, rules.KEEP_LAST), (2, rules.KEEP_TAG), (4, rules.KEEP_PULLED))
@@ -303,7 +306,7 @@ def _per_repo(cursor, sql, params=()):
     return {row[0]: row[1:] for row in cursor.fetchall()}
 
 
-def _reports(cursor, policy, by_id, limit) -> dict:
+def _reports(cursor, policy, by_id, limit) -> dict[int, RepositoryReport]:
     # Of each repository: selected (going or blocked) and protected items; going items, those
     # selected, unread ones and the bytes of their own that they free.
     counted = _per_repo(cursor, (
@@ -333,22 +336,21 @@ def _reports(cursor, policy, by_id, limit) -> dict:
         n_going, n_selected, n_unread, manifest_bytes = going.get(repo_id, (0, 0, 0, 0))
         total = totals.get(repo_id, (0,))[0]
         listed = lists.get(repo_id, {})
-        report = {
-            "repository": by_id[repo_id].name,
-            "items": total,
-            "selected": selected,
-            "going": listed.get("going", []),
-            "protected": listed.get("protected", []),
-            "kept": listed.get("kept", []),
-            "reclaim_bytes": int(manifest_bytes or 0) + int(blobs.get(repo_id, (0,))[0] or 0),
-            "unread": listed.get("unread", []),
-            "brake": rules.brake_reason(policy, n_selected, total) if selected else None,
-            "going_count": n_going,
-            "protected_count": protected,
-            "kept_count": kept.get(repo_id, (0,))[0],
-            "unread_count": int(n_unread or 0),
-        }
-        reports[repo_id] = report
+        reports[repo_id] = RepositoryReport(
+            repository=by_id[repo_id].name,
+            items=total,
+            selected=selected,
+            going=listed.get("going", []),
+            protected=listed.get("protected", []),
+            kept=listed.get("kept", []),
+            reclaim_bytes=int(manifest_bytes or 0) + int(blobs.get(repo_id, (0,))[0] or 0),
+            unread=listed.get("unread", []),
+            brake=rules.brake_reason(policy, n_selected, total) if selected else None,
+            going_count=n_going,
+            protected_count=protected,
+            kept_count=kept.get(repo_id, (0,))[0],
+            unread_count=int(n_unread or 0),
+        )
     return reports
 
 
@@ -387,9 +389,9 @@ def _lists(cursor, limit, unread) -> dict:
         "ORDER BY m.digest{C}) AS n FROM hm_item i JOIN {m} m ON m.id = i.id "
         f"WHERE i.reason = 0 AND NOT i.{_SELECTED}) t WHERE n <= %s ORDER BY repo, n"), [limit])
     for repo_id, digest, tags, rule, keeps in cursor.fetchall():
-        lists.setdefault(repo_id, {}).setdefault("protected", []).append({
-            "digest": digest, "tags": tags.split(), "rule": REMOVE_CODES[rule],
-            "keep": [name for bit, name in KEEP_BITS if keeps & bit]})
+        lists.setdefault(repo_id, {}).setdefault("protected", []).append(ProtectedItem(
+            digest=digest, tags=tags.split(), rule=REMOVE_CODES[rule],
+            keep=[name for bit, name in KEEP_BITS if keeps & bit]))
     going = _going_rows(cursor, limit, unread)
     parents = _going_parents(cursor, [row[0] for rows in going.values() for row in rows])
     for repo_id, rows in going.items():
@@ -398,12 +400,12 @@ def _lists(cursor, limit, unread) -> dict:
         entries = lists.setdefault(repo_id, {})["going"] = []
         for manifest_id, digest, kind, tags, size, reason, rule, fetched in rows[:limit]:
             of = parents.get(manifest_id, ())  # in the order of the plan
-            entries.append({
-                "digest": digest, "type": kind, "tags": tags.split(), "size": size,
-                "reason": REASONS[reason],
-                "parents": [digests[p] for p in (sorted(of, key=positions.get)
-                                                 if len(of) > 1 else of)],
-                "rule": REMOVE_CODES[rule] if reason == 0 else None})
+            entries.append(GoingItem(
+                digest=digest, type=kind, tags=tags.split(), size=size,
+                reason=REASONS[reason],
+                parents=[digests[p] for p in (sorted(of, key=positions.get)
+                                              if len(of) > 1 else of)],
+                rule=REMOVE_CODES[rule] if reason == 0 else None))
         lists[repo_id]["unread"] = [row[1] for row in rows if not row[7]][:limit]
     for repo_id, (entries, count) in _kept_rows(cursor, limit).items():
         lists.setdefault(repo_id, {}).update(kept=entries, kept_count=count)
@@ -498,20 +500,14 @@ def _kept_rows(cursor, limit) -> dict:
     for repo_id, manifest_id, digest, tags, blocked, total in rows:
         tags, indexes = tags.split(), outside.get(manifest_id, [])
         if blocked:
-            reason = "referenced by index " + ", ".join(map(_describe, indexes[:3])) + (
-                " and others" if len(indexes) > 3 else "")
+            reason = blocked_reason(indexes)
         elif tags:
-            reason = "has its own tags: " + ", ".join(tags[:5])
+            reason = own_tags_reason(tags)
         else:
-            reason = "also referenced by index " + ", ".join(map(_describe, indexes[:3]))
+            reason = shared_child_reason(indexes)
         kept.setdefault(repo_id, ([], total))[0].append(
-            {"digest": digest, "reason": reason, "tags": tags})
+            KeptEntry(digest=digest, reason=reason, tags=tags))
     return kept
-
-
-def _describe(index):
-    digest, tags = index
-    return f"{digest[:19]} ({', '.join(tags[:3])})" if tags else digest[:19]
 
 
 def _rows(cursor, sql, params=()):

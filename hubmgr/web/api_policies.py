@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
 from hubmgr.deletion.models import DeletionJob
-from hubmgr.policies import runs, service, tasks
+from hubmgr.policies import reports, runs, service, tasks
 from hubmgr.policies.models import MAX_DAYS, CleanupPolicy, Mode, PolicyRun, Schedule
 from hubmgr.policies.patterns import MAX_GLOB_TEXT, MAX_REGEX_LENGTH
 
@@ -46,11 +46,6 @@ POLICY = Schema({
 })
 EMPTY = Schema()  # a dry run, confirming the brake
 RUN = Schema({"dry_run": Boolean()})
-# A report lists at most this many items of each kind per repository, and this many
-# repositories; counts and bytes stay exact, and "items_truncated" says when a list is cut.
-MAX_LISTED_ITEMS = 100
-MAX_LISTED_REPOSITORIES = 200
-REPORT_LISTS = ("going", "protected", "kept", "unread")
 # Run history and audit history, a page at a time.
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
@@ -132,26 +127,6 @@ def policy(request, policy_id):
     return JsonResponse(policy_json(policy, _last_runs([policy.pk]).get(policy.pk)))
 
 
-def bounded_report(report) -> dict:
-    """The report with each repository's lists cut to MAX_LISTED_ITEMS and the repositories to
-    MAX_LISTED_REPOSITORIES; "<list>_count" and the totals stay exact."""
-    if not report.get("repositories"):
-        return {**report, "items_truncated": False, "repositories_truncated": False}
-    cut = False
-    listed = []
-    for entry in report["repositories"][:MAX_LISTED_REPOSITORIES]:
-        entry = dict(entry)
-        for key in REPORT_LISTS:
-            values = entry.get(key) or []
-            count = entry.setdefault(f"{key}_count", len(values))  # (reports before counts)
-            if len(values) > MAX_LISTED_ITEMS:
-                entry[key] = values = values[:MAX_LISTED_ITEMS]
-            cut = cut or count > len(values)
-        listed.append(entry)
-    return {**report, "repositories": listed, "items_truncated": cut,
-            "repositories_truncated": len(report["repositories"]) > len(listed)}
-
-
 @require_http_methods(["POST"])
 @api_auth
 def dry_run(request, policy_id):
@@ -159,7 +134,7 @@ def dry_run(request, policy_id):
     policy = get_policy(policy_id)
     require_delete_permission(request.user)
     _body(request, EMPTY)  # a malformed body is refused, as everywhere
-    return JsonResponse(bounded_report(runs.dry_run(policy, limit=MAX_LISTED_ITEMS)))
+    return JsonResponse(reports.bounded(runs.dry_run(policy, limit=reports.MAX_LISTED_ITEMS)))
 
 
 def _page(request, qs):
@@ -281,5 +256,5 @@ def run_status(request, run_id):
         "brake_confirmed_by": _user(run.brake_confirmed_by),
         "jobs": [{"id": pk, "status": status, "status_url": reverse("api-deletion", args=[pk])}
                  for pk, status in jobs],
-        "report": bounded_report(run.report) if run.report else None,
+        "report": reports.bounded(run.report) if run.report else None,
     })

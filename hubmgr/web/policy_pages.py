@@ -1,7 +1,7 @@
 """The cleanup policy pages: the list, a policy with its runs, a run's report, the form with
 its live preview, and the maintainers' actions (dry run, run now, delete). Every change goes
-through hubmgr.policies.service, so it is audited; lookups and the bounded report are the
-JSON API's."""
+through hubmgr.policies.service, so it is audited; the lookups are those the JSON API uses
+(lookups.py), the bounded report hubmgr.policies.reports'."""
 
 from datetime import timedelta
 
@@ -13,11 +13,10 @@ from django.shortcuts import redirect, render
 from django.utils.text import capfirst
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from hubmgr.policies import runs, service, tasks
+from hubmgr.policies import reports, runs, service, tasks
 from hubmgr.policies.models import CleanupPolicy, PolicyRun
 from hubmgr.units import human_size
 
-from .api_policies import MAX_LISTED_ITEMS, REPORT_LISTS, bounded_report
 from .deletions import DELETE_PERMISSION, require_delete_permission
 from .lookups import get_policy, get_run
 from .policy_forms import PolicyForm, PreviewForm
@@ -37,12 +36,12 @@ def get_policy_to_change(request, policy_id) -> CleanupPolicy:
 def present_report(report) -> dict:
     """The bounded report with what a page shows: sizes in words, the rules described, and
     how many of each list are left out."""
-    report = bounded_report(report)
+    report = reports.bounded(report)
     described = report.get("rules", {})
     remove, keep = described.get("remove", {}), described.get("keep", {})
     for entry in report.get("repositories", []):
         entry["reclaim_text"] = human_size(entry["reclaim_bytes"])
-        for key in REPORT_LISTS:
+        for key in reports.LISTS:
             entry[f"{key}_more"] = entry[f"{key}_count"] - len(entry.get(key) or [])
         for item in entry["going"]:
             item["rule_text"] = remove.get(item.get("rule")) or ""
@@ -122,7 +121,8 @@ def policy_dry_run(request, policy_id):
     """What the policy would remove now, inline (htmx); nothing is recorded."""
     policy = get_policy_to_change(request, policy_id)
     return render(request, "policies/policy.html#dry-run", {
-        "policy": policy, "report": present_report(runs.dry_run(policy, limit=MAX_LISTED_ITEMS))})
+        "policy": policy,
+        "report": present_report(runs.dry_run(policy, limit=reports.MAX_LISTED_ITEMS))})
 
 
 @require_POST

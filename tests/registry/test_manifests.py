@@ -15,7 +15,8 @@ from hubmgr.registry.manifests import (
     parse_manifest,
     parse_time,
 )
-from hubmgr.web.present import ago, human_size
+from hubmgr.units import human_size
+from hubmgr.web.present import ago
 
 DESC = {"mediaType": "x", "digest": "sha256:" + "1" * 64, "size": 10}
 

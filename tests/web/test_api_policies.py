@@ -7,6 +7,7 @@ import time
 import pytest
 from django.test import Client
 
+from hubmgr.policies import reports
 from hubmgr.policies.models import CleanupPolicy, PolicyAudit, PolicyRun
 from hubmgr.web import api_policies
 
@@ -268,7 +269,7 @@ def test_a_dry_run_answers_the_report_and_records_nothing(maint, inventory):
 
 
 def test_a_long_report_lists_fewer_items_but_exact_counts(maint, inventory, monkeypatch):
-    monkeypatch.setattr(api_policies, "MAX_LISTED_ITEMS", 2)
+    monkeypatch.setattr(reports, "MAX_LISTED_ITEMS", 2)
     report = post(maint, f"{create(maint)['url']}/dry-run").json()
     [repo] = report["repositories"]
     assert report["items_truncated"] is True and len(repo["going"]) == 2

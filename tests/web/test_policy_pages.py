@@ -177,9 +177,9 @@ def test_run_now_runs_on_a_worker_and_its_report_renders(client, maintainer, inv
 
 # ---- a run's report ---------------------------------------------------------------------------
 def test_a_report_lists_are_bounded_with_and_n_more(maint, policy, monkeypatch):
-    from hubmgr.web import api_policies
+    from hubmgr.policies import reports
 
-    monkeypatch.setattr(api_policies, "MAX_LISTED_ITEMS", 2)
+    monkeypatch.setattr(reports, "MAX_LISTED_ITEMS", 2)
     going = [{"digest": digest(f"g{n}"), "type": "image", "tags": [], "size": 10,
               "reason": "selected", "parents": [], "rule": "untagged"} for n in range(5)]
     report = {"policy": "builds", "rules": {"remove": {"untagged": "untagged for more than 7 "

@@ -1,0 +1,90 @@
+"""A policy run's report as plain data, declared once: what ``runs`` and ``setwise`` build,
+what the API, the pages, the ``cleanup`` command and ``runs.confirm_brake`` read; and the
+bounded form that the API and the pages show."""
+
+from typing import NotRequired, TypedDict
+
+from hubmgr.deletion.shapes import KeptItem, PlanItem
+
+# A report as shown lists at most this many items of each kind per repository, and this many
+# repositories; counts and bytes stay exact, and "items_truncated" says when a list is cut.
+MAX_LISTED_ITEMS = 100
+MAX_LISTED_REPOSITORIES = 200
+LISTS = ("going", "protected", "kept", "unread")
+
+
+class GoingItem(PlanItem):
+    rule: str | None  # the remove rule that selected it; None for an index's child
+
+
+class ProtectedItem(TypedDict):
+    digest: str
+    tags: list[str]
+    rule: str  # the remove rule that would have selected it
+    keep: list[str]  # the keep rules that protect it
+
+
+class KeptEntry(KeptItem):
+    tags: NotRequired[list[str]]
+
+
+class RepositoryReport(TypedDict):
+    repository: str
+    items: int  # its top-level items
+    selected: int  # of them, selected by a remove rule (going or kept by the planner)
+    going: list[GoingItem]
+    protected: list[ProtectedItem]
+    kept: list[KeptEntry]
+    reclaim_bytes: int
+    unread: list[str]
+    brake: str | None  # why the brake stopped it, or None
+    going_count: int
+    protected_count: int
+    kept_count: int
+    unread_count: int
+    job: NotRequired[int | None]  # the deletion job it became (a run in delete mode)
+    brake_confirmed_by: NotRequired[str | None]
+
+
+class Totals(TypedDict):
+    repositories: int  # covered
+    planned: int  # with something selected or protected
+    going: int
+    protected: int
+    kept: int
+    reclaim_bytes: int
+    braked: int
+    braked_going: int
+    braked_reclaim_bytes: int
+
+
+class Report(TypedDict):
+    policy: str
+    mode: str
+    at: str
+    rules: dict
+    note: str
+    repositories: list[RepositoryReport]
+    totals: Totals
+    items_truncated: NotRequired[bool]  # (in the bounded form)
+    repositories_truncated: NotRequired[bool]
+
+
+def bounded(report: Report) -> Report:
+    """The report with each repository's lists cut to MAX_LISTED_ITEMS and the repositories to
+    MAX_LISTED_REPOSITORIES; "<list>_count" and the totals stay exact."""
+    if not report.get("repositories"):
+        return {**report, "items_truncated": False, "repositories_truncated": False}
+    cut = False
+    listed = []
+    for entry in report["repositories"][:MAX_LISTED_REPOSITORIES]:
+        entry = dict(entry)
+        for key in LISTS:
+            values = entry.get(key) or []
+            count = entry.setdefault(f"{key}_count", len(values))  # (reports before counts)
+            if len(values) > MAX_LISTED_ITEMS:
+                entry[key] = values = values[:MAX_LISTED_ITEMS]
+            cut = cut or count > len(values)
+        listed.append(entry)
+    return {**report, "repositories": listed, "items_truncated": cut,
+            "repositories_truncated": len(report["repositories"]) > len(listed)}

@@ -1,0 +1,63 @@
+"""The conditions of hubmgr.inventory.conditions answer the same in each of their forms: on a
+loaded row, as an ORM filter or expression, and as SQL over a manifest alias."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import connection
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+
+from hubmgr.inventory import conditions
+from hubmgr.inventory.models import Manifest, PushSource, Repository
+from hubmgr.inventory.registries import default_registry
+
+BASE = datetime(2026, 1, 1, tzinfo=UTC)
+times = st.one_of(st.none(), st.integers(0, 400).map(lambda d: BASE + timedelta(days=d)))
+rows = st.lists(st.tuples(times, st.sampled_from(["", *PushSource.values]),
+                          st.integers(0, 400).map(lambda d: BASE + timedelta(days=d))),
+                min_size=1, max_size=12)
+
+
+def store(drawn):
+    Manifest.objects.all().delete()
+    repo, _ = Repository.objects.get_or_create(registry=default_registry(), name="team/app")
+    Manifest.objects.bulk_create(
+        Manifest(repository=repo, digest=f"sha256:{n:064x}", last_pushed=pushed,
+                 last_pushed_source=source)
+        for n, (pushed, source, _) in enumerate(drawn))
+    for n, (_, _, first_seen) in enumerate(drawn):  # (auto_now_add on create)
+        Manifest.objects.filter(digest=f"sha256:{n:064x}").update(first_seen=first_seen)
+    return {m.pk: m for m in Manifest.objects.all()}
+
+
+def by_sql(select, params):
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT m.id, {select} FROM {Manifest._meta.db_table} m", params)
+        return dict(cursor.fetchall())
+
+
+def moment(value):
+    """A time as the database driver gives it back, for comparing."""
+    if isinstance(value, str):  # SQLite's CASE hands back text
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+@pytest.mark.django_db
+@hsettings(max_examples=40, deadline=None, derandomize=True,
+           suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows)
+def test_seen_push_and_age_from_answer_alike_in_python_the_orm_and_sql(drawn):
+    loaded = store(drawn)
+    python = {pk: conditions.seen_push(m) is not None for pk, m in loaded.items()}
+    orm = set(Manifest.objects.filter(conditions.seen_push_q()).values_list("pk", flat=True))
+    sql = by_sql(f"CASE WHEN {conditions.seen_push_sql('m')[0]} THEN 1 ELSE 0 END",
+                 conditions.seen_push_sql("m")[1])
+    assert {pk for pk, seen in python.items() if seen} == orm
+    assert {pk for pk, seen in sql.items() if seen} == orm
+
+    python = {pk: conditions.age_from(m) for pk, m in loaded.items()}
+    orm = dict(Manifest.objects.annotate(age=conditions.age_from_expression())
+               .values_list("pk", "age"))
+    sql = by_sql(*conditions.age_from_sql("m"))
+    assert {pk: moment(v) for pk, v in sql.items()} == python == orm
