@@ -103,10 +103,10 @@ def bench_policies():
     times, report = [], None
     for _ in range(RUNS):
         started = time.perf_counter()
-        report = runs.dry_run(policy, limit=MAX_LISTED_ITEMS)
+        report = runs.preview(policy, MAX_LISTED_ITEMS)
         times.append(time.perf_counter() - started)
     started = time.perf_counter()
-    planned = runs.dry_run(policy)
+    planned = runs.plan_every_item(policy)
     planner_s = time.perf_counter() - started
     assert planned["totals"] == report["totals"], (planned["totals"], report["totals"])
     totals = report["totals"]

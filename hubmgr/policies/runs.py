@@ -244,28 +244,28 @@ def plan_repository(policy, repo, result, items, total, graph=None) -> Repositor
     return report
 
 
-def dry_run(policy, now=None, progress=None, registry=None, on_repository=None,
-            limit=None) -> dict:
-    """The report of what ``policy`` would remove now. Nothing is recorded or deleted.
-    ``progress`` wraps the list of repositories (a tqdm bar, say); ``on_repository`` is
-    called after each. ``limit`` bounds each repository's lists: a page or the API shows 100
-    entries of each, the form's live preview none. With a limit,
-    the report is counted and listed set-wise in SQL (``setwise``), which answers as the
-    planner does; without one (a recorded run, whose plans become deletion jobs), each
-    repository is planned with the deletion planner."""
+def preview(policy, limit, now=None, registry=None) -> Report:
+    """What ``policy`` would remove now, counted and listed set-wise in SQL (``setwise``, which
+    answers as the planner does), each repository's lists holding at most ``limit`` entries:
+    a page or the API shows 100 of each, the form's live preview none. Nothing is recorded or
+    deleted."""
+    now = now or timezone.now()
+    registry = registry or default_registry()
+    repos = covered_repositories(policy, registry)
+    found = setwise.evaluate(policy, repos, now, Coverage.of(registry, now), limit)
+    return _report(policy, now, repos, [found[repo.pk] for repo in repos if repo.pk in found])
+
+
+def plan_every_item(policy, now=None, progress=None, registry=None,
+                    on_repository=None) -> Report:
+    """What ``policy`` would remove now, each repository planned by the deletion planner and
+    every item listed: a recorded run's report, whose plans become deletion jobs. Nothing is
+    recorded or deleted here. ``progress`` wraps the list of repositories (a tqdm bar, say);
+    ``on_repository`` is called after each."""
     now = now or timezone.now()
     registry = registry or default_registry()
     coverage = Coverage.of(registry, now)
     repos = covered_repositories(policy, registry)
-    if limit is not None:  # counted and listed set-wise, without the planner
-        found = setwise.evaluate(policy, repos, now, coverage, limit)
-        reports = []
-        for repo in progress(repos) if progress else repos:
-            if repo.pk in found:
-                reports.append(found[repo.pk])
-            if on_repository:
-                on_repository()
-        return _report(policy, now, repos, reports)
     reports, evaluated, batches, graph, in_graph = [], {}, iter(()), None, set()
     with collector_paused():
         for n, repo in enumerate(progress(repos) if progress else repos):
@@ -368,7 +368,7 @@ def _execute(run, policy, delete, user=None, progress=None) -> PolicyRun:
     report = None
     try:
         with Heartbeat(run) as beat:
-            report = dry_run(policy, progress=progress, on_repository=beat)
+            report = plan_every_item(policy, progress=progress, on_repository=beat)
             if delete:
                 start_jobs(run, report, user, on_repository=beat)
     except ClaimLost:

@@ -134,7 +134,7 @@ def dry_run(request, policy_id):
     policy = get_policy(policy_id)
     require_delete_permission(request.user)
     _body(request, EMPTY)  # a malformed body is refused, as everywhere
-    return JsonResponse(reports.bounded(runs.dry_run(policy, limit=reports.MAX_LISTED_ITEMS)))
+    return JsonResponse(reports.bounded(runs.preview(policy, reports.MAX_LISTED_ITEMS)))
 
 
 def _page(request, qs):

@@ -122,7 +122,7 @@ def policy_dry_run(request, policy_id):
     policy = get_policy_to_change(request, policy_id)
     return render(request, "policies/policy.html#dry-run", {
         "policy": policy,
-        "report": present_report(runs.dry_run(policy, limit=reports.MAX_LISTED_ITEMS))})
+        "report": present_report(runs.preview(policy, reports.MAX_LISTED_ITEMS))})
 
 
 @require_POST
@@ -228,7 +228,7 @@ def policy_preview(request):
     without saving; the errors instead while they are invalid."""
     require_delete_permission(request.user)
     form = PreviewForm(request.POST)
-    report = present_report(runs.dry_run(form.instance, limit=0)) if form.is_valid() \
+    report = present_report(runs.preview(form.instance, 0)) if form.is_valid() \
         else None
     return render(request, "policies/form.html#preview", {"preview_form": form,
                                                            "report": report})
