@@ -1,9 +1,10 @@
-# hubmgr: `make run` starts a working dashboard, `make test` runs the whole suite.
+# hubmgr: `make run` starts a working dashboard, `make test` runs the whole suite, `make check`
+# its fast tier (no registry, browser, server, worker, Redis or PostgreSQL; see docs/testing.md).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test bench install install-dev system-deps system-deps-test clean
+.PHONY: run check test bench install install-dev system-deps system-deps-test clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +29,12 @@ system-deps-test:
 
 run: system-deps install
 	$(PY) manage.py launch
+
+# Tests that need none of these markers (set in tests/conftest.py and by the tests).
+FAST := not (registry or browser or live or worker or redis or postgres or slow)
+
+check: install-dev
+	HUBMGR_DATABASE_URL= $(PY) -m pytest -q -m "$(FAST)"
 
 test: system-deps-test install-dev
 	bash scripts/test.sh

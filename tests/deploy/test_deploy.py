@@ -37,6 +37,7 @@ def test_the_compose_file_is_valid(tmp_path):
 
 
 @pytest.mark.django_db
+@pytest.mark.redis  # its broker must answer
 def test_healthz_is_200_when_everything_answers(client, registry):
     resp = client.get("/healthz")
     assert resp.status_code == 200

@@ -110,8 +110,7 @@ def test_the_webhook_stores_an_envelope_while_redis_hangs(client, redis_service,
     from hubmgr.inventory import tasks
     from hubmgr.inventory.models import QueuedEnvelope
 
-    tasks._broker_down_until[0] = 0.0
-    tasks._woken[0] = -1e9
+    tasks.forget_wake_state()
     body = json.dumps({"events": [{"id": "e1", "action": "pull", "timestamp":
                                    "2026-12-01T00:00:00Z", "target": {
                                        "repository": "team/app", "mediaType":
@@ -121,7 +120,7 @@ def test_the_webhook_stores_an_envelope_while_redis_hangs(client, redis_service,
         resp, seconds = timed(lambda: client.post(
             "/hooks/registry", body, content_type="application/json",
             HTTP_AUTHORIZATION=f"Bearer {WEBHOOK_TOKEN}"))
-    tasks._broker_down_until[0] = 0.0
+    tasks.forget_wake_state()  # the hang paused wake-ups; later tests start afresh
     assert seconds < BOUND_SECONDS, seconds
     assert resp.status_code == 200 and QueuedEnvelope.objects.count() == 1
 

@@ -375,7 +375,7 @@ def test_events_stored_while_no_worker_runs_are_applied_when_one_starts(client, 
     from hubmgr.inventory import tasks
 
     celery_app.control.purge()
-    tasks._wake_flag().delete(tasks.WAKE_KEY)
+    tasks.forget_wake_state()
     for n in range(3):  # the worker is down (none started yet): they wait in the table
         assert post(client, [pull(f"p{n}", f"2026-11-0{n + 1}T00:00:00Z")]).status_code == 200
     time.sleep(0.5)
