@@ -1,11 +1,13 @@
 """`make run` (manage.py launch) as a user runs it: a service that dies is named, with its log,
 and nothing it started is left running."""
 
+import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -79,9 +81,14 @@ def started_from(data):
 
 @pytest.fixture
 def launch(tmp_path):
-    launched = Launch(tmp_path / "data")
-    yield launched
-    launched.close()
+    # One launch stack at a time on this machine: `launch` prefers the same ports each time
+    # (5000, 6390...), and two stacks started at once (make test's SQLite and PostgreSQL
+    # passes) can both find one free and clash.
+    with open(Path(tempfile.gettempdir()) / "hubmgr-test-launch.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        launched = Launch(tmp_path / "data")
+        yield launched
+        launched.close()
 
 
 def test_launch_stops_everything_and_names_the_registry_when_the_registry_dies(launch):
