@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # `make test`: the whole suite on SQLite and, when a server answers at 127.0.0.1:5432 with trust
 # auth (override with HUBMGR_TEST_POSTGRES_URL), again on PostgreSQL. The two passes run at the
-# same time, each spread over pytest-xdist workers (HUBMGR_TEST_WORKERS, default 2 for SQLite
-# and 3 for PostgreSQL, whose pass takes longer): every worker
+# same time, each spread over HUBMGR_TEST_WORKERS pytest-xdist workers (default 2): every worker
 # has its own test database (pytest-django suffixes the name with _gw0, _gw1...) and its own
 # private Redis, registries and Chromium. Each pass's output is printed whole when it ends,
 # closing with pytest's summary line ("N passed ..."); the script fails when a pass fails or
@@ -26,7 +25,7 @@ else
   passes=(sqlite)
 fi
 
-declare -A workers=([sqlite]="${HUBMGR_TEST_WORKERS:-2}" [postgresql]="${HUBMGR_TEST_WORKERS:-3}")
+declare -A workers=([sqlite]="${HUBMGR_TEST_WORKERS:-2}" [postgresql]="${HUBMGR_TEST_WORKERS:-2}")
 declare -A url=([sqlite]="" [postgresql]="$pg_url") title=([sqlite]="SQLite"
     [postgresql]="PostgreSQL ($pg_url)") pid=() status=()
 for name in "${passes[@]}"; do
