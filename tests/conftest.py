@@ -33,7 +33,7 @@ FIXTURE_MARKERS = {
 IMPLIED = {"worker": {"redis"}, "browser": {"live"}}
 
 
-@pytest.hookimpl(trylast=True)  # after pytest-django has ordered them
+@pytest.hookimpl(tryfirst=True)  # the markers are set before `-m` selects by them
 def pytest_collection_modifyitems(config, items):
     from django.conf import settings
 
@@ -54,8 +54,8 @@ def pytest_collection_modifyitems(config, items):
         # Under pytest-xdist, the longest tests first, so that no worker draws one late and
         # runs alone at the end (test_no_envelope_gets_a_5xx takes minutes on PostgreSQL).
         # Within pytest-django's order (tests on a transaction before those that flush the
-        # database, which loses the migrations' rows), and stable: each module's tests keep
-        # their order and share their module fixtures.
+        # database, which loses the migrations' rows), whichever of the two sorts runs last;
+        # stable: each module's tests keep their order and share their module fixtures.
         items.sort(key=lambda item: (django_order(item), 0 if item.get_closest_marker("slow")
                                      else 1 if HEAVY & {m.name for m in item.iter_markers()}
                                      else 2))
