@@ -48,3 +48,8 @@ def wait_until(check, timeout=20):
             return True
         time.sleep(0.1)
     return check()
+
+
+def bearer(token):
+    """The test client's headers for an API token."""
+    return {"HTTP_AUTHORIZATION": f"Bearer {token}"}

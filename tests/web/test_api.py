@@ -9,12 +9,9 @@ from django.core.management import CommandError, call_command
 from hubmgr.web.models import ApiToken
 
 from tests.support.factories import digest, observe_pulls, sample_repo
+from tests.support.helpers import bearer
 
 pytestmark = pytest.mark.django_db
-
-
-def bearer(token):
-    return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
 
 
 def test_create_api_token_prints_a_token_and_stores_only_its_hash(user, capsys):

@@ -24,6 +24,7 @@ from hubmgr.deletion.models import DeletionJob
 from hubmgr.web.models import ApiToken
 
 from tests.support.factories import digest, sample_repo
+from tests.support.helpers import bearer
 
 HTMX = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "image-table"}
 
@@ -99,10 +100,6 @@ def test_a_search_ending_in_the_last_code_point_still_finds_tags(table):
 
 
 # --- reads behind a writer (SQLite) -------------------------------------------------------
-
-def bearer(token):
-    return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
-
 
 @pytest.mark.django_db(transaction=True)
 def test_reads_answer_while_another_process_holds_the_sqlite_write_lock(client, settings, user):
