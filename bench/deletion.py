@@ -31,7 +31,7 @@ def _bench_delete(service, count):
     from hubmgr.deletion import actions, jobs
     from hubmgr.inventory.models import Repository
     from hubmgr.inventory.registries import client_for, default_registry
-    from hubmgr.inventory.sync import sync_registry
+    from hubmgr.inventory.sync.runs import sync_registry
     from hubmgr.registry.client import RegistryClient
 
     pusher = RegistryClient(service.url, pool_size=CONCURRENCY)
@@ -115,7 +115,7 @@ def _kill_once(env, proxy, registry_url, n):
     from hubmgr.deletion import actions, jobs, tasks
     from hubmgr.inventory.models import Repository
     from hubmgr.inventory.registries import client_for, default_registry
-    from hubmgr.inventory.sync import sync_registry
+    from hubmgr.inventory.sync.runs import sync_registry
     from hubmgr.registry.client import RegistryClient
 
     name = f"bench/kill{n}"

@@ -134,7 +134,7 @@ def _measure(path):
 
     django.setup()
     from bench.plan import _peak_rss_kib
-    from hubmgr.inventory.pullimport import Importer
+    from hubmgr.inventory.pulls.pullimport import Importer
     from hubmgr.inventory.registries import default_registry
 
     registry = default_registry()

@@ -125,9 +125,9 @@ def bench_overview():
     from django.contrib.auth import get_user_model
     from django.utils import timezone
 
-    from hubmgr.inventory import snapshots
     from hubmgr.inventory.models import Repository
     from hubmgr.inventory.registries import default_registry
+    from hubmgr.inventory.storage import snapshots
     from hubmgr.policies.models import CleanupPolicy, PolicyRun
 
     from .common import record

@@ -40,9 +40,9 @@ def _build(name, n):
     images with their own config and one of 500 base layers shared registry-wide."""
     from django.db import connection
 
+    from hubmgr.inventory.catalog.store import refresh_counts
     from hubmgr.inventory.models import Blob, IndexChild, Manifest, ManifestBlob, Repository, Tag
     from hubmgr.inventory.registries import default_registry
-    from hubmgr.inventory.store import refresh_counts
 
     started = time.perf_counter()
     repo = Repository.objects.create(registry=default_registry(), name=name)

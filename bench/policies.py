@@ -23,9 +23,9 @@ def build(n, repos):
     from django.db import connection
     from django.utils import timezone
 
+    from hubmgr.inventory.catalog.store import refresh_counts
     from hubmgr.inventory.models import Blob, IndexChild, Manifest, ManifestBlob, Repository, Tag
     from hubmgr.inventory.registries import default_registry
-    from hubmgr.inventory.store import refresh_counts
 
     started = time.perf_counter()
     registry, now, per = default_registry(), timezone.now(), n // repos

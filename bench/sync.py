@@ -207,7 +207,7 @@ def main(what, registry_id):
     django.setup()
     from hubmgr.inventory.models import Registry
     from hubmgr.inventory.registries import client_for
-    from hubmgr.inventory.sync import sync_registry
+    from hubmgr.inventory.sync.runs import sync_registry
 
     registry = Registry.objects.get(pk=registry_id)
     if what == "idle":

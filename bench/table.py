@@ -34,10 +34,9 @@ def build_inventory(n):
 
     from django.utils import timezone
 
-    from hubmgr.inventory.models import (
-        Blob, IndexChild, Manifest, ManifestBlob, Repository, Tag)
+    from hubmgr.inventory.catalog.store import refresh_counts
+    from hubmgr.inventory.models import Blob, IndexChild, Manifest, ManifestBlob, Repository, Tag
     from hubmgr.inventory.registries import default_registry
-    from hubmgr.inventory.store import refresh_counts
 
     repo = Repository.objects.create(registry=default_registry(), name="bench/big")
     registry_id = repo.registry_id
@@ -162,7 +161,7 @@ def measure_cases(section, client, cases, width):
 def table_cases(client, base, api, htmx):
     """(name, url, headers) of every case; the deep keyset page follows Next links' cursor
     format from the row that ends page 9,999."""
-    from hubmgr.inventory import queries
+    from hubmgr.inventory.catalog import queries
     from hubmgr.inventory.models import Repository
 
     repo = Repository.objects.get(name="bench/big")
@@ -201,7 +200,7 @@ def table_cases(client, base, api, htmx):
 def bench_table():
     from django.contrib.auth import get_user_model
 
-    from hubmgr.inventory import queries
+    from hubmgr.inventory.catalog import queries
 
     started = time.perf_counter()
     build_inventory(MANIFESTS)

@@ -137,9 +137,9 @@ NOTIFY_SWEEP_SECONDS = env_float("HUBMGR_NOTIFY_SWEEP_SECONDS", 5.0)
 EVENT_RETENTION_DAYS = env_int("HUBMGR_EVENT_RETENTION_DAYS", 7)
 SYNC_RUN_RETENTION_DAYS = env_int("HUBMGR_SYNC_RUN_RETENTION_DAYS", 90)
 DELETION_JOB_RETENTION_DAYS = env_int("HUBMGR_DELETION_JOB_RETENTION_DAYS", 365)
-# Storage figures for the overview (hubmgr.inventory.snapshots): computed this often, the day's
-# last computation kept as its row; repositories' daily rows kept this long (0 = keep), the
-# registry's for ever.
+# Storage figures for the overview (hubmgr.inventory.storage.snapshots): computed this often,
+# the day's last computation kept as its row; repositories' daily rows kept this long (0 =
+# keep), the registry's for ever.
 SNAPSHOT_INTERVAL_MINUTES = env_int("HUBMGR_SNAPSHOT_INTERVAL_MINUTES", 60)
 SNAPSHOT_RETENTION_DAYS = env_int("HUBMGR_SNAPSHOT_RETENTION_DAYS", 365)
 # How often Celery beat asks the registry whether its garbage collector has run since

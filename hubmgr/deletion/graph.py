@@ -17,9 +17,8 @@ from contextlib import contextmanager
 
 from django.db import connection, transaction
 
-from hubmgr.inventory.models import (
-    Blob, IndexChild, Kind, Manifest, ManifestBlob, Repository, Tag)
-from hubmgr.inventory.queries import TableState, items
+from hubmgr.inventory.catalog.queries import TableState, items
+from hubmgr.inventory.models import Blob, IndexChild, Kind, Manifest, ManifestBlob, Repository, Tag
 from hubmgr.registry import names
 
 from .planner import Graph, Node

@@ -14,8 +14,8 @@ from django.db import transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
+from hubmgr.inventory.catalog.store import writing
 from hubmgr.inventory.models import IndexChild, Manifest, Tag
-from hubmgr.inventory.store import writing
 from hubmgr.registry.errors import (
     RegistryAuthError,
     RegistryError,

@@ -31,9 +31,9 @@ from django.db import connection, transaction
 from django.db.models import Count, Exists, Max, OuterRef, Q, Sum
 from django.utils import timezone
 
+from hubmgr.inventory.catalog.batches import delete_in_batches
 from hubmgr.inventory.models import Manifest, ManifestBlob
 from hubmgr.inventory.registries import default_registry
-from hubmgr.inventory.batches import delete_in_batches
 from hubmgr.registry.errors import InvalidReference, RegistryError
 
 from . import planner

@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from hubmgr.inventory.batches import delete_in_batches
+from hubmgr.inventory.catalog.batches import delete_in_batches
 
 from .models import DeletionItem, DeletionJob, DeletionPreview, ReclaimBlob
 

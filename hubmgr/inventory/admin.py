@@ -5,9 +5,9 @@ from django.contrib import admin, messages
 
 from hubmgr.registry.errors import RegistryError
 
+from .catalog.store import forget_repositories
 from .models import ProcessedEvent, Repository
 from .registries import client_for
-from .store import forget_repositories
 
 
 class ReadOnly(admin.ModelAdmin):

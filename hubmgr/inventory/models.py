@@ -65,7 +65,7 @@ class Repository(models.Model):
     class Meta:
         verbose_name_plural = "repositories"
         constraints = [models.UniqueConstraint(fields=["registry", "name"], name="repo_unique")]
-        # The repositories page's sorts, name breaking ties (hubmgr.inventory.listing).
+        # The repositories page's sorts, name breaking ties (hubmgr.inventory.catalog.listing).
         indexes = [models.Index(fields=["registry", "total_size", "name"], name="repo_size"),
                    models.Index(fields=["registry", "item_count", "name"], name="repo_items"),
                    models.Index(fields=["registry", "last_pushed", "name"], name="repo_pushed")]
@@ -357,7 +357,7 @@ class RepositorySync(models.Model):
 
 class StorageSnapshot(models.Model):
     """What a registry (``repository`` empty) or one repository stored on a day, for the
-    overview and its charts (hubmgr.inventory.snapshots). One row per day: the day's last
+    overview and its charts (hubmgr.inventory.storage.snapshots). One row per day: the day's last
     computation replaces its earlier ones. Bytes are distinct blobs (configs and layers): the
     registry's row counts a layer shared by two repositories once, a repository's row counts
     its own distinct blobs, as its Size does. Stale figures are empty when the observation

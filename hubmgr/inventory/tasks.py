@@ -10,11 +10,13 @@ from django.db.models import Q
 from hubmgr import celery_app
 from hubmgr.registry.errors import RegistryError, RegistryUnavailable
 
-from . import envelopes, retention, snapshots, sync
-from .crawl import Crawler
+from .catalog.store import writing
 from .models import Repository, SyncRun
+from .pulls import envelopes
 from .registries import client_for, default_registry
-from .store import writing
+from .storage import retention, snapshots
+from .sync import runs as sync
+from .sync.crawl import Crawler
 
 log = logging.getLogger("hubmgr.tasks")
 

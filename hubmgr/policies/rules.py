@@ -19,7 +19,7 @@ keep rules protect. Plain functions over plain data, no I/O.
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from hubmgr.inventory import conditions
+from hubmgr.inventory.catalog import conditions
 
 from .patterns import tag_finder
 

@@ -30,9 +30,9 @@ from hubmgr.deletion.actions import snapshot
 from hubmgr.deletion.graph import collector_paused, load_graphs
 from hubmgr.deletion.planner import SELECTED, Graph, plan
 from hubmgr.deletion.shapes import PlanData
-from hubmgr.inventory.conditions import age_from_expression, seen_push_q
-from hubmgr.inventory.coverage import Coverage
+from hubmgr.inventory.catalog.conditions import age_from_expression, seen_push_q
 from hubmgr.inventory.models import IndexChild, Kind, Manifest, Repository
+from hubmgr.inventory.pulls.coverage import Coverage
 from hubmgr.inventory.registries import default_registry
 
 from . import rules, schedule, setwise

@@ -36,7 +36,7 @@ from hubmgr.deletion.graph import values_subquery
 from hubmgr.deletion.planner import (
     CHILD, SELECTED, Graph, Node, blocked_reason, delete_order, own_tags_reason,
     shared_child_reason)
-from hubmgr.inventory.conditions import age_from_sql, seen_push_sql
+from hubmgr.inventory.catalog.conditions import age_from_sql, seen_push_sql
 from hubmgr.inventory.models import Blob, IndexChild, Kind, Manifest, ManifestBlob
 
 from . import rules

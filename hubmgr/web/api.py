@@ -16,7 +16,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from hubmgr.deletion import actions
-from hubmgr.inventory import listing, queries
+from hubmgr.inventory.catalog import listing, queries
 from hubmgr.inventory.registries import default_registry
 
 from .deletions import MAX_SELECTION, get_job, require_delete_permission
@@ -113,7 +113,7 @@ def _time(value):
 
 def item_json(row, since, children=None):
     """An item; ``since`` is its registry's pulls_observed_since. stale is true, false, or
-    null when hubmgr has not observed pulls long enough to tell (hubmgr.inventory.coverage);
+    null when hubmgr has not observed pulls long enough to tell (hubmgr.inventory.pulls.coverage);
     never_pulled is true only when no pull of the item can have been missed."""
     data = {
         "digest": row.digest,

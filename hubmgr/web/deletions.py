@@ -14,7 +14,7 @@ from hubmgr.deletion import actions, reclaim
 from hubmgr.deletion.graph import selection_digests
 from hubmgr.deletion.models import DeletionItem, DeletionJob
 from hubmgr.deletion.planner import CHILD, SELECTED
-from hubmgr.inventory import queries
+from hubmgr.inventory.catalog import queries
 from hubmgr.inventory.models import IndexChild, Manifest
 from hubmgr.inventory.registries import default_registry
 

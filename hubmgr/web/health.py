@@ -9,7 +9,7 @@ from django.http import JsonResponse
 from django.views.decorators.http import require_GET
 
 from hubmgr import celery_app
-from hubmgr.inventory import envelopes
+from hubmgr.inventory.pulls import envelopes
 from hubmgr.inventory.registries import client_for, default_registry
 from hubmgr.registry.errors import RegistryError
 

@@ -2,7 +2,7 @@
 
 The registry sends one event per request and waits for the answer before the next one, so
 this view only authenticates, checks that the body is an envelope, stores it in one INSERT
-and wakes the worker that applies it (hubmgr.inventory.envelopes). Its answer is
+and wakes the worker that applies it (hubmgr.inventory.pulls.envelopes). Its answer is
 {"queued": <events>}; what became of each event is logged by the worker and kept in
 ProcessedEvent.
 """
@@ -16,8 +16,9 @@ from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from hubmgr.inventory import envelopes, tasks
-from hubmgr.inventory.notifications import BadEnvelope, load_envelope
+from hubmgr.inventory import tasks
+from hubmgr.inventory.pulls import envelopes
+from hubmgr.inventory.pulls.notifications import BadEnvelope, load_envelope
 
 log = logging.getLogger("hubmgr.hooks")
 PATH = "/hooks/registry"

@@ -1,5 +1,5 @@
 """The registry overview (the landing page) and each repository's storage page: the latest
-storage snapshot (hubmgr.inventory.snapshots), a few live figures that cost one small query
+storage snapshot (hubmgr.inventory.storage.snapshots), a few live figures that cost one small query
 each, and charts of the daily snapshots."""
 
 from django.conf import settings
@@ -9,10 +9,10 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from hubmgr.deletion import reclaim
-from hubmgr.inventory import snapshots
-from hubmgr.inventory.coverage import Coverage
 from hubmgr.inventory.models import Repository
+from hubmgr.inventory.pulls.coverage import Coverage
 from hubmgr.inventory.registries import default_registry
+from hubmgr.inventory.storage import snapshots
 from hubmgr.policies.models import CleanupPolicy
 from hubmgr.units import human_size
 

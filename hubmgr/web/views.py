@@ -12,9 +12,10 @@ from django.views.decorators.http import require_GET
 
 from hubmgr.deletion import actions
 from hubmgr.deletion.models import DeletionJob
-from hubmgr.inventory import listing, queries, snapshots
+from hubmgr.inventory.catalog import listing, queries
 from hubmgr.inventory.models import ProcessedEvent
 from hubmgr.inventory.registries import check_health, default_registry
+from hubmgr.inventory.storage import snapshots
 
 from .deletions import DELETE_PERMISSION
 from .live import sync_context

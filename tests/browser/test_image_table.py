@@ -73,7 +73,7 @@ def test_search_filter_sort_and_expand_on_the_real_page(page, live_server):
 
 
 def test_page_size_and_jump_to_page_keep_the_search_and_sort(page, live_server):
-    from hubmgr.inventory.store import refresh
+    from hubmgr.inventory.catalog.store import refresh
 
     from tests.support.factories import make_image, make_repo
 

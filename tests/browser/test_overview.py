@@ -8,12 +8,12 @@ from datetime import timedelta
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from hubmgr.inventory import snapshots
 from hubmgr.inventory.models import StorageSnapshot
 from hubmgr.inventory.registries import default_registry
+from hubmgr.inventory.storage import snapshots
 from hubmgr.policies.models import CleanupPolicy, PolicyRun
 
-from hubmgr.inventory.store import refresh
+from hubmgr.inventory.catalog.store import refresh
 
 from tests.support.browser import OUTPUT, login
 from tests.support.factories import make_image, make_repo, observe_pulls, sample_repo

@@ -5,7 +5,7 @@ a viewer's table; copying a pull command with and without the Clipboard API."""
 import pytest
 from playwright.sync_api import expect
 
-from hubmgr.inventory.store import refresh
+from hubmgr.inventory.catalog.store import refresh
 
 from tests.support.browser import OUTPUT, login, wait_for_rows
 from tests.support.factories import make_image, sample_repo

@@ -3,7 +3,7 @@ worker and read its report; confirm what the brake stopped."""
 
 from playwright.sync_api import expect
 
-from hubmgr.inventory.store import refresh
+from hubmgr.inventory.catalog.store import refresh
 from hubmgr.policies import runs, service
 from hubmgr.policies.models import CleanupPolicy
 

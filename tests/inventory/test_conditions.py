@@ -1,4 +1,4 @@
-"""The conditions of hubmgr.inventory.conditions answer the same in each of their forms: on a
+"""The conditions of hubmgr.inventory.catalog.conditions answer the same in each of their forms: on a
 loaded row, as an ORM filter or expression, and as SQL over a manifest alias."""
 
 from datetime import UTC, datetime, timedelta
@@ -7,7 +7,7 @@ import pytest
 from django.db import connection
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from hubmgr.inventory import conditions
+from hubmgr.inventory.catalog import conditions
 from hubmgr.inventory.models import Manifest, PushSource, Repository
 from hubmgr.inventory.registries import default_registry
 

@@ -8,8 +8,7 @@ from django.contrib.auth import get_user_model
 from hypothesis import HealthCheck, example, given, settings as hsettings, strategies as st
 
 from hubmgr import devstack
-from hubmgr.inventory.models import (
-    Manifest, ProcessedEvent, QueuedEnvelope, Repository, SyncRun)
+from hubmgr.inventory.models import Manifest, ProcessedEvent, QueuedEnvelope, Repository, SyncRun
 from hubmgr.registry.manifests import OCI_MANIFEST, sha256_digest
 
 from tests.support.helpers import image, row, sync
@@ -92,7 +91,7 @@ def test_poison_push_events_answer_2xx(registry, registry_client, client):
 
 def test_a_repository_that_cannot_be_written_is_listed_and_the_sync_goes_on(
         registry, registry_client, monkeypatch):
-    from hubmgr.inventory import store
+    from hubmgr.inventory.catalog import store
 
     image(registry_client, "broken/app", tag="t", seed="b")
     after = image(registry_client, "fine/app", tag="t", seed="f")["digest"]
@@ -237,9 +236,9 @@ def test_a_hostile_search_matches_only_its_literal_text_and_answers_at_once():
     wildcards escaped: linear in the text, whatever it holds."""
     import time
 
-    from hubmgr.inventory import listing, queries
+    from hubmgr.inventory.catalog import listing, queries
+    from hubmgr.inventory.catalog.store import refresh
     from hubmgr.inventory.registries import default_registry
-    from hubmgr.inventory.store import refresh
 
     from tests.support.factories import make_image, make_repo
 

@@ -17,11 +17,11 @@ from django.utils import timezone as djtimezone
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from hubmgr import devstack
-from hubmgr.inventory import envelopes, pullimport
-from hubmgr.inventory.accesslog import FUTURE, UNPARSEABLE, parse_line
-from hubmgr.inventory.coverage import Coverage
 from hubmgr.inventory.models import Manifest, Registry, Repository, TagHistory
-from hubmgr.inventory.notifications import apply_events, parse_event
+from hubmgr.inventory.pulls import envelopes, pullimport
+from hubmgr.inventory.pulls.accesslog import FUTURE, UNPARSEABLE, parse_line
+from hubmgr.inventory.pulls.coverage import Coverage
+from hubmgr.inventory.pulls.notifications import apply_events, parse_event
 from hubmgr.inventory.registries import default_registry
 from hubmgr.registry.client import USER_AGENT, RegistryClient
 

@@ -11,9 +11,9 @@ from hubmgr.deletion import jobs
 from hubmgr.deletion.actions import snapshot
 from hubmgr.deletion.graph import load_graph
 from hubmgr.deletion.planner import plan
+from hubmgr.inventory.catalog.store import refresh_counts, writing
 from hubmgr.inventory.models import Manifest, Repository, SyncRun
 from hubmgr.inventory.registries import client_for, default_registry
-from hubmgr.inventory.store import refresh_counts, writing
 
 from tests.support.helpers import image, repo, sync
 from tests.support.notifications import DIGEST, deliver, event, pull

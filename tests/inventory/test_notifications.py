@@ -8,8 +8,8 @@ from datetime import datetime, timezone
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from hubmgr.inventory import envelopes
 from hubmgr.inventory.models import Manifest, ProcessedEvent, QueuedEnvelope, Repository, Tag
+from hubmgr.inventory.pulls import envelopes
 from hubmgr.inventory.registries import default_registry
 from hubmgr.registry import manifests
 from hubmgr.registry.client import USER_AGENT, RegistryClient
@@ -236,7 +236,7 @@ def test_late_events_never_move_a_time_or_a_tag_back(client, limit):
 
 @pytest.mark.django_db
 def test_a_poison_event_in_a_batch_costs_only_itself(client, monkeypatch):
-    from hubmgr.inventory import notifications
+    from hubmgr.inventory.pulls import notifications
 
     poison = "sha256:" + "f" * 64
     real = notifications._move_times
@@ -260,7 +260,7 @@ def test_a_poison_event_in_a_batch_costs_only_itself(client, monkeypatch):
 @pytest.mark.django_db
 def test_an_envelope_that_cannot_be_applied_is_kept_with_its_error_and_the_queue_goes_on(
         client, monkeypatch):
-    from hubmgr.inventory import notifications
+    from hubmgr.inventory.pulls import notifications
 
     real = envelopes.parse_envelope
 
@@ -311,7 +311,7 @@ OPS = st.lists(st.one_of(
 def fetched(digest):
     """What a fetch of a pool digest reads: indexes of two images, images of a config and a
     layer or two shared between them."""
-    from hubmgr.inventory.crawl import Fetched
+    from hubmgr.inventory.sync.crawl import Fetched
     from hubmgr.registry import manifests
 
     n = POOL.index(digest)
@@ -337,7 +337,7 @@ def counted(repo):
 @pytest.mark.slow
 @pytest.mark.django_db
 def test_counts_kept_by_events_equal_a_full_recount(client):
-    from hubmgr.inventory.store import refresh, writing
+    from hubmgr.inventory.catalog.store import refresh, writing
 
     examples = iter(range(10_000))
 

@@ -13,10 +13,11 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from hubmgr.inventory import snapshots, tasks
+from hubmgr.inventory import tasks
+from hubmgr.inventory.catalog.store import refresh
 from hubmgr.inventory.models import Blob, ManifestBlob, Repository, StorageSnapshot
 from hubmgr.inventory.registries import default_registry
-from hubmgr.inventory.store import refresh
+from hubmgr.inventory.storage import snapshots
 from hubmgr.policies.models import CleanupPolicy, PolicyRun
 
 from tests.support.factories import (

@@ -15,10 +15,10 @@ from hubmgr.deletion import tasks as deletion_tasks
 from hubmgr.deletion.models import DeletionItem, DeletionJob
 from hubmgr.deletion.retention import prune_jobs
 from hubmgr.inventory import tasks as inventory_tasks
-from hubmgr.inventory.batches import delete_in_batches
+from hubmgr.inventory.catalog.batches import delete_in_batches
 from hubmgr.inventory.models import ProcessedEvent, SyncRun
 from hubmgr.inventory.registries import default_registry
-from hubmgr.inventory.retention import prune_events, prune_sync_runs
+from hubmgr.inventory.storage.retention import prune_events, prune_sync_runs
 
 from tests.support.factories import days_ago
 

@@ -12,11 +12,11 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from hubmgr import devstack
-from hubmgr.inventory import envelopes
-from hubmgr.inventory.coverage import Coverage
+from hubmgr.inventory.catalog.store import refresh
 from hubmgr.inventory.models import Manifest, Registry
+from hubmgr.inventory.pulls import envelopes
+from hubmgr.inventory.pulls.coverage import Coverage
 from hubmgr.inventory.registries import default_registry
-from hubmgr.inventory.store import refresh
 from hubmgr.registry.client import RegistryClient
 
 from tests.support.factories import days_ago, make_image, make_index, make_repo, observe_pulls

@@ -148,7 +148,7 @@ def test_an_index_whose_child_is_gone_says_so(registry, registry_client, client,
 
 # ---- per-repository runs, chunks and the fan-out -------------------------------------------
 def test_a_repository_is_read_in_chunks_like_in_one_go(registry, registry_client, monkeypatch):
-    from hubmgr.inventory import sync as sync_module
+    from hubmgr.inventory.sync import runs as sync_module
 
     monkeypatch.setattr(sync_module, "CHUNK_TAGS", 2)
     index, kids = multiarch(registry_client, "chunks/app", tag="multi")
@@ -170,8 +170,8 @@ def test_a_repository_is_read_in_chunks_like_in_one_go(registry, registry_client
 
 def test_each_repository_counts_once_and_the_last_one_closes_the_run(
         registry, registry_client):
-    from hubmgr.inventory import sync as sync_module
     from hubmgr.inventory.registries import client_for, default_registry
+    from hubmgr.inventory.sync import runs as sync_module
 
     for name in ("fan/a", "fan/b"):
         image(registry_client, name, tag="t", seed=name)
@@ -193,7 +193,7 @@ def test_each_repository_counts_once_and_the_last_one_closes_the_run(
 
 def test_a_repository_that_fails_costs_only_itself_and_the_run_closes(
         registry, registry_client, monkeypatch):
-    from hubmgr.inventory import sync as sync_module
+    from hubmgr.inventory.sync import runs as sync_module
 
     image(registry_client, "ok/app", tag="t", seed="ok")
     image(registry_client, "poison/repo", tag="t", seed="poison")

@@ -2,8 +2,8 @@
 
 import pytest
 
+from hubmgr.inventory.catalog.store import refresh
 from hubmgr.inventory.models import Repository
-from hubmgr.inventory.store import refresh
 
 from tests.support.factories import make_image, make_index, make_repo
 

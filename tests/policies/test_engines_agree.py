@@ -11,9 +11,9 @@ from django.db import transaction
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from hubmgr.deletion.planner import CHILD, SELECTED
+from hubmgr.inventory.catalog.store import refresh
 from hubmgr.inventory.models import Blob, IndexChild, Manifest, ManifestBlob, Repository, Tag
 from hubmgr.inventory.registries import default_registry
-from hubmgr.inventory.store import refresh
 from hubmgr.policies import rules, runs, service
 
 from tests.support.factories import days_ago, digest, make_image, make_index, make_repo

@@ -12,9 +12,9 @@ from django.core.management import CommandError
 from django.utils import timezone
 
 from hubmgr.deletion.planner import CHILD, SELECTED
+from hubmgr.inventory.catalog.store import refresh
 from hubmgr.inventory.models import Manifest, Repository
 from hubmgr.inventory.registries import default_registry
-from hubmgr.inventory.store import refresh
 from hubmgr.policies import runs, service
 from hubmgr.policies.models import CleanupPolicy, PolicyRun
 

@@ -104,6 +104,6 @@ def test_no_import_circle():
 def test_the_checks_see_a_circle_and_a_layer_inversion():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     edges = graph()
-    assert "hubmgr.inventory.models" in edges["hubmgr.inventory.store"]
+    assert "hubmgr.inventory.models" in edges["hubmgr.inventory.catalog.store"]
     assert "hubmgr.registry.names" in edges["hubmgr.web.lookups"]
-    assert layer("hubmgr.web.api") > layer("hubmgr.inventory.queries")
+    assert layer("hubmgr.web.api") > layer("hubmgr.inventory.catalog.queries")

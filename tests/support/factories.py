@@ -5,9 +5,9 @@ from datetime import timedelta
 
 from django.utils import timezone
 
+from hubmgr.inventory.catalog.store import refresh
 from hubmgr.inventory.models import Blob, IndexChild, Manifest, ManifestBlob, Repository, Tag
 from hubmgr.inventory.registries import default_registry
-from hubmgr.inventory.store import refresh
 
 
 def digest(seed) -> str:

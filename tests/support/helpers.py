@@ -6,7 +6,7 @@ from pathlib import Path
 from hubmgr import devstack
 from hubmgr.inventory.models import Manifest, Repository
 from hubmgr.inventory.registries import client_for, default_registry
-from hubmgr.inventory.sync import sync_registry
+from hubmgr.inventory.sync.runs import sync_registry
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout
 

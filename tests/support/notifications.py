@@ -3,7 +3,7 @@ and the queue applied as the worker would."""
 
 import json
 
-from hubmgr.inventory import envelopes
+from hubmgr.inventory.pulls import envelopes
 from hubmgr.inventory.registries import default_registry
 from hubmgr.registry.manifests import OCI_MANIFEST
 

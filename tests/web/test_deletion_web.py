@@ -12,8 +12,8 @@ from django.test import Client
 from django.utils import timezone
 
 from hubmgr.deletion.models import DeletionJob, DeletionPreview
+from hubmgr.inventory.catalog.store import refresh
 from hubmgr.inventory.models import Manifest, Tag
-from hubmgr.inventory.store import refresh
 from hubmgr.web.deletions import MAX_SELECTION
 
 from tests.support.factories import digest, make_image, make_repo, sample_repo

@@ -93,7 +93,7 @@ def test_the_pager_offers_page_sizes_a_jump_and_counts_in_words(logged_in):
     repo = make_repo("pages/app")
     for n in range(30):
         make_image(repo, f"p{n}", tags=[f"t{n}"])
-    from hubmgr.inventory.store import refresh
+    from hubmgr.inventory.catalog.store import refresh
     refresh(repo)
     html = logged_in.get("/repositories/pages/app?page_size=25&sort=size").content.decode()
     assert "1–25 of 30 items" in html and "Page 1 of 2" in html
@@ -127,7 +127,7 @@ def test_stale_marks_items_not_pulled_for_six_months(logged_in):
     make_image(repo, "old", tags=["old"], pushed=400, pulled=200)
     make_image(repo, "never-new", tags=["never-new"], pushed=5)
     make_image(repo, "never-old", tags=["never-old"], pushed=190)
-    from hubmgr.inventory.store import refresh
+    from hubmgr.inventory.catalog.store import refresh
     refresh(repo)
     html = logged_in.get("/repositories/stale/app?sort=size").content.decode()
     stale = {m.group(1) for m in re.finditer(
@@ -230,7 +230,7 @@ def test_a_registry_that_refuses_our_credentials_shows_a_banner(logged_in, setti
 def test_repository_names_with_slashes(logged_in):
     repo = make_repo("org/team/deep/app")
     make_image(repo, "deep", tags=["v1"])
-    from hubmgr.inventory.store import refresh
+    from hubmgr.inventory.catalog.store import refresh
     refresh(repo)
     assert len(rows(logged_in.get("/repositories/org/team/deep/app").content.decode())) == 1
 
@@ -240,7 +240,7 @@ def test_the_query_count_does_not_grow_with_the_page_or_the_repository(logged_in
         repo = make_repo(f"q/app{n}")
         for i in range(n):
             make_image(repo, f"q{n}-{i}", tags=[f"t{i}"])
-        from hubmgr.inventory.store import refresh
+        from hubmgr.inventory.catalog.store import refresh
         refresh(repo)
         logged_in.get(f"/repositories/q/app{n}", **HTMX)  # warm the session
         with CaptureQueriesContext(connection) as ctx:

@@ -8,8 +8,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from hubmgr.inventory.catalog.store import note_activity, refresh_counts
 from hubmgr.inventory.models import Repository
-from hubmgr.inventory.store import note_activity, refresh_counts
 
 from tests.support.factories import make_image, make_repo, many
 

@@ -10,9 +10,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from hubmgr.inventory import queries
+from hubmgr.inventory.catalog import queries
+from hubmgr.inventory.catalog.store import refresh
 from hubmgr.inventory.models import Manifest, Repository, Tag
-from hubmgr.inventory.store import refresh
 
 from tests.support.factories import make_repo
 

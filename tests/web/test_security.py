@@ -91,7 +91,7 @@ def test_a_name_or_digest_with_nul_in_the_path_is_a_404(table, path):
 def test_a_search_ending_in_the_last_code_point_still_finds_tags(table):
     from hubmgr.inventory.models import Tag
 
-    from hubmgr.inventory.store import refresh
+    from hubmgr.inventory.catalog.store import refresh
 
     Tag.objects.filter(name="1.1").update(name="1.1\U0010ffff")
     refresh(Tag.objects.get(name="1.1\U0010ffff").repository)  # as every write does

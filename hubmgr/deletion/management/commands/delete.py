@@ -6,8 +6,8 @@ from tqdm import tqdm
 from hubmgr.deletion import actions, jobs
 from hubmgr.deletion.graph import selection_digests
 from hubmgr.deletion.models import DeletionJob
+from hubmgr.inventory.catalog.queries import FILTERS
 from hubmgr.inventory.models import Repository
-from hubmgr.inventory.queries import FILTERS
 from hubmgr.inventory.registries import client_for, default_registry
 from hubmgr.registry.errors import RegistryError
 from hubmgr.units import human_size

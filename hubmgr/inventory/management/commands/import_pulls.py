@@ -8,10 +8,10 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone as djtimezone
 from tqdm import tqdm
 
-from hubmgr.inventory import coverage
-from hubmgr.inventory.accesslog import CLOCK_SKEW
-from hubmgr.inventory.pullimport import (MAX_GAP, MAX_SAMPLES, Importer, LogError, Summary,
-                                         check_readable, choose_registry)
+from hubmgr.inventory.pulls import coverage
+from hubmgr.inventory.pulls.accesslog import CLOCK_SKEW
+from hubmgr.inventory.pulls.pullimport import (
+    MAX_GAP, MAX_SAMPLES, Importer, LogError, Summary, check_readable, choose_registry)
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([mhd]?)")
 _UNITS = {"m": "minutes", "h": "hours", "": "hours", "d": "days"}

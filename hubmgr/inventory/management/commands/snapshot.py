@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 
-from hubmgr.inventory import snapshots
 from hubmgr.inventory.registries import default_registry
+from hubmgr.inventory.storage import snapshots
 
 
 class Command(BaseCommand):

@@ -3,9 +3,9 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from hubmgr.inventory import snapshots
 from hubmgr.inventory.registries import client_for, default_registry
-from hubmgr.inventory.sync import sync_registry
+from hubmgr.inventory.storage import snapshots
+from hubmgr.inventory.sync.runs import sync_registry
 from hubmgr.registry.errors import RegistryError
 
 
@@ -47,7 +47,7 @@ class Command(BaseCommand):
             snapshots.take(registry)  # the overview's figures follow a sync of everything
 
     def _queue(self, registry):
-        from hubmgr.inventory.tasks import QueueUnavailable, fan_out
+        from ...tasks import QueueUnavailable, fan_out
 
         try:
             run = fan_out(registry)

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 
 from hubmgr.deletion import retention as deletion_retention
-from hubmgr.inventory import retention as inventory_retention
+from hubmgr.inventory.storage import retention as inventory_retention
 
 
 class Command(BaseCommand):

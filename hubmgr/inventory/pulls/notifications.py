@@ -24,9 +24,9 @@ from hubmgr.registry import names
 from hubmgr.registry.client import USER_AGENT
 from hubmgr.registry.manifests import INDEX_TYPES, IMAGE_TYPES, parse_time, plausible
 
+from ..catalog.store import CHUNK, _chunks, note_activity, writing
+from ..models import Kind, Manifest, ProcessedEvent, PushSource, Repository, Tag, TagHistory
 from . import taghistory
-from .models import Kind, Manifest, ProcessedEvent, PushSource, Repository, Tag, TagHistory
-from .store import CHUNK, _chunks, note_activity, writing
 
 log = logging.getLogger("hubmgr.notifications")
 MEDIA_TYPES = ("application/vnd.docker.distribution.events.v1+json",

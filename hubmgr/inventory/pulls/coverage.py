@@ -31,8 +31,8 @@ from django.conf import settings
 from django.db.models import Min, Q
 from django.utils import timezone
 
-from .conditions import seen_push
-from .models import SEEN_PUSH, Manifest, PushSource, Registry
+from ..catalog.conditions import seen_push
+from ..models import SEEN_PUSH, Manifest, PushSource, Registry
 
 log = logging.getLogger("hubmgr.inventory")
 

@@ -32,9 +32,9 @@ from django.db import connection, transaction
 from django.db.models import Case, Count, F, IntegerField, Q, Subquery, Value, When
 from django.utils import timezone
 
-from .coverage import Coverage
-from .models import IndexChild, Manifest, ManifestBlob, Registry, Repository, StorageSnapshot
-from .batches import delete_in_batches
+from ..catalog.batches import delete_in_batches
+from ..models import IndexChild, Manifest, ManifestBlob, Registry, Repository, StorageSnapshot
+from ..pulls.coverage import Coverage
 
 log = logging.getLogger("hubmgr.snapshots")
 

@@ -28,10 +28,10 @@ from hubmgr.registry import names
 from hubmgr.registry.errors import RegistryError
 from hubmgr.registry.manifests import ImageConfig
 
+from ..catalog.store import refresh_counts, writing
+from ..models import Blob, IndexChild, Kind, Manifest, Repository, RepositorySync, SyncRun, Tag
+from ..registries import record_health
 from .crawl import Crawler
-from .models import Blob, IndexChild, Kind, Manifest, Repository, RepositorySync, SyncRun, Tag
-from .registries import record_health
-from .store import refresh_counts, writing
 
 log = logging.getLogger("hubmgr.sync")
 MAX_PROBLEMS = 1000

@@ -18,7 +18,7 @@ from django.utils import timezone
 from hubmgr.registry.manifests import INDEX_TYPES, ImageConfig
 from hubmgr.registry.names import clean
 
-from .models import (
+from ..models import (
     SEEN_PUSH, Blob, IndexChild, Kind, Manifest, ManifestBlob, PushSource, Repository, Tag)
 
 ATTESTATION_KEY = "vnd.docker.reference.type"

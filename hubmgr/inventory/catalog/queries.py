@@ -22,9 +22,9 @@ from django.db.models.expressions import RawSQL
 
 from hubmgr.registry.names import clean
 
-from . import coverage
-from .coverage import Coverage
-from .models import IndexChild, Kind, Manifest, Tag
+from ..models import IndexChild, Kind, Manifest, Tag
+from ..pulls import coverage
+from ..pulls.coverage import Coverage
 
 FILTERS = {
     "tagged": Q(is_tagged=True),

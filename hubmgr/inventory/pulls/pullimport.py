@@ -45,11 +45,11 @@ from django.utils import timezone
 
 from hubmgr.registry import names
 
+from ..catalog.store import _chunks, bump_version, note_activity
+from ..models import Manifest, Registry, Repository, Tag, TagHistory
 from . import coverage, taghistory
 from .accesslog import FUTURE, UNPARSEABLE, not_text, parse_line
-from .models import Manifest, Registry, Repository, Tag, TagHistory
 from .notifications import OUR_AGENT
-from .store import _chunks, bump_version, note_activity
 
 CHUNK_LINES = 50_000
 BLOCK = 1 << 20
@@ -173,7 +173,7 @@ class Stretches:
 
 
 def choose_registry(name=None) -> Registry:
-    from .registries import default_registry
+    from ..registries import default_registry
 
     if name:
         try:

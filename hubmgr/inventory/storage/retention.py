@@ -8,9 +8,9 @@ from django.conf import settings
 from django.db.models import Max
 from django.utils import timezone
 
+from ..catalog.batches import delete_in_batches
+from ..models import ProcessedEvent, SyncRun
 from . import snapshots
-from .batches import delete_in_batches
-from .models import ProcessedEvent, SyncRun
 
 
 def prune_events(days=None) -> int:

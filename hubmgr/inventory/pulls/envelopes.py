@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from hubmgr import celery_app
 
-from .models import QueuedEnvelope, Registry
+from ..models import QueuedEnvelope, Registry
 from .notifications import Outcome, apply_events, parse_envelope
 
 log = logging.getLogger("hubmgr.notifications")
@@ -114,7 +114,7 @@ def _queue_fetch(repo_id, digests):
 
 def _open_window(registry, envelope_id, body):
     """The first notification from a registry: from its first event on, hubmgr sees every
-    pull and push (hubmgr.inventory.coverage). The registry may have held its first events a
+    pull and push (hubmgr.inventory.pulls.coverage). The registry may have held its first events a
     while (retrying while hubmgr was unreachable), but a clock is trusted no further back than
     a day before arrival. An earlier window start (imported access logs) stays."""
     received = QueuedEnvelope.objects.filter(pk=envelope_id).values_list(

@@ -13,7 +13,7 @@ the forms equal on the same rows.
 from django.db.models import Case, DateTimeField, F, Q, When
 from django.db.models.functions import Coalesce
 
-from .models import SEEN_PUSH
+from ..models import SEEN_PUSH
 
 
 def seen_push(row):

@@ -13,7 +13,7 @@ from bisect import bisect_right
 from django.db import connection
 from django.db.models import Q
 
-from .models import TagHistory
+from ..models import TagHistory
 
 _TABLE = TagHistory._meta.db_table
 # Cut every interval that a new point falls in (and give new points their end), for one tag:

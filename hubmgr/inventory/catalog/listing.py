@@ -8,7 +8,7 @@ from django.db.models import F
 
 from hubmgr.registry.names import clean
 
-from .models import Repository
+from ..models import Repository
 from .queries import BadParameter, _positive
 
 # Query value -> model field; "-" in front sorts descending.
