@@ -10,12 +10,15 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 import requests
 
 from hubmgr import devstack
+from tests.support.servers import serve
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout
 # `manage.py launch` starts its own registry and Redis in processes of its own.
@@ -25,14 +28,14 @@ pytestmark = [pytest.mark.registry, pytest.mark.slow]
 class Launch:
     """manage.py launch in a subprocess, its output collected as it comes."""
 
-    def __init__(self, data, **environ):
+    def __init__(self, data, url=None, **environ):
         data.mkdir()
         (data / "registry").mkdir()
         (data / "registry" / "seeded").touch()  # no sample images: faster, and not the point
         env = {k: v for k, v in os.environ.items() if not k.startswith("HUBMGR_")}
         env.update(HUBMGR_DATA_DIR=str(data), PYTHONUNBUFFERED="1", **environ)
         self.data, self.output = data, []
-        self.url = f"http://127.0.0.1:{devstack.free_port()}"
+        self.url = url or f"http://127.0.0.1:{devstack.free_port()}"
         self.proc = subprocess.Popen(
             [sys.executable, "manage.py", "launch", "--addr", self.url.removeprefix("http://")],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -45,6 +48,13 @@ class Launch:
 
     def text(self):
         return "".join(self.output)
+
+    def get(self, path):
+        """GET a page of the stack; a failure to connect shows what launch printed."""
+        try:
+            return requests.get(f"{self.url}{path}", timeout=10)
+        except requests.ConnectionError as exc:
+            raise AssertionError(f"{exc}\n--- launch's output:\n{self.text()}") from None
 
     def wait_for_output(self, text, timeout):
         deadline = time.monotonic() + timeout
@@ -79,13 +89,19 @@ def started_from(data):
     return [int(pid) for pid in found.stdout.split()]
 
 
-@pytest.fixture
-def launch(tmp_path):
-    # One launch stack at a time on this machine: `launch` prefers the same ports each time
-    # (5000, 6390...), and two stacks started at once (make test's SQLite and PostgreSQL
-    # passes) can both find one free and clash.
+@contextmanager
+def one_stack_at_a_time():
+    """One launch stack at a time on this machine: `launch` prefers the same ports each time
+    (5000, 6390...), and two stacks started at once (make test's SQLite and PostgreSQL
+    passes) can both find one free and clash."""
     with open(Path(tempfile.gettempdir()) / "hubmgr-test-launch.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+@pytest.fixture
+def launch(tmp_path):
+    with one_stack_at_a_time():
         launched = Launch(tmp_path / "data")
         yield launched
         launched.close()
@@ -123,12 +139,17 @@ def test_launch_names_redis_and_its_log_when_redis_dies(launch):
 
 @pytest.mark.parametrize("verbose", [False, True])
 def test_launch_prints_a_line_per_request_only_when_verbose(tmp_path, verbose):
+    with one_stack_at_a_time():
+        verbose_launch(tmp_path, verbose)
+
+
+def verbose_launch(tmp_path, verbose):
     launch = Launch(tmp_path / "data", **({"HUBMGR_VERBOSE": "1"} if verbose else {}))
     try:
         launch.wait_for_output("hubmgr is running", timeout=120)
         for _ in range(3):
-            assert requests.get(f"{launch.url}/login/", timeout=10).ok
-        assert requests.get(f"{launch.url}/no-such-page", timeout=10).status_code == 404
+            assert launch.get("/login/").ok
+        assert launch.get("/no-such-page").status_code == 404
         if verbose:
             launch.wait_for_output('"GET /login/ HTTP/1.1" 200', timeout=10)
         launch.wait_for_output('"GET /no-such-page HTTP/1.1" 404', timeout=10)  # always
@@ -140,3 +161,36 @@ def test_launch_prints_a_line_per_request_only_when_verbose(tmp_path, verbose):
         assert "/ForkPoolWorker" not in text and "/MainProcess]" not in text
     finally:
         launch.close()
+
+
+class AnswersEverything(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args):
+        pass
+
+
+def test_launch_stops_and_says_so_when_its_port_is_taken_by_another_server(tmp_path):
+    """Another process holds the port and answers for it: launch must not say it is running
+    (its own web server could not start), but name what stopped and stop the rest."""
+    other = serve(AnswersEverything)
+    try:
+        with one_stack_at_a_time():
+            launch = Launch(tmp_path / "data", url=other.url)
+            try:
+                assert launch.proc.wait(120) != 0
+                launch.reader.join(5)
+                text = launch.text()
+                assert "hubmgr is running" not in text
+                assert "the web server" in text and "stopped" in text, text
+                assert "already in use" in text, text
+            finally:
+                launch.close()
+    finally:
+        other.shutdown()
+        other.server_close()
+    assert started_from(tmp_path / "data") == []

@@ -100,7 +100,9 @@ class Command(BaseCommand):
             devstack.seed_samples(RegistryClient(settings.REGISTRY_URL))
             (data / "registry" / "seeded").touch()
         subprocess.run(manage + ["sync", "--no-progress"], env=env, check=False)
-
+        # Still all there: a web server that could not bind its port (another process holds
+        # it, and may even have answered for it above) has stopped by now.
+        self._check_children()
         self.stdout.write(self.style.SUCCESS(f"\nhubmgr is running: http://{addr}/"))
         if password:
             self.stdout.write(f"Log in as admin / {password} (saved in {data / 'admin_password'})")
@@ -121,13 +123,16 @@ class Command(BaseCommand):
         """Return only by raising: when any child stops, name it, its exit code and its log.
         The caller's cleanup then stops the others."""
         while True:
-            for name, proc, log in self._children():
-                code = proc.poll()
-                if code is not None:
-                    where = f"its log is {log}" if log else "its output is above"
-                    raise CommandError(f"{name} (pid {proc.pid}) stopped: {_exit(code)}; "
-                                       f"{where}. Everything else was stopped too.")
+            self._check_children()
             time.sleep(0.5)
+
+    def _check_children(self):
+        for name, proc, log in self._children():
+            code = proc.poll()
+            if code is not None:
+                where = f"its log is {log}" if log else "its output is above"
+                raise CommandError(f"{name} (pid {proc.pid}) stopped: {_exit(code)}; "
+                                   f"{where}. Everything else was stopped too.")
 
     def _first_user(self, data):
         users = get_user_model().objects
