@@ -6,4 +6,8 @@ if __name__ == "__main__":
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hubmgr.settings")
     from django.core.management import execute_from_command_line
 
+    from hubmgr import datadir
+
+    datadir.prepare()
+
     execute_from_command_line(sys.argv)

@@ -8,7 +8,9 @@ import dj_database_url
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+from hubmgr import datadir
+
+BASE_DIR = datadir.BASE_DIR
 
 
 def env_str(name, default=""):
@@ -59,19 +61,11 @@ def env_list(name, default):
     return [v.strip() for v in value.split(",") if v.strip()] if value else default
 
 
-DATA_DIR = Path(env_str("HUBMGR_DATA_DIR", str(BASE_DIR / ".data")))
+DATA_DIR = datadir.path()
 DEBUG = env_bool("HUBMGR_DEBUG", False)
-SECRET_KEY = env_secret("HUBMGR_SECRET_KEY")
-if not SECRET_KEY:
-    # A laptop default: a random key kept in the data folder, never in the repository.
-    key_file = DATA_DIR / "secret_key"
-    if not key_file.exists():
-        import secrets
-
-        DATA_DIR.mkdir(parents=True, exist_ok=True)
-        key_file.write_text(secrets.token_urlsafe(50))
-        key_file.chmod(0o600)
-    SECRET_KEY = key_file.read_text().strip()
+# A laptop default: a random key kept in the data folder (made by datadir.prepare, from the
+# entry points), never in the repository.
+SECRET_KEY = env_secret("HUBMGR_SECRET_KEY") or datadir.secret_key(DATA_DIR)
 ALLOWED_HOSTS = env_list("HUBMGR_ALLOWED_HOSTS", ["localhost", "127.0.0.1"])
 CSRF_TRUSTED_ORIGINS = env_list("HUBMGR_CSRF_TRUSTED_ORIGINS", [])
 # TLS, for a deployment behind a proxy that terminates it (.env.example sets all of these).

@@ -12,7 +12,7 @@ from celery.contrib.testing.worker import start_worker
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 
-from hubmgr import celery_app, devstack
+from hubmgr import celery_app, datadir, devstack
 from hubmgr.registry.client import RegistryClient
 from hubmgr.web.models import ApiToken
 
@@ -31,6 +31,11 @@ FIXTURE_MARKERS = {
 }
 # Markers that imply others: a worker consumes from Redis, a browser needs a live server.
 IMPLIED = {"worker": {"redis"}, "browser": {"live"}}
+
+
+def pytest_configure(config):
+    """The data folder, as manage.py prepares it: the SQLite test database lives there."""
+    datadir.prepare()
 
 
 @pytest.hookimpl(tryfirst=True)  # the markers are set before `-m` selects by them

@@ -85,3 +85,28 @@ def test_the_maintainers_group_may_delete_and_viewers_may_not(client, django_use
     assert client.post("/repositories/team/app/-/preview", body).status_code == 403
     client.force_login(maintainer)
     assert client.post("/repositories/team/app/-/preview", body).status_code == 200
+
+
+def test_importing_the_settings_writes_nothing_and_manage_py_makes_one_key(tmp_path):
+    """The laptop's data folder and secret key are made by the entry points, once, and every
+    process of the install then reads the same key."""
+    import os
+    import sys
+
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUBMGR_")}
+    env.update(HUBMGR_DATA_DIR=str(data), DJANGO_SETTINGS_MODULE="hubmgr.settings")
+    key = ["-c", "import django; django.setup(); from django.conf import settings; "
+                 "print(settings.SECRET_KEY)"]
+
+    def run(*args):
+        return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    first, second = run(*key), run(*key)
+    assert not data.exists() and first != second  # (a key of its own, for each process)
+    run("manage.py", "check")
+    made = (data / "secret_key").read_text().strip()
+    assert oct((data / "secret_key").stat().st_mode & 0o777) == "0o600"
+    run("manage.py", "check")  # a second time: the same key is kept
+    assert run(*key) == run(*key) == made == (data / "secret_key").read_text().strip()
