@@ -33,6 +33,7 @@ class Command(BaseCommand):
         parser.add_argument("--addr", default="127.0.0.1:8000")
 
     def handle(self, addr, **options):
+        _check_free(addr)
         data = Path(settings.DATA_DIR)
         data.mkdir(parents=True, exist_ok=True)
         self.services, self.procs = [], []  # procs: (name, Popen)
@@ -164,6 +165,21 @@ def _kept_secret(path: Path, length=32) -> str:
         path.write_text(secrets.token_urlsafe(length))
         path.chmod(0o600)
     return path.read_text().strip()
+
+
+def _check_free(addr):
+    """CommandError when another process listens on ``addr`` (it would answer for hubmgr)."""
+    import socket
+
+    host, _, port = addr.rpartition(":")
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as runserver binds
+        try:
+            sock.bind((host or "127.0.0.1", int(port)))
+        except (OSError, ValueError) as exc:
+            raise CommandError(f"{addr} is already in use or not an address ({exc}): stop "
+                               "what listens there, or choose another with --addr, e.g. "
+                               "manage.py launch --addr 127.0.0.1:8001") from None
 
 
 def _port(preferred):
