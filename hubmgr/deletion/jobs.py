@@ -63,7 +63,7 @@ def process_job(job_id, client, concurrency=None, wait=False, on_progress=None,
     deadline = None if seconds is None else time.monotonic() + seconds
     concurrency = concurrency or settings.DELETE_CONCURRENCY
     job = DeletionJob.objects.select_related("repository").filter(pk=job_id).first()
-    if job is None or job.status in DeletionJob.FINISHED:
+    if job is None or job.is_finished:
         return job.status if job else "gone"
     DeletionJob.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(
         status=JobStatus.RUNNING)
@@ -108,7 +108,7 @@ def process_job(job_id, client, concurrency=None, wait=False, on_progress=None,
                     flush()
                 continue
             flush()
-            if job.status in DeletionJob.FINISHED or not wait or over:
+            if job.is_finished or not wait or over:
                 DeletionJob.objects.filter(pk=job.pk).update(wake_at=None)
                 return job.status
             pause = next_wakeup(job)
@@ -319,7 +319,7 @@ def update_status(job) -> str:
     if status in DeletionJob.FINISHED:
         updates["finished_at"] = timezone.now()
     DeletionJob.objects.filter(pk=job.pk).exclude(status=status).update(**updates)
-    if status in DeletionJob.FINISHED and job.status not in DeletionJob.FINISHED:
+    if status in DeletionJob.FINISHED and not job.is_finished:
         log.info("deletion job=%s finished status=%s done=%d skipped=%d failed=%d", job.pk,
                  status, counts[ItemStatus.DONE], counts[ItemStatus.SKIPPED],
                  counts[ItemStatus.FAILED])

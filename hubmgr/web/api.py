@@ -107,7 +107,7 @@ def api_auth(view):
     return csrf_exempt(wrapper)
 
 
-def _time(value):
+def iso_time(value):
     return value.isoformat() if value else None
 
 
@@ -122,12 +122,12 @@ def item_json(row, since, children=None):
         "tags": row.tags,
         "platform": row.platform,
         "size": row.size,
-        "last_pushed": _time(row.last_pushed),
+        "last_pushed": iso_time(row.last_pushed),
         "last_pushed_source": row.last_pushed_source or None,
-        "last_pulled": _time(row.last_pulled),
+        "last_pulled": iso_time(row.last_pulled),
         "stale": row.stale,
         "never_pulled": row.never_pulled,
-        "pull_data_since": _time(since),
+        "pull_data_since": iso_time(since),
         "error": row.error or None,
     }
     if row.is_index:
@@ -154,8 +154,8 @@ def repositories(request):
 def repository_json(repo):
     return {"name": repo.name, "items": repo.item_count, "tagged": repo.tagged_count,
             "indexes": repo.index_count, "size": repo.total_size,
-            "last_pushed": _time(repo.last_pushed), "last_pulled": _time(repo.last_pulled),
-            "last_synced": _time(repo.last_synced_at)}
+            "last_pushed": iso_time(repo.last_pushed), "last_pulled": iso_time(repo.last_pulled),
+            "last_synced": iso_time(repo.last_synced_at)}
 
 
 @require_GET
@@ -176,7 +176,7 @@ def images(request, name):
                          "page": page.number, "pages": page.pages,
                          "next": _page_url(request, page, "next"),
                          "previous": _page_url(request, page, "previous"),
-                         "pull_data_since": _time(since),
+                         "pull_data_since": iso_time(since),
                          "results": [item_json(r, since, kids.get(r.id)) for r in page.rows]})
 
 
@@ -195,7 +195,7 @@ def _page_url(request, page, which):
     return f"{request.path}?{params.urlencode()}"
 
 
-def _body(request, schema: Schema) -> dict:
+def json_body(request, schema: Schema) -> dict:
     """The JSON object body, checked by ``schema`` (hubmgr.web.schema): its values, or an
     ApiError naming the first wrong field."""
     try:
@@ -217,7 +217,7 @@ START = Schema({"preview_id": Text(100), "digests": Digests(MAX_SELECTION)})
 def deletion_preview(request, name):
     repo = get_repository(name)
     require_delete_permission(request.user)
-    found = actions.preview(repo, _body(request, PREVIEW)["digests"], request.user)
+    found = actions.preview(repo, json_body(request, PREVIEW)["digests"], request.user)
     return JsonResponse(actions.preview_data(found))
 
 
@@ -227,7 +227,7 @@ def deletion_start(request, name):
     """{"preview_id": ...} runs that preview exactly; {"digests": [...]} plans afresh."""
     repo = get_repository(name)
     require_delete_permission(request.user)
-    body = _body(request, START)
+    body = json_body(request, START)
     if len(body) != 1:
         raise ApiError('send {"preview_id": "..."} or {"digests": [...]}, one of them')
     if "preview_id" in body:

@@ -16,7 +16,7 @@ from hubmgr.policies import reports, runs, service, tasks
 from hubmgr.policies.models import MAX_DAYS, CleanupPolicy, Mode, PolicyRun, Schedule
 from hubmgr.policies.patterns import MAX_GLOB_TEXT, MAX_REGEX_LENGTH
 
-from .api import ApiError, _body, _time, api_auth
+from .api import ApiError, json_body, iso_time, api_auth
 from .deletions import require_delete_permission
 from .lookups import get_policy, get_run
 from .schema import MAX_INT, Boolean, Choice, Integer, Number, Schema, Text, TimeOfDay
@@ -58,8 +58,8 @@ def _user(user):
 def policy_json(policy, last_run=None) -> dict:
     return {"id": policy.pk, "url": reverse("api-policy", args=[policy.pk]),
             **service.as_data(policy),
-            "created_at": _time(policy.created_at), "created_by": _user(policy.created_by),
-            "updated_at": _time(policy.updated_at), "updated_by": _user(policy.updated_by),
+            "created_at": iso_time(policy.created_at), "created_by": _user(policy.created_by),
+            "updated_at": iso_time(policy.updated_at), "updated_by": _user(policy.updated_by),
             "last_run": last_run}
 
 
@@ -68,7 +68,7 @@ def _last_runs(policy_ids) -> dict:
     return {policy_id: {
         "id": run.pk, "url": reverse("api-policy-run", args=[run.pk]),
         "status": run.status, "dry_run": run.dry_run,
-        "started_at": _time(run.started_at), "finished_at": _time(run.finished_at),
+        "started_at": iso_time(run.started_at), "finished_at": iso_time(run.finished_at),
         "reclaim_bytes": run.reclaim_bytes}
         for policy_id, run in runs.last_runs(policy_ids).items()}
 
@@ -98,7 +98,7 @@ def policies(request):
     if request.method == "POST":
         require_delete_permission(request.user)
         policy = CleanupPolicy()
-        _apply(policy, _body(request, POLICY))
+        _apply(policy, json_body(request, POLICY))
         _save(policy, request.user)
         return JsonResponse(policy_json(policy), status=201)
     found = list(CleanupPolicy.objects.select_related("created_by", "updated_by"))
@@ -114,7 +114,7 @@ def policy(request, policy_id):
     policy = get_policy(policy_id)
     if request.method == "PATCH":
         require_delete_permission(request.user)
-        _apply(policy, _body(request, POLICY))
+        _apply(policy, json_body(request, POLICY))
         _save(policy, request.user)
     elif request.method == "DELETE":
         require_delete_permission(request.user)
@@ -133,7 +133,7 @@ def dry_run(request, policy_id):
     """What the policy would remove now; nothing is recorded or deleted."""
     policy = get_policy(policy_id)
     require_delete_permission(request.user)
-    _body(request, EMPTY)  # a malformed body is refused, as everywhere
+    json_body(request, EMPTY)  # a malformed body is refused, as everywhere
     return JsonResponse(reports.bounded(runs.preview(policy, reports.MAX_LISTED_ITEMS)))
 
 
@@ -169,10 +169,10 @@ def run_summary_json(run) -> dict:
             "status": run.status, "finished": PolicyRun.Status(run.status).is_finished,
             "mode": "report" if run.dry_run else "delete", "dry_run": run.dry_run,
             "scheduled": run.scheduled, "started_by": _user(run.started_by),
-            "started_at": _time(run.started_at), "finished_at": _time(run.finished_at),
+            "started_at": iso_time(run.started_at), "finished_at": iso_time(run.finished_at),
             "error": run.error or None, "totals": totals,
             "braked_repositories": totals["braked"] if totals else 0,
-            "brake_confirmed_at": _time(run.brake_confirmed_at),
+            "brake_confirmed_at": iso_time(run.brake_confirmed_at),
             "brake_confirmed_by": _user(run.brake_confirmed_by),
             "jobs": [job.pk for job in run.jobs.all()]}
 
@@ -195,7 +195,7 @@ def _start_run(request, policy):
     """Start a run on the workers: 202 with its id and status URL; 409 while one runs. It
     deletes when the policy is in delete mode, unless {"dry_run": true}."""
     require_delete_permission(request.user)
-    body = _body(request, RUN)
+    body = json_body(request, RUN)
     try:
         run = tasks.start_run(policy, request.user, delete=not body.get("dry_run", False))
     except runs.AlreadyRunning as exc:
@@ -207,7 +207,7 @@ def _start_run(request, policy):
 
 
 def audit_json(entry) -> dict:
-    return {"id": entry.pk, "at": _time(entry.at), "user": _user(entry.user),
+    return {"id": entry.pk, "at": iso_time(entry.at), "user": _user(entry.user),
             "action": entry.action, "before": entry.before, "after": entry.after,
             "changes": [{"field": name, "before": before, "after": after}
                         for name, before, after in service.changes(entry.before, entry.after)]}
@@ -230,7 +230,7 @@ def confirm_brake(request, run_id):
     started; 409 with the reason when the run cannot be confirmed (once only)."""
     run = get_run(run_id)
     require_delete_permission(request.user)
-    _body(request, EMPTY)
+    json_body(request, EMPTY)
     try:
         job_ids = runs.confirm_brake(run, request.user)
     except runs.CannotConfirm as exc:
@@ -250,9 +250,9 @@ def run_status(request, run_id):
                                  "url": reverse("api-policy", args=[run.policy_id])},
         "status": run.status, "finished": PolicyRun.Status(run.status).is_finished,
         "dry_run": run.dry_run, "scheduled": run.scheduled,
-        "started_by": _user(run.started_by), "started_at": _time(run.started_at),
-        "finished_at": _time(run.finished_at), "error": run.error or None,
-        "brake_confirmed_at": _time(run.brake_confirmed_at),
+        "started_by": _user(run.started_by), "started_at": iso_time(run.started_at),
+        "finished_at": iso_time(run.finished_at), "error": run.error or None,
+        "brake_confirmed_at": iso_time(run.brake_confirmed_at),
         "brake_confirmed_by": _user(run.brake_confirmed_by),
         "jobs": [{"id": pk, "status": status, "status_url": reverse("api-deletion", args=[pk])}
                  for pk, status in jobs],

@@ -9,7 +9,7 @@ from django.db.models import F
 from hubmgr.registry.names import clean
 
 from ..models import Repository
-from .queries import BadParameter, _positive
+from .queries import BadParameter, positive_int
 
 # Query value -> model field; "-" in front sorts descending.
 SORT_FIELDS = {"name": "name", "size": "total_size", "items": "item_count",
@@ -40,8 +40,8 @@ class ListState:
                 raise BadParameter(f"sort must be one of {', '.join(SORTS)}")
             sort = DEFAULT_SORT
         state.sort = sort
-        state.page = _positive(params.get("page"), 1)
-        state.page_size = min(_positive(params.get("page_size"), DEFAULT_PAGE_SIZE),
+        state.page = positive_int(params.get("page"), 1)
+        state.page_size = min(positive_int(params.get("page_size"), DEFAULT_PAGE_SIZE),
                               max_page_size)
         return state
 

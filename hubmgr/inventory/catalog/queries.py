@@ -74,8 +74,8 @@ class TableState:
         state = cls(search=search[:MAX_SEARCH])
         state.filter = _choice(params, "filter", FILTERS, "", strict)
         state.sort = _choice(params, "sort", SORTS, DEFAULT_SORT, strict)
-        state.page = _positive(params.get("page"), 1)
-        state.page_size = min(_positive(params.get("page_size"), DEFAULT_PAGE_SIZE),
+        state.page = positive_int(params.get("page"), 1)
+        state.page_size = min(positive_int(params.get("page_size"), DEFAULT_PAGE_SIZE),
                               max_page_size)
         for key in ("after", "before"):
             value = params.get(key) or ""
@@ -101,7 +101,7 @@ def _choice(params, key, allowed, default, strict):
     return default
 
 
-def _positive(value, default, limit=10**9):
+def positive_int(value, default, limit=10**9):
     try:
         number = int(value)  # more than 4,300 digits is a ValueError too
     except (TypeError, ValueError):

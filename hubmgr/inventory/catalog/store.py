@@ -20,6 +20,7 @@ from hubmgr.registry.names import clean
 
 from ..models import (
     SEEN_PUSH, Blob, IndexChild, Kind, Manifest, ManifestBlob, PushSource, Repository, Tag)
+from .conditions import seen_push_q
 
 ATTESTATION_KEY = "vnd.docker.reference.type"
 CHUNK = 500
@@ -80,7 +81,7 @@ class Batch:
 
     def drop_tags(self, names, set_before=None):
         """Remove these tags; with ``set_before``, only those last set no later than it."""
-        for chunk in _chunks(names):
+        for chunk in chunks(names):
             tags = Tag.objects.filter(repository=self.repo, name__in=chunk)
             if set_before is not None:
                 tags = tags.filter(Q(event_at__isnull=True) | Q(event_at__lte=set_before))
@@ -101,12 +102,12 @@ class Batch:
                                              ids=ids).items():
                 self.prior.setdefault(manifest_id, flags)
             blobs = set()
-            for chunk in _chunks(ids):
+            for chunk in chunks(ids):
                 blobs |= set(ManifestBlob.objects.filter(manifest_id__in=chunk)
                              .values_list("blob_id", flat=True))
             self.touched |= remove_manifests(self.repo, ids)
             kept = set()
-            for chunk in _chunks(blobs):
+            for chunk in chunks(blobs):
                 kept |= set(ManifestBlob.objects.filter(
                     blob_id__in=chunk, manifest__repository=self.repo)
                     .values_list("blob_id", flat=True).distinct())
@@ -119,7 +120,7 @@ class Batch:
     def _blobs_present(self, digests):
         """Which of these blob digests a manifest of the repository links to."""
         present = set()
-        for chunk in _chunks(digests):
+        for chunk in chunks(digests):
             present |= set(ManifestBlob.objects.filter(
                 manifest__repository=self.repo, blob__registry=self.repo.registry,
                 blob__digest__in=chunk).values_list("blob__digest", flat=True).distinct())
@@ -130,7 +131,7 @@ def _flags(queryset, ids=None, digests=None) -> dict:
     """{manifest id: (top level, tagged top level, index top level)}: what a row counts for."""
     flags = {}
     key, wanted = ("id__in", ids) if ids is not None else ("digest__in", digests)
-    for chunk in _chunks(wanted):
+    for chunk in chunks(wanted):
         for pk, top, tagged, kind in queryset.filter(**{key: chunk}).values_list(
                 "id", "is_top_level", "is_tagged", "kind"):
             flags[pk] = (top, top and tagged, top and kind == Kind.INDEX)
@@ -140,7 +141,7 @@ def _flags(queryset, ids=None, digests=None) -> dict:
 def _blob_sizes(registry, ids=(), digests=()) -> int:
     total = 0
     for key, values in (("id__in", ids), ("digest__in", digests)):
-        for chunk in _chunks(values):
+        for chunk in chunks(values):
             total += Blob.objects.filter(registry=registry, **{key: chunk}).aggregate(
                 s=Sum("size"))["s"] or 0
     return total
@@ -170,7 +171,8 @@ def bump_version(repo: Repository):
     Repository.objects.filter(pk=repo.pk).update(version=F("version") + 1)
 
 
-def _chunks(items, size=CHUNK):
+def chunks(items, size=CHUNK):
+    """``items`` in lists of at most ``size`` (what one statement's IN list takes)."""
     items = list(items)
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -179,11 +181,11 @@ def _chunks(items, size=CHUNK):
 def blob_ids(registry, descriptors) -> dict:
     """{digest: Blob id}, creating the blobs we had not seen."""
     sizes = {d.digest: d.size for d in descriptors}
-    for chunk in _chunks(sizes):
+    for chunk in chunks(sizes):
         Blob.objects.bulk_create([Blob(registry=registry, digest=d, size=sizes[d]) for d in chunk],
                                  ignore_conflicts=True)
     ids = {}
-    for chunk in _chunks(sizes):
+    for chunk in chunks(sizes):
         ids.update(Blob.objects.filter(registry=registry, digest__in=chunk)
                    .values_list("digest", "id"))
     return ids
@@ -195,7 +197,7 @@ def store_fetched(repo: Repository, fetched: dict, configs: dict, missing=()) ->
     Call it through ``writing``."""
     now = timezone.now()
     existing = {}
-    for chunk in _chunks(fetched):
+    for chunk in chunks(fetched):
         existing.update({m.digest: m for m in Manifest.objects.filter(repository=repo,
                                                                        digest__in=chunk)})
     rows, links, children = [], {}, {}
@@ -238,11 +240,11 @@ def store_fetched(repo: Repository, fetched: dict, configs: dict, missing=()) ->
     Manifest.objects.bulk_create(rows, batch_size=CHUNK, update_conflicts=True,
                                  unique_fields=["repository", "digest"], update_fields=fields)
     ids = {}
-    for chunk in _chunks(fetched):
+    for chunk in chunks(fetched):
         ids.update(Manifest.objects.filter(repository=repo, digest__in=chunk)
                    .values_list("digest", "id"))
     # Where no push event told us when, "last pushed" falls back to the image's created time.
-    for chunk in _chunks(ids.values()):
+    for chunk in chunks(ids.values()):
         Manifest.objects.filter(id__in=chunk, last_pushed__isnull=True, created__isnull=False) \
             .update(last_pushed=F("created"), last_pushed_source=PushSource.IMAGE_CREATED)
 
@@ -259,7 +261,7 @@ def store_fetched(repo: Repository, fetched: dict, configs: dict, missing=()) ->
         Manifest.objects.bulk_create([Manifest(repository=repo, digest=d,
                                                error=MISSING if d in missing else "")
                                       for d in child_digests], ignore_conflicts=True)
-        for chunk in _chunks(child_digests):
+        for chunk in chunks(child_digests):
             ids.update(Manifest.objects.filter(repository=repo, digest__in=chunk)
                        .values_list("digest", "id"))
     IndexChild.objects.bulk_create(
@@ -270,7 +272,7 @@ def store_fetched(repo: Repository, fetched: dict, configs: dict, missing=()) ->
     if attestations:
         Manifest.objects.filter(id__in=attestations).update(is_attestation=True)
     gone = [d for d in missing if d not in fetched]
-    for chunk in _chunks(gone):
+    for chunk in chunks(gone):
         # Only placeholders not marked yet change (a sync that finds the same one missing
         # again changes nothing, and open tables do not reload).
         placeholders = Manifest.objects.filter(repository=repo, digest__in=chunk,
@@ -375,20 +377,20 @@ def _refresh_indexes(indexes):
     if not index_rows:
         return
     kids = defaultdict(list)
-    for chunk in _chunks([r.id for r in index_rows]):
+    for chunk in chunks([r.id for r in index_rows]):
         for link in IndexChild.objects.filter(index_id__in=chunk).select_related("child").only(
                 "index_id", "platform", "child__id", "child__platform", "child__created",
                 "child__is_attestation").order_by("id"):
             kids[link.index_id].append(link)
     child_ids = {link.child_id for links in kids.values() for link in links}
     blobs = defaultdict(set)
-    for chunk in _chunks(child_ids):
+    for chunk in chunks(child_ids):
         for manifest_id, blob_id in ManifestBlob.objects.filter(manifest_id__in=chunk) \
                 .values_list("manifest_id", "blob_id"):
             blobs[manifest_id].add(blob_id)
     all_blobs = set().union(*blobs.values()) if blobs else set()
     sizes = {}
-    for chunk in _chunks(all_blobs):
+    for chunk in chunks(all_blobs):
         sizes.update(Blob.objects.filter(id__in=chunk).values_list("id", "size"))
     for row in index_rows:
         links = kids.get(row.id, [])
@@ -424,7 +426,7 @@ def refresh_counts(repo: Repository):
         total=Sum("size"))["total"] or 0
     latest = Manifest.objects.filter(repository=repo).aggregate(
         pulled=Max("last_pulled"),
-        pushed=Max("last_pushed", filter=Q(last_pushed_source__in=SEEN_PUSH)))
+        pushed=Max("last_pushed", filter=seen_push_q()))
     counts = {"item_count": repo.item_count, "tagged_count": repo.tagged_count,
               "index_count": repo.index_count, "total_size": repo.total_size}
     # Only counts that were off are written, and only then do open tables reload.
@@ -448,7 +450,7 @@ def remove_manifests(repo: Repository, ids):
     ids = list(ids)
     touched = set(IndexChild.objects.filter(child_id__in=ids).values_list("index_id", flat=True))
     touched |= set(IndexChild.objects.filter(index_id__in=ids).values_list("child_id", flat=True))
-    for chunk in _chunks(ids):
+    for chunk in chunks(ids):
         Manifest.objects.filter(repository=repo, id__in=chunk).delete()
     return touched - set(ids)
 

@@ -24,7 +24,7 @@ from hubmgr.registry import names
 from hubmgr.registry.client import USER_AGENT
 from hubmgr.registry.manifests import INDEX_TYPES, IMAGE_TYPES, parse_time, plausible
 
-from ..catalog.store import CHUNK, _chunks, note_activity, writing
+from ..catalog.store import CHUNK, chunks, note_activity, writing
 from ..models import Kind, Manifest, ProcessedEvent, PushSource, Repository, Tag, TagHistory
 from . import taghistory
 
@@ -323,7 +323,7 @@ def _manifests(repo, events, batch) -> dict:
         if event.action == "push" or event.digest not in media:
             media[event.digest] = event.media_type
     rows = {}
-    for chunk in _chunks(list(media)):
+    for chunk in chunks(list(media)):
         rows.update((d, (pk, f)) for d, pk, f in Manifest.objects.filter(
             repository=repo, digest__in=chunk).values_list("digest", "id", "fetched"))
     missing = [d for d in media if d not in rows]
@@ -333,7 +333,7 @@ def _manifests(repo, events, batch) -> dict:
                       kind=Kind.INDEX if media[d] in INDEX_TYPES else Kind.IMAGE)
              for d in missing], batch_size=CHUNK, ignore_conflicts=True)
         new = {}
-        for chunk in _chunks(missing):
+        for chunk in chunks(missing):
             new.update((d, (pk, f)) for d, pk, f in Manifest.objects.filter(
                 repository=repo, digest__in=chunk).values_list("digest", "id", "fetched"))
         batch.added(pk for pk, _ in new.values())
@@ -374,7 +374,7 @@ def _move_tags(repo, tags, batch):
     """Point tags at their latest pushes ({name: (manifest id, time)}). A tag the registry
     set later than a push (a late delivery) stays where it is."""
     current = {}
-    for chunk in _chunks(list(tags)):
+    for chunk in chunks(list(tags)):
         current.update((name, when) for name, when in Tag.objects.filter(
             repository=repo, name__in=chunk).values_list("name", "event_at"))
     mapping, at = {}, {}

@@ -45,7 +45,7 @@ from django.utils import timezone
 
 from hubmgr.registry import names
 
-from ..catalog.store import _chunks, bump_version, note_activity
+from ..catalog.store import bump_version, chunks, note_activity
 from ..models import Manifest, Registry, Repository, Tag, TagHistory
 from . import coverage, taghistory
 from .accesslog import FUTURE, UNPARSEABLE, not_text, parse_line
@@ -343,7 +343,7 @@ class Importer:
         if len(self.repos) + len(wanted) > MAX_NAMES_CACHED:
             self.repos = {}
             wanted = list(names_)
-        for chunk in _chunks(wanted):
+        for chunk in chunks(wanted):
             found = dict(Repository.objects.filter(registry=self.registry, name__in=chunk)
                          .values_list("name", "id"))
             for name in chunk:
@@ -397,18 +397,18 @@ class Importer:
                     key = (repo_id, reference)
                     self.tag_pushes[key] = _later(self.tag_pushes.get(key), when)
         rows = {}
-        for chunk in _chunks(digests):
+        for chunk in chunks(digests):
             rows.update(Manifest.objects.filter(repository_id=repo_id, digest__in=chunk)
                         .values_list("digest", "id"))
         current = {}
-        for chunk in _chunks(tags):
+        for chunk in chunks(tags):
             current.update((t, (m, d)) for t, m, d in Tag.objects.filter(
                 repository_id=repo_id, name__in=chunk)
                 .values_list("name", "manifest_id", "manifest__digest"))
         timeline = taghistory.Timeline(repo_id, tags, (first, last + WHOLE_SECOND)) \
             if tags else None
         if timeline and timeline.points:
-            for chunk in _chunks({d for _, ds in timeline.points.items() for _, d in ds[1]}
+            for chunk in chunks({d for _, ds in timeline.points.items() for _, d in ds[1]}
                                  - set(rows)):
                 rows.update(Manifest.objects.filter(repository_id=repo_id, digest__in=chunk)
                             .values_list("digest", "id"))
@@ -453,7 +453,7 @@ class Importer:
         for repo_id, tags in by_repo.items():
             timeline = taghistory.Timeline(repo_id, tags)
             current = {}
-            for chunk in _chunks(tags):
+            for chunk in chunks(tags):
                 current.update((t, (m, d)) for t, m, d in Tag.objects.filter(
                     repository_id=repo_id, name__in=chunk)
                     .values_list("name", "manifest_id", "manifest__digest"))

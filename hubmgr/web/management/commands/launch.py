@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -169,8 +170,6 @@ def _kept_secret(path: Path, length=32) -> str:
 
 def _check_free(addr):
     """CommandError when another process listens on ``addr`` (it would answer for hubmgr)."""
-    import socket
-
     host, _, port = addr.rpartition(":")
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as runserver binds
@@ -184,8 +183,6 @@ def _check_free(addr):
 
 def _port(preferred):
     """The preferred port when it is free, so URLs stay the same between runs."""
-    import socket
-
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", preferred))
