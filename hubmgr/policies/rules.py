@@ -78,13 +78,11 @@ def remove_rule(item: Item, policy, now: datetime, tag_regex=None):
     if item.tags:
         if policy.remove_tag_regex and policy.remove_tag_days is not None:
             found = tag_regex or tag_finder(policy.remove_tag_regex)
-            pushed = item.seen_push
-            if (pushed is not None and pushed < now - timedelta(days=policy.remove_tag_days)
+            if (conditions.pushed_before(item, now - timedelta(days=policy.remove_tag_days))
                     and all(map(found, item.tags))):
                 return REMOVE_TAG
     elif policy.remove_untagged_days is not None:
-        since = item.age_from
-        if since is not None and since < now - timedelta(days=policy.remove_untagged_days):
+        if conditions.older_than(item, now - timedelta(days=policy.remove_untagged_days)):
             return REMOVE_UNTAGGED
     if policy.remove_stale and item.stale is True:
         return REMOVE_STALE
@@ -112,8 +110,8 @@ def keep_rules(item: Item, policy, now: datetime, newest=frozenset(), keep_regex
         found = keep_regex or tag_finder(policy.keep_tag_regex)
         if any(map(found, item.tags)):
             rules.append(KEEP_TAG)
-    if (policy.keep_pulled_days is not None and item.last_pulled is not None
-            and item.last_pulled >= now - timedelta(days=policy.keep_pulled_days)):
+    if (policy.keep_pulled_days is not None
+            and conditions.pulled_since(item, now - timedelta(days=policy.keep_pulled_days))):
         rules.append(KEEP_PULLED)
     return rules
 

@@ -30,7 +30,7 @@ from hubmgr.deletion.actions import snapshot
 from hubmgr.deletion.graph import collector_paused, load_graphs
 from hubmgr.deletion.planner import SELECTED, Graph, plan
 from hubmgr.deletion.shapes import PlanData
-from hubmgr.inventory.catalog.conditions import age_from_expression, seen_push_q
+from hubmgr.inventory.catalog import conditions
 from hubmgr.inventory.models import IndexChild, Kind, Manifest, Repository
 from hubmgr.inventory.pulls.coverage import Coverage
 from hubmgr.inventory.registries import default_registry
@@ -67,15 +67,13 @@ def candidates_q(policy, now, coverage) -> Q | None:
     """Top-level rows that a remove rule may select (the tag expression is left to the
     rules), or None when no rule can select anything. The rules decide; this only spares
     loading the rest."""
-    seen = seen_push_q()
     parts = []
     if policy.remove_tag_regex and policy.remove_tag_days is not None:
-        parts.append(Q(is_tagged=True) & seen
-                     & Q(last_pushed__lt=now - timedelta(days=policy.remove_tag_days)))
+        parts.append(Q(is_tagged=True) & conditions.pushed_before_q(
+            now - timedelta(days=policy.remove_tag_days)))
     if policy.remove_untagged_days is not None:
-        cutoff = now - timedelta(days=policy.remove_untagged_days)
-        parts.append(Q(is_tagged=False) & ((seen & Q(last_pushed__lt=cutoff))
-                                           | (~seen & Q(first_seen__lt=cutoff))))
+        parts.append(Q(is_tagged=False) & conditions.older_than_q(
+            now - timedelta(days=policy.remove_untagged_days)))
     if policy.remove_stale and coverage.decides_stale:
         parts.append(coverage.stale_q())
     return reduce(operator.or_, parts) if parts else None
@@ -158,7 +156,7 @@ def newest_tagged(repo_ids, n) -> dict:
     ``rules.newest_tagged`` orders them (the push seen, else first seen; digest breaks ties)."""
     if not n:
         return {}
-    age = age_from_expression()
+    age = conditions.age_from_expression()
     rank = Window(RowNumber(), partition_by=[F("repository_id")],
                   order_by=[F("age").desc(nulls_last=True), F("digest").desc()])
     newest = defaultdict(set)

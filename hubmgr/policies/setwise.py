@@ -36,7 +36,9 @@ from hubmgr.deletion.graph import values_subquery
 from hubmgr.deletion.planner import (
     CHILD, SELECTED, Graph, Node, blocked_reason, delete_order, own_tags_reason,
     shared_child_reason)
-from hubmgr.inventory.catalog.conditions import age_from_sql, seen_push_sql
+from hubmgr.inventory.catalog.conditions import (
+    age_from_sql, older_than_sql, pulled_since_sql, pushed_before_sql, quiet_since_sql,
+    seen_push_sql)
 from hubmgr.inventory.models import Blob, IndexChild, Kind, Manifest, ManifestBlob
 
 from . import rules
@@ -90,10 +92,6 @@ def _q(sql):
         name: quote(model._meta.db_table) for name, model in (
             ("m", Manifest), ("ic", IndexChild), ("mb", ManifestBlob), ("b", Blob))},
         C=' COLLATE "C"' if connection.vendor == "postgresql" else ""))
-
-
-def _time(value):
-    return connection.ops.adapt_datetimefield_value(value)
 
 
 @contextmanager
@@ -199,17 +197,19 @@ def _select_items(cursor, policy, now, coverage, seen, seen_params, remove_tag, 
               "OR t.child_pulled > t.own_pulled THEN t.child_pulled ELSE t.own_pulled END)")
     whens, params = [], []
     if remove_tag:
-        whens.append("WHEN t.tagged AND t.rm AND t.seen AND t.pushed < %s THEN 1")
-        params.append(_time(now - timedelta(days=policy.remove_tag_days)))
+        sql, cutoff = pushed_before_sql(now - timedelta(days=policy.remove_tag_days),
+                                        "t.seen", "t.pushed")
+        whens.append(f"WHEN t.tagged AND t.rm AND {sql} THEN 1")
+        params += cutoff
     if policy.remove_untagged_days is not None:
-        whens.append("WHEN NOT t.tagged AND ((t.seen AND t.pushed < %s) "
-                     "OR (NOT t.seen AND t.first_seen < %s)) THEN 2")
-        cutoff = _time(now - timedelta(days=policy.remove_untagged_days))
-        params += [cutoff, cutoff]
+        sql, cutoff = older_than_sql(now - timedelta(days=policy.remove_untagged_days),
+                                     "t.seen", "t.pushed", "t.first_seen")
+        whens.append(f"WHEN NOT t.tagged AND {sql} THEN 2")
+        params += cutoff
     if stale:
-        whens.append(f"WHEN ({pulled} IS NULL OR {pulled} < %s) "
-                     "AND NOT (t.seen AND t.pushed >= %s) THEN 3")
-        params += [_time(coverage.cutoff)] * 2
+        sql, cutoff = quiet_since_sql(coverage.cutoff, "t.seen", "t.pushed", pulled)
+        whens.append(f"WHEN {sql} THEN 3")
+        params += cutoff
     keeps = ["CASE WHEN t.newest THEN 1 ELSE 0 END", "CASE WHEN t.kp THEN 2 ELSE 0 END"]
     newest, newest_join, newest_params = "1 = 0", "", []
     if policy.keep_last:  # (numbered apart: a window over every column of the rows cost more)
@@ -223,8 +223,9 @@ def _select_items(cursor, policy, now, coverage, seen, seen_params, remove_tag, 
             "AND m.is_top_level AND m.is_tagged) w WHERE n <= %s) nw ON nw.id = m.id")
         newest_params = [*age_params, policy.keep_last]
     if policy.keep_pulled_days is not None:
-        keeps.append(f"CASE WHEN {pulled} >= %s THEN 4 ELSE 0 END")
-        params.append(_time(now - timedelta(days=policy.keep_pulled_days)))
+        sql, since = pulled_since_sql(now - timedelta(days=policy.keep_pulled_days), pulled)
+        keeps.append(f"CASE WHEN {sql} THEN 4 ELSE 0 END")
+        params += since
     cursor.execute(_q(
         f"CREATE {_work_kind()} TABLE hm_item AS SELECT CAST(id AS bigint) AS id, "
         "CAST(repo AS bigint) AS repo, "

@@ -8,8 +8,19 @@ the forms equal on the same rows.
   been pushed yesterday.
 - **Age from**: when an item is known to have been there: its seen push, else when hubmgr
   first saw it.
+- **Pushed before** a time: a seen push, before it (no seen push: no evidence of age).
+- **Older than** a time: its age from is before it.
+- **Pulled since** a time: a pull at or after it.
+- **Quiet since** a time: neither pulled nor seen pushed at or after it. Stale is this since
+  the stale period's cutoff, where the pull window covers that period
+  (``pulls.coverage.Coverage`` decides the window).
+
+The SQL forms of the last four take the SQL expressions of the row's values, so that a
+statement can give them computed ones (an index's last pull is the latest of its own and its
+children's) or columns of a derived table; each answers its SQL and its parameters.
 """
 
+from django.db import connection
 from django.db.models import Case, DateTimeField, F, Q, When
 from django.db.models.functions import Coalesce
 
@@ -49,3 +60,70 @@ def age_from_sql(m="m") -> tuple[str, list]:
     """``age_from`` as SQL over the manifest alias ``m``, with its parameters."""
     seen, params = seen_push_sql(m)
     return f"CASE WHEN {seen} THEN {m}.last_pushed ELSE {m}.first_seen END", params
+
+
+def _time(value):
+    return connection.ops.adapt_datetimefield_value(value)
+
+
+def pushed_before(row, cutoff) -> bool:
+    """A push was seen, before ``cutoff``."""
+    pushed = seen_push(row)
+    return pushed is not None and pushed < cutoff
+
+
+def pushed_before_q(cutoff) -> Q:
+    return seen_push_q() & Q(last_pushed__lt=cutoff)
+
+
+def pushed_before_sql(cutoff, seen, pushed) -> tuple[str, list]:
+    """Over ``seen`` (``seen_push_sql``'s value) and ``pushed`` (the last push)."""
+    return f"({seen} AND {pushed} < %s)", [_time(cutoff)]
+
+
+def older_than(row, cutoff) -> bool:
+    """Its age from is before ``cutoff`` (unknown: not older)."""
+    since = age_from(row)
+    return since is not None and since < cutoff
+
+
+def older_than_q(cutoff) -> Q:
+    seen = seen_push_q()
+    return (seen & Q(last_pushed__lt=cutoff)) | (~seen & Q(first_seen__lt=cutoff))
+
+
+def older_than_sql(cutoff, seen, pushed, first_seen) -> tuple[str, list]:
+    return (f"(({seen} AND {pushed} < %s) OR (NOT {seen} AND {first_seen} < %s))",
+            [_time(cutoff)] * 2)
+
+
+def pulled_since(row, since) -> bool:
+    return row.last_pulled is not None and row.last_pulled >= since
+
+
+def pulled_since_q(since, prefix="") -> Q:
+    return Q(**{f"{prefix}last_pulled__gte": since})
+
+
+def pulled_since_sql(since, pulled) -> tuple[str, list]:
+    return f"({pulled} >= %s)", [_time(since)]
+
+
+def quiet_since(row, cutoff) -> bool:
+    """Neither pulled nor seen pushed at or after ``cutoff``."""
+    pushed = seen_push(row)
+    return not pulled_since(row, cutoff) and not (pushed is not None and pushed >= cutoff)
+
+
+def quiet_since_q(cutoff, prefix="") -> Q:
+    """``prefix`` (e.g. "manifest__") applies it to a related manifest."""
+    pulled, pushed = f"{prefix}last_pulled", f"{prefix}last_pushed"
+    not_pulled = Q(**{f"{pulled}__isnull": True}) | Q(**{f"{pulled}__lt": cutoff})
+    not_pushed = (Q(**{f"{pushed}__isnull": True}) | Q(**{f"{pushed}__lt": cutoff})
+                  | ~Q(**{f"{prefix}last_pushed_source__in": SEEN_PUSH}))
+    return not_pulled & not_pushed
+
+
+def quiet_since_sql(cutoff, seen, pushed, pulled) -> tuple[str, list]:
+    return (f"(({pulled} IS NULL OR {pulled} < %s) AND NOT ({seen} AND {pushed} >= %s))",
+            [_time(cutoff)] * 2)

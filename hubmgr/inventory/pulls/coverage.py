@@ -31,8 +31,8 @@ from django.conf import settings
 from django.db.models import Min, Q
 from django.utils import timezone
 
-from ..catalog.conditions import seen_push
-from ..models import SEEN_PUSH, Manifest, PushSource, Registry
+from ..catalog.conditions import quiet_since, quiet_since_q, seen_push
+from ..models import Manifest, PushSource, Registry
 
 log = logging.getLogger("hubmgr.inventory")
 
@@ -53,8 +53,7 @@ class Coverage:
         return self.since is not None and self.since <= self.cutoff
 
     def stale(self, row) -> bool | None:
-        activity = [t for t in (row.last_pulled, seen_push(row)) if t is not None]
-        if activity and max(activity) >= self.cutoff:
+        if not quiet_since(row, self.cutoff):
             return False
         return True if self.decides_stale else None
 
@@ -70,11 +69,7 @@ class Coverage:
         it to a related manifest."""
         if not self.decides_stale:
             return Q(**{f"{prefix}pk__in": []})
-        pulled, pushed = f"{prefix}last_pulled", f"{prefix}last_pushed"
-        not_pulled = Q(**{f"{pulled}__isnull": True}) | Q(**{f"{pulled}__lt": self.cutoff})
-        not_pushed = (Q(**{f"{pushed}__isnull": True}) | Q(**{f"{pushed}__lt": self.cutoff})
-                      | ~Q(**{f"{prefix}last_pushed_source__in": SEEN_PUSH}))
-        return not_pulled & not_pushed
+        return quiet_since_q(self.cutoff, prefix)
 
 
 def mark(rows, coverage: Coverage):
