@@ -5,9 +5,9 @@ as one parameter (a PostgreSQL array, a JSON array on SQLite) through the databa
 ORM spent most of a plan's time preparing each list value, and PostgreSQL answered long
 ``IN (%s, %s, …)`` lists with parallel sequential scans.
 
-Blob references are not counted: for each blob of the manifests that can go, one indexed probe
-asks whether a manifest outside them references it, and stops at the first it finds. The work
-is bounded by the plan's own links, however many images share a base layer.
+What a plan frees rests on the counts the inventory's triggers keep (``Blob.manifest_count``,
+``Manifest.digest_repositories``): the same counts the set-wise policy engine compares, so the
+two engines' freed bytes have one source (``planner.freed`` states the rule).
 """
 
 import gc
@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from django.db import connection, transaction
 
 from hubmgr.inventory.catalog.queries import TableState, items
-from hubmgr.inventory.models import Blob, IndexChild, Kind, Manifest, ManifestBlob, Repository, Tag
+from hubmgr.inventory.models import Blob, IndexChild, Kind, Manifest, ManifestBlob, Tag
 from hubmgr.registry import names
 
 from .planner import Graph, Node
@@ -110,13 +110,13 @@ def load_graph(repo, digests) -> tuple[Graph, list]:
     if not digests:  # (an empty list would be taken for ids)
         return Graph({}, {}), []
     with _probing():
-        graph = _load(repo.registry_id, {repo.pk: repo.name},
+        graph = _load({repo.pk: repo.name},
                       "WHERE m.repository_id = %s AND m.digest = v.value", digests, repo.pk)
     return graph, [(repo.name, d) for d in digests]
 
 
-def load_graphs(registry_id, names, ids, tags=None) -> Graph:
-    """One Graph around the manifests ``ids`` of several repositories of a registry (``names``
+def load_graphs(names, ids, tags=None) -> Graph:
+    """One Graph around the manifests ``ids`` of several repositories of one registry (``names``
     maps each repository's id to its name), for planning each repository in turn: a plan only
     reaches its own repository's nodes (an index and its children share a repository), and
     the blob counts cover every repository's nodes at once, which is what a plan of one of
@@ -127,20 +127,17 @@ def load_graphs(registry_id, names, ids, tags=None) -> Graph:
     if not ids:
         return Graph({}, {})
     with _probing():
-        return _load(registry_id, names, "WHERE m.id = v.value", ids, tags=tags or {})
+        return _load(names, "WHERE m.id = v.value", ids, tags=tags or {})
 
 
-def _load(registry_id, names, where, *params, tags=None) -> Graph:
+def _load(names, where, *params, tags=None) -> Graph:
     """The Graph around the manifests that ``where`` (over ``m``, a manifest, and ``v.value``,
     one of the first of ``params``) selects; ``tags`` gives some of their tags already."""
     manifest_t, child_t, link_t = _table(Manifest), _table(IndexChild), _table(ManifestBlob)
-    # The last column: is there a row with this digest in another repository of the registry
-    # (it keeps the manifest's own blob)? Each row's probe stops at the first.
-    columns = (
-        "m.id, m.repository_id, m.digest, m.kind, m.size, m.manifest_size, m.fetched, "
-        f"(SELECT 1 FROM {manifest_t} o JOIN {_table(Repository)} r ON r.id = o.repository_id "
-        "WHERE o.digest = m.digest AND o.repository_id <> m.repository_id "
-        "AND r.registry_id = %s LIMIT 1)")
+    # The last column: how many repositories of the registry hold this digest (each keeps the
+    # manifest's own blob).
+    columns = ("m.id, m.repository_id, m.digest, m.kind, m.size, m.manifest_size, m.fetched, "
+               "m.digest_repositories")
     # Nodes are made as rows arrive and completed in place (a plan may hold 100,000 of them:
     # no row tuples or lists kept beside them).
     nodes = {}  # id -> Node
@@ -149,15 +146,12 @@ def _load(registry_id, names, where, *params, tags=None) -> Graph:
 
     def add(found):
         new = []
-        for manifest_id, repo_id, digest, kind, size, manifest_size, fetched, elsewhere in found:
+        for manifest_id, repo_id, digest, kind, size, manifest_size, fetched, copies in found:
             if manifest_id not in nodes:
                 nodes[manifest_id] = Node(key=(names[repo_id], digest),
                                           kind=kinds.get(kind, kind), size=size,
                                           manifest_size=manifest_size, fetched=bool(fetched))
-                # A row elsewhere keeps the manifest's blob. (The same digest in two
-                # repositories loaded together: each is the other's "elsewhere", so one count
-                # serves both.)
-                digest_refs[digest] = 2 if elsewhere else 1
+                digest_refs[digest] = max(copies or 0, 1)
                 new.append(manifest_id)
         return new
 
@@ -165,10 +159,10 @@ def _load(registry_id, names, where, *params, tags=None) -> Graph:
         ids = {i for i in ids if i not in nodes}
         if ids:
             add(_select(f"SELECT {columns} FROM ({{}}) v CROSS JOIN {manifest_t} m "
-                        "WHERE m.id = v.value", registry_id, ids))
+                        "WHERE m.id = v.value", ids))
 
     selected_ids = add(_select(f"SELECT {columns} FROM ({{}}) v CROSS JOIN {manifest_t} m "
-                               + where, registry_id, *params))
+                               + where, *params))
     children = defaultdict(list)  # index id -> [child ids], in the index's order
 
     def load_children(index_ids):
@@ -208,18 +202,14 @@ def _load(registry_id, names, where, *params, tags=None) -> Graph:
         node = nodes[manifest_id]
         node.blobs += (blob_id,)  # distinct: (manifest, blob) is unique
         refs[blob_id] = refs.get(blob_id, 0) + 1
-    # A blob is freed when every reference to it is going. One reference more than the core's
-    # own already says "not all", so ask only whether a manifest outside the core (in any
-    # repository) references it: one step into the (blob, manifest) index, stopping at the
-    # first. Not counted, not EXISTS (PostgreSQL makes that a join over every reference).
+    # A blob is freed when every reference to it is going: the triggers count them all. (Never
+    # fewer than the core's own: a count behind the links would claim too much freed.)
     blob_sizes = {}
-    for blob_id, size, outside in _select(
-            f"SELECT b.id, b.size, (SELECT 1 FROM {link_t} l WHERE l.blob_id = b.id "
-            "AND l.manifest_id NOT IN ({}) LIMIT 1) "
-            f"FROM ({{}}) v CROSS JOIN {_table(Blob)} b WHERE b.id = v.value", core, refs):
+    for blob_id, size, count in _select(
+            f"SELECT b.id, b.size, b.manifest_count FROM ({{}}) v CROSS JOIN {_table(Blob)} b "
+            "WHERE b.id = v.value", refs):
         blob_sizes[blob_id] = size
-        if outside:
-            refs[blob_id] += 1
+        refs[blob_id] = max(refs[blob_id], count or 0)
 
     unknown = list(nodes)
     if tags:

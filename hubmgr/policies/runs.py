@@ -202,8 +202,7 @@ def load_batch(batch, evaluated) -> Graph:
     for repo in batch:
         result, items, _ = evaluated[repo.pk]
         tags.update((item.pk, item.tags) for item in items if item.digest in result.selected)
-    return load_graphs(batch[0].registry_id, {repo.pk: repo.name for repo in batch}, list(tags),
-                       tags=tags)
+    return load_graphs({repo.pk: repo.name for repo in batch}, list(tags), tags=tags)
 
 
 def plan_repository(policy, repo, result, items, total, graph=None) -> RepositoryReport:
