@@ -178,7 +178,7 @@ _broker_down_until = [0.0]
 _woken = [-1e9]
 
 
-def _wake_flag():
+def wake_flag():
     """The broker's Redis, where one flag stands for "an apply task is queued"."""
     import redis
 
@@ -193,7 +193,7 @@ def forget_wake_state():
     queued" flag, the pause after a broker outage and the time of its last wake-up call.
     For when the broker was purged (between tests, say): the task the flag stood for is gone,
     so the next wake() must queue a new one rather than trust the flag or stay quiet."""
-    _wake_flag().delete(WAKE_KEY)
+    wake_flag().delete(WAKE_KEY)
     _broker_down_until[0] = 0.0
     _woken[0] = -1e9
 
@@ -208,7 +208,7 @@ def wake():
         return
     _woken[0] = now
     try:
-        if _wake_flag().set(WAKE_KEY, 1, nx=True, ex=WAKE_SECONDS):
+        if wake_flag().set(WAKE_KEY, 1, nx=True, ex=WAKE_SECONDS):
             apply_notifications.delay()
     except Exception as exc:  # noqa: BLE001 - any broker failure; the envelopes are stored
         _broker_down_until[0] = time.monotonic() + WAKE_SECONDS / 2
@@ -221,7 +221,7 @@ def apply_notifications(sweep=False):
     HUBMGR_NOTIFY_SWEEP_SECONDS), for a lost wake-up or envelopes stored while the broker
     was down; the sweep also logs the queue's depth."""
     try:
-        _wake_flag().delete(WAKE_KEY)  # envelopes stored from now on queue a new task
+        wake_flag().delete(WAKE_KEY)  # envelopes stored from now on queue a new task
     except Exception as exc:  # noqa: BLE001
         log.warning("notification wake flag not cleared: %s", exc)
     if sweep:

@@ -161,7 +161,7 @@ def evaluate(policy, repos, now, coverage, limit) -> dict:
             _match_tags(cursor, policy, remove_tag)
         _select_items(cursor, policy, now, coverage, seen, seen_params, remove_tag, stale)
         _analyze(cursor, "hm_item")
-        _plan(cursor)
+        cascade(cursor)
         return _reports(cursor, policy, by_id, limit)
 
 
@@ -252,7 +252,7 @@ def _select_items(cursor, policy, now, coverage, seen, seen_params, remove_tag, 
 _NOT_GOING = "NOT EXISTS (SELECT 1 FROM hm_item y WHERE y.id = {} AND y.keeps = 0)"
 
 
-def _plan(cursor):
+def cascade(cursor):
     """The cascade and the blocked items in hm_item, as the planner makes its going set."""
     cursor.execute(_q("SELECT 1 FROM hm_item i JOIN {ic} p ON p.child_id = i.id "
                       "WHERE i.keeps = 0 LIMIT 1"))

@@ -239,13 +239,13 @@ def test_a_poison_event_in_a_batch_costs_only_itself(client, monkeypatch):
     from hubmgr.inventory.pulls import notifications
 
     poison = "sha256:" + "f" * 64
-    real = notifications._move_times
+    real = notifications.move_times
 
     def failing(column, times):
         if Manifest.objects.filter(pk__in=list(times), digest=poison).exists():
             raise OverflowError("the database refused it")
         return real(column, times)
-    monkeypatch.setattr(notifications, "_move_times", failing)
+    monkeypatch.setattr(notifications, "move_times", failing)
     post(client, [pull("p1", "2026-11-02T00:00:00Z")])
     post(client, [pull("bad", "2026-11-02T00:00:00Z", digest=poison)])
     post(client, [event(id="e2", tag="v2")])
@@ -396,8 +396,11 @@ def test_a_web_process_calls_for_a_wake_up_at_most_every_tenth_of_a_second(monke
             calls.append(args)
             return False  # a task is queued already
 
-    monkeypatch.setattr(tasks, "_wake_flag", Flag)
-    monkeypatch.setattr(tasks, "_woken", [-1e9])
+        def delete(self, *args):
+            pass
+
+    monkeypatch.setattr(tasks, "wake_flag", Flag)
+    tasks.forget_wake_state()
     for _ in range(50):
         tasks.wake()
     assert len(calls) == 1

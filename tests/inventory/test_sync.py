@@ -197,14 +197,14 @@ def test_a_repository_that_fails_costs_only_itself_and_the_run_closes(
 
     image(registry_client, "ok/app", tag="t", seed="ok")
     image(registry_client, "poison/repo", tag="t", seed="poison")
-    real = sync_module._write_chunk
+    real = sync_module.write_chunk
 
     def failing(repo, *args):
         if repo.name == "poison/repo":
             raise ValueError("boom")
         return real(repo, *args)
 
-    monkeypatch.setattr(sync_module, "_write_chunk", failing)
+    monkeypatch.setattr(sync_module, "write_chunk", failing)
     run = sync()
     assert run.finished_at is not None and run.error == "" and run.repositories == 2
     assert run.problems == [{"reference": "poison/repo",

@@ -386,16 +386,16 @@ def test_a_failed_setwise_dry_run_leaves_nothing_behind_for_the_next(builds_repo
 
     p = keep_ten_builds()
     good = runs.preview(p, 5, now=NOW)
-    real = setwise._plan
+    real = setwise.cascade
 
     def failing(cursor):
         real(cursor)
-        cursor.execute(setwise._q("SELECT no_such_column FROM hm_item"))
+        cursor.execute("SELECT no_such_column FROM no_such_table")
 
-    monkeypatch.setattr(setwise, "_plan", failing)
-    with pytest.raises(Exception, match="no_such_column"):
+    monkeypatch.setattr(setwise, "cascade", failing)
+    with pytest.raises(Exception, match="no_such_(column|table)"):
         runs.preview(p, 5, now=NOW)
-    monkeypatch.setattr(setwise, "_plan", real)
+    monkeypatch.setattr(setwise, "cascade", real)
     assert runs.preview(p, 5, now=NOW) == good
     assert work_tables() == []
 
@@ -414,7 +414,7 @@ def test_two_dry_runs_at_once_neither_waits_for_the_other(builds_repo, monkeypat
 
     p = keep_ten_builds()
     good = runs.preview(p, 5, now=NOW)
-    real, holding, release, answers = setwise._plan, threading.Event(), threading.Event(), {}
+    real, holding, release, answers = setwise.cascade, threading.Event(), threading.Event(), {}
 
     def held(cursor):
         real(cursor)
@@ -428,7 +428,7 @@ def test_two_dry_runs_at_once_neither_waits_for_the_other(builds_repo, monkeypat
         finally:
             connection.close()
 
-    monkeypatch.setattr(setwise, "_plan", held)
+    monkeypatch.setattr(setwise, "cascade", held)
     first = threading.Thread(target=dry_run, args=["first"], name="first")
     first.start()
     try:

@@ -306,7 +306,7 @@ def _apply_run(repo, events, batch, to_fetch):
             history.append((event.tag, event.digest, event.timestamp))
         if not fetched:
             to_fetch.add(event.digest)
-    if _move_times("last_pushed", pushed) + _move_times("last_pulled", pulled):
+    if move_times("last_pushed", pushed) + move_times("last_pulled", pulled):
         batch.times_moved = True  # the repository's version moves once, in store.writing
     note_activity(repo, pushed=max(pushed.values(), default=None),
                   pulled=max(pulled.values(), default=None))
@@ -349,7 +349,7 @@ MOVE_SQL = {
 }
 
 
-def _move_times(column, times) -> int:
+def move_times(column, times) -> int:
     """Move each manifest's time forward (never back) to {id: time}, one prepared statement
     for all of them. A push time from an image's created date always gives way. Returns how
     many rows moved."""

@@ -181,7 +181,7 @@ def sync_repositories(run, repositories, crawler, progress=None, worker=""):
         launch()
         if crawl is not None and not state.failed:
             try:
-                _write_chunk(state.repo, had, result, state.outcome)
+                write_chunk(state.repo, had, result, state.outcome)
                 state.reached |= set(result.tag_digests.values()) | set(result.fetched)
             except Exception as exc:  # noqa: BLE001
                 state.fail(run, exc)
@@ -332,7 +332,7 @@ def _lookup(repo_id, digests, config_digests):
     return known, configs
 
 
-def _write_chunk(repo, had, result, outcome):
+def write_chunk(repo, had, result, outcome):
     """Write what one chunk's crawl read, in one transaction: new manifests, tags that moved,
     tags that are gone."""
     changed = {t: d for t, d in result.tag_digests.items() if had.get(t) != d}
