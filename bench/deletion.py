@@ -60,11 +60,11 @@ def _bench_delete(service, count):
     sync_registry(registry, client, "bench/job-delete", concurrency=CONCURRENCY)
     repo = Repository.objects.get(name="bench/job-delete")
     plan = actions.make_plan(repo, job_digests)
-    job = jobs.create_job(repo, actions.snapshot(plan))
+    job = jobs.create_job(repo, actions.plan_data(plan))
     started = time.perf_counter()
     status = jobs.process_job(job.pk, client, concurrency=CONCURRENCY, wait=True)
     rate = count / (time.perf_counter() - started)
-    assert status == "done" and len(plan.items) == count, (status, len(plan.items))
+    assert status == "done" and len(plan.going) == count, (status, len(plan.going))
     record("delete", f"{count} manifests", raw_per_s=round(raw), job_per_s=round(rate),
            ratio=round(rate / raw, 2), concurrency=CONCURRENCY)
     print(f"Deletion of {count:,} manifests, concurrency {CONCURRENCY}:")
@@ -123,7 +123,7 @@ def _kill_once(env, proxy, registry_url, n):
     digests = [devstack_push(RegistryClient(registry_url), name, base, i) for i in range(6)]
     sync_registry(default_registry(), client_for(default_registry()), name)
     repo = Repository.objects.get(name=name)
-    job = jobs.create_job(repo, actions.snapshot(actions.make_plan(repo, digests)))
+    job = jobs.create_job(repo, actions.plan_data(actions.make_plan(repo, digests)))
     sent = proxy.count("DELETE", r"/manifests/")
     doomed = _celery(env, f"doomed{n}", "worker", "--pool", "solo", "-n", f"doomed{n}@%h")
     tasks.schedule(job.pk, 0)

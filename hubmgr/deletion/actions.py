@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from . import jobs, reclaim, tasks
 from .graph import blob_digests, collector_paused, load_graph
-from .models import DeletionItem, DeletionJob, DeletionPreview
+from .models import DeletionItem, DeletionJob, DeletionPreview, ItemStatus
 from .planner import Plan, plan
 from .shapes import Freed, KeptItem, PlanData, PlanItem
 
@@ -35,24 +35,25 @@ def make_plan(repo, digests) -> Plan:
         return plan(graph, selected)
 
 
-def snapshot(p: Plan, freed=False) -> PlanData:
-    """The plan as plain data: what a preview shows and what its job runs, item by item,
-    with the tags and the indexes (within the plan) that refer to each. With ``freed``, also
-    the manifests and blobs its reclaim figure counts, by digest, which a job created from it
-    keeps to tell when the registry's garbage collector has freed them (see reclaim.py)."""
-    going = {node.digest for node, _ in p.items}
+def plan_data(p: Plan, freed=False) -> PlanData:
+    """The plan as plain data (``shapes.PlanData``): what a preview shows and what its job runs,
+    item by item, with the tags and the indexes (within the plan) that refer to each. With
+    ``freed``, also the manifests and blobs its reclaim figure counts, by digest, which a job
+    created from it keeps to tell when the registry's garbage collector has freed them (see
+    reclaim.py)."""
+    going = {node.digest for node, _ in p.going}
     parents = {}
-    for node, _ in p.items:
+    for node, _ in p.going:
         for child in node.children:
             if child[1] in going:
                 parents.setdefault(child[1], []).append(node.digest)
     data = PlanData(
         items=[PlanItem(digest=n.digest, type=n.kind, tags=list(n.tags), size=n.size,
                         reason=reason, parents=parents.get(n.digest, []))
-               for n, reason in p.items],
+               for n, reason in p.going],
         kept=[KeptItem(digest=key[1], reason=reason) for key, reason in p.kept],
         reclaim_bytes=p.reclaim_bytes,
-        unread=[key[1] for key in p.unknown],
+        unread=[key[1] for key in p.unread],
     )
     if freed:
         digests = blob_digests(p.freed_blobs)
@@ -64,7 +65,7 @@ def snapshot(p: Plan, freed=False) -> PlanData:
 def preview(repo, digests, user) -> DeletionPreview:
     """Plan ``digests`` and keep the plan, so that confirming it runs exactly what was shown."""
     return DeletionPreview.objects.create(
-        repository=repo, created_by=user, plan=snapshot(make_plan(repo, digests), freed=True),
+        repository=repo, created_by=user, plan=plan_data(make_plan(repo, digests), freed=True),
         expires_at=timezone.now() + timedelta(minutes=settings.DELETE_PREVIEW_MINUTES))
 
 
@@ -102,7 +103,7 @@ def _uuid(value) -> bool:
 
 def start(repo, digests, user=None) -> DeletionJob:
     """Plan ``digests`` now and queue the job at once (scripts that skip the preview)."""
-    job = jobs.create_job(repo, snapshot(make_plan(repo, digests), freed=True), user)
+    job = jobs.create_job(repo, plan_data(make_plan(repo, digests), freed=True), user)
     transaction.on_commit(lambda: wake(job.pk))
     return job
 
@@ -140,23 +141,23 @@ def job_data(job: DeletionJob) -> dict:
 
 def progress(job: DeletionJob) -> dict:
     """Counts for the progress panel (polled every second: aggregates, not every item)."""
-    Status = DeletionItem.Status
     counts = dict(job.items.values_list("status").annotate(n=Count("id")).order_by())
-    done_bytes = job.items.filter(status=Status.DONE).aggregate(b=Sum("size"))["b"] or 0
+    done_bytes = job.items.filter(status=ItemStatus.DONE).aggregate(b=Sum("size"))["b"] or 0
     # Items with a reason to show. A retried item is RUNNING while a worker tries it again:
     # it stays listed (as retrying) with its last error, so no poll loses it.
     problems = [{"digest": d, "tags": t, "error": e, "attempts": a, "next_attempt_at": due,
-                 "status": Status.RETRYING if s == Status.RUNNING else s,
-                 "trying_now": s == Status.RUNNING}
+                 "status": ItemStatus.RETRYING if s == ItemStatus.RUNNING else s,
+                 "trying_now": s == ItemStatus.RUNNING}
                 for s, e, d, t, a, due in
-                job.items.filter(status__in=(Status.RETRYING, Status.RUNNING, Status.FAILED,
-                                             Status.SKIPPED))
+                job.items.filter(status__in=(ItemStatus.RETRYING, ItemStatus.RUNNING,
+                                             ItemStatus.FAILED, ItemStatus.SKIPPED))
                 .exclude(last_error="").values_list("status", "last_error", "digest", "tags",
                                                      "attempts", "next_attempt_at")[:20]]
     now = timezone.now()
     for problem in problems:
         due = problem["next_attempt_at"]
         problem["due_in"] = max(0, round((due - now).total_seconds())) if due else None
-    return {"total": sum(counts.values()), "counts": counts, "done": counts.get(Status.DONE, 0),
+    return {"total": sum(counts.values()), "counts": counts,
+            "done": counts.get(ItemStatus.DONE, 0),
             "finished": sum(counts.get(s, 0) for s in DeletionItem.FINISHED),
             "done_bytes": done_bytes, "problems": problems}

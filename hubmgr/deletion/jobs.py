@@ -28,11 +28,10 @@ from .recheck import RegistryView
 from .shapes import PlanData
 
 log = logging.getLogger("hubmgr.deletion")
-Item = DeletionItem
 
 
 def create_job(repo, plan: PlanData, user=None) -> DeletionJob:
-    """Record a plan snapshot (``actions.snapshot``) as a job with one row per manifest, in
+    """Record a plan as data (``actions.plan_data``) as a job with one row per manifest, in
     deletion order, carrying the tags and parents the preview showed, and what it frees
     (``reclaim.record``)."""
     with transaction.atomic():
@@ -136,7 +135,7 @@ def renew_leases(job, item_ids):
     heartbeat. Only items still RUNNING are touched: one the sweep has released already is
     not taken back (whoever claims it next owns it)."""
     expires = lease_expiry()
-    Item.objects.filter(pk__in=list(item_ids), status=ItemStatus.RUNNING).update(
+    DeletionItem.objects.filter(pk__in=list(item_ids), status=ItemStatus.RUNNING).update(
         claim_expires_at=expires)
     DeletionJob.objects.filter(pk=job.pk).update(wake_at=expires)
 
@@ -156,12 +155,12 @@ def _ready_items(job, exclude=(), limit=200):
     states = dict(job.items.filter(digest__in=parent_digests).values_list("digest", "status"))
     ready = []
     for item in items:
-        pending = [p for p in item.parents if states.get(p) not in Item.FINISHED]
+        pending = [p for p in item.parents if states.get(p) not in DeletionItem.FINISHED]
         if pending:
             continue
-        blocked = [p for p in item.parents if states.get(p) != ItemStatus.DONE]
-        if blocked:
-            _finish(item, ItemStatus.SKIPPED, f"kept: its index {blocked[0][:19]} was not "
+        remaining = [p for p in item.parents if states.get(p) != ItemStatus.DONE]
+        if remaining:
+            _finish(item, ItemStatus.SKIPPED, f"kept: its index {remaining[0][:19]} was not "
                                               "deleted, so it still references this image")
             continue
         ready.append(item)
@@ -187,7 +186,7 @@ def _claim(item) -> bool:
     ("already gone"), and finishing an item that is finished already changes nothing.
     """
     now = timezone.now()
-    claimed = Item.objects.filter(_due(now), pk=item.pk).update(
+    claimed = DeletionItem.objects.filter(_due(now), pk=item.pk).update(
         status=ItemStatus.RUNNING, attempts=F("attempts") + 1,
         claim_expires_at=lease_expiry(now))
     return claimed == 1
@@ -197,7 +196,7 @@ def _finish(item, status, error=""):
     """Finish an item. Without an error (done) its last error stays: the job page shows what
     a retried item went through before it succeeded."""
     updates = {"last_error": error} if error else {}
-    Item.objects.filter(pk=item.pk).unfinished().update(
+    DeletionItem.objects.filter(pk=item.pk).unfinished().update(
         status=status, finished_at=timezone.now(), claim_expires_at=None, **updates)
     log.info("deletion job=%s item=%s digest=%s status=%s%s", item.job_id, item.pk, item.digest,
              status, f" reason={error}" if error else "")
@@ -267,12 +266,13 @@ def _failed_attempt(job, item, exc, context=""):
         reason = str(exc)
     if not exc.transient:
         return _finish(item, ItemStatus.FAILED, reason)
-    attempts = Item.objects.filter(pk=item.pk).values_list("attempts", flat=True).first() or 1
+    attempts = DeletionItem.objects.filter(pk=item.pk).values_list("attempts", flat=True) \
+        .first() or 1
     if now >= job.deadline:
         return _finish(item, ItemStatus.FAILED, f"gave up after {attempts} attempts at the "
                                                 f"deadline: {reason}")
     delay = backoff(attempts)
-    Item.objects.filter(pk=item.pk, status=ItemStatus.RUNNING).update(
+    DeletionItem.objects.filter(pk=item.pk, status=ItemStatus.RUNNING).update(
         status=ItemStatus.RETRYING, last_error=reason, claim_expires_at=None,
         next_attempt_at=min(now + timedelta(seconds=delay), job.deadline))
     log.warning("deletion job=%s item=%s digest=%s retry_in=%.1fs attempts=%d error=%s",
@@ -297,11 +297,11 @@ def _forget(job, done):
 
 
 def update_status(job) -> str:
-    counts = {s: 0 for s in Item.Status}
+    counts = {s: 0 for s in ItemStatus}
     for status, n in job.items.values_list("status").annotate(n=Count("id")).order_by():
         counts[status] = n
     total = sum(counts.values())
-    finished = sum(counts[s] for s in Item.FINISHED)
+    finished = sum(counts[s] for s in DeletionItem.FINISHED)
     if finished == total:
         if counts[ItemStatus.DONE] == total:
             status = JobStatus.DONE
@@ -342,7 +342,7 @@ def release_expired_claims() -> list:
 
     A claim expires only when its worker stopped renewing it (see _claim)."""
     now = timezone.now()
-    expired = Item.objects.filter(status=ItemStatus.RUNNING, claim_expires_at__lt=now)
+    expired = DeletionItem.objects.filter(status=ItemStatus.RUNNING, claim_expires_at__lt=now)
     jobs = sorted(set(expired.values_list("job_id", flat=True)))
     released = expired.update(status=ItemStatus.RETRYING, next_attempt_at=now,
                               claim_expires_at=None,

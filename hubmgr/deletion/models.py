@@ -50,7 +50,6 @@ class StatusQuerySet(models.QuerySet):
 
 
 class DeletionJob(models.Model):
-    Status = JobStatus
     FINISHED = (JobStatus.DONE, JobStatus.PARTIAL, JobStatus.FAILED)
     objects = StatusQuerySet.as_manager()
 
@@ -117,7 +116,6 @@ class ReclaimBlob(models.Model):
 
 
 class DeletionItem(models.Model):
-    Status = ItemStatus
     FINISHED = (ItemStatus.DONE, ItemStatus.SKIPPED, ItemStatus.FAILED)
     objects = StatusQuerySet.as_manager()
 

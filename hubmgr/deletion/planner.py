@@ -1,4 +1,5 @@
-"""The deletion plan: plain functions over a snapshot of the inventory, no I/O.
+"""The deletion plan: plain functions over the part of the inventory a plan can touch (a
+``Graph``, loaded by ``graph.load_graph``), no I/O.
 
 Rules:
 - every selected item goes, with every tag pointing at it (the registry removes them all);
@@ -76,17 +77,20 @@ class Graph:
 
 @dataclass
 class Plan:
-    items: list  # [(Node, reason)] in deletion order: indexes before their children
+    """What a selection deletes (``going``), what it keeps and why (``kept``), and the bytes it
+    frees (``reclaim_bytes``). The words are the pages' and the API's: see docs/glossary.md."""
+
+    going: list  # [(Node, reason)] in deletion order: indexes before their children
     kept: list  # [(key, reason)]
     reclaim_bytes: int
-    unknown: list  # keys whose content hubmgr has not read: their blobs are not counted
+    unread: list  # keys whose content hubmgr has not read: their blobs are not counted
     # What reclaim_bytes counts: manifests (digest -> size) and blobs (graph key -> size).
     freed_manifests: dict = field(default_factory=dict)
     freed_blobs: dict = field(default_factory=dict)
 
     @property
-    def keys(self):
-        return [node.key for node, _ in self.items]
+    def going_keys(self):
+        return [node.key for node, _ in self.going]
 
 
 # Why the planner keeps an item, in words: written here once, and used by the set-wise policy
@@ -138,11 +142,10 @@ def plan(graph: Graph, selected) -> Plan:
         kept[key] = blocked_reason(_indexes(graph, outside))
     _explain_kept_children(graph, going, kept)
     order = delete_order(graph, going)
-    items = [(graph.nodes[k], going[k]) for k in order]
-    unknown = [k for k in order if not graph.nodes[k].fetched]
+    unread = [k for k in order if not graph.nodes[k].fetched]
     manifests, blobs = freed(graph, set(going))
-    return Plan(items, sorted(kept.items()), sum(manifests.values()) + sum(blobs.values()),
-                unknown, manifests, blobs)
+    return Plan([(graph.nodes[k], going[k]) for k in order], sorted(kept.items()),
+                sum(manifests.values()) + sum(blobs.values()), unread, manifests, blobs)
 
 
 def _add_unreferenced_children(graph, going):

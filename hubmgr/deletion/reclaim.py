@@ -49,7 +49,7 @@ MARK_BATCH = 200  # jobs marked reclaimed per transaction
 
 # ---- recording what a job frees ------------------------------------------------------------
 def record(job, plan: PlanData):
-    """Keep what ``plan`` frees, from its ``freed`` entry (``actions.snapshot(p, freed=True)``),
+    """Keep what ``plan`` frees, from its ``freed`` entry (``actions.plan_data(p, freed=True)``),
     or, for a plan without one (a cleanup policy's report keeps only totals), from the
     inventory now: the same count a preview makes."""
     freed = plan.get("freed")

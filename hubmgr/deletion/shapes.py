@@ -1,6 +1,6 @@
 """A deletion plan as plain data, declared once: what a preview keeps and shows, what a job
 runs item by item, and what a policy run's report lists for each repository. Built by
-``actions.snapshot`` (and, for a policy's dry run, ``policies.setwise``); read by
+``actions.plan_data`` (and, for a policy's dry run, ``policies.setwise``); read by
 ``jobs.create_job``, ``reclaim.record`` and the pages."""
 
 from typing import NotRequired, TypedDict
@@ -32,6 +32,8 @@ class Freed(TypedDict):
 
 
 class PlanData(TypedDict):
+    # The going items (``Plan.going``). The key stays "items": it is stored (DeletionPreview.plan)
+    # and a preview's API answer shows it (see docs/glossary.md).
     items: list[PlanItem]
     kept: list[KeptItem]
     reclaim_bytes: int

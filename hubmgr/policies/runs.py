@@ -26,7 +26,7 @@ from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from hubmgr.deletion import actions, jobs
-from hubmgr.deletion.actions import snapshot
+from hubmgr.deletion.actions import plan_data
 from hubmgr.deletion.graph import collector_paused, load_graphs
 from hubmgr.deletion.planner import SELECTED, Graph, plan
 from hubmgr.deletion.shapes import PlanData
@@ -226,7 +226,7 @@ def plan_repository(policy, repo, result, items, total, graph=None) -> Repositor
     if result.selected:
         p = plan(graph, [(repo.name, d) for d in result.selected])
         # As a preview keeps it (a job runs exactly this), with each selected item's rule.
-        planned = snapshot(p)
+        planned = plan_data(p)
         for entry in planned["items"]:
             entry["rule"] = result.selected.get(entry["digest"]) \
                 if entry["reason"] == SELECTED else None
@@ -235,7 +235,7 @@ def plan_repository(policy, repo, result, items, total, graph=None) -> Repositor
             entry["tags"] = list(node.tags) if node else []
         report.update(going=planned["items"], kept=planned["kept"], unread=planned["unread"],
                       reclaim_bytes=p.reclaim_bytes)
-        going = sum(1 for _, reason in p.items if reason == SELECTED)
+        going = sum(1 for _, reason in p.going if reason == SELECTED)
         report["brake"] = rules.brake_reason(policy, going, total)
     report.update({f"{key}_count": len(report[key]) for key in LISTS})
     return report

@@ -12,7 +12,7 @@ from django_htmx.http import trigger_client_event
 
 from hubmgr.deletion import actions, reclaim
 from hubmgr.deletion.graph import selection_digests
-from hubmgr.deletion.models import DeletionItem, DeletionJob
+from hubmgr.deletion.models import DeletionJob, ItemStatus
 from hubmgr.deletion.planner import CHILD, SELECTED
 from hubmgr.inventory.catalog import queries
 from hubmgr.inventory.models import IndexChild, Manifest
@@ -168,12 +168,11 @@ def progress(request, job_id):
 @require_GET
 @login_required
 def job_list(request):
-    Status = DeletionItem.Status
     jobs = DeletionJob.objects.select_related("created_by").annotate(
         item_count=Count("items"),
-        done_count=Count("items", filter=Q(items__status=Status.DONE)),
-        kept_count=Count("items", filter=Q(items__status=Status.SKIPPED)),
-        failed_count=Count("items", filter=Q(items__status=Status.FAILED)))[:200]
+        done_count=Count("items", filter=Q(items__status=ItemStatus.DONE)),
+        skipped_count=Count("items", filter=Q(items__status=ItemStatus.SKIPPED)),
+        failed_count=Count("items", filter=Q(items__status=ItemStatus.FAILED)))[:200]
     return render(request, "deletion/jobs.html", {
         "jobs": jobs, "reclaim": reclaim.summary(default_registry())})
 

@@ -5,9 +5,9 @@ import pytest
 
 from hubmgr import devstack
 from hubmgr.deletion import jobs
-from hubmgr.deletion.actions import snapshot
+from hubmgr.deletion.actions import plan_data
 from hubmgr.deletion.graph import load_graph
-from hubmgr.deletion.models import DeletionItem, DeletionJob
+from hubmgr.deletion.models import DeletionJob, ItemStatus, JobStatus
 from hubmgr.deletion.planner import plan
 from hubmgr.inventory.models import Manifest, Tag
 from hubmgr.inventory.registries import client_for, default_registry
@@ -22,7 +22,7 @@ def run(repo_name, digests, wait=True):
     r = repo(repo_name)
     graph, selected = load_graph(r, digests)
     p = plan(graph, selected)
-    job = jobs.create_job(r, snapshot(p))
+    job = jobs.create_job(r, plan_data(p))
     client = client_for(default_registry())
     jobs.process_job(job.pk, client, wait=wait)
     job.refresh_from_db()
@@ -59,10 +59,10 @@ def test_garbage_collection_frees_exactly_the_reclaim_estimate(registry, registr
     Manifest.objects.create(repository=repo("gc/app"), digest=d["loose"])  # from a push event
     sync()
     p, job = run("gc/app", [d["i"], d["loose"]])
-    assert {n.digest for n, _ in p.items} == {d["i"], d["c1"], d["att"], d["loose"]}
+    assert {n.digest for n, _ in p.going} == {d["i"], d["c1"], d["att"], d["loose"]}
     assert dict(p.kept)[("gc/app", d["c2"])].startswith("also referenced by index")
-    assert job.status == DeletionJob.Status.DONE and job.reclaim_bytes == p.reclaim_bytes > 0
-    assert set(job.items.values_list("status", flat=True)) == {DeletionItem.Status.DONE}
+    assert job.status == JobStatus.DONE and job.reclaim_bytes == p.reclaim_bytes > 0
+    assert set(job.items.values_list("status", flat=True)) == {ItemStatus.DONE}
 
     for digest in (d["i"], d["c1"], d["att"], d["loose"]):
         assert registry_client.head_manifest("gc/app", digest) is None
@@ -81,7 +81,7 @@ def test_deleting_the_last_index_frees_its_shared_child_too(registry, registry_c
     d = push_world(registry_client)
     sync()
     p, job = run("gc/app", [d["i"], d["j"]])
-    assert {n.digest for n, _ in p.items} == {d["i"], d["j"], d["c1"], d["c2"], d["c3"],
+    assert {n.digest for n, _ in p.going} == {d["i"], d["j"], d["c1"], d["c2"], d["c3"],
                                               d["att"]}
     registry.stop()
     before = devstack.blob_bytes(registry.root)
@@ -94,16 +94,16 @@ def test_a_tag_added_after_the_preview_keeps_the_item(registry, registry_client)
     sync()
     r = repo("gc/app")
     graph, selected = load_graph(r, [d["i"]])
-    job = jobs.create_job(r, snapshot(plan(graph, selected)))
+    job = jobs.create_job(r, plan_data(plan(graph, selected)))
     child = Manifest.objects.get(repository=r, digest=d["c1"])
     Tag.objects.create(repository=r, name="pinned", manifest=child)  # as a push event would
     jobs.process_job(job.pk, client_for(default_registry()), wait=True)
     item = job.items.get(digest=d["c1"])
-    assert item.status == DeletionItem.Status.SKIPPED
+    assert item.status == ItemStatus.SKIPPED
     assert item.last_error == "tagged since the preview: pinned"
     assert registry_client.head_manifest("gc/app", d["c1"]) == d["c1"]
     job.refresh_from_db()
-    assert job.status == DeletionJob.Status.PARTIAL
+    assert job.status == JobStatus.PARTIAL
 
 
 def test_a_child_whose_index_failed_is_not_deleted(registry, registry_client, settings):
@@ -111,11 +111,11 @@ def test_a_child_whose_index_failed_is_not_deleted(registry, registry_client, se
     sync()
     r = repo("gc/app")
     graph, selected = load_graph(r, [d["i"]])
-    job = jobs.create_job(r, snapshot(plan(graph, selected)))
-    job.items.filter(digest=d["i"]).update(status=DeletionItem.Status.FAILED, last_error="x")
+    job = jobs.create_job(r, plan_data(plan(graph, selected)))
+    job.items.filter(digest=d["i"]).update(status=ItemStatus.FAILED, last_error="x")
     jobs.process_job(job.pk, client_for(default_registry()), wait=True)
     assert set(job.items.exclude(digest=d["i"]).values_list("status", flat=True)) == {
-        DeletionItem.Status.SKIPPED}
+        ItemStatus.SKIPPED}
     assert registry_client.head_manifest("gc/app", d["c1"]) == d["c1"]
 
 
@@ -127,9 +127,9 @@ def test_a_registry_with_deletion_disabled_fails_the_item_with_the_reason(tmp_pa
         sync()
         _, job = run("nd/app", [desc["digest"]])
         item = job.items.get()
-        assert item.status == DeletionItem.Status.FAILED and item.attempts == 1
+        assert item.status == ItemStatus.FAILED and item.attempts == 1
         assert item.last_error == "the registry has deletion disabled (storage.delete.enabled)"
-        assert job.status == DeletionJob.Status.FAILED
+        assert job.status == JobStatus.FAILED
         assert Manifest.objects.filter(digest=desc["digest"]).exists()
     finally:
         service.stop()
@@ -143,7 +143,7 @@ def test_credentials_that_may_not_delete_fail_the_item(basic_registry, settings)
     settings.REGISTRY_PASSWORD = "wrong"
     _, job = run("cred/app", [desc["digest"]])
     item = job.items.get()
-    assert item.status == DeletionItem.Status.FAILED
+    assert item.status == ItemStatus.FAILED
     # Refused already when listing the tags, before any DELETE was sent.
     assert item.last_error.startswith("could not check the registry's tags first")
     assert "refused hubmgr's credentials" in item.last_error
@@ -167,7 +167,7 @@ def test_an_image_also_in_another_repository_frees_nothing(registry, registry_cl
     assert one["digest"] == two["digest"]
     sync()
     p, job = run("twin/one", [one["digest"]])
-    assert p.reclaim_bytes == 0 and job.status == DeletionJob.Status.DONE
+    assert p.reclaim_bytes == 0 and job.status == JobStatus.DONE
     assert registry_client.head_manifest("twin/two", two["digest"]) == two["digest"]
     registry.stop()
     before = devstack.blob_bytes(registry.root)
@@ -198,7 +198,7 @@ def test_a_tag_pushed_without_any_notification_keeps_the_image(registry, registr
     registry_client.put_manifest("gc/app", "hotfix", body.body, body.media_type)  # unseen
     job = go()
     item = job.items.get()
-    assert item.status == DeletionItem.Status.SKIPPED
+    assert item.status == ItemStatus.SKIPPED
     assert item.last_error == "tagged since the preview: hotfix (seen in the registry)"
     assert registry_client.head_manifest("gc/app", d["solo"]) == d["solo"]
 
@@ -212,7 +212,7 @@ def test_a_known_tag_moved_onto_the_image_keeps_it(registry, registry_client):
     body = registry_client.get_manifest("gc/app", d["loose"])
     registry_client.put_manifest("gc/app", "solo", body.body, body.media_type)  # solo moves
     item = go().items.get()
-    assert item.status == DeletionItem.Status.SKIPPED and "tagged since the preview: solo" in \
+    assert item.status == ItemStatus.SKIPPED and "tagged since the preview: solo" in \
         item.last_error
     assert registry_client.head_manifest("gc/app", d["loose"]) == d["loose"]
 
@@ -241,7 +241,7 @@ def test_nothing_is_deleted_while_the_registrys_tags_cannot_be_read(
     fault_proxy.add("GET", r"/tags/list", "status", 503)
     _, job = run("gc/app", [d["solo"]], wait=False)
     item = job.items.get()
-    assert item.status == DeletionItem.Status.RETRYING
+    assert item.status == ItemStatus.RETRYING
     assert item.last_error.startswith("could not check the registry's tags first")
     assert fault_proxy.count("DELETE", r"/manifests/") == 0
     assert registry_client.head_manifest("gc/app", d["solo"]) == d["solo"]
@@ -253,10 +253,10 @@ def test_a_worker_stops_taking_items_after_its_batch_time_and_the_next_wake_up_g
     sync()
     r = repo("gc/app")
     graph, selected = load_graph(r, [d["solo"], d["loose"]])
-    job = jobs.create_job(r, snapshot(plan(graph, selected)))
+    job = jobs.create_job(r, plan_data(plan(graph, selected)))
     client = client_for(default_registry())
     status = jobs.process_job(job.pk, client, seconds=0)  # its time is up before it starts
     assert status not in DeletionJob.FINISHED
-    assert set(job.items.values_list("status", flat=True)) == {DeletionItem.Status.QUEUED}
+    assert set(job.items.values_list("status", flat=True)) == {ItemStatus.QUEUED}
     assert registry_client.head_manifest("gc/app", d["solo"]) == d["solo"]
-    assert jobs.process_job(job.pk, client, wait=True, seconds=60) == DeletionJob.Status.DONE
+    assert jobs.process_job(job.pk, client, wait=True, seconds=60) == JobStatus.DONE

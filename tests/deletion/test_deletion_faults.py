@@ -16,9 +16,9 @@ from django.db import connection
 from django.utils import timezone
 
 from hubmgr.deletion import jobs, tasks
-from hubmgr.deletion.actions import snapshot
+from hubmgr.deletion.actions import plan_data
 from hubmgr.deletion.graph import load_graph
-from hubmgr.deletion.models import DeletionItem, DeletionJob
+from hubmgr.deletion.models import DeletionItem, DeletionJob, ItemStatus, JobStatus
 from hubmgr.deletion.planner import plan
 
 from tests.support.helpers import image, multiarch, repo, sync
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]  # the checkout
 def make_job(repo_name, digests):
     r = repo(repo_name)
     graph, selected = load_graph(r, digests)
-    return jobs.create_job(r, snapshot(plan(graph, selected)))
+    return jobs.create_job(r, plan_data(plan(graph, selected)))
 
 
 def wait_finished(job, timeout=60):
@@ -59,9 +59,9 @@ def test_transient_failures_are_retried_until_every_item_is_done(
     job = make_job("faults/app", [index] + images)
     tasks.schedule(job.pk, 0)
     job = wait_finished(job)
-    assert job.status == DeletionJob.Status.DONE
+    assert job.status == JobStatus.DONE
     items = list(job.items.all())
-    assert len(items) == 7 and {i.status for i in items} == {DeletionItem.Status.DONE}
+    assert len(items) == 7 and {i.status for i in items} == {ItemStatus.DONE}
     assert sum(i.attempts for i in items) >= 7 + 4
     for digest in [index] + images + [k["digest"] for k in kids]:
         assert registry_client.head_manifest("faults/app", digest) is None
@@ -76,7 +76,7 @@ def test_a_job_shows_retrying_with_the_last_error_while_the_registry_fails(
     job = make_job("faults/slow", [digest])
     status = jobs.process_job(job.pk, _client())
     item = job.items.get()
-    assert status == DeletionJob.Status.RETRYING and item.status == DeletionItem.Status.RETRYING
+    assert status == JobStatus.RETRYING and item.status == ItemStatus.RETRYING
     assert "HTTP 503" in item.last_error and item.next_attempt_at is not None
 
 
@@ -87,23 +87,23 @@ def test_the_panel_shows_a_retry_on_every_poll_and_the_job_page_keeps_its_error(
     sync()
     fault_proxy.add("DELETE", r"/manifests/", "status", 503, times=1)
     job = make_job("faults/again", [digest])
-    assert jobs.process_job(job.pk, _client()) == DeletionJob.Status.RETRYING
+    assert jobs.process_job(job.pk, _client()) == JobStatus.RETRYING
     item = job.items.get()
     panel = maint.get(f"/jobs/{job.pk}/progress").content.decode()
     assert "retrying</span> t: last error: " in panel and "HTTP 503" in panel
     assert re.search(r"attempt 1 failed; next attempt at <time datetime=\"[^\"]+\">"
                      r"\d\d:\d\d:\d\d UTC</time>, in (1\d|2\d|30) s\)", panel), panel
     # A worker tries it again: the panel still shows the last error while the attempt runs.
-    DeletionItem.objects.filter(pk=item.pk).update(status=DeletionItem.Status.RUNNING,
+    DeletionItem.objects.filter(pk=item.pk).update(status=ItemStatus.RUNNING,
                                                    attempts=2)
     panel = maint.get(f"/jobs/{job.pk}/progress").content.decode()
     assert "HTTP 503" in panel and "(attempt 2 under way)" in panel
     # The retry succeeds: the item is done and keeps the error it went through.
-    DeletionItem.objects.filter(pk=item.pk).update(status=DeletionItem.Status.RETRYING,
+    DeletionItem.objects.filter(pk=item.pk).update(status=ItemStatus.RETRYING,
                                                    next_attempt_at=timezone.now())
-    assert jobs.process_job(job.pk, _client()) == DeletionJob.Status.DONE
+    assert jobs.process_job(job.pk, _client()) == JobStatus.DONE
     item.refresh_from_db()
-    assert item.status == DeletionItem.Status.DONE and "HTTP 503" in item.last_error
+    assert item.status == ItemStatus.DONE and "HTTP 503" in item.last_error
     page = maint.get(f"/jobs/{job.pk}").content.decode()
     assert "HTTP 503" in page and "(before it succeeded)" in page
     assert "HTTP 503" not in maint.get(f"/jobs/{job.pk}/progress").content.decode()
@@ -116,7 +116,7 @@ def test_a_job_past_its_deadline_fails_the_item_with_the_reason(
     sync()
     fault_proxy.add("DELETE", r"/manifests/", "status", 503)
     job = make_job("faults/late", [digest])
-    assert jobs.process_job(job.pk, _client()) == DeletionJob.Status.FAILED
+    assert jobs.process_job(job.pk, _client()) == JobStatus.FAILED
     assert job.items.get().last_error.startswith("gave up after 1 attempts at the deadline")
 
 
@@ -196,7 +196,7 @@ def test_a_killed_workers_job_resumes_within_a_minute_with_production_timing(
         first.send_signal(signal.SIGKILL)
         first.wait()
         second = start_worker(tmp_path, env, "second")
-        assert job.items.filter(status=DeletionItem.Status.RUNNING).count() == 1  # orphaned claim
+        assert job.items.filter(status=ItemStatus.RUNNING).count() == 1  # orphaned claim
 
         while (resumed := fault_proxy.first_after(killed_at, "DELETE", r"/manifests/")) is None:
             assert time.monotonic() - killed_at < 60, \
@@ -206,8 +206,8 @@ def test_a_killed_workers_job_resumes_within_a_minute_with_production_timing(
         job = wait_finished(job)
     finally:
         stop(*[p for p in (first, second, beat) if p])
-    assert job.status == DeletionJob.Status.DONE
-    assert {i.status for i in job.items.all()} == {DeletionItem.Status.DONE}
+    assert job.status == JobStatus.DONE
+    assert {i.status for i in job.items.all()} == {ItemStatus.DONE}
     tasks.sweep()  # a finished job is never woken again
     job.refresh_from_db()
     assert job.wake_at is None
@@ -236,13 +236,13 @@ def test_a_live_worker_keeps_the_claim_of_a_delete_that_hangs_past_its_lease(
     sweeper = threading.Thread(target=sweep_meanwhile)
     sweeper.start()
     try:
-        assert jobs.process_job(job.pk, _client()) == DeletionJob.Status.DONE
+        assert jobs.process_job(job.pk, _client()) == JobStatus.DONE
     finally:
         stopping.set()
         sweeper.join()
     assert released == []
     item = job.items.get()
-    assert item.status == DeletionItem.Status.DONE and item.attempts == 1
+    assert item.status == ItemStatus.DONE and item.attempts == 1
     assert fault_proxy.count("DELETE", r"/manifests/") == 1
 
 
@@ -272,11 +272,11 @@ def test_a_redis_restart_loses_no_job(registry, registry_client, redis_service, 
     finally:
         redis_service.start()
     job.refresh_from_db()
-    assert job.status == DeletionJob.Status.QUEUED and job.items.get().attempts == 0
+    assert job.status == JobStatus.QUEUED and job.items.get().attempts == 0
     with start_worker(celery_app, pool="solo", perform_ping_check=False, shutdown_timeout=20):
         time.sleep(1.5)  # the lost wake-up is overdue, and no message woke the job
-        assert DeletionJob.objects.get(pk=job.pk).status == DeletionJob.Status.QUEUED
+        assert DeletionJob.objects.get(pk=job.pk).status == JobStatus.QUEUED
         tasks.sweep()
         job = wait_finished(job)
-    assert job.status == DeletionJob.Status.DONE
+    assert job.status == JobStatus.DONE
     assert registry_client.head_manifest("faults/redis", digest) is None

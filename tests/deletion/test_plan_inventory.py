@@ -102,9 +102,9 @@ def test_reclaim_equals_a_brute_force_garbage_collection_of_the_tables(case):
         graph, keys = load_graph(repos["a"], [digest(name) for name in selected])
         p = plan(graph, keys)
         deleted = set(Manifest.objects.filter(
-            repository=repos["a"], digest__in=[node.digest for node, _ in p.items])
+            repository=repos["a"], digest__in=[node.digest for node, _ in p.going])
             .values_list("id", flat=True))
-        assert len(deleted) == len(p.items)
+        assert len(deleted) == len(p.going)
         assert p.reclaim_bytes == gc_freed(deleted)
         transaction.set_rollback(True)
 
@@ -122,7 +122,7 @@ def test_a_layer_that_a_manifest_outside_the_plan_uses_is_not_counted():
             {("a", "j"): "j", ("a", "i"): "i"})
     repos = store(*case)
     p = plan(*load_graph(repos["a"], [digest("j")]))
-    assert [n.digest for n, _ in p.items] == [digest("j"), digest("image0")]
+    assert [n.digest for n, _ in p.going] == [digest("j"), digest("image0")]
     assert p.kept == [(("inv/a", digest("image2")), "also referenced by index "
                        f"{digest('i')[:19]} (i)")]
     assert p.reclaim_bytes == 30 + 5 + 52  # own, image0, j; not sib: image3 stays
@@ -148,7 +148,7 @@ def test_digests_that_are_not_digests_are_kept_as_unknown_without_an_error():
     repos = store({"l": 1}, [(frozenset({"l"}), 3)], {("a", "image0"): ("image", 0)}, {})
     odd = ['sha256:a,b', 'x"y', "{}", "back\\slash", " ", "", digest("image0")]
     p = plan(*load_graph(repos["a"], odd))
-    assert [n.digest for n, _ in p.items] == [digest("image0")]
+    assert [n.digest for n, _ in p.going] == [digest("image0")]
     assert {key[1] for key, _ in p.kept} == set(odd[:-1])
 
 
@@ -164,6 +164,6 @@ def test_the_load_leaves_the_planner_settings_of_an_outer_transaction_as_they_we
             return cursor.fetchone()[0]
 
     with transaction.atomic():
-        assert plan(*load_graph(repos["a"], [digest("image0")])).items
+        assert plan(*load_graph(repos["a"], [digest("image0")])).going
         assert (show("enable_hashjoin"), show("enable_mergejoin")) == ("on", "on")
     assert show("jit") == "off"

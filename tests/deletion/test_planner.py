@@ -26,7 +26,7 @@ def test_an_index_takes_its_unreferenced_children_and_goes_first():
     g = graph(idx("a", "i", ["c1", "c2"], tags=["1.0"]), img("a", "c1", ["base", "l1"]),
               img("a", "c2", ["base", "l2"]))
     p = plan(g, [("a", "i")])
-    assert [(n.digest, r) for n, r in p.items] == [("i", SELECTED), ("c1", CHILD), ("c2", CHILD)]
+    assert [(n.digest, r) for n, r in p.going] == [("i", SELECTED), ("c1", CHILD), ("c2", CHILD)]
     assert p.kept == []
     # base counted once; three manifest blobs.
     assert p.reclaim_bytes == 3 * 100 + 5 + 7 + 7
@@ -36,7 +36,7 @@ def test_a_child_another_index_uses_stays_and_the_plan_says_why():
     g = graph(idx("a", "i", ["c1", "c2"]), idx("a", "j", ["c2"], tags=["keep"]),
               img("a", "c1", ["l1"]), img("a", "c2", ["l2"]))
     p = plan(g, [("a", "i")])
-    assert p.keys == [("a", "i"), ("a", "c1")]
+    assert p.going_keys == [("a", "i"), ("a", "c1")]
     assert p.kept == [(("a", "c2"), "also referenced by index j (keep)")]
     assert p.reclaim_bytes == 100 + 5 + 7
 
@@ -44,27 +44,27 @@ def test_a_child_another_index_uses_stays_and_the_plan_says_why():
 def test_a_tagged_child_stays():
     g = graph(idx("a", "i", ["c1"]), img("a", "c1", ["l1"], tags=["solo"]))
     p = plan(g, [("a", "i")])
-    assert p.keys == [("a", "i")] and p.kept == [(("a", "c1"), "has its own tags: solo")]
+    assert p.going_keys == [("a", "i")] and p.kept == [(("a", "c1"), "has its own tags: solo")]
     assert p.reclaim_bytes == 5
 
 
 def test_a_selected_image_that_an_outside_index_needs_is_kept():
     g = graph(idx("a", "i", ["c1"], tags=["1.0"]), img("a", "c1", ["l1"]))
     p = plan(g, [("a", "c1")])
-    assert p.items == [] and p.kept == [(("a", "c1"), "referenced by index i (1.0)")]
+    assert p.going == [] and p.kept == [(("a", "c1"), "referenced by index i (1.0)")]
     assert p.reclaim_bytes == 0
 
 
 def test_selecting_the_index_and_its_child_deletes_both():
     g = graph(idx("a", "i", ["c1"]), img("a", "c1", ["l1"], tags=["t"]))
     p = plan(g, [("a", "c1"), ("a", "i")])
-    assert p.keys == [("a", "i"), ("a", "c1")]
+    assert p.going_keys == [("a", "i"), ("a", "c1")]
 
 
 def test_an_attestation_goes_with_its_index():
     att = img("a", "att", ["sbom"])
     g = graph(idx("a", "i", ["c1", "att"]), img("a", "c1", ["l1"]), att)
-    assert ("a", "att") in plan(g, [("a", "i")]).keys
+    assert ("a", "att") in plan(g, [("a", "i")]).going_keys
 
 
 def test_a_layer_shared_with_another_repository_is_not_counted():
@@ -139,11 +139,11 @@ def gc_freed(g, deleted):
 def test_nothing_referenced_from_outside_the_plan_is_deleted(case):
     g, selected = case
     p = plan(g, selected)
-    deleted = set(p.keys)
+    deleted = set(p.going_keys)
     for key in deleted:
         for parent in g.parents.get(key, ()):
             assert parent in deleted, (key, parent)
-    for node, reason in p.items:
+    for node, reason in p.going:
         if reason == CHILD:
             assert not node.tags and key_is_child_of_deleted(g, node.key, deleted)
         else:
@@ -152,7 +152,7 @@ def test_nothing_referenced_from_outside_the_plan_is_deleted(case):
     assert set(selected) <= deleted | kept
     assert deleted <= set(g.nodes)
     # Parents come before their children in the deletion order.
-    position = {k: n for n, k in enumerate(p.keys)}
+    position = {k: n for n, k in enumerate(p.going_keys)}
     for key in deleted:
         for parent in g.parents.get(key, ()):
             assert position[parent] < position[key]
@@ -168,7 +168,7 @@ def key_is_child_of_deleted(g, key, deleted):
 def test_reclaim_equals_a_brute_force_recount(case):
     g, selected = case
     p = plan(g, selected)
-    assert p.reclaim_bytes == gc_freed(g, set(p.keys))
+    assert p.reclaim_bytes == gc_freed(g, set(p.going_keys))
 
 
 @pytest.mark.slow
@@ -177,7 +177,7 @@ def test_reclaim_equals_a_brute_force_recount(case):
 def test_an_unreferenced_untagged_child_of_a_deleted_index_is_never_left_behind(case):
     g, selected = case
     p = plan(g, selected)
-    deleted = set(p.keys)
+    deleted = set(p.going_keys)
     for key in deleted:
         for child in g.nodes[key].children:
             node = g.nodes[child]

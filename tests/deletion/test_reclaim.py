@@ -12,7 +12,7 @@ from django.utils import timezone
 from hubmgr import celery_app, devstack
 from hubmgr.deletion import actions, jobs, reclaim, retention, tasks
 from hubmgr.deletion.graph import load_graph
-from hubmgr.deletion.models import DeletionItem, DeletionJob, ReclaimBlob, ReclaimState
+from hubmgr.deletion.models import DeletionJob, ItemStatus, JobStatus, ReclaimBlob, ReclaimState
 from hubmgr.deletion.planner import plan
 from hubmgr.inventory.models import Manifest, Tag
 from hubmgr.inventory.registries import client_for, default_registry
@@ -93,7 +93,7 @@ def test_a_deletion_waits_for_the_garbage_collector_then_is_reclaimed_with_the_s
         registry, collect, maintainer, client, capsys):
     d = world(RegistryClient(registry.url))
     shown, job = delete([d["index"]], maintainer)
-    assert job.status == DeletionJob.Status.DONE
+    assert job.status == JobStatus.DONE
     assert job.reclaim_state == Pending and job.freed_bytes == shown["reclaim_bytes"] > 0
     summary = reclaim.summary(default_registry())
     assert (summary["pending_bytes"], summary["pending_jobs"]) == (shown["reclaim_bytes"], 1)
@@ -140,14 +140,14 @@ def test_a_partial_job_waits_only_for_what_its_deleted_items_free(registry, coll
     r = repo("gc/app")
     graph, selected = load_graph(r, [d["index"], d["solo"]])
     p = plan(graph, selected)
-    job = jobs.create_job(r, actions.snapshot(p, freed=True))
+    job = jobs.create_job(r, actions.plan_data(p, freed=True))
     assert ReclaimBlob.objects.filter(job=job).aggregate(n=Sum("size"))["n"] == p.reclaim_bytes
     solo = Manifest.objects.get(repository=r, digest=d["solo"])
     Tag.objects.create(repository=r, name="pinned", manifest=solo)  # as a push event would
     jobs.process_job(job.pk, client_for(default_registry()), wait=True)
     job.refresh_from_db()
-    assert job.status == DeletionJob.Status.PARTIAL
-    assert job.items.get(digest=d["solo"]).status == DeletionItem.Status.SKIPPED
+    assert job.status == JobStatus.PARTIAL
+    assert job.items.get(digest=d["solo"]).status == ItemStatus.SKIPPED
     assert job.reclaim_state == Pending and 0 < job.freed_bytes < p.reclaim_bytes
     assert collect() == job.freed_bytes  # exactly what the deleted items freed, no bound
     check()
@@ -268,7 +268,7 @@ def test_the_client_heads_blobs_in_a_repository(registry):
 
 # ---- without a registry ------------------------------------------------------------------------
 def _plan_job(repo, digests):
-    return jobs.create_job(repo, actions.snapshot(actions.make_plan(repo, digests), freed=True))
+    return jobs.create_job(repo, actions.plan_data(actions.make_plan(repo, digests), freed=True))
 
 
 def _finish(job, status):
@@ -281,8 +281,8 @@ def _finish(job, status):
 def test_a_job_that_deleted_nothing_freed_nothing(db):
     r = make_repo("team/app")
     loose = make_image(r, "loose", size=50)
-    job = _finish(_plan_job(r, [loose.digest]), DeletionItem.Status.FAILED)
-    assert job.status == DeletionJob.Status.FAILED
+    job = _finish(_plan_job(r, [loose.digest]), ItemStatus.FAILED)
+    assert job.status == JobStatus.FAILED
     assert job.reclaim_state == ReclaimState.NOTHING and job.freed_bytes == 0
     assert not ReclaimBlob.objects.exists()
     assert reclaim.job_state(job)["freed_bytes"] == 0
@@ -293,7 +293,7 @@ def test_a_job_without_the_freed_set_records_it_from_the_inventory(db):
     r = make_repo("team/app")
     kids = [make_image(r, f"k{n}", size=100 * (n + 1)) for n in range(2)]
     index = make_index(r, "idx", kids, tags=["1.0"])
-    snap = actions.snapshot(actions.make_plan(r, [index.digest]), freed=True)
+    snap = actions.plan_data(actions.make_plan(r, [index.digest]), freed=True)
     job = jobs.create_job(r, {key: snap[key] for key in ("items", "kept", "reclaim_bytes")})
     rows = {(b.digest, b.size, b.manifest) for b in ReclaimBlob.objects.filter(job=job)}
     assert rows == {(d, s, True) for d, s in snap["freed"]["manifests"]} | {

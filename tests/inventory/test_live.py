@@ -8,7 +8,7 @@ from django.test.utils import CaptureQueriesContext
 
 from hubmgr import devstack
 from hubmgr.deletion import jobs
-from hubmgr.deletion.actions import snapshot
+from hubmgr.deletion.actions import plan_data
 from hubmgr.deletion.graph import load_graph
 from hubmgr.deletion.planner import plan
 from hubmgr.inventory.catalog.store import refresh_counts, writing
@@ -98,7 +98,7 @@ def test_a_sync_moves_the_version_only_when_it_changed_something(registry, regis
     before = version("sync/app")
     r = repo("sync/app")
     graph, selected = load_graph(r, [first["digest"]])
-    job = jobs.create_job(r, snapshot(plan(graph, selected)))
+    job = jobs.create_job(r, plan_data(plan(graph, selected)))
     jobs.process_job(job.pk, client_for(default_registry()), wait=True)
     assert not Manifest.objects.filter(digest=first["digest"]).exists()
     assert version("sync/app") == before + 1

@@ -221,7 +221,7 @@ def test_repositories_planned_from_one_graph_get_each_its_own_plan(db, monkeypat
         repo = Repository.objects.get(name=report["repository"])
         selected = [i["digest"] for i in report["going"] if i["reason"] == SELECTED]
         alone = make_plan(repo, selected)
-        assert [i["digest"] for i in report["going"]] == [n.digest for n, _ in alone.items]
+        assert [i["digest"] for i in report["going"]] == [n.digest for n, _ in alone.going]
         assert report["reclaim_bytes"] == alone.reclaim_bytes
         # Nothing of another repository, and the shared blob and the twin's manifest blob
         # stay: each is still referenced elsewhere.

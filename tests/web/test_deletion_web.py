@@ -136,14 +136,14 @@ def test_delete_creates_a_job_and_answers_the_progress_panel(maintainer_client, 
 
 
 def test_the_jobs_list_shows_item_counts_the_repository_and_labelled_times(maintainer_client):
-    from hubmgr.deletion.models import DeletionItem
+    from hubmgr.deletion.models import ItemStatus
 
     repo, index, images, loose = sample_repo()
     pid = preview_id(maintainer_client, "team/app", digest=[index.digest, loose.digest])
     maintainer_client.post("/repositories/team/app/-/delete", {"preview_id": pid})
     job = DeletionJob.objects.get()
-    job.items.filter(digest=loose.digest).update(status=DeletionItem.Status.DONE)
-    job.items.filter(digest=digest("amd")).update(status=DeletionItem.Status.FAILED)
+    job.items.filter(digest=loose.digest).update(status=ItemStatus.DONE)
+    job.items.filter(digest=digest("amd")).update(status=ItemStatus.FAILED)
     html = maintainer_client.get("/jobs/").content.decode()
     assert "1 of 4 deleted, 1 failed" in html
     assert '<a href="/repositories/team/app">team/app</a>' in html

@@ -5,7 +5,7 @@ from tqdm import tqdm
 
 from hubmgr.deletion import actions, jobs
 from hubmgr.deletion.graph import selection_digests
-from hubmgr.deletion.models import DeletionJob
+from hubmgr.deletion.models import JobStatus
 from hubmgr.inventory.catalog.queries import FILTERS
 from hubmgr.inventory.models import Repository
 from hubmgr.inventory.registries import client_for, default_registry
@@ -36,24 +36,24 @@ class Command(BaseCommand):
         digests = digest or selection_digests(repo, all_matching=True, search=search,
                                               filter=filter or "")
         plan = actions.make_plan(repo, digests)
-        for node, reason in plan.items:
+        for node, reason in plan.going:
             label = ", ".join(node.tags) or "untagged"
             self.stdout.write(f"delete  {node.digest}  {node.kind:5}  {human_size(node.size):>9}"
                               f"  {label}  ({reason.replace('_', ' ')})")
         for key, reason in plan.kept:
             self.stdout.write(f"keep    {key[1]}  {reason}")
-        self.stdout.write(f"{len(plan.items)} to delete, {len(plan.kept)} kept; storage to "
+        self.stdout.write(f"{len(plan.going)} to delete, {len(plan.kept)} kept; storage to "
                           f"reclaim: {human_size(plan.reclaim_bytes)} ({plan.reclaim_bytes} "
                           "bytes) once the registry's garbage collector runs.")
-        if dry_run or not plan.items:
+        if dry_run or not plan.going:
             return
         try:
             client = client_for(repo.registry)
         except RegistryError as exc:
             raise CommandError(str(exc)) from None
-        job = jobs.create_job(repo, actions.snapshot(plan, freed=True))
+        job = jobs.create_job(repo, actions.plan_data(plan, freed=True))
         self.stdout.write(f"Deletion job {job.pk} started.")
-        bar = tqdm(total=len(plan.items), unit="item", file=sys.stderr)
+        bar = tqdm(total=len(plan.going), unit="item", file=sys.stderr)
 
         def show(job):
             bar.n = job.items.finished().count()
@@ -70,5 +70,5 @@ class Command(BaseCommand):
                           f"{data['counts'].get('failed', 0)} failed.")
         for problem in data["problems"]:
             self.stdout.write(f"  {problem['status']}: {problem['digest']}: {problem['error']}")
-        if status == DeletionJob.Status.FAILED:
+        if status == JobStatus.FAILED:
             raise CommandError("No item could be deleted.")
