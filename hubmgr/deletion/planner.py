@@ -211,6 +211,11 @@ def freed(graph: Graph, going: set) -> tuple[dict, dict]:
 
     A remaining index's children never go (the plan keeps them), so a manifest's own blob is
     freed exactly when every row with its digest goes.
+
+    The rule, once: freed when as many references go as there are. The counts are the ones
+    the inventory's triggers keep (``graph.load_graph`` reads them); the set-wise policy
+    engine compares the same counts in SQL (``setwise._OWN``, ``setwise._FREED_BLOBS``), and
+    ``tests/policies/test_engines_agree.py`` holds the two to the same bytes.
     """
     nodes = [graph.nodes[key] for key in going]
     going_digests = Counter(node.key[1] for node in nodes)

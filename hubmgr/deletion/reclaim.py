@@ -138,7 +138,7 @@ def check(client, registry=None, now=None) -> dict:
     prober = _Prober(client, registry.pk)
     error, reclaimed, reclaimed_bytes = "", [], 0
     try:
-        ran_after = _bisect(ordered, prober)
+        ran_after = collected_prefix(ordered, prober)
     except RegistryError as exc:
         error = str(exc)[:500]
         log.warning("reclaim check: the registry did not answer, jobs stay pending: %s", exc)
@@ -190,7 +190,7 @@ class _Prober:
         return gone > 0
 
 
-def _bisect(ordered, ran_after) -> int:
+def collected_prefix(ordered, ran_after) -> int:
     """How many of ``ordered`` (oldest finish first) the collector ran after: they are a
     prefix, since a run after one job is a run after every job that finished before it. The
     newest job is asked first; a job ``ran_after`` cannot say anything about is stepped over

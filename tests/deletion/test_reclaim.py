@@ -310,16 +310,16 @@ def test_bisection_finds_the_last_job_the_collector_ran_after_in_few_probes():
                 asked.append(i)
                 return i < boundary
 
-            assert reclaim._bisect(list(range(n)), ran_after) == boundary
+            assert reclaim.collected_prefix(list(range(n)), ran_after) == boundary
             assert len(set(asked)) <= math.ceil(math.log2(n + 1)) + 1
             assert asked[0] == n - 1  # the newest first: one probe when everything ran
     # A job that cannot be asked about is reclaimed when a job after it is; between one the
     # collector ran after and one it did not, it stays pending (it may have run in between).
     answers = [True, None, None, True, None, False, None]
-    assert reclaim._bisect(list(range(7)), lambda i: answers[i]) == 4
+    assert reclaim.collected_prefix(list(range(7)), lambda i: answers[i]) == 4
     answers = [None, None, True, False]
-    assert reclaim._bisect(list(range(4)), lambda i: answers[i]) == 3
-    assert reclaim._bisect(list(range(3)), lambda i: None) == 0
+    assert reclaim.collected_prefix(list(range(4)), lambda i: answers[i]) == 3
+    assert reclaim.collected_prefix(list(range(3)), lambda i: None) == 0
 
 
 def test_untracked_and_running_jobs_are_not_in_the_summary_and_pages_show_it(db, logged_in):
