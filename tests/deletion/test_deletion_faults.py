@@ -246,7 +246,7 @@ def test_a_live_worker_keeps_the_claim_of_a_delete_that_hangs_past_its_lease(
     assert fault_proxy.count("DELETE", r"/manifests/") == 1
 
 
-def test_a_sweep_does_not_multiply_wake_ups(registry_client, registry, settings):
+def test_a_sweep_does_not_multiply_wake_ups(registry_client, registry, redis_url, settings):
     digest = image(registry_client, "faults/once", tag="t")["digest"]
     sync()
     job = make_job("faults/once", [digest])
