@@ -5,7 +5,8 @@
 # has its own test database (pytest-django suffixes the name with _gw0, _gw1...) and its own
 # private Redis, registries and Chromium. Each pass's output is printed whole when it ends,
 # closing with pytest's summary line ("N passed ..."); the script fails when a pass fails or
-# runs no test at all (pytest's exit status 5). Extra arguments go to both pytest runs.
+# runs no test at all (pytest's exit status 5). The tests that use no database run in the
+# SQLite pass only (--db-tests-only on the other). Extra arguments go to both pytest runs.
 set -uo pipefail
 PY=.venv/bin/python
 pg_url="${HUBMGR_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/hubmgr}"
@@ -26,11 +27,14 @@ else
 fi
 
 declare -A workers=([sqlite]="${HUBMGR_TEST_WORKERS:-2}" [postgresql]="${HUBMGR_TEST_WORKERS:-2}")
+# The tests that use no database run once, in the SQLite pass (which always runs): the same
+# test on PostgreSQL would only repeat it. The PostgreSQL log ends with how many it left out.
+declare -A only=([sqlite]="" [postgresql]="--db-tests-only")
 declare -A url=([sqlite]="" [postgresql]="$pg_url") title=([sqlite]="SQLite"
     [postgresql]="PostgreSQL ($pg_url)") pid=() status=()
 for name in "${passes[@]}"; do
-  HUBMGR_DATABASE_URL="${url[$name]}" "$PY" -m pytest -n "${workers[$name]}" --dist loadgroup "$@" \
-    >"$logs/$name.log" 2>&1 &
+  HUBMGR_DATABASE_URL="${url[$name]}" "$PY" -m pytest -n "${workers[$name]}" --dist loadgroup \
+    ${only[$name]} "$@" >"$logs/$name.log" 2>&1 &
   pid[$name]=$!
 done
 

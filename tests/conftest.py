@@ -4,6 +4,7 @@ Celery worker, Chromium), users and their API tokens. Plain helpers live in test
 Markers follow from the fixtures a test uses (pytest_collection_modifyitems below), so they
 cannot drift from what the test really starts; `make check` runs what needs none of them."""
 
+import collections
 import socket
 
 import bcrypt
@@ -33,6 +34,13 @@ FIXTURE_MARKERS = {
 IMPLIED = {"worker": {"redis"}, "browser": {"live"}}
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--db-tests-only", action="store_true",
+        help="deselect the tests that use no database (make test's PostgreSQL pass: they ran "
+             "in its SQLite pass, and a test without the database is the same on both)")
+
+
 def pytest_configure(config):
     """The data folder, as manage.py prepares it: the SQLite test database lives there."""
     datadir.prepare()
@@ -55,6 +63,8 @@ def pytest_collection_modifyitems(config, items):
                 reason="Debian's chromium is not installed (make test installs it)"))
         if item.get_closest_marker("postgres") and not on_postgresql:
             item.add_marker(pytest.mark.skip(reason="only meaningful on PostgreSQL"))
+    if config.getoption("db_tests_only"):
+        deselect_tests_without_database(config, items)
     if hasattr(config, "workerinput"):
         # Under pytest-xdist, the longest tests first, so that no worker draws one late and
         # runs alone at the end (test_no_envelope_gets_a_5xx takes minutes on PostgreSQL).
@@ -67,6 +77,50 @@ def pytest_collection_modifyitems(config, items):
 
 
 HEAVY = {"registry", "browser", "worker"}
+
+
+def deselect_tests_without_database(config, items):
+    """--db-tests-only: leave out the tests that use no database (no `db`, `transactional_db`
+    or `live_server` fixture, no django_db marker: pytest-django refuses them the database,
+    so they run the same whichever is configured). make test runs them in its SQLite pass
+    only. A subprocess such a test starts is given no HUBMGR_DATABASE_URL (the launch and
+    settings tests drop every HUBMGR_ variable), so it too is the same on both passes."""
+    kept, dropped = [], []
+    for item in items:
+        no_database = django_order(item) == 2 and not item.get_closest_marker("postgres")
+        (dropped if no_database else kept).append(item)
+    if dropped:
+        items[:] = kept
+        config.hook.pytest_deselected(items=dropped)
+    modules = collections.Counter(item.nodeid.split("::")[0] for item in dropped)
+    # pytest-xdist does not pass deselections on to the controller: the summary comes from
+    # the workers' output (pytest_testnodedown below).
+    if hasattr(config, "workeroutput"):
+        config.workeroutput["no_database_deselected"] = dict(modules)
+    config.stash[NO_DATABASE_DESELECTED] = dict(modules)
+
+
+NO_DATABASE_DESELECTED = pytest.StashKey[dict]()
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook
+def pytest_testnodedown(node, error):
+    """The controller keeps what a worker left out (each collected the same tests)."""
+    modules = getattr(node, "workeroutput", {}).get("no_database_deselected")
+    if modules is not None:
+        node.config.stash[NO_DATABASE_DESELECTED] = modules
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    modules = config.stash.get(NO_DATABASE_DESELECTED, None)
+    if modules is None:
+        return
+    write = terminalreporter.write_line
+    terminalreporter.section("tests left out by --db-tests-only")
+    write(f"{sum(modules.values())} tests deselected because they use no database: they run "
+          "in make test's SQLite pass only (docs/testing.md)")
+    for module, count in sorted(modules.items()):
+        write(f"  {count:3d}  {module}")
 
 
 def django_order(item):
