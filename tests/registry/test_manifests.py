@@ -127,7 +127,8 @@ def test_a_referrer_keeps_artifact_type_subject_and_annotations():
     assert manifest.subject.media_type == OCI_INDEX
     assert manifest.subject.digest == fixture("buildx-index.json").digest
     assert manifest.annotations["org.opencontainers.image.created"] == "2025-03-14T09:26:53Z"
-    assert manifest.sizes_known and manifest.config.media_type == "application/vnd.oci.empty.v1+json"
+    assert manifest.sizes_known
+    assert manifest.config.media_type == "application/vnd.oci.empty.v1+json"
 
 
 def test_referrers_list_entries_keep_their_artifact_type():
@@ -162,8 +163,8 @@ def test_a_foreign_layer_is_listed_but_not_stored():
     ({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip"}, False),
 ])
 def test_foreign_is_the_media_type_or_any_urls(layer, foreign):
-    manifest = parse_manifest(json.dumps({"config": DESC, "layers": [{**DESC, **layer}]}).encode(),
-                              OCI_MANIFEST)
+    body = json.dumps({"config": DESC, "layers": [{**DESC, **layer}]}).encode()
+    manifest = parse_manifest(body, OCI_MANIFEST)
     assert manifest.layers[0].foreign is foreign
     assert manifest.stored_blobs == manifest.blobs[:2 - foreign]
 
