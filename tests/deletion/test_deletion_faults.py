@@ -173,6 +173,7 @@ def stop(*procs):
             proc.wait()
 
 
+@pytest.mark.slow  # about 40 s of waiting on production timing: started first among its kind
 def test_a_killed_workers_job_resumes_within_a_minute_with_production_timing(
         fault_proxy, registry_client, redis_url, tmp_path):
     """SIGKILL a worker in the middle of a DELETE; with the default lease (20 s), heartbeat
