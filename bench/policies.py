@@ -90,7 +90,7 @@ def bench_policies():
     from hubmgr.inventory.models import Repository
     from hubmgr.policies import runs
     from hubmgr.policies.models import CleanupPolicy
-    from hubmgr.web.api_policies import MAX_LISTED_ITEMS
+    from hubmgr.policies.reports import MAX_LISTED_ITEMS
 
     if not Repository.objects.filter(name__startswith="bench-pol/").exists():
         build(MANIFESTS, REPOS)
