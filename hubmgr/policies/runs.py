@@ -211,13 +211,15 @@ def plan_repository(policy, repo, result, items, total, graph=None) -> Repositor
     (``load_batch``); each "<list>_count" counts its list. (``setwise`` answers the same
     for dry runs that list only the first entries.)"""
     tags = {item.digest: list(item.tags) for item in items}
+    protected: list[ProtectedItem] = [  # (dict displays: see actions.plan_data)
+        {"digest": d, "tags": tags[d], "rule": rule, "keep": keeps}
+        for d, (rule, keeps) in sorted(result.protected.items())]
     report = RepositoryReport(
         repository=repo.name,
         items=total,
         selected=len(result.selected),
         going=[],
-        protected=[ProtectedItem(digest=d, tags=tags[d], rule=rule, keep=keeps)
-                   for d, (rule, keeps) in sorted(result.protected.items())],
+        protected=protected,
         kept=[],
         reclaim_bytes=0,
         unread=[],
