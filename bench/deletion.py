@@ -77,7 +77,7 @@ def bench_kill(rounds=3):
     """Seconds from a worker's SIGKILL in the middle of a DELETE to the job's next DELETE,
     with the production lease, heartbeat and sweep cadence, real workers and a real beat."""
     from hubmgr import celery_app, devstack
-    from tests.servers import FaultProxy
+    from tests.support.servers import FaultProxy
 
     redis = devstack.start_redis(WORK / "redis")
     registry = devstack.start_registry(WORK / "registry-kill")

@@ -1,4 +1,4 @@
-"""Every name the benchmarks import from hubmgr exists. The sections import inside their
+"""Every name the benchmarks import from hubmgr (and from the tests' helpers) exists. The sections import inside their
 functions (Django is set up by then), so a name moved or renamed in hubmgr broke `make bench`
 only when that section ran, an hour in; here it fails at once."""
 
@@ -15,7 +15,8 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 def imported_names():
     for path in sorted(BENCH.glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("hubmgr"):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in (
+                    "hubmgr", "tests"):
                 for alias in node.names:
                     yield pytest.param(node.module, alias.name, id=f"{path.name}:{node.lineno}:"
                                                                   f"{node.module}.{alias.name}")
