@@ -218,6 +218,11 @@ class Crawler:
             fetched.manifest = raw.parse()
         except RegistryError as exc:
             fetched.error = str(exc)
+        else:
+            if not fetched.manifest.sizes_known:  # (Docker schema1: no sizes in it)
+                fetched.manifest = None
+                fetched.error = (f"manifest {raw.digest} is a Docker schema1 manifest, whose "
+                                 "layer sizes hubmgr does not read yet: kept as unread")
         return "get", (tag, reference), fetched, ""
 
     def _config(self, repository, digest):
