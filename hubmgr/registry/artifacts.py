@@ -14,7 +14,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from . import names
-from .manifests import IMAGE, INDEX, Descriptor, Manifest
+from .manifests import (
+    BUILDX_PREDICATE, BUNDLE_PREDICATE, COSIGN_PREDICATE, COSIGN_SIGNATURE, IMAGE, INDEX,
+    REFERENCE_DIGEST, REFERENCE_TYPE, Descriptor, Manifest)
 
 SIGNATURE, ATTESTATION, SBOM = "signature", "attestation", "sbom"
 CHART, ARTIFACT = "chart", "artifact"
@@ -57,15 +59,9 @@ _TOOL_OF_TYPE = {
     "application/vnd.dev.cosign.artifact.att.v1+json": COSIGN,
     "application/vnd.dev.cosign.artifact.sbom.v1+json": COSIGN,
 }
-# BuildKit's annotations on the index entry of an attestation manifest.
-REFERENCE_TYPE = "vnd.docker.reference.type"
-REFERENCE_DIGEST = "vnd.docker.reference.digest"
+# The value of REFERENCE_TYPE (manifests.py names the annotation keys) on BuildKit's index
+# entry of an attestation manifest.
 ATTESTATION_MANIFEST = "attestation-manifest"
-# Layer annotations: BuildKit's predicate key, cosign's predicate key and signature key.
-BUILDX_PREDICATE = "in-toto.io/predicate-type"
-COSIGN_PREDICATE = "predicateType"
-COSIGN_SIGNATURE = "dev.cosignproject.cosign/signature"
-BUNDLE_PREDICATE = "dev.sigstore.bundle.predicateType"
 
 _HEX = frozenset("0123456789abcdef")
 _FALLBACK_PREFIX = "sha256-"

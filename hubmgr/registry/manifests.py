@@ -42,13 +42,20 @@ MAX_BLOB_SIZE = 2**40  # 1 TiB for one layer or config
 MAX_ENTRIES = 10_000  # layers of an image, or children of an index
 MAX_TEXT = 255  # any string read from a manifest (media types, annotation keys and values)
 MAX_ANNOTATIONS = 64  # annotations kept per manifest or descriptor
-# Annotations something reads (artifacts.py, the table), kept whatever their position so a
-# pusher's 10,000 other keys cannot push them out of the MAX_ANNOTATIONS kept.
+# Annotations hubmgr reads (artifacts.py uses these names). BuildKit's on the index entry of
+# an attestation manifest; the predicate keys of BuildKit's and cosign's attestation layers
+# and of a sigstore bundle; cosign's signature key.
+REFERENCE_TYPE = "vnd.docker.reference.type"
+REFERENCE_DIGEST = "vnd.docker.reference.digest"
+BUILDX_PREDICATE = "in-toto.io/predicate-type"
+COSIGN_PREDICATE = "predicateType"
+BUNDLE_PREDICATE = "dev.sigstore.bundle.predicateType"
+COSIGN_SIGNATURE = "dev.cosignproject.cosign/signature"
+# Kept whatever their position, so a pusher's 10,000 other keys cannot push them out of the
+# MAX_ANNOTATIONS kept.
 READ_ANNOTATIONS = (
-    "vnd.docker.reference.type", "vnd.docker.reference.digest",  # buildx attestations
-    "in-toto.io/predicate-type", "predicateType",  # buildx and cosign attestation layers
-    "dev.sigstore.bundle.predicateType", "dev.cosignproject.cosign/signature",
-    "org.opencontainers.image.created", "org.opencontainers.image.title",
+    REFERENCE_TYPE, REFERENCE_DIGEST, BUILDX_PREDICATE, COSIGN_PREDICATE, BUNDLE_PREDICATE,
+    COSIGN_SIGNATURE, "org.opencontainers.image.created", "org.opencontainers.image.title",
     "org.opencontainers.image.version",
 )
 # "os/arch/variant" parts: short tokens such as linux, arm64, v8.
