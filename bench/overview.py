@@ -39,7 +39,7 @@ def build(n, repos):
     from django.utils import timezone
 
     from hubmgr.inventory.models import (
-        Blob, IndexChild, Manifest, ManifestBlob, Repository, StorageSnapshot)
+        READ_VERSION, Blob, IndexChild, Manifest, ManifestBlob, Repository, StorageSnapshot)
     from hubmgr.inventory.registries import default_registry
 
     started = time.perf_counter()
@@ -76,12 +76,13 @@ def build(n, repos):
                 yield (repo_id, f"sha256:e{r:05x}{i:058x}", "index" if i < n_index else "image",
                        "application/vnd.oci.image.manifest.v1+json", "linux/amd64",
                        config_size(r, i), 0, "", pushed, "push_event", pulled, now, True, "",
-                       f"v{i}" if i in tagged else "", i in tagged, i not in children, False)
+                       f"v{i}" if i in tagged else "", i in tagged, i not in children,
+                       READ_VERSION)
 
     _insert(Manifest, ["repository_id", "digest", "kind", "media_type", "platform", "size",
                        "manifest_size", "config_digest", "last_pushed", "last_pushed_source",
                        "last_pulled", "first_seen", "fetched", "error", "tags_text",
-                       "is_tagged", "is_top_level", "is_attestation"], manifests())
+                       "is_tagged", "is_top_level", "read_version"], manifests())
     # One writer, rows in (r, i) order: the ids in order are the ids by (r, i).
     ids = list(Manifest.objects.filter(repository__name__startswith=PREFIX).order_by("id")
                .values_list("id", flat=True))

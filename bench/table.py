@@ -35,7 +35,8 @@ def build_inventory(n):
     from django.utils import timezone
 
     from hubmgr.inventory.catalog.store import refresh_counts
-    from hubmgr.inventory.models import Blob, IndexChild, Manifest, ManifestBlob, Repository, Tag
+    from hubmgr.inventory.models import (
+        READ_VERSION, Blob, IndexChild, Manifest, ManifestBlob, Repository, Tag)
     from hubmgr.inventory.registries import default_registry
 
     repo = Repository.objects.create(registry=default_registry(), name="bench/big")
@@ -57,12 +58,12 @@ def build_inventory(n):
                    "application/vnd.oci.image.manifest.v1+json", "linux/amd64",
                    (i * 7919) % 500_000_000, 0, "", now - (i * 7 % 1_000_000) * minute,
                    "push_event", None if i % 4 == 0 else now - (i * 13 % 1_000_000) * minute,
-                   now, True, "", tag, bool(tag), not is_child(i), False)
+                   now, True, "", tag, bool(tag), not is_child(i), READ_VERSION)
 
     _insert(Manifest, ["repository_id", "digest", "kind", "media_type", "platform", "size",
                        "manifest_size", "config_digest", "last_pushed", "last_pushed_source",
                        "last_pulled", "first_seen", "fetched", "error", "tags_text",
-                       "is_tagged", "is_top_level", "is_attestation"], manifests())
+                       "is_tagged", "is_top_level", "read_version"], manifests())
     # One writer, rows in i order: the ids in order are the ids by i.
     ids = list(Manifest.objects.filter(repository=repo).order_by("id")
                .values_list("id", flat=True))

@@ -3,12 +3,23 @@ repositories is two rows); blobs are per registry, since the registry stores eac
 
 from django.db import models
 
-from hubmgr.registry import manifests, names
+from hubmgr.registry import artifacts, manifests, names
 
 
 class Kind(models.TextChoices):
     IMAGE = manifests.IMAGE, "Image"
     INDEX = manifests.INDEX, "Image index"
+
+
+class ArtifactKind(models.TextChoices):
+    """What an image or index is beyond that, when it is not a runnable image or a plain image
+    index (hubmgr.registry.artifacts decides): empty for those."""
+
+    SIGNATURE = artifacts.SIGNATURE, artifacts.LABELS[artifacts.SIGNATURE]
+    ATTESTATION = artifacts.ATTESTATION, artifacts.LABELS[artifacts.ATTESTATION]
+    SBOM = artifacts.SBOM, artifacts.LABELS[artifacts.SBOM]
+    CHART = artifacts.CHART, artifacts.LABELS[artifacts.CHART]
+    ARTIFACT = artifacts.ARTIFACT, "Artifact"
 
 
 class PushSource(models.TextChoices):
@@ -18,6 +29,15 @@ class PushSource(models.TextChoices):
     ACCESS_LOG = "access_log", "a push in an access log"
     IMAGE_CREATED = "image_created", "the image's created time"
 
+
+# The error of a placeholder row whose manifest the registry answered 404 for.
+MISSING = ("the registry has no such manifest (404): an index lists it, but it was deleted "
+           "or never pushed")
+# The table filter (and count) of artifacts whose subject is gone.
+ORPHANED = "orphaned"
+# The way of reading a manifest that the inventory's rows hold: a row read by an earlier one
+# (or not read) is read again by the next sync. 1: artifact kinds, subjects, foreign layers.
+READ_VERSION = 1
 
 # The sources that are evidence of a push at that time (a build time is not).
 SEEN_PUSH = (PushSource.PUSH_EVENT, PushSource.ACCESS_LOG)
@@ -52,6 +72,7 @@ class Repository(models.Model):
     item_count = models.PositiveIntegerField(default=0)
     tagged_count = models.PositiveIntegerField(default=0)
     index_count = models.PositiveIntegerField(default=0)
+    orphan_count = models.PositiveIntegerField(default=0, db_default=0)
     total_size = models.BigIntegerField(default=0)
     # The last push and pull events seen for any of its manifests; they never move back, even
     # when that manifest is later deleted.
@@ -82,7 +103,7 @@ class Repository(models.Model):
 
     def counts_filter(self, filter_name):
         """Whether count_for knows this filter's count."""
-        return filter_name in ("", "tagged", "untagged", Kind.INDEX, Kind.IMAGE)
+        return filter_name in ("", "tagged", "untagged", Kind.INDEX, Kind.IMAGE, ORPHANED)
 
     def count_for(self, filter_name):
         """Top-level items matching a table filter, from the maintained counters."""
@@ -92,6 +113,7 @@ class Repository(models.Model):
             "untagged": self.item_count - self.tagged_count,
             Kind.INDEX: self.index_count,
             Kind.IMAGE: self.item_count - self.index_count,
+            ORPHANED: self.orphan_count,
         }[filter_name]
 
 
@@ -141,6 +163,15 @@ class ManifestQuerySet(models.QuerySet):
         reachable only as an index's child (it is listed under its index)."""
         return self.filter(is_top_level=True)
 
+    def read(self):
+        """Rows whose manifest was read, the way the inventory reads one now (READ_VERSION):
+        a sync does not read them again."""
+        return self.filter(fetched=True, read_version__gte=READ_VERSION)
+
+    def not_read(self):
+        """Rows a sync reads (again): never read, or read by an earlier way of reading."""
+        return self.exclude(fetched=True, read_version__gte=READ_VERSION)
+
 
 class Manifest(TriggerCounted):
 
@@ -170,7 +201,26 @@ class Manifest(TriggerCounted):
     tags_text = models.TextField(blank=True)
     is_tagged = models.BooleanField(default=False)
     is_top_level = models.BooleanField(default=True)
-    is_attestation = models.BooleanField(default=False)
+    artifact = models.CharField(max_length=12, blank=True, choices=ArtifactKind.choices,
+                                db_default="")
+    artifact_type = models.CharField(max_length=255, blank=True, db_default="")  # what decided it
+    tool = models.CharField(max_length=12, blank=True, db_default="")  # cosign, notation, ...
+    # The digest of what it belongs to: a manifest's own "subject" field, BuildKit's reference
+    # digest, the digest a cosign or referrers tag names (hubmgr.registry.artifacts). While
+    # that is in the repository, the row is listed under it (not in the table's top level)
+    # and deleted with it. Once learned it stays: the registry keeps the tag-less earlier
+    # versions of a cosign signature, which still belong to the same subject.
+    subject = models.CharField(max_length=140, blank=True, db_default="")
+    referrers_list = models.BooleanField(default=False, db_default=False)  # a fallback index
+    # An attestation's in-toto predicate types, space separated.
+    predicates = models.CharField(max_length=500, blank=True, db_default="")
+    # Has a subject, but it is not in the repository (or its chain loops): a top-level item,
+    # with the orphaned filter and count.
+    is_orphan = models.BooleanField(default=False, db_default=False)
+    # Bytes of layers the manifest lists but the registry does not store (foreign or
+    # non-distributable): shown, never counted in a size.
+    foreign_size = models.BigIntegerField(default=0, db_default=0)
+    read_version = models.PositiveSmallIntegerField(default=0, db_default=0)
 
     TRIGGER_COUNTED = ("digest_repositories",)
     objects = ManifestQuerySet.as_manager()
@@ -189,6 +239,9 @@ class Manifest(TriggerCounted):
             SortIndex(fields=["repository", "size"], name="m_sort_size",
                       condition=models.Q(is_top_level=True)),
             models.Index(fields=["digest"], name="m_digest"),
+            # What is attached to a row: the table's artifacts under their subject, a plan's.
+            models.Index(fields=["repository", "subject"], name="m_subject",
+                         condition=~models.Q(subject="")),
         ]
 
     def __str__(self):
@@ -201,6 +254,18 @@ class Manifest(TriggerCounted):
     @property
     def is_index(self):
         return self.kind == Kind.INDEX
+
+    @property
+    def artifact_info(self) -> artifacts.Artifact:
+        """What the row is, as hubmgr.registry.artifacts describes it (its label)."""
+        return artifacts.Artifact(self.artifact or self.kind, self.artifact_type, self.tool,
+                                  self.subject, self.referrers_list,
+                                  tuple(self.predicates.split()))
+
+    @property
+    def is_attached(self):
+        """Listed under its subject, and deleted with it."""
+        return bool(self.subject) and not self.is_orphan
 
     @property
     def pushed_from_created(self):

@@ -66,7 +66,8 @@ ATTESTATION_MANIFEST = "attestation-manifest"
 _HEX = frozenset("0123456789abcdef")
 _FALLBACK_PREFIX = "sha256-"
 _FALLBACK_LEN = len(_FALLBACK_PREFIX) + 64
-_COSIGN_SUFFIXES = {"sig": SIGNATURE, "att": ATTESTATION, "sbom": SBOM}
+# The kind each cosign tag suffix names.
+KIND_OF_COSIGN_TAG = {"sig": SIGNATURE, "att": ATTESTATION, "sbom": SBOM}
 _COSIGN_MAX_LEN = _FALLBACK_LEN + len(".sbom")
 MAX_PREDICATES = 8
 
@@ -104,7 +105,7 @@ def cosign_tag(tag) -> tuple[str, str] | None:
     if not isinstance(tag, str) or not _FALLBACK_LEN + 4 <= len(tag) <= _COSIGN_MAX_LEN:
         return None
     head, dot, suffix = tag.rpartition(".")
-    digest = fallback_tag(head) if dot and suffix in _COSIGN_SUFFIXES else None
+    digest = fallback_tag(head) if dot and suffix in KIND_OF_COSIGN_TAG else None
     return (digest, suffix) if digest else None
 
 
@@ -159,7 +160,7 @@ def classify(manifest: Manifest, *, tags: Iterable[str] = (),
     if kind == IMAGE and buildx:
         kind = ATTESTATION
     if kind == IMAGE and cosign:
-        kind = _COSIGN_SUFFIXES[cosign[1]]
+        kind = KIND_OF_COSIGN_TAG[cosign[1]]
     subject = _subject(manifest, entry if buildx else None, cosign)
     return Artifact(kind, media_type if kind != IMAGE else "",
                     _tool(manifest, media_type, buildx, cosign), subject, False,

@@ -58,7 +58,7 @@ def present(rows, since=None):
             row.pulled_note = "Never"
         else:
             row.pulled_note = f"Not since {since_text}" if since else "No pull data"
-        row.type_label = "Attestation" if row.is_attestation else row.get_kind_display()
+        row.type_label = row.artifact_info.label
     return rows
 
 

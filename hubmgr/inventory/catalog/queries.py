@@ -324,7 +324,8 @@ def _keyset(qs, state, limit):
 
 ROW_FIELDS = ("id", "digest", "media_type", "kind", "platform", "size", "last_pushed",
               "last_pushed_source", "last_pulled", "first_seen", "tags_text", "is_tagged",
-              "error", "fetched", "is_attestation", "created")
+              "error", "fetched", "created", "artifact", "artifact_type", "tool", "subject",
+              "referrers_list", "predicates", "is_orphan", "foreign_size")
 
 
 def children(repo, index: Manifest) -> list:

@@ -15,18 +15,20 @@ from django.db.models import Count, Exists, F, Max, OuterRef, Q, Sum
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from hubmgr.registry.manifests import INDEX_TYPES, ImageConfig
+from hubmgr.registry import artifacts
+from hubmgr.registry.manifests import INDEX_TYPES, MAX_BLOB_SIZE, MAX_ENTRIES, ImageConfig
 from hubmgr.registry.names import clean
 
 from ..models import (
-    SEEN_PUSH, Blob, IndexChild, Kind, Manifest, ManifestBlob, PushSource, Repository, Tag)
+    MISSING, READ_VERSION, SEEN_PUSH, ArtifactKind, Blob, IndexChild, Kind, Manifest,
+    ManifestBlob, PushSource, Repository, Tag)
 from .conditions import seen_push_q
 
-ATTESTATION_KEY = "vnd.docker.reference.type"
 CHUNK = 500
 MAX_ERROR = 2000
-MISSING = ("the registry has no such manifest (404): an index lists it, but it was deleted "
-           "or never pushed")
+# How far up a chain of subjects (a signature of an attestation of an image) or down nested
+# indexes hubmgr follows: a deeper chain, or one that loops, is not followed.
+MAX_DEPTH = 8
 
 
 class Batch:
@@ -42,6 +44,7 @@ class Batch:
         self.prior = {}  # manifest id -> its count flags before the block; None: new in it
         self.size_delta = 0  # bytes of blobs the block added to (or took from) the repository
         self.times_moved = False  # push or pull times moved (rows that need no refresh)
+        self.recount = False  # count the repository's size again at the end
 
     def store_fetched(self, fetched, configs, missing=()):
         if self.whole:
@@ -52,8 +55,12 @@ class Batch:
                 and item.manifest.kind == Kind.INDEX for c in item.manifest.children}
             before = _flags(Manifest.objects.filter(repository=self.repo), digests=digests)
             blobs = {b.digest for item in fetched.values() if item.manifest is not None
-                     and item.manifest.kind == Kind.IMAGE for b in item.manifest.blobs}
+                     and item.manifest.kind == Kind.IMAGE for b in item.manifest.stored_blobs}
             present = self._blobs_present(blobs)
+            # A row read again (an earlier read_version) may lose links: count the size anew.
+            self.recount |= any(Manifest.objects.filter(
+                repository=self.repo, digest__in=chunk, fetched=True,
+                read_version__lt=READ_VERSION).exists() for chunk in chunks(fetched))
             ids = store_fetched(self.repo, fetched, configs, missing)
             for manifest_id in ids.values():
                 self.prior.setdefault(manifest_id, before.get(manifest_id))
@@ -128,13 +135,14 @@ class Batch:
 
 
 def _flags(queryset, ids=None, digests=None) -> dict:
-    """{manifest id: (top level, tagged top level, index top level)}: what a row counts for."""
+    """{manifest id: (top level, tagged top level, index top level, orphan top level)}: what
+    a row counts for."""
     flags = {}
     key, wanted = ("id__in", ids) if ids is not None else ("digest__in", digests)
     for chunk in chunks(wanted):
-        for pk, top, tagged, kind in queryset.filter(**{key: chunk}).values_list(
-                "id", "is_top_level", "is_tagged", "kind"):
-            flags[pk] = (top, top and tagged, top and kind == Kind.INDEX)
+        for pk, top, tagged, kind, orphan in queryset.filter(**{key: chunk}).values_list(
+                "id", "is_top_level", "is_tagged", "kind", "is_orphan"):
+            flags[pk] = (top, top and tagged, top and kind == Kind.INDEX, top and orphan)
     return flags
 
 
@@ -162,6 +170,8 @@ def writing(repo: Repository, whole=False):
             refresh(repo)
         elif batch.touched or batch.prior or batch.size_delta:
             refresh(repo, batch.touched, batch.prior, batch.size_delta)
+            if batch.recount:
+                refresh_counts(repo)
         if batch.whole or batch.touched or batch.prior or batch.size_delta or batch.times_moved:
             bump_version(repo)
 
@@ -204,9 +214,11 @@ def store_fetched(repo: Repository, fetched: dict, configs: dict, missing=()) ->
     descriptors = []
     for digest, item in fetched.items():
         row = existing.get(digest) or Manifest(repository=repo, digest=digest)
+        manifest = item.manifest
+        if manifest is None and row.fetched and not row.error:
+            continue  # read before, and not again this time: it stays as it was read
         row.pk = None  # upserted on (repository, digest) below
         row.last_seen = now
-        manifest = item.manifest
         if item.media_type:
             row.media_type = clean(item.media_type, 120)
         if manifest is None:
@@ -218,25 +230,29 @@ def store_fetched(repo: Repository, fetched: dict, configs: dict, missing=()) ->
             rows.append(row)
             continue
         row.media_type = clean(manifest.media_type, 120)
-        row.fetched, row.error = True, ""
+        row.fetched, row.error, row.read_version = True, "", READ_VERSION
         row.kind, row.manifest_size = manifest.kind, manifest.size
+        _classify(row, manifest)
         if manifest.kind == Kind.IMAGE:
             config = configs.get(manifest.config.digest) or ImageConfig()
             row.config_digest = manifest.config.digest
-            row.platform = config.platform or row.platform
+            row.platform = config.platform or manifest.platform or row.platform
             row.created = config.created
-            distinct = {d.digest: d.size for d in manifest.blobs}
+            distinct = {d.digest: d.size for d in manifest.stored_blobs}
             row.size = sum(distinct.values())
-            descriptors.extend(manifest.blobs)
+            row.foreign_size = min(sum(d.size for d in manifest.blobs if d.foreign),
+                                   MAX_BLOB_SIZE * MAX_ENTRIES)
+            descriptors.extend(manifest.stored_blobs)
             links[digest] = list(distinct)
         else:
-            children[digest] = manifest.children
+            children[digest] = manifest
         rows.append(row)
 
     # One upsert for new and known rows alike: a notification may insert the same manifest
     # between our read and this write. Push times are not written here (see below).
     fields = ["media_type", "kind", "platform", "size", "manifest_size", "config_digest",
-              "created", "last_seen", "fetched", "error"]
+              "created", "last_seen", "fetched", "error", "read_version", "foreign_size",
+              *CLASSIFIED]
     Manifest.objects.bulk_create(rows, batch_size=CHUNK, update_conflicts=True,
                                  unique_fields=["repository", "digest"], update_fields=fields)
     ids = {}
@@ -248,6 +264,11 @@ def store_fetched(repo: Repository, fetched: dict, configs: dict, missing=()) ->
         Manifest.objects.filter(id__in=chunk, last_pushed__isnull=True, created__isnull=False) \
             .update(last_pushed=F("created"), last_pushed_source=PushSource.IMAGE_CREATED)
 
+    # A row read before by an earlier way of reading (read_version) may link layers that are
+    # not stored: its links are written again.
+    reread = [ids[d] for d, row in existing.items() if row.fetched and d in links]
+    for chunk in chunks(reread):
+        ManifestBlob.objects.filter(manifest_id__in=chunk).delete()
     blob_map = blob_ids(repo.registry, descriptors)
     ManifestBlob.objects.bulk_create(
         [ManifestBlob(manifest_id=ids[m], blob_id=blob_map[b]) for m, bs in links.items()
@@ -256,7 +277,7 @@ def store_fetched(repo: Repository, fetched: dict, configs: dict, missing=()) ->
     # Children: make placeholder rows for any we could not fetch, then link them. A child the
     # registry answered 404 for says so; the others are read by the next fetch or sync.
     missing = set(missing)
-    child_digests = {c.digest for kids in children.values() for c in kids} - set(ids)
+    child_digests = {c.digest for index in children.values() for c in index.children} - set(ids)
     if child_digests:
         Manifest.objects.bulk_create([Manifest(repository=repo, digest=d,
                                                error=MISSING if d in missing else "")
@@ -266,11 +287,14 @@ def store_fetched(repo: Repository, fetched: dict, configs: dict, missing=()) ->
                        .values_list("digest", "id"))
     IndexChild.objects.bulk_create(
         [IndexChild(index_id=ids[i], child_id=ids[c.digest], platform=c.platform)
-         for i, kids in children.items() for c in kids], batch_size=CHUNK, ignore_conflicts=True)
-    attestations = [ids[c.digest] for kids in children.values() for c in kids
-                    if c.annotations.get(ATTESTATION_KEY) == "attestation-manifest"]
-    if attestations:
-        Manifest.objects.filter(id__in=attestations).update(is_attestation=True)
+         for i, index in children.items() for c in index.children], batch_size=CHUNK,
+        ignore_conflicts=True)
+    # BuildKit marks its attestation manifests on the index's entry, not in the manifest.
+    for index in children.values():
+        for child, subject in artifacts.buildx_attestations(index).items():
+            Manifest.objects.filter(id=ids[child]).update(
+                artifact=ArtifactKind.ATTESTATION, tool=artifacts.BUILDX)
+            Manifest.objects.filter(id=ids[child], subject="").update(subject=subject)
     gone = [d for d in missing if d not in fetched]
     for chunk in chunks(gone):
         # Only placeholders not marked yet change (a sync that finds the same one missing
@@ -280,6 +304,23 @@ def store_fetched(repo: Repository, fetched: dict, configs: dict, missing=()) ->
         ids.update(placeholders.values_list("digest", "id"))
         placeholders.update(error=MISSING)
     return ids
+
+
+# The columns _classify writes.
+CLASSIFIED = ("artifact", "artifact_type", "tool", "subject", "predicates")
+
+
+def _classify(row: Manifest, manifest):
+    """What the manifest says it is (hubmgr.registry.artifacts), on its row. What a row
+    learned elsewhere stays: a subject named by a tag or an index entry, an attestation
+    marked by its index."""
+    found = artifacts.classify(manifest)
+    if found.kind not in (Kind.IMAGE, Kind.INDEX):
+        row.artifact = found.kind
+        row.artifact_type = clean(found.media_type, 255)
+    row.tool = found.tool or row.tool
+    row.subject = found.subject or row.subject
+    row.predicates = clean(" ".join(found.predicates), 500)
 
 
 def update_rows(columns, values):
@@ -317,45 +358,65 @@ def refresh(repo: Repository, manifest_ids=None, prior=None, size_delta=0):
     with transaction.atomic():
         scope = Manifest.objects.filter(repository=repo)
         if manifest_ids is not None:
-            manifest_ids = set(manifest_ids)
-            # Indexes above and children below the changed rows change too.
-            manifest_ids |= set(IndexChild.objects.filter(child_id__in=manifest_ids)
-                                .values_list("index_id", flat=True))
-            manifest_ids |= set(IndexChild.objects.filter(index_id__in=manifest_ids)
-                                .values_list("child_id", flat=True))
+            manifest_ids = _neighbours(repo, set(manifest_ids))
             scope = scope.filter(id__in=manifest_ids)
             prior = prior or {}
             before = {**_flags(Manifest.objects.filter(repository=repo), ids=manifest_ids),
                       **prior}
-        _refresh_tags(repo, scope, manifest_ids)
+        names = _refresh_tags(repo, scope, manifest_ids)
+        attached = _refresh_subjects(repo, scope, names)
         scope.filter(is_tagged=True).update(is_top_level=True)
         scope.filter(is_tagged=False).update(
             is_top_level=~Exists(IndexChild.objects.filter(child_id=OuterRef("pk"))))
+        scope.exclude(subject="").update(is_orphan=True)
+        for chunk in chunks(attached):
+            Manifest.objects.filter(id__in=chunk).update(is_top_level=False, is_orphan=False)
         _refresh_indexes(scope.filter(kind=Kind.INDEX))
         if manifest_ids is None:
             refresh_counts(repo)
             return
         after = _flags(Manifest.objects.filter(repository=repo), ids=manifest_ids | set(prior))
-        delta = [0, 0, 0]
+        delta = [0, 0, 0, 0]
         for pk in set(before) | set(after):
-            for n, (was, now) in enumerate(zip(before.get(pk) or (0, 0, 0),
-                                               after.get(pk) or (0, 0, 0))):
+            for n, (was, now) in enumerate(zip(before.get(pk) or (0, 0, 0, 0),
+                                               after.get(pk) or (0, 0, 0, 0))):
                 delta[n] += int(now) - int(was)
         add_counts(repo, *delta, size_delta)
 
 
-def add_counts(repo: Repository, items=0, tagged=0, indexes=0, size=0):
+def _neighbours(repo, ids: set) -> set:
+    """The changed rows and the rows their change reaches: the indexes above them (at any
+    depth: a nested index's size and platforms are those of everything below), their
+    children, and what is attached to them (it is listed under them, or orphaned)."""
+    above, frontier = set(ids), set(ids)
+    for _ in range(MAX_DEPTH):
+        frontier = set(IndexChild.objects.filter(child_id__in=frontier)
+                       .values_list("index_id", flat=True)) - above
+        if not frontier:
+            break
+        above |= frontier
+    ids = above | set(IndexChild.objects.filter(index_id__in=ids)
+                      .values_list("child_id", flat=True))
+    for chunk in chunks(ids):
+        digests = Manifest.objects.filter(id__in=chunk).values("digest")
+        ids |= set(Manifest.objects.filter(repository=repo, subject__in=digests)
+                   .exclude(subject="").values_list("id", flat=True))
+    return ids
+
+
+def add_counts(repo: Repository, items=0, tagged=0, indexes=0, orphans=0, size=0):
     """Move the repository's counts by these amounts (never below zero)."""
-    if not (items or tagged or indexes or size):
+    if not (items or tagged or indexes or orphans or size):
         return
     changes = {name: Greatest(F(name) + value, 0) for name, value in (
         ("item_count", items), ("tagged_count", tagged), ("index_count", indexes),
-        ("total_size", size)) if value}
+        ("orphan_count", orphans), ("total_size", size)) if value}
     Repository.objects.filter(pk=repo.pk).update(**changes)
     repo.refresh_from_db(fields=list(changes))
 
 
-def _refresh_tags(repo, scope, manifest_ids):
+def _refresh_tags(repo, scope, manifest_ids) -> dict:
+    """tags_text and is_tagged; returns {manifest id: its tag names}."""
     names = defaultdict(list)
     tags = Tag.objects.filter(repository=repo)
     if manifest_ids is not None:
@@ -369,22 +430,113 @@ def _refresh_tags(repo, scope, manifest_ids):
             row.tags_text, row.is_tagged = text, bool(text)
             changed.append(row)
     update_rows(["tags_text", "is_tagged"], [(r.tags_text, r.is_tagged, r.id) for r in changed])
+    return names
+
+
+def _refresh_subjects(repo, scope, names) -> set:
+    """Learn the subjects that tags name (cosign's ``sha256-<hex>.sig``, the referrers
+    fallback ``sha256-<hex>``) and the referrers lists no tag names any more; returns the ids
+    of the rows in ``scope`` attached to a subject that is in the repository."""
+    named = {pk: tags for pk, tags in names.items() if any(
+        artifacts.cosign_tag(t) or artifacts.fallback_tag(t) for t in tags)}
+    for chunk in chunks(named):
+        for row in Manifest.objects.filter(id__in=chunk, subject="").only(
+                "id", "kind", "artifact", "tool", "subject", "referrers_list"):
+            _learn_from_tags(row, named[row.id])
+    _learn_lists(scope.filter(kind=Kind.INDEX, subject="", artifact=""))
+    rows = list(scope.exclude(subject="").values_list("id", "digest", "subject"))
+    chain = _subjects_above(repo, {subject for _, _, subject in rows})
+    return {pk for pk, digest, subject in rows if _anchored(digest, subject, chain)}
+
+
+def _learn_from_tags(row, tags):
+    for tag in tags:
+        cosign, listed = artifacts.cosign_tag(tag), artifacts.fallback_tag(tag)
+        if cosign and row.kind == Kind.IMAGE:
+            row.subject, row.tool = cosign[0], row.tool or artifacts.COSIGN
+            row.artifact = row.artifact or artifacts.KIND_OF_COSIGN_TAG[cosign[1]]
+        elif listed and row.kind == Kind.INDEX and not row.artifact:
+            row.subject, row.referrers_list = listed, True
+        else:
+            continue
+        row.save(update_fields=["subject", "tool", "artifact", "referrers_list"])
+        return
+
+
+def _learn_lists(indexes):
+    """An index whose entries all belong to one subject is a referrers list of it: the
+    earlier versions of a fallback list, left untagged each time a referrer was added."""
+    subjects = defaultdict(set)
+    for chunk in chunks(indexes.values_list("id", flat=True)):
+        for index_id, subject in IndexChild.objects.filter(index_id__in=chunk).values_list(
+                "index_id", "child__subject"):
+            subjects[index_id].add(subject)
+    lists = defaultdict(list)
+    for index_id, found in subjects.items():
+        if len(found) == 1 and "" not in found:
+            lists[found.pop()].append(index_id)
+    for subject, ids in lists.items():
+        Manifest.objects.filter(id__in=ids).update(subject=subject, referrers_list=True)
+
+
+def _subjects_above(repo, digests) -> dict:
+    """{digest: its subject ("" for none)} of the repository's rows on the chains above
+    ``digests``, up to MAX_DEPTH steps; a digest the repository does not hold (or holds as a
+    placeholder the registry answered 404 for) is left out."""
+    found, frontier = {}, set(digests)
+    for _ in range(MAX_DEPTH):
+        for chunk in chunks(frontier):
+            found.update(Manifest.objects.filter(repository=repo, digest__in=chunk)
+                         .exclude(error=MISSING).values_list("digest", "subject"))
+        frontier = {s for s in found.values() if s and s not in found}
+        if not frontier:
+            break
+    return found
+
+
+def _anchored(digest, subject, chain) -> bool:
+    """Whether a row is listed under its subject: the subject is in the repository, and the
+    chain above it ends within MAX_DEPTH steps without coming back (a cosign tag can name any
+    digest, its own too)."""
+    if subject not in chain:
+        return False
+    seen = {digest}
+    for _ in range(MAX_DEPTH):
+        if subject in seen:
+            return False
+        seen.add(subject)
+        subject = chain.get(subject, "")
+        if not subject:
+            return True
+    return False
 
 
 def _refresh_indexes(indexes):
+    """An index's size is the distinct blobs of every image below it, at any depth; its
+    platforms are theirs (artifacts have none); its created time their latest."""
     index_rows = list(indexes.only("id", "size", "platform", "created", "last_pushed",
                                    "last_pushed_source"))
     if not index_rows:
         return
     kids = defaultdict(list)
-    for chunk in chunks([r.id for r in index_rows]):
-        for link in IndexChild.objects.filter(index_id__in=chunk).select_related("child").only(
-                "index_id", "platform", "child__id", "child__platform", "child__created",
-                "child__is_attestation").order_by("id"):
-            kids[link.index_id].append(link)
-    child_ids = {link.child_id for links in kids.values() for link in links}
+    frontier = {r.id for r in index_rows}
+    for _ in range(MAX_DEPTH):
+        nested = set()
+        for chunk in chunks(frontier):
+            for link in IndexChild.objects.filter(index_id__in=chunk).select_related(
+                    "child").only("index_id", "platform", "child__id", "child__kind",
+                                  "child__platform", "child__created", "child__artifact",
+                                  "child__referrers_list").order_by("id"):
+                kids[link.index_id].append(link)
+                if link.child.kind == Kind.INDEX:
+                    nested.add(link.child_id)
+        frontier = nested - set(kids)
+        if not frontier:
+            break
+    below = {row.id: _below(row.id, kids) for row in index_rows}
+    images = {link.child_id for links in below.values() for link in links}
     blobs = defaultdict(set)
-    for chunk in chunks(child_ids):
+    for chunk in chunks(images):
         for manifest_id, blob_id in ManifestBlob.objects.filter(manifest_id__in=chunk) \
                 .values_list("manifest_id", "blob_id"):
             blobs[manifest_id].add(blob_id)
@@ -393,13 +545,13 @@ def _refresh_indexes(indexes):
     for chunk in chunks(all_blobs):
         sizes.update(Blob.objects.filter(id__in=chunk).values_list("id", "size"))
     for row in index_rows:
-        links = kids.get(row.id, [])
+        links = below[row.id]
         distinct = set().union(*(blobs[link.child_id] for link in links)) if links else set()
         row.size = sum(sizes[b] for b in distinct)
         platforms = []
         for link in links:
             plat = link.platform or link.child.platform
-            if plat and not link.child.is_attestation and plat != "unknown/unknown" \
+            if plat and not link.child.artifact and plat != "unknown/unknown" \
                     and plat not in platforms:
                 platforms.append(plat)
         row.platform = clean(", ".join(platforms), 500)
@@ -412,23 +564,40 @@ def _refresh_indexes(indexes):
                  for r in index_rows])
 
 
+def _below(index_id, kids) -> list:
+    """The links to every image below an index, through nested indexes (each index once, at
+    most MAX_DEPTH deep), in the order the indexes list them."""
+    out, seen = [], {index_id}
+
+    def walk(pk, depth):
+        for link in kids.get(pk, ()):
+            if link.child.kind != Kind.INDEX:
+                out.append(link)
+            elif depth < MAX_DEPTH and link.child_id not in seen:
+                seen.add(link.child_id)
+                walk(link.child_id, depth + 1)
+    walk(index_id, 1)
+    return out
+
+
 def refresh_counts(repo: Repository):
     """Item counts (for the table's pager and the repositories page) and stored size
     (distinct blobs)."""
-    repo.item_count = repo.tagged_count = repo.index_count = 0
-    for tagged, kind, count in Manifest.objects.top_level().filter(repository=repo) \
-            .values_list("is_tagged", "kind").annotate(n=Count("id")).order_by():
-        repo.item_count += count
-        repo.tagged_count += count if tagged else 0
-        repo.index_count += count if kind == Kind.INDEX else 0
+    counts = dict.fromkeys(("item_count", "tagged_count", "index_count", "orphan_count"), 0)
+    for tagged, kind, orphan, count in Manifest.objects.top_level().filter(repository=repo) \
+            .values_list("is_tagged", "kind", "is_orphan").annotate(n=Count("id")).order_by():
+        counts["item_count"] += count
+        counts["tagged_count"] += count if tagged else 0
+        counts["index_count"] += count if kind == Kind.INDEX else 0
+        counts["orphan_count"] += count if orphan else 0
     blob_ids_in_repo = ManifestBlob.objects.filter(manifest__repository=repo).values("blob_id")
-    repo.total_size = Blob.objects.filter(id__in=blob_ids_in_repo).aggregate(
+    counts["total_size"] = Blob.objects.filter(id__in=blob_ids_in_repo).aggregate(
         total=Sum("size"))["total"] or 0
+    for name, value in counts.items():
+        setattr(repo, name, value)
     latest = Manifest.objects.filter(repository=repo).aggregate(
         pulled=Max("last_pulled"),
         pushed=Max("last_pushed", filter=seen_push_q()))
-    counts = {"item_count": repo.item_count, "tagged_count": repo.tagged_count,
-              "index_count": repo.index_count, "total_size": repo.total_size}
     # Only counts that were off are written, and only then do open tables reload.
     Repository.objects.filter(pk=repo.pk).exclude(**counts).update(
         **counts, version=F("version") + 1)
@@ -445,11 +614,16 @@ def note_activity(repo: Repository, pushed=None, pulled=None):
 
 
 def remove_manifests(repo: Repository, ids):
-    """Forget manifests the registry says are gone. Returns the ids of indexes/children that
-    were linked to them, whose denormalised columns need a refresh."""
+    """Forget manifests the registry says are gone. Returns the ids of indexes, children and
+    attached artifacts that were linked to them, whose denormalised columns need a
+    refresh."""
     ids = list(ids)
     touched = set(IndexChild.objects.filter(child_id__in=ids).values_list("index_id", flat=True))
     touched |= set(IndexChild.objects.filter(index_id__in=ids).values_list("child_id", flat=True))
+    for chunk in chunks(ids):  # what was attached to them is orphaned now
+        digests = Manifest.objects.filter(id__in=chunk).values("digest")
+        touched |= set(Manifest.objects.filter(repository=repo, subject__in=digests)
+                       .exclude(subject="").values_list("id", flat=True))
     for chunk in chunks(ids):
         Manifest.objects.filter(repository=repo, id__in=chunk).delete()
     return touched - set(ids)

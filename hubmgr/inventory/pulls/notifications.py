@@ -22,7 +22,8 @@ from django.db import connection, transaction
 
 from hubmgr.registry import names
 from hubmgr.registry.client import USER_AGENT
-from hubmgr.registry.manifests import INDEX_TYPES, IMAGE_TYPES, parse_time, plausible
+from hubmgr.registry.manifests import (
+    INDEX_TYPES, IMAGE_TYPES, SCHEMA1_TYPES, parse_time, plausible)
 
 from ..catalog.store import CHUNK, chunks, note_activity, writing
 from ..models import Kind, Manifest, ProcessedEvent, PushSource, Repository, Tag, TagHistory
@@ -148,7 +149,7 @@ def _event_error(event, raw, target, digest, tag) -> str:
 
 
 def _is_manifest(media_type):
-    return media_type in INDEX_TYPES + IMAGE_TYPES
+    return media_type in INDEX_TYPES + IMAGE_TYPES + SCHEMA1_TYPES
 
 
 def counts_as_pull(event: Event) -> bool:

@@ -10,6 +10,7 @@ import queue
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from hubmgr.registry.artifacts import IMAGE_CONFIGS
 from hubmgr.registry.errors import RegistryError, RegistryNotFound
 from hubmgr.registry.manifests import ImageConfig, Manifest, parse_config
 
@@ -146,7 +147,7 @@ class Crawler:
                     for child in manifest.children:
                         self._want(crawl, child.digest)
                     cfg = manifest.config
-                    if cfg:
+                    if cfg and cfg.media_type in IMAGE_CONFIGS:  # not an artifact's config
                         self._want_config(crawl, cfg.digest)
                 elif kind == "config":
                     if error:

@@ -29,7 +29,8 @@ from hubmgr.registry.errors import RegistryError
 from hubmgr.registry.manifests import ImageConfig
 
 from ..catalog.store import refresh_counts, writing
-from ..models import Blob, IndexChild, Kind, Manifest, Repository, RepositorySync, SyncRun, Tag
+from ..models import (
+    READ_VERSION, Blob, IndexChild, Kind, Manifest, Repository, RepositorySync, SyncRun, Tag)
 from ..registries import record_health
 from .crawl import Crawler
 
@@ -219,7 +220,7 @@ def _feed(run, repositories, crawler, progress, worker):
             progress.refresh()
         try:
             state.repo, _ = Repository.objects.get_or_create(registry=run.registry, name=name)
-            unread = list(Manifest.objects.filter(repository=state.repo, fetched=False)
+            unread = list(Manifest.objects.filter(repository=state.repo).not_read()
                           .values_list("digest", flat=True))
         except Exception as exc:  # noqa: BLE001
             state.fail(run, exc)
@@ -300,11 +301,11 @@ def _start_chunk(crawler, repo, tags, digests=()):
     for the others. Returns ({tag: digest it had}, the crawl in flight)."""
     had, known = {}, set()
     for start in range(0, len(tags), QUERY_CHUNK):
-        for tag, digest, fetched in Tag.objects.filter(
+        for tag, digest, fetched, version in Tag.objects.filter(
                 repository=repo, name__in=tags[start:start + QUERY_CHUNK]).values_list(
-                "name", "manifest__digest", "manifest__fetched"):
+                "name", "manifest__digest", "manifest__fetched", "manifest__read_version"):
             had[tag] = digest
-            if fetched:
+            if fetched and version >= READ_VERSION:
                 known.add(digest)
     plan = {t: had.get(t) for t in tags}
     return had, crawler.start(repo.name, plan, known, digests, context=repo.pk)
@@ -318,7 +319,7 @@ def _lookup(repo_id, digests, config_digests):
     digests, config_digests = list(digests), list(config_digests)
     for start in range(0, len(digests), QUERY_CHUNK):
         known.update(Manifest.objects.filter(
-            repository_id=repo_id, fetched=True, digest__in=digests[start:start + QUERY_CHUNK])
+            repository_id=repo_id, digest__in=digests[start:start + QUERY_CHUNK]).read()
             .values_list("digest", flat=True))
     # Through the registry's blob rows (indexed by digest) to an image that links its config.
     registry = Repository.objects.filter(pk=repo_id).values_list("registry_id", flat=True)
@@ -343,7 +344,7 @@ def write_chunk(repo, had, result, outcome):
     if not (result.fetched or result.missing or changed or gone_tags):
         return
     _insert_blobs(repo.registry_id, [b for item in result.fetched.values() if item.manifest
-                                     for b in item.manifest.blobs])
+                                     for b in item.manifest.stored_blobs])
     with writing(repo) as batch:  # writers of one repository take turns (store.writing)
         ids = batch.store_fetched(result.fetched, result.configs, result.missing) \
             if result.fetched or result.missing else {}
