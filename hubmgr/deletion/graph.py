@@ -14,12 +14,15 @@ import gc
 import json
 from collections import defaultdict
 from contextlib import contextmanager
+from itertools import islice
 
 from django.db import connection, transaction
 
 from hubmgr.inventory.catalog.queries import TableState, items
+from hubmgr.inventory.catalog.store import MAX_DEPTH
 from hubmgr.inventory.models import Blob, IndexChild, Kind, Manifest, ManifestBlob, Tag
 from hubmgr.registry import names
+from hubmgr.registry.artifacts import Artifact
 
 from .planner import Graph, Node
 
@@ -132,12 +135,20 @@ def load_graphs(names, ids, tags=None) -> Graph:
 
 def _load(names, where, *params, tags=None) -> Graph:
     """The Graph around the manifests that ``where`` (over ``m``, a manifest, and ``v.value``,
-    one of the first of ``params``) selects; ``tags`` gives some of their tags already."""
+    one of the first of ``params``) selects; ``tags`` gives some of their tags already.
+
+    The core, what a plan may delete: the selected manifests, their children at any depth,
+    and what is attached to any of these (a signature, a referrer, a referrers list: rows of
+    the same repository whose subject is its digest, not orphaned), with their children and
+    what is attached to them in turn, MAX_DEPTH rounds at most. Around it, every index that
+    lists a core manifest, with its children, which only keep things."""
     manifest_t, child_t, link_t = _table(Manifest), _table(IndexChild), _table(ManifestBlob)
-    # The last column: how many repositories of the registry hold this digest (each keeps the
-    # manifest's own blob).
-    columns = ("m.id, m.repository_id, m.digest, m.kind, m.size, m.manifest_size, m.fetched, "
-               "m.digest_repositories")
+    # The digest_repositories column: how many repositories of the registry hold this digest
+    # (each keeps the manifest's own blob).
+    columns = ", ".join(f"m.{c}" for c in (
+        "id", "repository_id", "digest", "kind", "size", "manifest_size", "fetched",
+        "digest_repositories", "subject", "is_orphan", "referrers_list", "artifact",
+        "artifact_type", "tool"))
     # Nodes are made as rows arrive and completed in place (a plan may hold 100,000 of them:
     # no row tuples or lists kept beside them).
     nodes = {}  # id -> Node
@@ -146,11 +157,18 @@ def _load(names, where, *params, tags=None) -> Graph:
 
     def add(found):
         new = []
-        for manifest_id, repo_id, digest, kind, size, manifest_size, fetched, copies in found:
+        for (manifest_id, repo_id, digest, kind, size, manifest_size, fetched, copies, subject,
+             orphan, listed, artifact, artifact_type, tool) in found:
             if manifest_id not in nodes:
-                nodes[manifest_id] = Node(key=(names[repo_id], digest),
-                                          kind=kinds.get(kind, kind), size=size,
-                                          manifest_size=manifest_size, fetched=bool(fetched))
+                node = nodes[manifest_id] = Node(
+                    key=(names[repo_id], digest), kind=kinds.get(kind, kind), size=size,
+                    manifest_size=manifest_size, fetched=bool(fetched))
+                if subject and not orphan:  # an orphan's subject is not in the repository
+                    node.subject = subject
+                if artifact or listed:
+                    node.label = Artifact(artifact or kind, artifact_type, tool, subject,
+                                          bool(listed)).label
+                    node.tool, node.referrers_list = tool, bool(listed)
                 digest_refs[digest] = max(copies or 0, 1)
                 new.append(manifest_id)
         return new
@@ -164,10 +182,12 @@ def _load(names, where, *params, tags=None) -> Graph:
     selected_ids = add(_select(f"SELECT {columns} FROM ({{}}) v CROSS JOIN {manifest_t} m "
                                + where, *params))
     children = defaultdict(list)  # index id -> [child ids], in the index's order
+    expanded = set()  # indexes whose children are loaded
 
     def load_children(index_ids):
         found = []
         if index_ids:
+            expanded.update(index_ids)
             for index_id, child_id in _select(
                     f"SELECT c.index_id, c.child_id FROM ({{}}) v CROSS JOIN {child_t} c "
                     "WHERE c.index_id = v.value ORDER BY c.id", set(index_ids)):
@@ -176,24 +196,55 @@ def _load(names, where, *params, tags=None) -> Graph:
             load_ids(found)
         return found
 
-    # Down: children of selected indexes, to any depth.
-    frontier = [i for i in selected_ids if nodes[i].kind == Kind.INDEX]
-    while frontier:
-        found = load_children(frontier)
-        frontier = [i for i in dict.fromkeys(found) if nodes[i].kind == Kind.INDEX
-                    and i not in children]
+    def down(ids):
+        """Load the children of the indexes among ``ids``, to any depth."""
+        frontier = [i for i in ids if nodes[i].kind == Kind.INDEX and i not in expanded]
+        while frontier:
+            found = load_children(frontier)
+            frontier = [i for i in dict.fromkeys(found) if nodes[i].kind == Kind.INDEX
+                        and i not in expanded]
+
+    def load_attached(ids):
+        """Load what is attached to the manifests ``ids``; returns the new rows' ids. (The
+        condition on subject is the m_subject index's own, which lets both databases use
+        it.)"""
+        before = len(nodes)
+        add(_select(f"SELECT {columns} FROM ({{}}) v CROSS JOIN {manifest_t} s "
+                    f"JOIN {manifest_t} m ON m.repository_id = s.repository_id "
+                    "AND m.subject = s.digest "
+                    "WHERE s.id = v.value AND NOT (m.subject = '') AND NOT m.is_orphan", ids))
+        return list(islice(nodes, before, None))
+
+    # Down: children of selected indexes, to any depth. Along: what is attached to all of
+    # these, and down from that, round by round.
+    down(selected_ids)
+    frontier = list(nodes)
+    for _ in range(MAX_DEPTH):
+        if not frontier:
+            break
+        before = len(nodes)
+        down(load_attached(frontier))
+        frontier = list(islice(nodes, before, None))
     # Up: every index that references a loaded manifest, with all its children. Only the core
     # (loaded before this) can go: the indexes above are not selected, and so nor is what only
     # they reference.
     core = set(nodes)
     parents = {index_id for (index_id,) in _select(
         f"SELECT c.index_id FROM ({{}}) v CROSS JOIN {child_t} c WHERE c.child_id = v.value",
-        core)} - set(children)
+        core)} - expanded
     load_ids(parents)
     load_children(parents)
     for index_id, kids in children.items():
         nodes[index_id].children = tuple(nodes[c].key for c in kids)
     children.clear()
+    attached = defaultdict(list)  # subject key -> keys of what is attached to it
+    for node in nodes.values():
+        if node.subject:
+            attached[(node.repository, node.subject)].append(node.key)
+    by_key = {node.key: node for node in nodes.values()}
+    for key, found in attached.items():
+        if key in by_key:
+            by_key[key].attached = tuple(sorted(found))
 
     refs = {}  # blob id -> core manifests referencing it
     for manifest_id, blob_id in _select(
@@ -225,7 +276,7 @@ def _load(names, where, *params, tags=None) -> Graph:
                 "WHERE t.manifest_id = v.value ORDER BY t.name", unknown):
             nodes[manifest_id].tags += (tag,)
 
-    return Graph({node.key: node for node in nodes.values()}, blob_sizes, refs, digest_refs)
+    return Graph(by_key, blob_sizes, refs, digest_refs)
 
 
 def blob_digests(keys) -> dict:
