@@ -57,17 +57,21 @@ def _add(fields, apps, schema_editor):
             schema_editor.execute(f'ALTER TABLE {model._meta.db_table} ADD COLUMN "{name}" '
                                   f'{sqlite}', params=None)
         else:
-            schema_editor.add_field(model, _named(field, name))
+            schema_editor.add_field(model, _named(field, name, model))
 
 
 def _drop(fields, apps, schema_editor):
     for (model_name, name), (field, _) in fields.items():
-        schema_editor.remove_field(apps.get_model("inventory", model_name), _named(field, name))
+        model = apps.get_model("inventory", model_name)
+        schema_editor.remove_field(model, _named(field, name, model))
 
 
-def _named(field, name):
+def _named(field, name, model):
+    """The field as ``model``'s column ``name``: the schema editor reads its model (for a
+    db_default, PostgreSQL's add_field compiles it through a query on field.model)."""
     field = field.clone()
     field.set_attributes_from_name(name)
+    field.model = model
     return field
 
 
