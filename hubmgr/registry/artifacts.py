@@ -24,6 +24,7 @@ KINDS = (IMAGE, INDEX, SIGNATURE, ATTESTATION, SBOM, CHART, ARTIFACT)
 LABELS = {IMAGE: "Image", INDEX: "Image index", SIGNATURE: "Signature",
           ATTESTATION: "Attestation", SBOM: "SBOM", CHART: "Helm chart"}
 COSIGN, NOTATION, BUILDX, HELM = "cosign", "notation", "buildx", "helm"
+TOOLS = {COSIGN: "cosign", NOTATION: "Notation", BUILDX: "docker buildx", HELM: "Helm"}
 
 # Media types, wherever they appear (artifactType, config or first layer), and their kind.
 HELM_CONFIG = "application/vnd.cncf.helm.config.v1+json"
@@ -96,6 +97,29 @@ class Artifact:
     def attached(self) -> bool:
         """Belongs to another manifest, and goes with it."""
         return bool(self.subject)
+
+
+# What a row shows of the artifacts attached to it (or, for an index, to the images it lists).
+SIGNED, HAS_SBOM, ATTESTED = "signed", "has SBOM", "attested"
+
+
+def marks(attached: Iterable[Artifact]) -> list[str]:
+    """The words an item's row shows at a glance for what is attached to it: signed, has
+    SBOM (an SBOM, or an attestation whose predicate is an SPDX or CycloneDX document),
+    attested (any other attestation, e.g. provenance)."""
+    found = set()
+    for artifact in attached:
+        sbom_predicate = any(word in p.lower() for p in artifact.predicates
+                             for word in _SBOM_WORDS)
+        if artifact.kind == SIGNATURE:
+            found.add(SIGNED)
+        elif artifact.kind == SBOM or (artifact.kind == ATTESTATION and sbom_predicate):
+            found.add(HAS_SBOM)
+        if artifact.kind == ATTESTATION and any(
+                not any(word in p.lower() for word in _SBOM_WORDS)
+                for p in artifact.predicates or ("",)):
+            found.add(ATTESTED)
+    return [mark for mark in (SIGNED, HAS_SBOM, ATTESTED) if mark in found]
 
 
 def cosign_tag(tag) -> tuple[str, str] | None:

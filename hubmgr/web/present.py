@@ -6,7 +6,9 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.utils import timezone
 
+from hubmgr.inventory.catalog import queries
 from hubmgr.policies import runs
+from hubmgr.registry import artifacts
 from hubmgr.units import human_size
 
 UNITS = (("year", 365 * 86400), ("month", 30 * 86400), ("week", 7 * 86400), ("day", 86400),
@@ -39,13 +41,14 @@ def window(since):
             "iso": since.isoformat()}
 
 
-def present(rows, since=None):
+def present(rows, since=None, ref=""):
     """Display strings for rows marked by coverage.mark; ``since`` is the registry's
-    pulls_observed_since."""
+    pulls_observed_since, ``ref`` the repository as a pull command names it (pull_ref)."""
     now = timezone.now()
     since_text = since.strftime("%Y-%m-%d") if since else ""
     for row in rows:
         row.tag_list = row.tags
+        row.pull_commands = pull_commands(row, ref) if ref else []
         row.short = row.digest.split(":", 1)[-1][:12]
         row.size_text = human_size(row.size)
         # A build time is not a push time: shown as such, on hover.
@@ -58,12 +61,41 @@ def present(rows, since=None):
             row.pulled_note = "Never"
         else:
             row.pulled_note = f"Not since {since_text}" if since else "No pull data"
-        row.type_label = row.artifact_info.label
+        info = row.artifact_info
+        row.type_label = info.label
+        row.made_by = artifacts.TOOLS.get(info.tool, "")
+        if row.is_orphan:
+            row.orphan_note = (f"Orphaned: what it belongs to ({row.subject[:19]}…) is not in "
+                               "this repository, or its chain of subjects loops.")
     return rows
 
 
-def pull_base(repo) -> str:
-    """``docker pull host/repository``: a row adds ``:tag`` or ``@digest``. The host is
+def with_marks(repo, rows):
+    """Each top-level row's marks (signed, has SBOM, attested: artifacts.marks) and whether
+    expanding it shows anything (``has_below``): two queries for the page."""
+    found = queries.artifacts_of(repo, rows)
+    for row in rows:
+        attached = found.get(row.id, [])
+        row.marks = artifacts.marks(a.artifact_info for a in attached)
+        row.has_below = row.is_index or bool(attached)
+    return rows
+
+
+def pull_commands(row, ref) -> list[tuple[str, str]]:
+    """(what it pulls, the command) for a row: docker for images and indexes, helm for a
+    chart (by version: its tag), oras for any other artifact."""
+    tag = row.tag_list[0] if row.tag_list else ""
+    if row.artifact == artifacts.CHART:
+        by_tag = [(f"version {tag}", f"helm pull oci://{ref} --version {tag}")] if tag else []
+        return by_tag + [("digest", f"helm pull oci://{ref}@{row.digest}")]
+    if row.artifact:
+        return [("digest", f"oras pull {ref}@{row.digest}")]
+    by_tag = [(f"tag {tag}", f"docker pull {ref}:{tag}")] if tag else []
+    return by_tag + [("digest", f"docker pull {ref}@{row.digest}")]
+
+
+def pull_ref(repo) -> str:
+    """``host/repository`` as pull commands name it: a row adds ``:tag`` or ``@digest``. The host is
     HUBMGR_REGISTRY_PUBLIC_HOST, else the host and port of the registry's URL (the default
     ports are left out, as docker spells them)."""
     host = settings.REGISTRY_PUBLIC_HOST
@@ -79,7 +111,7 @@ def pull_base(repo) -> str:
             host = f"[{host}]"
         if port and (parts.scheme, port) not in (("http", 80), ("https", 443)):
             host = f"{host}:{port}"
-    return f"docker pull {host}/{repo.name}" if host else f"docker pull {repo.name}"
+    return f"{host}/{repo.name}" if host else repo.name
 
 
 def with_last_run(policies):

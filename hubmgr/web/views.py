@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET
 from hubmgr.deletion import actions
 from hubmgr.deletion.models import DeletionJob
 from hubmgr.inventory.catalog import listing, queries
-from hubmgr.inventory.models import ProcessedEvent
+from hubmgr.inventory.models import ORPHANED, ProcessedEvent
 from hubmgr.inventory.registries import check_health, default_registry
 from hubmgr.inventory.storage import snapshots
 
@@ -21,12 +21,13 @@ from .deletions import DELETE_PERMISSION
 from .live import sync_context
 from .lookups import get_manifest, get_repository
 from .overview import with_shares
-from .present import present, pull_base, window
+from .present import present, pull_ref, window, with_marks
 
 # The table's filters as the page names them, in the order of its "Filter by" menu; messages
 # about a filter use these names too.
 FILTER_LABELS = (("", "All"), ("tagged", "Tagged"), ("untagged", "Untagged"),
-                 ("index", "Image index"), ("image", "Image"), ("stale", "Stale"))
+                 ("index", "Image index"), ("image", "Image"), ("artifact", "Artifact"),
+                 (ORPHANED, "Orphaned artifact"), ("stale", "Stale"))
 
 
 @require_GET
@@ -54,10 +55,11 @@ def repository(request, name):
     repo = get_repository(name)
     state = queries.TableState.from_params(request.GET)
     page = queries.page(repo, state)
-    present(page.rows, repo.registry.pulls_observed_since)
+    present(page.rows, repo.registry.pulls_observed_since, pull_ref(repo))
+    with_marks(repo, page.rows)
     context = {"repo": repo, "page": page, "state": state, "stale_days": settings.STALE_DAYS,
                "window": window(repo.registry.pulls_observed_since),
-               "children_url": _children_url(repo), "pull_base": pull_base(repo),
+               "children_url": _children_url(repo),
                "can_delete": request.user.has_perm(DELETE_PERMISSION),
                "filters": FILTER_LABELS, "filter_label": dict(FILTER_LABELS)[state.filter],
                "page_sizes": sorted({*queries.PAGE_SIZES, state.page_size}),
@@ -74,13 +76,16 @@ def repository(request, name):
 @require_GET
 @login_required
 def index_children(request, name, digest):
+    """What an item lists below it (an index's images, at every level) and the artifacts
+    attached to them (queries.below)."""
     repo = get_repository(name)
-    index = get_manifest(repo, digest)
+    item = get_manifest(repo, digest)
+    since = repo.registry.pulls_observed_since
     return render(request, "inventory/repository.html#children", {
-        "repo": repo, "index": index, "children": present(queries.children(repo, index),
-                                               repo.registry.pulls_observed_since),
-        "stale_days": settings.STALE_DAYS, "window": window(repo.registry.pulls_observed_since),
-        "pull_base": pull_base(repo), "can_delete": request.user.has_perm(DELETE_PERMISSION)})
+        "repo": repo, "item": item,
+        "children": present(queries.below(repo, item), since, pull_ref(repo)),
+        "stale_days": settings.STALE_DAYS, "window": window(since),
+        "can_delete": request.user.has_perm(DELETE_PERMISSION)})
 
 
 def notify_help(request, registry):

@@ -80,13 +80,13 @@ def test_each_row_offers_its_pull_commands_by_tag_and_by_digest(logged_in, setti
     ("http://bad:port", ""), ("", ""),
 ])
 def test_the_pull_host_is_the_registry_urls_host_and_port(settings, db, url, host):
-    from hubmgr.web.present import pull_base
+    from hubmgr.web.present import pull_ref
 
     repo = make_repo("a/b")
     repo.registry.url = url
-    assert pull_base(repo) == (f"docker pull {host}/a/b" if host else "docker pull a/b")
+    assert pull_ref(repo) == (f"{host}/a/b" if host else "a/b")
     settings.REGISTRY_PUBLIC_HOST = "https://hub.example.org:8443"
-    assert pull_base(repo) == "docker pull hub.example.org:8443/a/b"
+    assert pull_ref(repo) == "hub.example.org:8443/a/b"
 
 
 def test_the_pager_offers_page_sizes_a_jump_and_counts_in_words(logged_in):

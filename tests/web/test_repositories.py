@@ -30,7 +30,7 @@ def test_search_sort_and_page_through_the_api(logged_in):
     assert body["pages"] == 3 and body["page"] == 2
     assert [r["name"] for r in body["results"]] == [r.name for r in expected[7:14]]
     first = body["results"][0]
-    assert set(first) == {"name", "items", "tagged", "indexes", "size", "last_pushed",
+    assert set(first) == {"name", "items", "tagged", "indexes", "orphaned", "size", "last_pushed",
                           "last_pulled", "last_synced"}
 
 

@@ -22,7 +22,7 @@ from django.db.models.expressions import RawSQL
 
 from hubmgr.registry.names import clean
 
-from ..models import IndexChild, Kind, Manifest, Tag
+from ..models import ORPHANED, IndexChild, Kind, Manifest, Tag
 from ..pulls import coverage
 from ..pulls.coverage import Coverage
 
@@ -31,6 +31,8 @@ FILTERS = {
     "untagged": Q(is_tagged=False),
     Kind.INDEX: Q(kind=Kind.INDEX),
     Kind.IMAGE: Q(kind=Kind.IMAGE),
+    "artifact": ~Q(artifact=""),  # signatures, SBOMs, charts, ... shown at the top level
+    ORPHANED: Q(is_orphan=True),
     "stale": None,  # depends on the registry's observation window: coverage.Coverage.stale_q
 }
 SORTS = ("size", "-size", "last_pushed", "-last_pushed", "last_pulled", "-last_pulled")
@@ -331,6 +333,80 @@ ROW_FIELDS = ("id", "digest", "media_type", "kind", "platform", "size", "last_pu
 def children(repo, index: Manifest) -> list:
     """An index's child manifests, in the index's order, each with its platform."""
     return children_of_many(repo, [index]).get(index.id, [])
+
+
+# The rows an expanded item lists below it at most, and how deep.
+MAX_BELOW = 500
+MAX_DEPTH = 8
+
+
+def attachments(repo, rows) -> dict:
+    """{row id: the artifacts attached to it} for rows of ``repo`` (orphans are attached to
+    nothing), in one query per 500 rows."""
+    by_digest = {row.digest: row.id for row in rows}
+    out = {row.id: [] for row in rows}
+    for start in range(0, len(by_digest), 500):
+        digests = list(by_digest)[start:start + 500]
+        for found in Manifest.objects.filter(repository=repo, subject__in=digests,
+                                             is_orphan=False).only(*ROW_FIELDS).order_by("id"):
+            out[by_digest[found.subject]].append(found)
+    coverage.mark([row for found in out.values() for row in found], Coverage.of(repo.registry))
+    return out
+
+
+def artifacts_of(repo, rows) -> dict:
+    """{row id: the artifacts that go with it}: those attached to it and, for an index, the
+    artifacts it lists itself (BuildKit's attestation manifests). Two queries per 500 rows;
+    what the table's marks (signed, has SBOM) are made of."""
+    out = attachments(repo, rows)
+    indexes = [row.id for row in rows if row.is_index]
+    for start in range(0, len(indexes), 500):
+        for link in IndexChild.objects.filter(index_id__in=indexes[start:start + 500]) \
+                .exclude(child__artifact="").select_related("child").only(
+                "index_id", *(f"child__{f}" for f in ROW_FIELDS)).order_by("id"):
+            out[link.index_id].append(link.child)
+    return out
+
+
+def below(repo, item: Manifest) -> list:
+    """What an expanded item lists below it, in tree order, each row with its ``depth`` (1
+    for the item's own children and attachments): an index's children, every level of a
+    nested index, and the artifacts attached to any of them (an index entry attached to
+    another entry is shown under that one). Each manifest once, at most
+    MAX_BELOW rows and MAX_DEPTH levels: a hostile index or referrer chain costs only this."""
+    tree, seen, level = {}, {item.id}, [item]
+    for depth in range(1, MAX_DEPTH + 1):
+        kids = children_of_many(repo, [r for r in level if r.is_index])
+        attached = attachments(repo, level)
+        next_level = []
+        for parent in level:
+            tree[parent.id] = []
+            listed = kids.get(parent.id, [])
+            # BuildKit lists an image's attestation in the index too: shown under the image.
+            siblings = {row.digest for row in listed}
+            listed = [row for row in listed if row.subject not in siblings]
+            for row in listed + attached.get(parent.id, []):
+                if row.id not in seen and len(seen) <= MAX_BELOW:
+                    seen.add(row.id)
+                    row.depth = depth
+                    tree[parent.id].append(row)
+            next_level += tree[parent.id]
+        level = next_level
+        if not level:
+            break
+    rows = tree_order(tree, item)
+    coverage.mark(rows, Coverage.of(repo.registry))
+    return rows
+
+
+def tree_order(tree, item) -> list:
+    """The rows under ``item`` in ``tree`` ({id: [rows below it]}), depth first."""
+    out, stack = [], list(reversed(tree.get(item.id, [])))
+    while stack:
+        row = stack.pop()
+        out.append(row)
+        stack.extend(reversed(tree.get(row.id, [])))
+    return out
 
 
 def children_of_many(repo, indexes) -> dict:
