@@ -94,7 +94,8 @@ def test_a_malformed_manifest_is_recorded_and_the_sync_goes_on(fault_proxy, regi
     assert row("bad/app", good["digest"]).tags == ["fine"]
     broken = Manifest.objects.get(tags_text="broken")
     assert "not valid JSON" in broken.error
-    assert run.problems == []  # the tag resolved; the manifest row carries the error
+    # The tag resolved; the manifest row carries the error, and the run says it too.
+    assert run.problems == [{"reference": f"bad/app@{broken.digest}", "error": broken.error}]
 
 
 def test_an_unreachable_manifest_keeps_what_we_knew(fault_proxy, registry_client):

@@ -16,7 +16,8 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from hubmgr.registry import artifacts
-from hubmgr.registry.manifests import INDEX_TYPES, MAX_BLOB_SIZE, MAX_ENTRIES, ImageConfig
+from hubmgr.registry.manifests import (
+    INDEX_TYPES, MAX_BLOB_SIZE, MAX_ENTRIES, SCHEMA1_TYPES, ImageConfig)
 from hubmgr.registry.names import clean
 
 from ..models import (
@@ -224,7 +225,9 @@ def store_fetched(repo: Repository, fetched: dict, configs: dict, missing=()) ->
         if manifest is None:
             row.error = clean(item.error or "the manifest could not be read", MAX_ERROR)
             # Manifests are immutable: a parse error is final; a failed fetch is tried again.
-            row.fetched = bool(item.media_type)
+            # A Docker schema1 manifest holds no layer sizes: it stays unread (its blobs are
+            # not known, and a plan says so), and the next sync tries it again.
+            row.fetched = bool(item.media_type) and item.media_type not in SCHEMA1_TYPES
             if row.media_type in INDEX_TYPES:
                 row.kind = Kind.INDEX
             rows.append(row)
