@@ -20,6 +20,7 @@ from hubmgr.web.models import ApiToken
 from tests.support.browser import CHROMIUM, HAVE_CHROMIUM, LAUNCH_ARGS
 from tests.support.factories import policy_inventory
 from tests.support.notifications import WEBHOOK_TOKEN
+from tests.support.referrers import ReferrersProxy
 from tests.support.servers import FaultProxy, TokenServer
 
 # A test that uses one of these fixtures (directly or through another) gets the marker.
@@ -236,6 +237,16 @@ def notified_registry(tmp_path, settings, live_server):
 def fault_proxy(registry, settings):
     """A fault-injecting proxy in front of the real registry; hubmgr talks to the proxy."""
     proxy = FaultProxy(registry.url)
+    settings.REGISTRY_URL = proxy.url
+    yield proxy
+    proxy.close()
+
+
+@pytest.fixture
+def referrers_proxy(registry, settings):
+    """The real registry behind a proxy that answers the OCI referrers API
+    (tests.support.referrers); hubmgr talks to the proxy."""
+    proxy = ReferrersProxy(registry.url)
     settings.REGISTRY_URL = proxy.url
     yield proxy
     proxy.close()

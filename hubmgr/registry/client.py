@@ -4,8 +4,8 @@ import json
 import re
 import threading
 import time
-from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from dataclasses import dataclass, field
+from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -21,7 +21,9 @@ from .errors import (
     RegistryUnavailable,
     RegistryUnsupported,
 )
-from .manifests import ACCEPT, Manifest, parse_manifest, sha256_digest
+from .manifests import (
+    ACCEPT, MAX_ENTRIES, OCI_INDEX, Descriptor, Manifest, parse_manifest, parse_referrers,
+    sha256_digest)
 
 USER_AGENT = "hubmgr/0.1 (+registry inventory)"
 # distribution refuses manifests over 4 MiB; an image config is far smaller in practice.
@@ -29,6 +31,12 @@ MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 _LINK_NEXT = re.compile(r"<([^>]+)>\s*;\s*rel=\"?next\"?")
+# A referrers listing is read to at most this many entries over at most this many pages (each
+# page bounded like a manifest): a subject with more costs no more than that.
+MAX_REFERRERS = MAX_ENTRIES
+MAX_REFERRER_PAGES = 10
+# The answer header that says the registry applied an artifactType filter (spec 1.1).
+FILTERS_APPLIED = "OCI-Filters-Applied"
 
 
 @dataclass
@@ -39,6 +47,17 @@ class FetchedManifest:
 
     def parse(self) -> Manifest:
         return parse_manifest(self.body, self.media_type, self.digest)
+
+
+@dataclass
+class Referrers:
+    """What the referrers API listed for one subject: each referrer's descriptor (digest,
+    media type, artifactType, size, bounded annotations), each digest once. ``complete`` is
+    False when the listing went on past MAX_REFERRERS entries or MAX_REFERRER_PAGES pages:
+    hubmgr read no further."""
+
+    descriptors: list[Descriptor] = field(default_factory=list)
+    complete: bool = True
 
 
 class RegistryClient:
@@ -195,12 +214,18 @@ class RegistryClient:
                 raise RegistryResponseError(f"The registry answered GET {path} with a body "
                                             "that is not JSON.", url=path) from None
             yield from items
-            match = _LINK_NEXT.search(resp.headers.get("Link", ""))
-            path = urljoin(self.url + "/", match.group(1)) if match else None
-            if path and urlsplit(path).netloc != urlsplit(self.url).netloc:
-                raise RegistryResponseError(f"The registry's next-page link points at another "
-                                            f"host ({names.shown(path)}); hubmgr stops there.",
-                                            url=path)
+            path = self._next_page(resp)
+
+    def _next_page(self, resp):
+        """The URL of the page after ``resp`` (its Link rel="next" header), or None. A link to
+        another host raises: hubmgr never sends its credentials elsewhere."""
+        match = _LINK_NEXT.search(resp.headers.get("Link", ""))
+        path = urljoin(self.url + "/", match.group(1)) if match else None
+        if path and urlsplit(path).netloc != urlsplit(self.url).netloc:
+            raise RegistryResponseError(f"The registry's next-page link points at another "
+                                        f"host ({names.shown(path)}); hubmgr stops there.",
+                                        url=path)
+        return path
 
     def _read(self, resp, limit, what):
         """The body of ``resp``, refusing one larger than ``limit`` bytes."""
@@ -242,6 +267,48 @@ class RegistryClient:
                                   "that does not match its digest.", url=resp.url)
         media_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
         return FetchedManifest(digest, media_type, body)
+
+    def referrers(self, repository, digest, artifact_type="") -> Referrers | None:
+        """GET /v2/<repository>/referrers/<digest> (OCI distribution spec 1.1): the manifests
+        of ``repository`` whose ``subject`` is ``digest``, optionally only those of
+        ``artifact_type``, following Link rel="next" pages within MAX_REFERRERS entries and
+        MAX_REFERRER_PAGES pages. None when the registry does not support the API: the spec
+        forbids a registry that supports it to answer 404, and clients then fall back to the
+        referrers tag ``sha256-<hex>`` (distribution 2.8 answers 404 "page not found"). A body
+        that is not an OCI image index, or larger than a manifest may be, raises
+        ManifestInvalid; other failures raise RegistryError as every read does."""
+        path = _path(repository, "referrers", digest)
+        if artifact_type:
+            path += "?artifactType=" + quote(artifact_type, safe="")
+        listed, pages = {}, 0
+        while path:
+            if pages == MAX_REFERRER_PAGES or len(listed) >= MAX_REFERRERS:
+                return Referrers(list(listed.values()), complete=False)
+            try:
+                resp = self.request("GET", path, repository=repository,
+                                    headers={"Accept": OCI_INDEX}, stream=True)
+            except RegistryNotFound:
+                if pages:  # a later page that went away: the listing changed under us
+                    raise
+                return None
+            pages += 1
+            what = f"the referrers of {repository}@{digest}"
+            body = self._read(resp, MAX_MANIFEST_BYTES, f"a list of {what}")
+            try:
+                found = parse_referrers(body, resp.headers.get("Content-Type", ""))
+            except ManifestInvalid as exc:
+                raise ManifestInvalid(f"The registry sent an unreadable list of {what}: {exc}.",
+                                      url=resp.url) from None
+            applied = {f.strip() for f in resp.headers.get(FILTERS_APPLIED, "").split(",")}
+            if artifact_type and "artifactType" not in applied:  # the registry did not filter
+                found = [d for d in found if d.artifact_type == artifact_type]
+            room = MAX_REFERRERS - len(listed)
+            for descriptor in found[:room]:
+                listed.setdefault(descriptor.digest, descriptor)
+            if len(found) > room:
+                return Referrers(list(listed.values()), complete=False)
+            path = self._next_page(resp)
+        return Referrers(list(listed.values()))
 
     def head_manifest(self, repository, reference) -> str | None:
         """The digest a reference points at, or None when the registry says it is gone."""
@@ -337,4 +404,4 @@ def _short(exc):
     return text[:160]
 
 
-__all__ = ["RegistryClient", "RegistryError", "FetchedManifest", "USER_AGENT"]
+__all__ = ["RegistryClient", "RegistryError", "FetchedManifest", "Referrers", "USER_AGENT"]

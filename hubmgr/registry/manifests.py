@@ -260,6 +260,25 @@ def parse_manifest(body: bytes, media_type: str, digest: str | None = None) -> M
                           f"{names.shown(media_type)}")
 
 
+def parse_referrers(body: bytes, media_type: str = "") -> list[Descriptor]:
+    """The descriptors of a referrers API answer (OCI distribution spec 1.1, Listing
+    Referrers): an OCI image index whose entries carry each referrer's ``artifactType`` and
+    annotations, bounded as a manifest's are (at most MAX_ENTRIES entries). ``media_type``
+    is the answer's Content-Type; the body's own ``mediaType``, when present, decides.
+    Raises ManifestInvalid with the reason, and nothing else, whatever the body holds."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ManifestInvalid(f"not valid JSON: {names.clean(exc, 200)}") from None
+    if not isinstance(data, dict):
+        raise ManifestInvalid("not a JSON object")
+    declared = data.get("mediaType", (media_type or "").split(";")[0].strip())
+    if declared != OCI_INDEX:
+        raise ManifestInvalid(f"not an OCI image index (media type {names.shown(declared)})")
+    return [_descriptor(entry, f"referrer {i}")
+            for i, entry in enumerate(_entries(data, "manifests"))]
+
+
 @dataclass
 class ImageConfig:
     platform: str = ""
