@@ -3,6 +3,17 @@
 Every digest is fetched at most once (manifests and blobs are immutable); tags whose digest we
 already know are checked with a HEAD. Failures are collected per reference, never raised, so
 one bad manifest does not stop the rest.
+
+Referrers (OCI 1.1 manifests whose ``subject`` is another manifest) that no tag reaches are
+found through the registry's referrers API, where it has one: each manifest this crawl reads
+(new content only) is asked for its referrers, and those not known yet are fetched like any
+digest; the inventory attaches them by their own ``subject`` field. Which registries have the
+API is learned once per Crawler: the first referrers request goes alone, and a 404 (what the
+spec says a registry without the API answers, distribution 2.8 among them) means no more are
+sent. Elsewhere the referrers fallback tags and push notifications are the sources. What this
+misses: a referrer pushed by digest only, later than its subject was read, on a registry that
+sends no notifications, is found only when its subject is read again (a new read_version),
+since known manifests are not asked on every sync.
 """
 
 import logging
@@ -15,6 +26,14 @@ from hubmgr.registry.errors import RegistryError, RegistryNotFound
 from hubmgr.registry.manifests import ImageConfig, Manifest, parse_config
 
 log = logging.getLogger("hubmgr.sync")
+# Referrers fetched for one subject at most: a subject with 10,000 referrers costs only itself,
+# and the rest are listed as a problem (notifications still bring each of them).
+MAX_REFERRERS_FETCHED = 500
+# Referrers of referrers are followed this deep (a signature of an SBOM of an image is 2).
+MAX_REFERRER_DEPTH = 8
+# Referrers requests that fail before the registry said whether it has the API: past this
+# many, the crawler stops asking, with one problem, instead of one per manifest.
+MAX_PROBE_FAILURES = 3
 
 
 @dataclass
@@ -51,6 +70,9 @@ class Crawl:
         self.configs_wanted = set()
         self.check = set()  # digests to look up before fetching
         self.check_configs = set()
+        self.probing = False  # a referrers request is out while the API's support is unknown
+        self.asking = []  # digests whose referrers wait for that answer
+        self.depth = {}  # digest wanted as a referrer -> how many subjects up to a non-referrer
 
 
 class Crawler:
@@ -67,6 +89,10 @@ class Crawler:
         self.config_cache = config_cache if config_cache is not None else {}
         self.on_tag = on_tag or (lambda: None)
         self.lookup = lookup
+        # Whether the registry answers the referrers API: None until it said (see the module
+        # docstring), then True or False for every crawl of this crawler.
+        self.referrers_api = None
+        self.probe_failures = 0
 
     def close(self):
         self.pool.shutdown(wait=True)
@@ -142,13 +168,18 @@ class Crawler:
                     if tag is not None:
                         result.tag_digests[tag] = fetched.digest
                     manifest = fetched.manifest
-                    if manifest is None:
+                    if manifest is None:  # served, but not readable: why, as a problem
+                        result.problems.append({"reference": f"{repository}@{fetched.digest}",
+                                                "error": fetched.error})
                         continue
                     for child in manifest.children:
                         self._want(crawl, child.digest)
                     cfg = manifest.config
                     if cfg and cfg.media_type in IMAGE_CONFIGS:  # not an artifact's config
                         self._want_config(crawl, cfg.digest)
+                    self._ask_referrers(crawl, fetched.digest)
+                elif kind == "referrers":
+                    self._referrers_listed(crawl, ref, value, error)
                 elif kind == "config":
                     if error:
                         result.problems.append({"reference": f"{repository}@{ref}",
@@ -181,6 +212,62 @@ class Crawler:
             crawl.check_configs.add(digest)
         else:
             self._submit(crawl, self._config, "config", crawl.repository, digest)
+
+    def _ask_referrers(self, crawl, digest):
+        """Ask for the referrers of a manifest this crawl read, unless the registry has no
+        referrers API, or ``digest`` is itself a referrer MAX_REFERRER_DEPTH levels down.
+        While support is unknown, one request at a time (the probe) and the rest wait."""
+        if self.referrers_api is False:
+            return
+        if crawl.depth.get(digest, 0) >= MAX_REFERRER_DEPTH:
+            crawl.result.problems.append({
+                "reference": f"{crawl.repository}@{digest}",
+                "error": f"referrers: reached through {MAX_REFERRER_DEPTH} levels of "
+                         "referrers; hubmgr does not ask for more below it"})
+            return
+        if self.referrers_api is None:
+            if crawl.probing:
+                crawl.asking.append(digest)
+                return
+            crawl.probing = True
+        self._submit(crawl, self._referrers, "referrers", crawl.repository, digest)
+
+    def _referrers_listed(self, crawl, subject, listing, error):
+        """The registry's answer for ``subject``'s referrers: learn whether it has the API
+        (the first answer that is not an error says), and fetch the referrers not known yet,
+        up to MAX_REFERRERS_FETCHED. Every failure is ``subject``'s problem."""
+        result, reference = crawl.result, f"{crawl.repository}@{subject}"
+        was_probe, crawl.probing = crawl.probing, False
+        if error:
+            result.problems.append({"reference": reference, "error": f"referrers: {error}"})
+            if was_probe:
+                self.probe_failures += 1
+                if self.probe_failures >= MAX_PROBE_FAILURES:
+                    self.referrers_api = False
+                    result.problems.append({"reference": crawl.repository, "error": (
+                        f"referrers: the first {MAX_PROBE_FAILURES} referrers requests "
+                        "failed; hubmgr does not ask again in this run")})
+        elif listing is None:
+            self.referrers_api = False
+        else:
+            self.referrers_api = True
+            new = [d.digest for d in listing.descriptors
+                   if d.digest not in crawl.known and d.digest not in crawl.wanted]
+            depth = crawl.depth.get(subject, 0) + 1
+            for digest in new[:MAX_REFERRERS_FETCHED]:
+                crawl.depth[digest] = depth
+                self._want(crawl, digest)
+            if len(new) > MAX_REFERRERS_FETCHED:
+                result.problems.append({"reference": reference, "error": (
+                    f"referrers: {len(new)} referrers of this manifest were not read yet; "
+                    f"hubmgr read {MAX_REFERRERS_FETCHED} of them and left the others out")})
+            if not listing.complete:
+                result.problems.append({"reference": reference, "error": (
+                    f"referrers: the registry lists more than {len(listing.descriptors)} "
+                    "referrers of this manifest; hubmgr read no further")})
+        waiting, crawl.asking = crawl.asking, []
+        for digest in waiting:
+            self._ask_referrers(crawl, digest)
 
     def _look_up(self, crawl):
         digests, configs = crawl.check, crawl.check_configs
@@ -225,6 +312,9 @@ class Crawler:
                 fetched.error = (f"manifest {raw.digest} is a Docker schema1 manifest, whose "
                                  "layer sizes hubmgr does not read yet: kept as unread")
         return "get", (tag, reference), fetched, ""
+
+    def _referrers(self, repository, digest):
+        return "referrers", digest, self.client.referrers(repository, digest), ""
 
     def _config(self, repository, digest):
         return "config", digest, parse_config(self.client.get_blob(repository, digest)), ""
