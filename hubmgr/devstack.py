@@ -20,8 +20,13 @@ from pathlib import Path
 
 import requests
 
+from hubmgr.registry import artifacts
 from hubmgr.registry.manifests import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, sha256_digest
 
+# The media types of the demo's SBOM and Helm chart package (hubmgr reads them by their
+# config and artifactType, which hubmgr.registry.artifacts names).
+SPDX_JSON = "application/spdx+json"
+HELM_CHART = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
 REGISTRY_BIN = shutil.which("docker-registry") or "/usr/bin/docker-registry"
 REDIS_BIN = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -65,8 +70,17 @@ class Service:
                 self.process.wait()
 
 
+# distribution's validation.manifests.urls.allow: the URLs a manifest's foreign
+# (non-distributable) layers may name. Without it, such a manifest is refused
+# (MANIFEST_BLOB_UNKNOWN), as the layer is not stored.
+FOREIGN_URLS = ["^https?://"]
+
+
 def registry_config(root: Path, port: int, *, notify_url=None, notify_token=None,
-                    htpasswd=None, token_auth=None, delete=True, log=None) -> dict:
+                    htpasswd=None, token_auth=None, delete=True, log=None,
+                    foreign_layers=False) -> dict:
+    """A docker-registry config. ``foreign_layers`` accepts manifests whose foreign layers
+    name http(s) URLs (Windows base images), off by default as in distribution."""
     config = {
         "version": 0.1,
         "log": {"level": "warn", "accesslog": {"disabled": True}},
@@ -87,6 +101,8 @@ def registry_config(root: Path, port: int, *, notify_url=None, notify_token=None
             "backoff": "1s",
             "ignoredmediatypes": ["application/octet-stream"],
         }]}
+    if foreign_layers:
+        config["validation"] = {"manifests": {"urls": {"allow": FOREIGN_URLS}}}
     if log:  # e.g. an access log at info level, for import_pulls tests
         config["log"] = log
     if htpasswd:
@@ -206,10 +222,64 @@ def push_index(client, repository, children: list[dict], tag=None) -> str:
     return client.put_manifest(repository, tag or sha256_digest(body), body, OCI_INDEX)
 
 
+def push_artifact(client, repository, layers: list[tuple[str, bytes]], *, config_type,
+                  config=b"{}", artifact_type="", subject=None, tag=None) -> dict:
+    """Push an OCI artifact manifest (``layers``: (media type, content)), with an OCI 1.1
+    ``artifactType`` and ``subject`` (a manifest descriptor) when given. Returns its
+    descriptor, ``artifactType`` included, as a referrers list names it."""
+    manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST}
+    if artifact_type:
+        manifest["artifactType"] = artifact_type
+    manifest["config"] = {"mediaType": config_type, "size": len(config),
+                          "digest": client.push_blob(repository, config)}
+    manifest["layers"] = [{"mediaType": media_type, "size": len(data),
+                           "digest": client.push_blob(repository, data)}
+                          for media_type, data in layers]
+    if subject:
+        manifest["subject"] = subject
+    body = json.dumps(manifest, separators=(",", ":")).encode()
+    digest = client.put_manifest(repository, tag or sha256_digest(body), body, OCI_MANIFEST)
+    desc = {"mediaType": OCI_MANIFEST, "digest": digest, "size": len(body)}
+    return {**desc, "artifactType": artifact_type} if artifact_type else desc
+
+
+def seed_artifacts(client, repository, tag) -> dict:
+    """What signing tools attach to the build ``tag`` names: cosign's signature (tag
+    ``sha256-<hex>.sig``) and an SPDX SBOM as an OCI 1.1 referrer, which a registry without
+    the referrers API lists in the fallback index tagged ``sha256-<hex>``. Returns the
+    digests by name."""
+    target = client.get_manifest(repository, tag)
+    tagged = target.digest.replace(":", "-", 1)
+    payload = json.dumps({"critical": {
+        "identity": {"docker-reference": repository},
+        "image": {"docker-manifest-digest": target.digest},
+        "type": "cosign container image signature"}, "optional": None}).encode()
+    signature = push_artifact(client, repository, [(artifacts.SIMPLE_SIGNING, payload)],
+                              config_type=artifacts.IMAGE_CONFIGS[0], tag=f"{tagged}.sig")
+    subject = {"mediaType": target.media_type, "digest": target.digest,
+               "size": len(target.body)}
+    sbom = push_artifact(client, repository, [(
+        "application/vnd.oci.image.layer.v1.tar", json.dumps({
+            "spdxVersion": "SPDX-2.3", "name": f"{repository}:{tag}"}).encode())],
+        config_type=artifacts.EMPTY_CONFIG, artifact_type=SPDX_JSON, subject=subject)
+    listed = push_index(client, repository, [sbom], tag=tagged)
+    return {"signature": signature["digest"], "sbom": sbom["digest"], "referrers": listed}
+
+
+def push_chart(client, repository, name, version) -> str:
+    """``helm push``: the chart's metadata as config, its package as the one layer, tagged
+    with its version. Returns its digest."""
+    package = make_layer(f"{name}-{version}", 3000)
+    chart = json.dumps({"apiVersion": "v2", "name": name, "version": version}).encode()
+    return push_artifact(client, repository, [(HELM_CHART, package)],
+                         config_type=artifacts.HELM_CONFIG, config=chart, tag=version)["digest"]
+
+
 def seed_samples(client, scale: float = 1.0) -> dict:
     """Push a small, realistic sample: multi-arch indexes sharing a base layer, an untagged
-    older index, plain images, several tags on one image. ``scale`` shrinks the layers (tests
-    use 0.01). Returns the pushed digests by name."""
+    older index, plain images, several tags on one image, a signature and an SBOM attached
+    to alpine:3.20, a Helm chart. ``scale`` shrinks the layers (tests use 0.01). Returns the
+    pushed digests by name."""
     def layer(seed, size):
         return make_layer(seed, max(int(size * scale), 64))
 
@@ -238,4 +308,7 @@ def seed_samples(client, scale: float = 1.0) -> dict:
     for name in ("nightly-1", "nightly-2", "nightly-3"):
         push_image(client, "team/worker", [app_base, layer(f"worker-{name}", 900_000)],
                    created="2026-10-01T00:00:00Z", tag=name, platform="linux/arm64")
+    out.update({f"alpine:3.20 {name}": digest
+                for name, digest in seed_artifacts(client, "library/alpine", "3.20").items()})
+    out["charts/web:1.0.0"] = push_chart(client, "charts/web", "web", "1.0.0")
     return out
