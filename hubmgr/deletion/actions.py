@@ -15,8 +15,8 @@ from django.utils import timezone
 from . import jobs, reclaim, tasks
 from .graph import blob_digests, collector_paused, load_graph
 from .models import DeletionItem, DeletionJob, DeletionPreview, ItemStatus
-from .planner import Plan, plan
-from .shapes import Freed, KeptItem, PlanData, PlanItem
+from .planner import ATTACHED, Plan, plan
+from .shapes import Freed, KeptItem, OrphanedItem, PlanData, PlanItem
 
 log = logging.getLogger("hubmgr.deletion")
 
@@ -29,15 +29,18 @@ class PreviewGone(Exception):
         self.status = status
 
 
-def make_plan(repo, digests) -> Plan:
+def make_plan(repo, digests, keep_attached=False) -> Plan:
+    """Plan deleting ``digests`` of ``repo``; with ``keep_attached``, what is attached to the
+    items that go stays (see planner.plan)."""
     with collector_paused():
         graph, selected = load_graph(repo, digests)
-        return plan(graph, selected)
+        return plan(graph, selected, keep_attached)
 
 
 def plan_data(p: Plan, freed=False) -> PlanData:
     """The plan as plain data (``shapes.PlanData``): what a preview shows and what its job runs,
-    item by item, with the tags and the indexes (within the plan) that refer to each. With
+    item by item, with the tags and the indexes (within the plan) that refer to each, what
+    each artifact is and what an attached one goes with, and what the plan leaves orphaned. With
     ``freed``, also the manifests and blobs its reclaim figure counts, by digest, which a job
     created from it keeps to tell when the registry's garbage collector has freed them (see
     reclaim.py)."""
@@ -52,9 +55,18 @@ def plan_data(p: Plan, freed=False) -> PlanData:
     items: list[PlanItem] = [
         {"digest": n.digest, "type": n.kind, "tags": list(n.tags), "size": n.size,
          "reason": reason, "parents": parents.get(n.digest, [])} for n, reason in p.going]
+    for item, (node, reason) in zip(items, p.going):
+        if node.label:  # (few are: a plain image or index carries none of these keys)
+            item["artifact"], item["tool"] = node.label, node.tool
+        if reason == ATTACHED:
+            item["subject"] = node.subject
     kept: list[KeptItem] = [{"digest": key[1], "reason": reason} for key, reason in p.kept]
+    orphaned: list[OrphanedItem] = [
+        {"digest": n.digest, "type": n.kind, "tags": list(n.tags), "size": n.size,
+         "artifact": n.label, "tool": n.tool, "subject": n.subject} for n in p.orphaned]
     data = PlanData(items=items, kept=kept, reclaim_bytes=p.reclaim_bytes,
-                    unread=[key[1] for key in p.unread])
+                    unread=[key[1] for key in p.unread], keep_attached=p.keep_attached,
+                    orphaned=orphaned)
     if freed:
         digests = blob_digests(p.freed_blobs)
         data["freed"] = Freed(manifests=[[d, size] for d, size in p.freed_manifests.items()],
@@ -62,10 +74,12 @@ def plan_data(p: Plan, freed=False) -> PlanData:
     return data
 
 
-def preview(repo, digests, user) -> DeletionPreview:
-    """Plan ``digests`` and keep the plan, so that confirming it runs exactly what was shown."""
+def preview(repo, digests, user, keep_attached=False) -> DeletionPreview:
+    """Plan ``digests`` and keep the plan, so that confirming it runs exactly what was shown
+    (the ``keep_attached`` choice included: it is in the plan)."""
     return DeletionPreview.objects.create(
-        repository=repo, created_by=user, plan=plan_data(make_plan(repo, digests), freed=True),
+        repository=repo, created_by=user,
+        plan=plan_data(make_plan(repo, digests, keep_attached), freed=True),
         expires_at=timezone.now() + timedelta(minutes=settings.DELETE_PREVIEW_MINUTES))
 
 
@@ -101,9 +115,10 @@ def _uuid(value) -> bool:
         return False
 
 
-def start(repo, digests, user=None) -> DeletionJob:
+def start(repo, digests, user=None, keep_attached=False) -> DeletionJob:
     """Plan ``digests`` now and queue the job at once (scripts that skip the preview)."""
-    job = jobs.create_job(repo, plan_data(make_plan(repo, digests), freed=True), user)
+    job = jobs.create_job(repo, plan_data(make_plan(repo, digests, keep_attached), freed=True),
+                          user)
     transaction.on_commit(lambda: wake(job.pk))
     return job
 
@@ -118,7 +133,9 @@ def wake(job_id):
 
 def preview_data(p: DeletionPreview) -> dict:
     return {"preview_id": str(p.pk), "expires_at": p.expires_at.isoformat(), **{
-        key: p.plan[key] for key in ("items", "kept", "reclaim_bytes", "unread")}}
+        key: p.plan[key] for key in ("items", "kept", "reclaim_bytes", "unread")},
+        "keep_attached": p.plan.get("keep_attached", False),
+        "orphaned": p.plan.get("orphaned", [])}
 
 
 def job_data(job: DeletionJob) -> dict:
@@ -133,9 +150,12 @@ def job_data(job: DeletionJob) -> dict:
         "reclaim_bytes": job.reclaim_bytes,
         "kept": job.kept,
         "reclaim": reclaim.job_state(job),
+        # An attached artifact's item also names its "subject" (as a plan item does).
         "items": [{"digest": i.digest, "type": i.kind, "tags": i.tags, "size": i.size,
                    "reason": i.reason, "status": i.status, "attempts": i.attempts,
-                   "last_error": i.last_error or None} for i in items],
+                   "last_error": i.last_error or None, **({"subject": i.subject}
+                                                          if i.subject else {})}
+                  for i in items],
     }
 
 

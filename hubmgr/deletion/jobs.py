@@ -32,18 +32,25 @@ log = logging.getLogger("hubmgr.deletion")
 
 def create_job(repo, plan: PlanData, user=None) -> DeletionJob:
     """Record a plan as data (``actions.plan_data``) as a job with one row per manifest, in
-    deletion order, carrying the tags and parents the preview showed, and what it frees
-    (``reclaim.record``)."""
+    deletion order, carrying the tags, parents and subject the preview showed, and what it
+    frees (``reclaim.record``)."""
     with transaction.atomic():
         job = DeletionJob.objects.create(
             repository=repo, repository_name=repo.name, created_by=user,
             deadline=timezone.now() + timedelta(hours=settings.DELETE_DEADLINE_HOURS),
             reclaim_bytes=plan["reclaim_bytes"], kept=plan["kept"])
-        DeletionItem.objects.bulk_create([
-            DeletionItem(job=job, position=n, digest=item["digest"], kind=item["type"],
-                         tags=item["tags"], size=item["size"], reason=item["reason"],
-                         parents=item["parents"])
-            for n, item in enumerate(plan["items"])], batch_size=500)
+        rows, earlier = [], set()
+        for n, item in enumerate(plan["items"]):
+            # An item waits only on items before it: what hostile input makes loop (an index
+            # attached to its own child) cannot make two items wait for each other.
+            subject = item.get("subject", "")
+            rows.append(DeletionItem(
+                job=job, position=n, digest=item["digest"], kind=item["type"],
+                tags=item["tags"], size=item["size"], reason=item["reason"],
+                parents=[p for p in item["parents"] if p in earlier],
+                subject=subject if subject in earlier else ""))
+            earlier.add(item["digest"])
+        DeletionItem.objects.bulk_create(rows, batch_size=500)
         reclaim.record(job, plan)
     log.info("deletion job=%s created repository=%s items=%d reclaim=%d user=%s", job.pk,
              repo.name, len(plan["items"]), plan["reclaim_bytes"],
@@ -151,17 +158,22 @@ def _ready_items(job, exclude=(), limit=200):
                  .order_by("position")[:limit])
     if not items:
         return []
-    parent_digests = {p for i in items for p in i.parents}
+    parent_digests = {p for i in items for p in (*i.parents, i.subject) if p}
     states = dict(job.items.filter(digest__in=parent_digests).values_list("digest", "status"))
     ready = []
     for item in items:
-        pending = [p for p in item.parents if states.get(p) not in DeletionItem.FINISHED]
+        waits = [*item.parents, item.subject] if item.subject else item.parents
+        pending = [p for p in waits if states.get(p) not in DeletionItem.FINISHED]
         if pending:
             continue
         remaining = [p for p in item.parents if states.get(p) != ItemStatus.DONE]
         if remaining:
             _finish(item, ItemStatus.SKIPPED, f"kept: its index {remaining[0][:19]} was not "
                                               "deleted, so it still references this image")
+            continue
+        if item.subject and states.get(item.subject) != ItemStatus.DONE:
+            _finish(item, ItemStatus.SKIPPED, f"kept: {item.subject[:19]}, which it is "
+                                              "attached to, was not deleted")
             continue
         ready.append(item)
     return ready

@@ -125,8 +125,12 @@ class DeletionItem(models.Model):
     kind = models.CharField(max_length=10)
     tags = models.JSONField(default=list)  # the tags the preview showed
     size = models.BigIntegerField(default=0)
-    reason = models.CharField(max_length=30)  # "selected" | "unreferenced_child"
-    parents = models.JSONField(default=list)  # digests of indexes in this job that list it
+    reason = models.CharField(max_length=30)  # "selected" | "unreferenced_child" | "attached"
+    # What the item waits for: the indexes of this job that list it (earlier in it), and, for
+    # an attached artifact, its subject (earlier in it too): deleted once they are, kept when
+    # one of them was kept.
+    parents = models.JSONField(default=list)
+    subject = models.CharField(max_length=140, blank=True, default="", db_default="")
     status = models.CharField(max_length=10, choices=ItemStatus.choices,
                               default=ItemStatus.QUEUED)
     attempts = models.PositiveIntegerField(default=0)
@@ -152,8 +156,8 @@ class DeletionPreview(models.Model):
                                    null=True, related_name="deletion_previews")
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField()
-    # {"items": [{"digest", "kind", "tags", "size", "reason", "parents"}], "kept": [...],
-    #  "reclaim_bytes", "unread": [...]}
+    # A shapes.PlanData: {"items": [...], "kept": [...], "reclaim_bytes", "unread": [...],
+    #  "keep_attached", "orphaned": [...], "freed": {...}}
     plan = models.JSONField()
     # Set once, by the conditional update that confirms it: a preview runs at most once.
     job = models.OneToOneField(DeletionJob, on_delete=models.SET_NULL, null=True, blank=True,

@@ -7,14 +7,33 @@ from typing import NotRequired, TypedDict
 
 
 class PlanItem(TypedDict):
-    """One manifest that goes, in deletion order (an index before its children)."""
+    """One manifest that goes, in deletion order (an index before its children, a subject
+    before what is attached to it)."""
 
     digest: str
     type: str  # "image" or "index"
     tags: list[str]  # as the preview showed them
     size: int
-    reason: str  # planner.SELECTED, or planner.CHILD for an index's unreferenced child
+    # planner.SELECTED; planner.ATTACHED for what goes with the going item it is attached to;
+    # planner.CHILD for an index's unreferenced child
+    reason: str
     parents: list[str]  # digests of the going indexes that list it
+    artifact: NotRequired[str]  # what it is, when an artifact: "Signature", "SBOM", ...
+    tool: NotRequired[str]  # who made that artifact, when known ("" when not)
+    subject: NotRequired[str]  # (ATTACHED) digest of the going item it is attached to
+
+
+class OrphanedItem(TypedDict):
+    """An artifact attached to a going item that stays (kept by choice, or for the reason
+    ``kept`` gives): orphaned once its subject is deleted."""
+
+    digest: str
+    type: str
+    tags: list[str]
+    size: int
+    artifact: str  # its label ("" for a plain image or index)
+    tool: str
+    subject: str  # digest of the going item it is attached to
 
 
 class KeptItem(TypedDict):
@@ -39,3 +58,5 @@ class PlanData(TypedDict):
     reclaim_bytes: int
     unread: NotRequired[list[str]]  # digests whose manifests could not be read
     freed: NotRequired[Freed]  # (a preview's, for the reclaim check)
+    keep_attached: NotRequired[bool]  # the plan keeps attached artifacts (by choice)
+    orphaned: NotRequired[list[OrphanedItem]]  # (absent from plans made before artifacts)

@@ -22,7 +22,7 @@ from hubmgr.inventory.registries import default_registry
 from .deletions import MAX_SELECTION, get_job, require_delete_permission
 from .lookups import get_repository
 from .models import ApiToken, hash_token
-from .schema import Digests, Invalid, Schema, Text
+from .schema import Boolean, Digests, Invalid, Schema, Text
 
 log = logging.getLogger("hubmgr.api")
 TOKEN_TOUCH_SECONDS = 300
@@ -208,8 +208,12 @@ def json_body(request, schema: Schema) -> dict:
         raise ApiError(str(exc)) from None
 
 
-PREVIEW = Schema({"digests": Digests(MAX_SELECTION)}, required=("digests",))
-START = Schema({"preview_id": Text(100), "digests": Digests(MAX_SELECTION)})
+# keep_attached: keep what is attached to the items that go (signatures, attestations,
+# SBOMs, referrers), orphaned, instead of deleting it with them (planner.plan).
+PREVIEW = Schema({"digests": Digests(MAX_SELECTION), "keep_attached": Boolean()},
+                 required=("digests",))
+START = Schema({"preview_id": Text(100), "digests": Digests(MAX_SELECTION),
+                "keep_attached": Boolean()})
 
 
 @require_POST
@@ -217,26 +221,33 @@ START = Schema({"preview_id": Text(100), "digests": Digests(MAX_SELECTION)})
 def deletion_preview(request, name):
     repo = get_repository(name)
     require_delete_permission(request.user)
-    found = actions.preview(repo, json_body(request, PREVIEW)["digests"], request.user)
+    body = json_body(request, PREVIEW)
+    found = actions.preview(repo, body["digests"], request.user,
+                            body.get("keep_attached", False))
     return JsonResponse(actions.preview_data(found))
 
 
 @require_POST
 @api_auth
 def deletion_start(request, name):
-    """{"preview_id": ...} runs that preview exactly; {"digests": [...]} plans afresh."""
+    """{"preview_id": ...} runs that preview exactly (with the choice it was made with);
+    {"digests": [...], "keep_attached": ...} plans afresh."""
     repo = get_repository(name)
     require_delete_permission(request.user)
     body = json_body(request, START)
-    if len(body) != 1:
+    if ("preview_id" in body) == ("digests" in body):
         raise ApiError('send {"preview_id": "..."} or {"digests": [...]}, one of them')
     if "preview_id" in body:
+        if "keep_attached" in body:
+            raise ApiError('"keep_attached" goes with "digests": a preview runs with the '
+                           "choice it was previewed with")
         try:
             job = actions.confirm(repo, body["preview_id"], request.user)
         except actions.PreviewGone as exc:
             raise ApiError(str(exc), exc.status) from None
     else:
-        job = actions.start(repo, body["digests"], request.user)
+        job = actions.start(repo, body["digests"], request.user,
+                            body.get("keep_attached", False))
     return JsonResponse({"id": job.pk, "status_url": reverse("api-deletion", args=[job.pk])},
                         status=202)
 

@@ -13,7 +13,7 @@ from django_htmx.http import trigger_client_event
 from hubmgr.deletion import actions, reclaim
 from hubmgr.deletion.graph import selection_digests
 from hubmgr.deletion.models import DeletionJob, ItemStatus
-from hubmgr.deletion.planner import CHILD, SELECTED
+from hubmgr.deletion.planner import ATTACHED, CHILD, SELECTED
 from hubmgr.inventory.catalog import queries
 from hubmgr.inventory.models import IndexChild, Manifest
 from hubmgr.inventory.registries import default_registry
@@ -38,6 +38,10 @@ def get_job(job_id) -> DeletionJob:
     if job is None:
         raise Http404(f"There is no deletion job {job_id}.")
     return job
+
+
+# The preview's choice to keep what is attached to the items that go (a checkbox).
+KEEP_ATTACHED = "keep_attached"
 
 
 def _selection(request, name):
@@ -72,12 +76,28 @@ def preview(request, name):
         return _refuse(request, repo, TOO_MANY)
     if not digests:
         return _refuse(request, repo, NOTHING, status=200)
-    found = actions.preview(repo, digests, request.user)
+    keep_attached = request.POST.get(KEEP_ATTACHED) == "1"
+    found = actions.preview(repo, digests, request.user, keep_attached)
     selected, children = readable(repo, found.plan["items"])
+    attached = readable_attached(repo, found.plan["items"], selected)
+    orphaned, kept = _orphaned_and_kept(found.plan)
     return render(request, "deletion/preview.html", {
         "repo": repo, "preview": found, "plan": found.plan,
-        "selected": selected, "children": children,
-        "kept": found.plan["kept"], "shown": SHOWN, "minus_shown": -SHOWN})
+        "selected": selected, "children": children, "attached": attached,
+        "orphaned": orphaned, "kept": kept,
+        "keep_attached": keep_attached, "keep_attached_name": KEEP_ATTACHED,
+        "shown": SHOWN, "minus_shown": -SHOWN})
+
+
+def _orphaned_and_kept(plan):
+    """What stays attached to a going item (listed once, as orphaned, with why it stays, and
+    what it is attached to), and the rest of what the plan keeps."""
+    orphaned = _with_subjects(plan.get("orphaned", []), plan["items"])
+    reasons = {k["digest"]: k["reason"] for k in plan["kept"]}
+    for item in orphaned:
+        item["kept_reason"] = reasons.get(item["digest"], "")
+    listed = {item["digest"] for item in orphaned}
+    return orphaned, [k for k in plan["kept"] if k["digest"] not in listed]
 
 
 def _natural(text):
@@ -117,6 +137,29 @@ def readable(repo, items):
             child["heading"] = by_digest.get(index) or {"digest": index, "tags": []}
             last = index
     return selected, children
+
+
+def readable_attached(repo, items, selected):
+    """What a plan deletes because it is attached to a going item (a signature, a referrer,
+    a referrers list...), in the order of those items (``selected``, as ``readable`` orders
+    them, first), then by what it is. Each gets ``subject_item`` (what it is attached to) and,
+    when shown, its platform. New dicts."""
+    position = {item["digest"]: n for n, item in enumerate(selected)}
+    attached = _with_subjects([i for i in items if i["reason"] == ATTACHED], items)
+    attached.sort(key=lambda a: (position.get(a["subject"], len(position)), a["subject"],
+                                 a.get("artifact", ""), a["digest"]))
+    platforms = _platforms(repo, [i["digest"] for i in attached[:SHOWN]])
+    for item in attached[:SHOWN]:
+        item["platform"] = platforms.get(item["digest"], "")
+    return attached
+
+
+def _with_subjects(artifacts, items):
+    """Copies of ``artifacts`` (plan items or orphaned entries), each with ``subject_item``:
+    the going item it is attached to, as the plan lists it (its digest alone if not)."""
+    going = {i["digest"]: i for i in items}
+    return [{**a, "subject_item": going.get(a["subject"]) or {"digest": a["subject"], "tags": []}}
+            for a in artifacts]
 
 
 def _platforms(repo, digests):

@@ -227,10 +227,14 @@ def test_a_new_index_on_a_child_keeps_the_child_and_deletes_the_rest(registry, r
          "platform": {"os": "linux", "architecture": "amd64"}}], tag="3.0")
     job = go()
     statuses = dict(job.items.values_list("digest", "status"))
-    assert statuses == {d["i"]: "done", d["c1"]: "skipped", d["att"]: "done"}
+    assert statuses == {d["i"]: "done", d["c1"]: "skipped", d["att"]: "skipped"}
     reason = job.items.get(digest=d["c1"]).last_error
     assert reason.startswith(f"referenced since the preview by index {new_index[:19]} (tag 3.0")
     assert registry_client.head_manifest("gc/app", d["c1"]) == d["c1"]
+    # The attestation of c1 stays with it.
+    assert job.items.get(digest=d["att"]).last_error == (
+        f"kept: {d['c1'][:19]}, which it is attached to, was not deleted")
+    assert registry_client.head_manifest("gc/app", d["att"]) == d["att"]
 
 
 def test_nothing_is_deleted_while_the_registrys_tags_cannot_be_read(

@@ -28,25 +28,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 Pending, Reclaimed = ReclaimState.PENDING, ReclaimState.RECLAIMED
 
 
-@pytest.fixture
-def collect(registry):
-    """Run the registry's garbage collector as an operator would: stop the registry, collect,
-    start it again (same port, same storage). Returns the bytes it freed on disk."""
-    started = []
-
-    def run():
-        (started[-1] if started else registry).stop()
-        before = devstack.blob_bytes(registry.root)
-        devstack.garbage_collect(registry.config_path)
-        freed = before - devstack.blob_bytes(registry.root)
-        started.append(devstack.start_registry(registry.root, int(registry.url.rsplit(":")[-1])))
-        return freed
-
-    yield run
-    for service in started:
-        service.stop()
-
-
 def world(client):
     """gc/app: an index of two images over a base layer that gc/other shares (so it stays),
     each with a layer of its own (the amd64 one, `big`, is the largest thing freed); an

@@ -6,6 +6,7 @@ from tqdm import tqdm
 from hubmgr.deletion import actions, jobs
 from hubmgr.deletion.graph import selection_digests
 from hubmgr.deletion.models import JobStatus
+from hubmgr.deletion.planner import ATTACHED
 from hubmgr.inventory.catalog.queries import FILTERS
 from hubmgr.inventory.models import Repository
 from hubmgr.inventory.registries import client_for, default_registry
@@ -25,8 +26,11 @@ class Command(BaseCommand):
         parser.add_argument("--search", default="", help="every item whose tag contains this, "
                             "or whose digest starts with it")
         parser.add_argument("--dry-run", action="store_true", help="print the plan only")
+        parser.add_argument("--keep-attached", action="store_true", help="keep the "
+                            "signatures, attestations, SBOMs and referrers attached to what "
+                            "goes (they stay, orphaned) instead of deleting them with it")
 
-    def handle(self, repository, digest, filter, search, dry_run, **options):
+    def handle(self, repository, digest, filter, search, dry_run, keep_attached, **options):
         repo = Repository.objects.filter(registry=default_registry(), name=repository).first()
         if repo is None:
             raise CommandError(f"No repository {repository!r} in the inventory. Run "
@@ -35,16 +39,22 @@ class Command(BaseCommand):
             raise CommandError("Name what to delete: --digest, --filter or --search.")
         digests = digest or selection_digests(repo, all_matching=True, search=search,
                                               filter=filter or "")
-        plan = actions.make_plan(repo, digests)
+        plan = actions.make_plan(repo, digests, keep_attached)
         for node, reason in plan.going:
             label = ", ".join(node.tags) or "untagged"
-            self.stdout.write(f"delete  {node.digest}  {node.kind:5}  {human_size(node.size):>9}"
-                              f"  {label}  ({reason.replace('_', ' ')})")
+            why = reason.replace("_", " ")
+            if reason == ATTACHED:
+                why = f"attached to {node.subject[:19]}"
+            self.stdout.write(f"delete  {node.digest}  {node.label or node.kind:5}  "
+                              f"{human_size(node.size):>9}  {label}  ({why})")
         for key, reason in plan.kept:
             self.stdout.write(f"keep    {key[1]}  {reason}")
         self.stdout.write(f"{len(plan.going)} to delete, {len(plan.kept)} kept; storage to "
                           f"reclaim: {human_size(plan.reclaim_bytes)} ({plan.reclaim_bytes} "
                           "bytes) once the registry's garbage collector runs.")
+        if plan.orphaned:
+            self.stdout.write(f"{len(plan.orphaned)} attached artifact(s) stay and will be "
+                              "orphaned: what they are attached to goes.")
         if dry_run or not plan.going:
             return
         try:
