@@ -23,10 +23,6 @@ import requests
 from hubmgr.registry import artifacts
 from hubmgr.registry.manifests import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, sha256_digest
 
-# The media types of the demo's SBOM and Helm chart package (hubmgr reads them by their
-# config and artifactType, which hubmgr.registry.artifacts names).
-SPDX_JSON = "application/spdx+json"
-HELM_CHART = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
 REGISTRY_BIN = shutil.which("docker-registry") or "/usr/bin/docker-registry"
 REDIS_BIN = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -261,7 +257,7 @@ def seed_artifacts(client, repository, tag) -> dict:
     sbom = push_artifact(client, repository, [(
         "application/vnd.oci.image.layer.v1.tar", json.dumps({
             "spdxVersion": "SPDX-2.3", "name": f"{repository}:{tag}"}).encode())],
-        config_type=artifacts.EMPTY_CONFIG, artifact_type=SPDX_JSON, subject=subject)
+        config_type=artifacts.EMPTY_CONFIG, artifact_type=artifacts.SPDX_JSON, subject=subject)
     listed = push_index(client, repository, [sbom], tag=tagged)
     return {"signature": signature["digest"], "sbom": sbom["digest"], "referrers": listed}
 
@@ -271,7 +267,7 @@ def push_chart(client, repository, name, version) -> str:
     with its version. Returns its digest."""
     package = make_layer(f"{name}-{version}", 3000)
     chart = json.dumps({"apiVersion": "v2", "name": name, "version": version}).encode()
-    return push_artifact(client, repository, [(HELM_CHART, package)],
+    return push_artifact(client, repository, [(artifacts.HELM_CHART, package)],
                          config_type=artifacts.HELM_CONFIG, config=chart, tag=version)["digest"]
 
 

@@ -202,18 +202,19 @@ class Manifest(TriggerCounted):
     is_tagged = models.BooleanField(default=False)
     is_top_level = models.BooleanField(default=True)
     artifact = models.CharField(max_length=12, blank=True, choices=ArtifactKind.choices,
-                                db_default="")
-    artifact_type = models.CharField(max_length=255, blank=True, db_default="")  # what decided it
-    tool = models.CharField(max_length=12, blank=True, db_default="")  # cosign, notation, ...
+                                default="", db_default="")
+    # The media type that decided it; who made it (cosign, notation, buildx, helm).
+    artifact_type = models.CharField(max_length=255, blank=True, default="", db_default="")
+    tool = models.CharField(max_length=12, blank=True, default="", db_default="")
     # The digest of what it belongs to: a manifest's own "subject" field, BuildKit's reference
     # digest, the digest a cosign or referrers tag names (hubmgr.registry.artifacts). While
     # that is in the repository, the row is listed under it (not in the table's top level)
     # and deleted with it. Once learned it stays: the registry keeps the tag-less earlier
     # versions of a cosign signature, which still belong to the same subject.
-    subject = models.CharField(max_length=140, blank=True, db_default="")
+    subject = models.CharField(max_length=140, blank=True, default="", db_default="")
     referrers_list = models.BooleanField(default=False, db_default=False)  # a fallback index
     # An attestation's in-toto predicate types, space separated.
-    predicates = models.CharField(max_length=500, blank=True, db_default="")
+    predicates = models.CharField(max_length=500, blank=True, default="", db_default="")
     # Has a subject, but it is not in the repository (or its chain loops): a top-level item,
     # with the orphaned filter and count.
     is_orphan = models.BooleanField(default=False, db_default=False)

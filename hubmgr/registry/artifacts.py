@@ -28,6 +28,8 @@ TOOLS = {COSIGN: "cosign", NOTATION: "Notation", BUILDX: "docker buildx", HELM: 
 
 # Media types, wherever they appear (artifactType, config or first layer), and their kind.
 HELM_CONFIG = "application/vnd.cncf.helm.config.v1+json"
+HELM_CHART = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
+SPDX_JSON = "application/spdx+json"  # as oras and notation users attach an SPDX SBOM
 NOTATION_SIGNATURE = "application/vnd.cncf.notary.signature"
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 IN_TOTO = "application/vnd.in-toto+json"
@@ -39,7 +41,7 @@ IMAGE_CONFIGS = ("application/vnd.oci.image.config.v1+json",
                  "application/vnd.docker.container.image.v1+json")
 _KIND_OF_TYPE = {
     HELM_CONFIG: CHART,
-    "application/vnd.cncf.helm.chart.content.v1.tar+gzip": CHART,
+    HELM_CHART: CHART,
     NOTATION_SIGNATURE: SIGNATURE,
     SIMPLE_SIGNING: SIGNATURE,
     "application/vnd.dev.cosign.artifact.sig.v1+json": SIGNATURE,  # cosign OCI 1.1 mode

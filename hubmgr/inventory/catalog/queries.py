@@ -418,7 +418,8 @@ def children_of_many(repo, indexes) -> dict:
         .order_by("id")
     for link in links:
         child = link.child
-        child.platform = link.platform or child.platform
+        if not child.artifact:  # (BuildKit lists its attestations as unknown/unknown)
+            child.platform = link.platform or child.platform
         out[link.index_id].append(child)
     coverage.mark([c for kids in out.values() for c in kids], Coverage.of(repo.registry))
     return out

@@ -239,7 +239,9 @@ def store_fetched(repo: Repository, fetched: dict, configs: dict, missing=()) ->
         if manifest.kind == Kind.IMAGE:
             config = configs.get(manifest.config.digest) or ImageConfig()
             row.config_digest = manifest.config.digest
-            row.platform = config.platform or manifest.platform or row.platform
+            # An artifact runs nowhere (BuildKit's attestations say unknown/unknown).
+            row.platform = "" if row.artifact else (
+                config.platform or manifest.platform or row.platform)
             row.created = config.created
             distinct = {d.digest: d.size for d in manifest.stored_blobs}
             row.size = sum(distinct.values())

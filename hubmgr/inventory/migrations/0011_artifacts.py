@@ -18,21 +18,22 @@ ARTIFACT_CHOICES = [("signature", "Signature"), ("attestation", "Attestation"),
                     ("sbom", "SBOM"), ("chart", "Helm chart"), ("artifact", "Artifact")]
 FIELDS = {  # (model, name): (field, SQLite column definition)
     ("manifest", "artifact"): (
-        models.CharField(blank=True, choices=ARTIFACT_CHOICES, max_length=12, db_default=""),
+        models.CharField(blank=True, choices=ARTIFACT_CHOICES, max_length=12, default="",
+                         db_default=""),
         "varchar(12) NOT NULL DEFAULT ''"),
     ("manifest", "artifact_type"): (
-        models.CharField(blank=True, max_length=255, db_default=""),
+        models.CharField(blank=True, max_length=255, default="", db_default=""),
         "varchar(255) NOT NULL DEFAULT ''"),
     ("manifest", "tool"): (
-        models.CharField(blank=True, max_length=12, db_default=""),
+        models.CharField(blank=True, max_length=12, default="", db_default=""),
         "varchar(12) NOT NULL DEFAULT ''"),
     ("manifest", "subject"): (
-        models.CharField(blank=True, max_length=140, db_default=""),
+        models.CharField(blank=True, max_length=140, default="", db_default=""),
         "varchar(140) NOT NULL DEFAULT ''"),
     ("manifest", "referrers_list"): (
         models.BooleanField(default=False, db_default=False), "bool NOT NULL DEFAULT 0"),
     ("manifest", "predicates"): (
-        models.CharField(blank=True, max_length=500, db_default=""),
+        models.CharField(blank=True, max_length=500, default="", db_default=""),
         "varchar(500) NOT NULL DEFAULT ''"),
     ("manifest", "is_orphan"): (
         models.BooleanField(default=False, db_default=False), "bool NOT NULL DEFAULT 0"),
