@@ -5,6 +5,7 @@ import time
 
 from celery import group, shared_task
 from django.conf import settings
+from django.core.cache import cache
 from django.db.models import Q
 
 from hubmgr import celery_app
@@ -19,6 +20,8 @@ from .sync import runs as sync
 from .sync.crawl import Crawler
 
 log = logging.getLogger("hubmgr.tasks")
+# How long a registry's answer on the referrers API is remembered (an upgrade shows within it).
+REFERRERS_API_TTL = 3600
 
 
 def fetch_manifests(repository_id, digests):
@@ -32,12 +35,18 @@ def fetch_manifests(repository_id, digests):
         return 0
     client = client_for(repo.registry)
     crawler = Crawler(client, concurrency=4)
+    # Whether the registry has the referrers API, as an earlier task learned it: a registry
+    # without it is not asked again by every task (the crawl asks once otherwise).
+    api_key = f"referrers-api:{repo.registry_id}"
+    crawler.referrers_api = cache.get(api_key)
     try:
         known = set(repo.manifests.filter(fetched=True).values_list("digest", flat=True))
         result = crawler.crawl(repo.name, {}, known, sorted(wanted))
     finally:
         crawler.close()
         client.close()
+    if crawler.referrers_api is not None:
+        cache.set(api_key, crawler.referrers_api, REFERRERS_API_TTL)
     with writing(repo) as batch:
         batch.store_fetched(result.fetched, result.configs, result.missing)
     for problem in result.problems:

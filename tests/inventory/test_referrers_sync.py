@@ -84,6 +84,22 @@ def test_without_the_api_the_sync_asks_once_and_goes_on(fault_proxy, registry_cl
 
 
 @pytest.mark.django_db
+def test_fetch_tasks_remember_a_registry_without_the_api(fault_proxy, registry_client):
+    """Each notification's fetch task makes its own crawler: the first one's answer is kept
+    for the next (inventory.tasks.fetch_manifests)."""
+    from hubmgr.inventory.models import Repository
+    from hubmgr.inventory.registries import default_registry
+    from hubmgr.inventory.tasks import fetch_manifests
+
+    repo = Repository.objects.create(registry=default_registry(), name="plain/app")
+    for seed in ("a", "b"):
+        pushed = image(registry_client, "plain/app", seed=seed)
+        Manifest.objects.create(repository=repo, digest=pushed["digest"])
+        assert fetch_manifests(repo.pk, [pushed["digest"]]) == 1
+    assert fault_proxy.count("GET", r"/referrers/") == 1
+
+
+@pytest.mark.django_db
 def test_paged_referrers_are_all_found(proxied, referrers_proxy):
     subject = image(proxied, "paged/app", tag="v1")
     pushed = {push_referrer(proxied, "paged/app", subject, SPDX, f"sbom {n}".encode())["digest"]
