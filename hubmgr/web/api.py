@@ -111,14 +111,27 @@ def iso_time(value):
     return value.isoformat() if value else None
 
 
-def item_json(row, since, children=None):
+def item_json(row, since, children=None, attached=None):
     """An item; ``since`` is its registry's pulls_observed_since. stale is true, false, or
     null when hubmgr has not observed pulls long enough to tell (hubmgr.inventory.pulls.coverage);
-    never_pulled is true only when no pull of the item can have been missed."""
+    never_pulled is true only when no pull of the item can have been missed. ``artifact`` is
+    null for an image or image index, else what it is (kind: signature, attestation, sbom,
+    chart, artifact); ``subject`` the digest it belongs to; ``orphaned`` true when that is not
+    in the repository; ``attached`` the artifacts attached to it; ``foreign_size`` the bytes of
+    layers it lists that the registry does not store (not in ``size``)."""
+    info = row.artifact_info
     data = {
         "digest": row.digest,
         "media_type": row.media_type,
         "type": row.kind,
+        "artifact": {"kind": info.kind, "label": info.label,
+                     "media_type": info.media_type or None,
+                     "tool": info.tool or None, "predicates": list(info.predicates),
+                     "referrers_list": info.referrers_list}
+        if row.artifact or row.referrers_list else None,
+        "subject": row.subject or None,
+        "orphaned": row.is_orphan,
+        "foreign_size": row.foreign_size,
         "tags": row.tags,
         "platform": row.platform,
         "size": row.size,
@@ -134,6 +147,7 @@ def item_json(row, since, children=None):
         data["children"] = [item_json(c, since) for c in children or []]
     else:
         data["children"] = []
+    data["attached"] = [item_json(a, since) for a in attached or []]
     return data
 
 
@@ -153,7 +167,7 @@ def repositories(request):
 
 def repository_json(repo):
     return {"name": repo.name, "items": repo.item_count, "tagged": repo.tagged_count,
-            "indexes": repo.index_count, "size": repo.total_size,
+            "indexes": repo.index_count, "orphaned": repo.orphan_count, "size": repo.total_size,
             "last_pushed": iso_time(repo.last_pushed), "last_pulled": iso_time(repo.last_pulled),
             "last_synced": iso_time(repo.last_synced_at)}
 
@@ -168,6 +182,7 @@ def images(request, name):
         raise ApiError(str(exc)) from None
     page = queries.page(repo, state)
     kids = queries.children_of_many(repo, [r for r in page.rows if r.is_index])
+    attached = queries.attachments(repo, page.rows)
     since = repo.registry.pulls_observed_since
     # count is exact when count_exact is true; otherwise (a search matching more than
     # queries.COUNT_CAP items) it is that cap and there are more items, and more pages than
@@ -177,7 +192,8 @@ def images(request, name):
                          "next": _page_url(request, page, "next"),
                          "previous": _page_url(request, page, "previous"),
                          "pull_data_since": iso_time(since),
-                         "results": [item_json(r, since, kids.get(r.id)) for r in page.rows]})
+                         "results": [item_json(r, since, kids.get(r.id), attached.get(r.id))
+                                     for r in page.rows]})
 
 
 def _page_url(request, page, which):
