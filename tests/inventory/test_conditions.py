@@ -102,3 +102,31 @@ def test_the_timed_conditions_answer_alike_in_python_the_orm_and_sql(drawn, cuto
                   .values_list("pk", flat=True))
         assert python == orm, name
         assert by_derived_sql(*sql_form(cutoff)) == orm, name
+
+
+@pytest.mark.django_db
+@hsettings(max_examples=30, deadline=None, derandomize=True,
+           suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows, st.lists(st.booleans(), min_size=12, max_size=12), cutoffs)
+def test_orphaned_answers_alike_in_python_the_orm_and_sql(drawn, orphans, cutoff):
+    """Alone, and as the orphaned-artifacts rule composes it with older than."""
+    loaded = store(drawn)
+    for pk, orphan in zip(sorted(loaded), orphans):
+        loaded[pk].is_orphan = orphan
+        Manifest.objects.filter(pk=pk).update(is_orphan=orphan)
+    python = {pk for pk, m in loaded.items() if conditions.orphaned(m)}
+    orm = set(Manifest.objects.filter(conditions.orphaned_q()).values_list("pk", flat=True))
+    sql, params = conditions.orphaned_sql("m")
+    assert python == orm == {pk for pk, hit in by_sql(
+        f"CASE WHEN {sql} THEN 1 ELSE 0 END", params).items() if hit}
+    python = {pk for pk in python if conditions.older_than(loaded[pk], cutoff)}
+    orm = set(Manifest.objects.filter(conditions.orphaned_q() & conditions.older_than_q(cutoff))
+              .values_list("pk", flat=True))
+    older, older_params = TIMED["older_than"](cutoff)
+    seen, seen_params = conditions.seen_push_sql("m")
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT t.id FROM (SELECT m.id, {sql} AS orphan, {seen} AS seen, "
+                       "m.last_pushed AS pushed, m.first_seen "
+                       f"FROM {Manifest._meta.db_table} m) t WHERE t.orphan AND {older}",
+                       [*params, *seen_params, *older_params])
+        assert python == orm == {pk for (pk,) in cursor.fetchall()}

@@ -14,6 +14,9 @@ the forms equal on the same rows.
 - **Quiet since** a time: neither pulled nor seen pushed at or after it. Stale is this since
   the stale period's cutoff, where the pull window covers that period
   (``pulls.coverage.Coverage`` decides the window).
+- **Orphaned**: an artifact whose subject the repository does not hold (or whose chain of
+  subjects loops): ``Manifest.is_orphan``, which ``catalog/store.py`` sets. An orphan is a
+  top-level item; an artifact whose subject is there is attached (listed under it), never.
 
 The SQL forms of the last four take the SQL expressions of the row's values, so that a
 statement can give them computed ones (an index's last pull is the latest of its own and its
@@ -127,3 +130,17 @@ def quiet_since_q(cutoff, prefix="") -> Q:
 def quiet_since_sql(cutoff, seen, pushed, pulled) -> tuple[str, list]:
     return (f"(({pulled} IS NULL OR {pulled} < %s) AND NOT ({seen} AND {pushed} >= %s))",
             [_time(cutoff)] * 2)
+
+
+def orphaned(row) -> bool:
+    """An artifact whose subject is not in its repository."""
+    return bool(row.is_orphan)
+
+
+def orphaned_q(prefix="") -> Q:
+    return Q(**{f"{prefix}is_orphan": True})
+
+
+def orphaned_sql(m="m") -> tuple[str, list]:
+    """``orphaned_q`` as SQL over the manifest alias ``m`` (a boolean on both databases)."""
+    return f"({m}.is_orphan = %s)", [True]
