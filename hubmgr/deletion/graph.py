@@ -234,6 +234,15 @@ def _load(names, where, *params, tags=None) -> Graph:
         core)} - expanded
     load_ids(parents)
     load_children(parents)
+    # What a core artifact is attached to, where not loaded yet (an artifact that an index
+    # going with another subject lists, say): a kept one's reason names it, with its tags.
+    keys = {node.key for node in nodes.values()}
+    unnamed = [i for i in core if nodes[i].subject
+               and (nodes[i].repository, nodes[i].subject) not in keys]
+    if unnamed:
+        add(_select(f"SELECT {columns} FROM ({{}}) v CROSS JOIN {manifest_t} s "
+                    f"JOIN {manifest_t} m ON m.repository_id = s.repository_id "
+                    "AND m.digest = s.subject WHERE s.id = v.value", unnamed))
     for index_id, kids in children.items():
         nodes[index_id].children = tuple(nodes[c].key for c in kids)
     children.clear()
