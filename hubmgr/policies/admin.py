@@ -16,7 +16,7 @@ class CleanupPolicyAdmin(admin.ModelAdmin):
         (None, {"fields": ("name", "include", "exclude", "mode")}),
         ("Schedule", {"fields": ("schedule", "run_at", "weekday")}),
         ("Remove", {"fields": ("remove_tag_regex", "remove_tag_days", "remove_untagged_days",
-                               "remove_stale")}),
+                               "remove_stale", "remove_orphans_days")}),
         ("Keep (always wins)", {"fields": ("keep_last", "keep_tag_regex", "keep_pulled_days")}),
         ("Brake, per repository", {"fields": ("brake_share", "brake_count")}),
         ("History", {"fields": readonly_fields}),

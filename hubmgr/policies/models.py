@@ -69,6 +69,10 @@ class CleanupPolicy(models.Model):
                                            "(last push seen, else first seen).")
     remove_stale = models.BooleanField(default=False, help_text="Remove items that are Stale "
                                        "on evidence (never those whose state is unknown).")
+    remove_orphans_days = _days(help_text="Remove orphaned artifacts (signatures, "
+                                          "attestations, SBOMs... whose subject is gone) older "
+                                          "than this many days (last push seen, else first "
+                                          "seen).")
 
     # Keep rules: they always win.
     keep_last = models.PositiveIntegerField(
@@ -116,7 +120,7 @@ class CleanupPolicy(models.Model):
     @property
     def has_remove_rule(self):
         return bool(self.remove_tag_regex or self.remove_untagged_days is not None
-                    or self.remove_stale)
+                    or self.remove_stale or self.remove_orphans_days is not None)
 
     def covers(self):
         """A callable: repository name -> covered by this policy."""

@@ -3,10 +3,14 @@ keep rules protect. Plain functions over plain data, no I/O.
 
 - Only top-level items are considered. An index child goes with its index, through the
   deletion planner's cascade, never on its own. (The caller gives an index the latest pull of
-  it or its children as ``last_pulled``, and marks Stale from that.)
+  it or its children as ``last_pulled``, and marks Stale from that.) So does an artifact
+  attached to a subject in its repository (a signature, an attestation, an SBOM, a referrer):
+  it is judged with its subject, never on its own, and goes when its subject goes. An
+  orphaned artifact (its subject gone) is a top-level item like any other.
 - A push time counts only where a push was seen (a push event or an access log): an image's
   build time says nothing about when it was pushed.
 - Remove rules (the first that matches names the item's reason):
+  ``orphaned``: an orphaned artifact older than D days (by the push seen, else first seen);
   ``tag``: tagged, every tag matches the expression, and a push seen more than D days ago
   (no push seen: not selected; there is no evidence of its age);
   ``untagged``: untagged, and older than D days by the push seen, else by first seen;
@@ -24,6 +28,7 @@ from hubmgr.inventory.catalog import conditions
 from .patterns import tag_finder
 
 REMOVE_TAG, REMOVE_UNTAGGED, REMOVE_STALE = "tag", "untagged", "stale"
+REMOVE_ORPHANED = "orphaned"
 KEEP_LAST, KEEP_TAG, KEEP_PULLED = "last", "tag", "pulled"
 
 
@@ -39,6 +44,7 @@ class Item:
     first_seen: datetime | None = None
     last_pulled: datetime | None = None
     stale: bool | None = None
+    is_orphan: bool = False  # an artifact whose subject is gone (conditions.orphaned)
     pk: int | None = None  # its manifest's id, where it came from the database
 
     @property
@@ -62,6 +68,8 @@ def describe_remove(policy, rule):
                     f"than {policy.remove_tag_days} days ago",
         REMOVE_UNTAGGED: f"untagged for more than {policy.remove_untagged_days} days",
         REMOVE_STALE: "Stale (no pull or push seen in the stale period)",
+        REMOVE_ORPHANED: f"an orphaned artifact (its subject is gone) older than "
+                         f"{policy.remove_orphans_days} days",
     }[rule]
 
 
@@ -75,6 +83,9 @@ def describe_keep(policy, rule):
 
 def remove_rule(item: Item, policy, now: datetime, tag_regex=None):
     """The first remove rule that selects ``item``, or None."""
+    if (policy.remove_orphans_days is not None and conditions.orphaned(item)
+            and conditions.older_than(item, now - timedelta(days=policy.remove_orphans_days))):
+        return REMOVE_ORPHANED
     if item.tags:
         if policy.remove_tag_regex and policy.remove_tag_days is not None:
             found = tag_regex or tag_finder(policy.remove_tag_regex)

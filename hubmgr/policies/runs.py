@@ -43,7 +43,9 @@ log = logging.getLogger("hubmgr.policies")
 
 CASCADE_NOTE = ("Index children are never selected on their own: a child goes only with its "
                 "index, when no tag and no index outside the plan references it; anything a "
-                "kept index references is kept (the deletion planner's rule).")
+                "kept index references is kept (the deletion planner's rule). Nor are "
+                "artifacts attached to an item (signatures, attestations, SBOMs, referrers): "
+                "they go with it, and stay while it stays.")
 
 CHUNK = 500  # repositories whose candidates are loaded together
 GRAPH_ITEMS = 20_000  # selected items planned from one graph (load_graphs)
@@ -51,7 +53,7 @@ HEARTBEAT_SECONDS = 10
 ABANDONED_AFTER = timedelta(minutes=5)
 
 _ITEM_COLUMNS = ("digest", "kind", "tags_text", "last_pushed", "last_pushed_source",
-                 "first_seen", "last_pulled")
+                 "first_seen", "last_pulled", "is_orphan")
 
 
 def covered_repositories(policy, registry=None):
@@ -68,6 +70,9 @@ def candidates_q(policy, now, coverage) -> Q | None:
     rules), or None when no rule can select anything. The rules decide; this only spares
     loading the rest."""
     parts = []
+    if policy.remove_orphans_days is not None:
+        parts.append(conditions.orphaned_q() & conditions.older_than_q(
+            now - timedelta(days=policy.remove_orphans_days)))
     if policy.remove_tag_regex and policy.remove_tag_days is not None:
         parts.append(Q(is_tagged=True) & conditions.pushed_before_q(
             now - timedelta(days=policy.remove_tag_days)))
@@ -88,10 +93,10 @@ def load_chunk(policy, repos, now, coverage) -> dict:
         return {}
     items, indexes = defaultdict(list), {}
     rows = Manifest.objects.top_level().filter(repository_id__in=[r.pk for r in repos])
-    for pk, repo_id, digest, kind, tags, pushed, source, first_seen, pulled in _rows(
+    for pk, repo_id, digest, kind, tags, pushed, source, first_seen, pulled, orphan in _rows(
             rows.filter(where)):
         item = rules.Item(digest, kind, tuple(tags.split()) if tags else (), pushed, source,
-                          first_seen, pulled, pk=pk)
+                          first_seen, pulled, is_orphan=bool(orphan), pk=pk)
         items[repo_id].append(item)
         if kind == Kind.INDEX:
             indexes[pk] = item
@@ -310,6 +315,8 @@ def _report(policy, now, repos, reports) -> Report:
 
 def _rule_descriptions(policy):
     remove = {}
+    if policy.remove_orphans_days is not None:
+        remove[rules.REMOVE_ORPHANED] = rules.describe_remove(policy, rules.REMOVE_ORPHANED)
     if policy.remove_tag_regex and policy.remove_tag_days is not None:
         remove[rules.REMOVE_TAG] = rules.describe_remove(policy, rules.REMOVE_TAG)
     if policy.remove_untagged_days is not None:

@@ -38,6 +38,7 @@ POLICY = Schema({
     "remove_tag_days": Integer(0, MAX_DAYS),
     "remove_untagged_days": Integer(0, MAX_DAYS),
     "remove_stale": Boolean(),
+    "remove_orphans_days": Integer(0, MAX_DAYS),
     "keep_last": Integer(0, MAX_INT),
     "keep_tag_regex": Text(MAX_REGEX_LENGTH, null=True),
     "keep_pulled_days": Integer(0, MAX_DAYS),

@@ -36,6 +36,21 @@ def test_keep_rules_win_and_are_named():
                                 "pulled": ("tag", ["pulled"])}
 
 
+def test_an_orphaned_artifact_is_removed_by_its_own_rule_first_and_keep_rules_still_win():
+    p = policy(remove_orphans_days=7, remove_untagged_days=7, keep_pulled_days=3)
+    items = [item("orphan", pushed=10, orphan=True), item("young-orphan", pushed=2, orphan=True),
+             item("pulled-orphan", pushed=10, pulled=1, orphan=True),
+             item("untagged", pushed=10), item("by-build-time", pushed=10, orphan=True,
+                                                 source="image_created", first_seen=1)]
+    result = rules.evaluate(items, p, NOW)
+    assert result.selected == {"orphan": "orphaned", "untagged": "untagged"}
+    assert result.protected == {"pulled-orphan": ("orphaned", ["pulled"])}
+    p.remove_untagged_days = None
+    assert rules.evaluate([item("tagged-orphan", ["dev-x"], pushed=10, orphan=True),
+                           item("tagged", ["dev-y"], pushed=10)], p, NOW).selected == {
+        "tagged-orphan": "orphaned"}
+
+
 @st.composite
 def item_lists(draw):
     items = []
@@ -46,7 +61,8 @@ def item_lists(draw):
                           source=draw(st.sampled_from(["push_event", "access_log",
                                                        "image_created"])),
                           first_seen=draw(st.integers(0, 90)), pulled=draw(days),
-                          stale=draw(st.sampled_from([None, False, True]))))
+                          stale=draw(st.sampled_from([None, False, True])),
+                          orphan=draw(st.integers(0, 3)) == 0))
     return items
 
 

@@ -32,9 +32,9 @@ def at(days):
 
 
 def item(name, tags=(), pushed=None, source="push_event", first_seen=0, pulled=None,
-         stale=None):
+         stale=None, orphan=False):
     return rules.Item(name, "image", tuple(tags), at(pushed), source if pushed is not None
-                      else "", at(first_seen), at(pulled), stale)
+                      else "", at(first_seen), at(pulled), stale, is_orphan=orphan)
 
 
 def brute_force(items, p, now):
@@ -51,7 +51,10 @@ def brute_force(items, p, now):
     selected, kept = {}, set()
     for i in items:
         rule = None
-        if (i.tags and p.remove_tag_regex and older(seen(i), p.remove_tag_days)
+        if (p.remove_orphans_days is not None and i.is_orphan
+                and older(known_since(i), p.remove_orphans_days)):
+            rule = "orphaned"
+        elif (i.tags and p.remove_tag_regex and older(seen(i), p.remove_tag_days)
                 and all(compile_regex(p.remove_tag_regex).search(t) for t in i.tags)):
             rule = "tag"
         elif not i.tags and p.remove_untagged_days is not None and older(
@@ -85,6 +88,7 @@ def policies(draw):
         remove_tag_regex=draw(st.sampled_from(["", "^build-", "dev|build", "."])),
         remove_tag_days=draw(st.integers(0, 60)),
         remove_untagged_days=draw(days), remove_stale=draw(st.booleans()),
+        remove_orphans_days=draw(days),
         keep_last=draw(st.one_of(st.none(), st.integers(0, 4))),
         keep_tag_regex=draw(st.sampled_from(["", RELEASE, "^build-2$"])),
         keep_pulled_days=draw(days))
