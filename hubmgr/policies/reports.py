@@ -4,6 +4,7 @@ bounded form that the API and the pages show."""
 
 from typing import NotRequired, TypedDict
 
+from hubmgr.deletion.planner import ATTACHED, CHILD
 from hubmgr.deletion.shapes import KeptItem, PlanItem
 
 # A report as shown lists at most this many items of each kind per repository, and this many
@@ -11,6 +12,10 @@ from hubmgr.deletion.shapes import KeptItem, PlanItem
 MAX_LISTED_ITEMS = 100
 MAX_LISTED_REPOSITORIES = 200
 LISTS = ("going", "protected", "kept", "unread")
+# Why an item no rule selected goes (a going item's "reason"), in words: the pages and the
+# cleanup command say these.
+CASCADED = {CHILD: "an unreferenced child of an index that goes",
+            ATTACHED: "attached to an item that goes"}
 
 
 class GoingItem(PlanItem):

@@ -14,10 +14,15 @@ The rules, as ``rules`` states them (first remove rule wins; any keep rule wins 
 tag expression is tested in Python, once per distinct tag list, and the lists that match go
 back to the database in a table. The planner's rules, as ``deletion.planner`` states them:
 - going: the selected items, and to a fixpoint the untagged children of going indexes whose
-  every parent index is going;
-- blocked: a selected item that an index outside the going set references is kept, and the
-  going set is made again without it;
+  every parent index is going and that are attached to nothing, and what is attached to going
+  items (signatures, attestations, SBOMs, referrers, referrers lists: rows of the same
+  repository whose subject is a going item's digest, not orphaned), whatever their tags;
+- blocked: a selected or attached item that an index outside the going set references is
+  kept, and so is an attached referrers list that lists something that stays; the going set
+  is made again without them;
 - kept: the blocked items, and the children of going indexes that do not go;
+- the deletion order: indexes, then images, each by digest, but an item after the going
+  indexes that list it and after the going item it is attached to;
 - freed: a manifest's own blob when no other repository of the registry has its digest; a
   layer or config when every manifest referencing it is going in the same repository's plan.
   The inventory keeps both counts (``Manifest.digest_repositories``, ``Blob.manifest_count``),
@@ -34,20 +39,23 @@ from django.db import connection, transaction
 
 from hubmgr.deletion.graph import values_subquery
 from hubmgr.deletion.planner import (
-    CHILD, SELECTED, Graph, Node, blocked_reason, delete_order, own_tags_reason,
-    shared_child_reason)
+    ATTACHED, CHILD, SELECTED, Graph, Node, blocked_reason, delete_order, own_tags_reason,
+    shared_child_reason, staying_entries_reason, subject_stays_reason)
 from hubmgr.inventory.catalog.conditions import (
-    age_from_sql, older_than_sql, pulled_since_sql, pushed_before_sql, quiet_since_sql,
-    seen_push_sql)
+    age_from_sql, older_than_sql, orphaned_sql, pulled_since_sql, pushed_before_sql,
+    quiet_since_sql, seen_push_sql)
 from hubmgr.inventory.models import Blob, IndexChild, Kind, Manifest, ManifestBlob
+from hubmgr.registry.artifacts import Artifact
 
 from . import rules
 from .patterns import tag_finder
 from .reports import GoingItem, KeptEntry, ProtectedItem, RepositoryReport
 
-REMOVE_CODES = {1: rules.REMOVE_TAG, 2: rules.REMOVE_UNTAGGED, 3: rules.REMOVE_STALE}
+REMOVE_CODES = {1: rules.REMOVE_TAG, 2: rules.REMOVE_UNTAGGED, 3: rules.REMOVE_STALE,
+                4: rules.REMOVE_ORPHANED}
 KEEP_BITS = ((1, rules.KEEP_LAST), (2, rules.KEEP_TAG), (4, rules.KEEP_PULLED))
-REASONS = {0: SELECTED, 1: CHILD}
+REASONS = {0: SELECTED, 1: CHILD, 2: ATTACHED}
+REASON_CODES = {reason: code for code, reason in REASONS.items()}
 
 BLOCKED = 8  # a bit of ``keeps`` beside KEEP_BITS: selected, and kept by the planner
 
@@ -152,7 +160,8 @@ def evaluate(policy, repos, now, coverage, limit) -> dict:
     seen, seen_params = seen_push_sql("m")
     remove_tag = bool(policy.remove_tag_regex and policy.remove_tag_days is not None)
     stale = bool(policy.remove_stale and coverage.decides_stale)
-    if not (remove_tag or policy.remove_untagged_days is not None or stale):
+    if not (remove_tag or policy.remove_untagged_days is not None or stale
+            or policy.remove_orphans_days is not None):
         return {}
     by_id = {repo.pk: repo for repo in repos}
     with _tables() as cursor:
@@ -161,8 +170,8 @@ def evaluate(policy, repos, now, coverage, limit) -> dict:
             _match_tags(cursor, policy, remove_tag)
         _select_items(cursor, policy, now, coverage, seen, seen_params, remove_tag, stale)
         _analyze(cursor, "hm_item")
-        cascade(cursor)
-        return _reports(cursor, policy, by_id, limit)
+        staying = cascade(cursor)
+        return _reports(cursor, policy, by_id, limit, staying)
 
 
 def _match_tags(cursor, policy, remove_tag):
@@ -196,6 +205,11 @@ def _select_items(cursor, policy, now, coverage, seen, seen_params, remove_tag, 
     pulled = ("(CASE WHEN t.child_pulled IS NULL THEN t.own_pulled WHEN t.own_pulled IS NULL "
               "OR t.child_pulled > t.own_pulled THEN t.child_pulled ELSE t.own_pulled END)")
     whens, params = [], []
+    if policy.remove_orphans_days is not None:
+        sql, cutoff = older_than_sql(now - timedelta(days=policy.remove_orphans_days),
+                                     "t.seen", "t.pushed", "t.first_seen")
+        whens.append(f"WHEN t.orphan AND {sql} THEN 4")
+        params += cutoff
     if remove_tag:
         sql, cutoff = pushed_before_sql(now - timedelta(days=policy.remove_tag_days),
                                         "t.seen", "t.pushed")
@@ -226,6 +240,7 @@ def _select_items(cursor, policy, now, coverage, seen, seen_params, remove_tag, 
         sql, since = pulled_since_sql(now - timedelta(days=policy.keep_pulled_days), pulled)
         keeps.append(f"CASE WHEN {sql} THEN 4 ELSE 0 END")
         params += since
+    orphan, orphan_params = orphaned_sql("m")
     cursor.execute(_q(
         f"CREATE {_work_kind()} TABLE hm_item AS SELECT CAST(id AS bigint) AS id, "
         "CAST(repo AS bigint) AS repo, "
@@ -235,7 +250,7 @@ def _select_items(cursor, policy, now, coverage, seen, seen_params, remove_tag, 
         f"SELECT t.id, t.repo, t.is_index, t.unread, t.own, CASE {' '.join(whens)} END "
         f"AS rule, {' + '.join(keeps)} AS keeps FROM ("
         "SELECT m.id, m.repository_id AS repo, CASE WHEN m.kind = %s THEN 1 ELSE 0 END "
-        f"AS is_index, m.is_tagged AS tagged, {seen} AS seen, "
+        f"AS is_index, m.is_tagged AS tagged, {seen} AS seen, {orphan} AS orphan, "
         "m.last_pushed AS pushed, m.first_seen, m.last_pulled AS own_pulled, "
         f"{child_pulled} AS child_pulled, rm.v IS NOT NULL AS rm, kp.v IS NOT NULL AS kp, "
         f"{newest} AS newest, {_UNREAD.format(m='m')} AS unread, "
@@ -243,57 +258,94 @@ def _select_items(cursor, policy, now, coverage, seen, seen_params, remove_tag, 
         "FROM hm_scope s CROSS JOIN {m} m LEFT JOIN hm_rm rm ON rm.v = m.tags_text "
         f"LEFT JOIN hm_kp kp ON kp.v = m.tags_text {newest_join} "
         "WHERE m.repository_id = s.id AND m.is_top_level) t) u WHERE rule IS NOT NULL"),
-        [*params, Kind.INDEX.value, *seen_params, *([Kind.INDEX.value] if pulls else []),
+        [*params, Kind.INDEX.value, *seen_params, *orphan_params,
+         *([Kind.INDEX.value] if pulls else []),
          *newest_params])
     item = _names.get()["hm_item"]
     cursor.execute(f"CREATE UNIQUE INDEX {item}_id ON {item} (id)")
 
 
 _NOT_GOING = "NOT EXISTS (SELECT 1 FROM hm_item y WHERE y.id = {} AND y.keeps = 0)"
+# Attached to a subject in its repository (``Manifest.is_attached``): it goes with its subject
+# only, never as an index's child.
+_ATTACHED = "({m}.subject <> '' AND NOT {m}.is_orphan)"
+# A row of hm_item made by the cascade (columns in hm_item's order), of the manifest ``a``.
+_CASCADED = ("{a}.id, {a}.repository_id AS repo, 0 AS rule, 0 AS keeps, {reason} AS reason, "
+             "CAST(%s AS integer) AS round, CASE WHEN {a}.kind = %s THEN 1 ELSE 0 END "
+             "AS is_index, " + _UNREAD.replace("{m}", "{a}") + " AS unread, "
+             + _OWN.replace("{m}", "{a}") + " AS own")
 
 
-def cascade(cursor):
-    """The cascade and the blocked items in hm_item, as the planner makes its going set."""
-    cursor.execute(_q("SELECT 1 FROM hm_item i JOIN {ic} p ON p.child_id = i.id "
-                      "WHERE i.keeps = 0 LIMIT 1"))
-    may_block = cursor.fetchone() is not None  # a selected item an index references
+# The referrers lists going with their subject (or as an index's child).
+_GOING_LISTS = ("(SELECT g.id FROM hm_item g JOIN {m} m ON m.id = g.id WHERE g.keeps = 0 "
+                "AND g.reason <> 0 AND m.referrers_list)")
+
+
+def cascade(cursor) -> dict:
+    """The cascade and the blocked items in hm_item, as the planner makes its going set:
+    round by round, the untagged children of the indexes that went in the round before
+    whose every parent index goes, and the artifacts attached to what went in the round
+    before (to any depth: a signature of an attestation). Returns {id of a kept referrers
+    list: the digests it lists that stay, in its order}."""
+    may_block, staying = None, {}
     while True:
         round_ = 0
-        while True:  # untagged children whose parents all go, down to any depth
+        while True:
             round_ += 1
             # Made as a table first, since PostgreSQL runs a CREATE TABLE AS in parallel and
-            # an INSERT never; from the indexes that went last round, and only then without
+            # an INSERT never; from the rows that went last round, and only then without
             # what hm_item holds (the fence, OFFSET 0: PostgreSQL misjudged that anti-join
             # and planned every IndexChild row through it).
             cursor.execute(_q(
-                f"CREATE {_work_kind()} TABLE hm_round AS SELECT * FROM ("
-                "SELECT DISTINCT c.child_id AS id, cm.repository_id AS repo, 0 AS rule, "
-                "0 AS keeps, 1 AS reason, CAST(%s AS integer) AS round, "
-                "CASE WHEN cm.kind = %s THEN 1 ELSE 0 END AS is_index, "
-                f"{_UNREAD.format(m='cm')} AS unread, {_OWN.format(m='cm')} AS own "
-                "FROM hm_item g JOIN {ic} c ON c.index_id = g.id "
+                f"CREATE {_work_kind()} TABLE hm_round AS SELECT * FROM (SELECT * FROM ("
+                "SELECT DISTINCT " + _CASCADED.format(a="cm", reason=REASON_CODES[CHILD])
+                + " FROM hm_item g JOIN {ic} c ON c.index_id = g.id "
                 "JOIN {m} cm ON cm.id = c.child_id "
                 "WHERE g.round = %s AND g.keeps = 0 AND g.is_index = 1 AND NOT cm.is_tagged "
+                f"AND NOT {_ATTACHED.format(m='cm')} "
                 "AND NOT EXISTS (SELECT 1 FROM {ic} p WHERE p.child_id = c.child_id AND "
-                + _NOT_GOING.format("p.index_id") + f") {_fence()}) x "
+                + _NOT_GOING.format("p.index_id") + f") {_fence()}) children UNION ALL "
+                "SELECT * FROM (SELECT " + _CASCADED.format(a="a", reason=REASON_CODES[ATTACHED])
+                + " FROM hm_item g JOIN {m} gm ON gm.id = g.id "
+                "JOIN {m} a ON a.repository_id = gm.repository_id AND a.subject = gm.digest "
+                f"WHERE g.round = %s AND g.keeps = 0 AND a.subject <> '' AND NOT a.is_orphan "
+                f"{_fence()}) attached) x "
                 "WHERE NOT EXISTS (SELECT 1 FROM hm_item y WHERE y.id = x.id)"),
-                [round_, Kind.INDEX.value, round_ - 1])
+                [round_, Kind.INDEX.value, round_ - 1, round_, Kind.INDEX.value, round_ - 1])
             cursor.execute(_q("INSERT INTO hm_item SELECT * FROM hm_round"))
             added = cursor.rowcount
             cursor.execute(_q("DROP TABLE hm_round"))
             if added <= 0:
                 break
+        if may_block is None:  # a selected or attached row an index lists; a referrers list
+            cursor.execute(_q(
+                "SELECT 1 FROM hm_item i JOIN {ic} p ON p.child_id = i.id WHERE i.keeps = 0 "
+                f"AND i.reason <> {REASON_CODES[CHILD]} UNION ALL SELECT 1 FROM hm_item i "
+                "JOIN {m} m ON m.id = i.id WHERE i.keeps = 0 AND i.reason <> 0 "
+                "AND m.referrers_list"))
+            may_block = cursor.fetchone() is not None
         if not may_block:
-            return
-        # A selected item that an index outside the going set references is kept, and the
-        # cascade is made again without it.
+            return staying
+        # A referrers list that goes with its subject but lists something that stays is kept,
+        # and what it lists that stays is named (as found the first time).
+        for list_id, digest in _rows(cursor, (
+                "SELECT c.index_id, cm.digest FROM {ic} c JOIN {m} cm ON cm.id = c.child_id "
+                f"WHERE c.index_id IN {_GOING_LISTS} AND " + _NOT_GOING.format("c.child_id")
+                + " ORDER BY c.index_id, c.id")):
+            staying.setdefault(list_id, []).append(digest)
+        # A selected or attached row that an index outside the going set references is kept
+        # (a child joins only when all its parents go), and so is such a referrers list; the
+        # cascade is made again without them. A kept row stays in hm_item, so that no round
+        # takes it again.
         cursor.execute(_q(
-            f"UPDATE hm_item SET keeps = {BLOCKED} WHERE reason = 0 AND keeps = 0 AND EXISTS "
-            "(SELECT 1 FROM {ic} p WHERE p.child_id = hm_item.id AND "
-            + _NOT_GOING.format("p.index_id") + ")"))
+            f"UPDATE hm_item SET keeps = {BLOCKED} WHERE keeps = 0 AND (("
+            f"reason <> {REASON_CODES[CHILD]} AND EXISTS (SELECT 1 FROM {{ic}} p "
+            "WHERE p.child_id = hm_item.id AND " + _NOT_GOING.format("p.index_id") + ")) "
+            f"OR id IN (SELECT c.index_id FROM {{ic}} c WHERE c.index_id IN {_GOING_LISTS} "
+            "AND " + _NOT_GOING.format("c.child_id") + "))"))
         if cursor.rowcount <= 0:
-            return
-        cursor.execute(_q("DELETE FROM hm_item WHERE reason = 1"))
+            return staying
+        cursor.execute(_q("DELETE FROM hm_item WHERE reason <> 0 AND keeps = 0"))
 
 
 def _fence():
@@ -307,7 +359,7 @@ def _per_repo(cursor, sql, params=()):
     return {row[0]: row[1:] for row in cursor.fetchall()}
 
 
-def _reports(cursor, policy, by_id, limit) -> dict[int, RepositoryReport]:
+def _reports(cursor, policy, by_id, limit, staying) -> dict[int, RepositoryReport]:
     # Of each repository: selected (going or blocked) and protected items; going items, those
     # selected, unread ones and the bytes of their own that they free.
     counted = _per_repo(cursor, (
@@ -327,8 +379,8 @@ def _reports(cursor, policy, by_id, limit) -> dict[int, RepositoryReport]:
     totals = _per_repo(cursor, f"SELECT m.repository_id, COUNT(*) FROM ({subquery}) v "
                                "CROSS JOIN {m} m WHERE m.repository_id = v.value "
                                "AND m.is_top_level GROUP BY m.repository_id", [param])
-    unread = any(row[2] for row in going.values())
-    lists = _lists(cursor, limit, unread) if limit else {}
+    unread = {repo_id: int(row[2] or 0) for repo_id, row in going.items()}
+    lists = _lists(cursor, limit, unread, staying) if limit else {}
     kept = ({repo_id: (listed["kept_count"],) for repo_id, listed in lists.items()
              if "kept_count" in listed} if limit else
             _per_repo(cursor, "SELECT repo, COUNT(*) FROM (" + _KEPT + ") k GROUP BY repo"))
@@ -380,9 +432,10 @@ _FREED_BLOBS = (
     ") u GROUP BY repo")
 
 
-def _lists(cursor, limit, unread) -> dict:
+def _lists(cursor, limit, unread, staying) -> dict:
     """{repository id: {"going", "protected", "kept", "unread": the first ``limit`` entries,
-    in the planner's order}}. ``unread``: whether any going item is unread."""
+    in the planner's order}}. ``unread``: {repository id: how many of its going items are
+    unread}; ``staying``: what ``cascade`` found each kept referrers list to list that stays."""
     lists = {}
     cursor.execute(_q(
         "SELECT repo, digest, tags_text, rule, keeps FROM (SELECT i.repo, m.digest, "
@@ -399,68 +452,131 @@ def _lists(cursor, limit, unread) -> dict:
         positions = {row[0]: n for n, row in enumerate(rows)}
         digests = {row[0]: row[1] for row in rows}
         entries = lists.setdefault(repo_id, {})["going"] = []
-        for manifest_id, digest, kind, tags, size, reason, rule, fetched in rows[:limit]:
+        for row in rows[:limit]:
+            manifest_id, digest, kind, tags, size, reason, rule = row[:7]
             of = parents.get(manifest_id, ())  # in the order of the plan
-            entries.append(GoingItem(
+            entry = GoingItem(
                 digest=digest, type=kind, tags=tags.split(), size=size,
                 reason=REASONS[reason],
                 parents=[digests[p] for p in (sorted(of, key=positions.get)
                                               if len(of) > 1 else of)],
-                rule=REMOVE_CODES[rule] if reason == 0 else None))
+                rule=REMOVE_CODES[rule] if reason == 0 else None)
+            _describe(entry, row)
+            entries.append(entry)
         lists[repo_id]["unread"] = [row[1] for row in rows if not row[7]][:limit]
-    for repo_id, (entries, count) in _kept_rows(cursor, limit).items():
+    for repo_id, (entries, count) in _kept_rows(cursor, limit, staying).items():
         lists.setdefault(repo_id, {}).update(kept=entries, kept_count=count)
     return lists
 
 
+# A going row's columns (after its repository's id): what a report lists of it, then what
+# says what it is (as the deletion graph reads them) and, for the order, what it is attached to.
+_GOING_COLUMNS = ("g.id, m.digest, m.kind, m.tags_text, m.size, g.reason, g.rule, m.fetched, "
+                  "m.artifact, m.artifact_type, m.tool, m.subject, m.referrers_list, "
+                  "m.is_orphan")
+
+
+def _describe(entry, row):
+    """What ``actions.plan_data`` adds to a going item: what an artifact (or a referrers list)
+    is and who made it, and what an attached one goes with."""
+    kind, artifact, artifact_type, tool, subject, listed = (row[2], *row[8:13])
+    if artifact or listed:
+        entry["artifact"] = Artifact(artifact or kind, artifact_type, tool, subject,
+                                     bool(listed)).label
+        entry["tool"] = tool
+    if REASONS[row[5]] == ATTACHED:
+        entry["subject"] = subject
+
+
 def _going_rows(cursor, limit, unread) -> dict:
-    """{repository id: its going rows (id, digest, kind, tags, size, reason, rule, fetched) in
-    the planner's deletion order}: the first ``limit``, and as many more unread rows as the
-    unread list needs. The order is indexes, then images, each by digest, except that an index
-    comes after the going indexes that reference it: where one does (indexes of indexes),
-    that repository's going rows are ordered by the planner's own ``delete_order``."""
-    nested = set(r for (r,) in _rows(cursor, (
+    """{repository id: its going rows (``_GOING_COLUMNS``) in the planner's deletion order}:
+    the first ``limit``, and as many more as the unread list needs. The order is indexes, then
+    images, each by digest, except that a row comes after the going indexes that list it and
+    after the going item it is attached to (``planner.delete_order``): where one of these
+    sorts after it (indexes of indexes, an artifact whose digest sorts before its subject's),
+    the order is the planner's own, over the first rows and what comes before them."""
+    reordered = set(r for (r,) in _rows(cursor, (
         "SELECT DISTINCT g.repo FROM hm_item g JOIN {ic} c ON c.child_id = g.id "
         "JOIN hm_item p ON p.id = c.index_id "
-        "WHERE g.is_index = 1 AND g.keeps = 0 AND p.keeps = 0")))
-    columns = "g.id, m.digest, m.kind, m.tags_text, m.size, g.reason, g.rule, m.fetched"
+        "WHERE g.is_index = 1 AND g.keeps = 0 AND p.keeps = 0 UNION "
+        "SELECT DISTINCT g.repo FROM hm_item g JOIN {m} gm ON gm.id = g.id "
+        "JOIN {m} sm ON sm.repository_id = gm.repository_id AND sm.digest = gm.subject "
+        "JOIN hm_item s ON s.id = sm.id "
+        f"WHERE g.reason = {REASON_CODES[ATTACHED]} AND g.keeps = 0 AND s.keeps = 0 AND "
+        "(g.is_index > s.is_index OR (g.is_index = s.is_index AND sm.digest{C} > gm.digest))")))
     source = "FROM hm_item g JOIN {m} m ON m.id = g.id"
     found = {}
     # The first ``limit`` of each repository, and its first ``limit`` unread ones.
-    for where in (("WHERE g.keeps = 0", "WHERE g.keeps = 0 AND g.unread = 1") if unread
-                  else ("WHERE g.keeps = 0",)):
+    for where in (("WHERE g.keeps = 0", "WHERE g.keeps = 0 AND g.unread = 1")
+                  if any(unread.values()) else ("WHERE g.keeps = 0",)):
         for row in _rows(cursor, (
-                f"SELECT * FROM (SELECT g.repo, {columns}, ROW_NUMBER() OVER (PARTITION BY "
-                f"g.repo ORDER BY g.is_index DESC, m.digest{{C}}) AS n {source} {where}) t "
-                "WHERE n <= %s ORDER BY repo, n"), [limit]):
-            if row[0] not in nested:
-                found.setdefault(row[0], {})[row[1]] = row[1:9]
+                f"SELECT * FROM (SELECT g.repo, {_GOING_COLUMNS}, ROW_NUMBER() OVER "
+                f"(PARTITION BY g.repo ORDER BY g.is_index DESC, m.digest{{C}}) AS n {source} "
+                f"{where}) t WHERE n <= %s ORDER BY repo, n"), [limit]):
+            if row[0] not in reordered or "unread" not in where:
+                found.setdefault(row[0], {})[row[1]] = row[1:-1]
     ordered = {}
     for repo_id, rows in found.items():
-        ordered[repo_id] = sorted(rows.values(), key=lambda r: (r[2] != Kind.INDEX, r[1]))
-    if nested:
-        subquery, param = values_subquery(sorted(nested), "bigint")
-        rows = {}
-        for row in _rows(cursor, f"SELECT g.repo, {columns} {source} JOIN ({subquery}) v "
-                                 "ON v.value = g.repo WHERE g.keeps = 0", [param]):
-            rows.setdefault(row[0], []).append(row[1:9])
-        for repo_id, repo_rows in rows.items():
-            ordered[repo_id] = _delete_order(cursor, repo_rows)
+        if repo_id not in reordered:
+            ordered[repo_id] = sorted(rows.values(), key=lambda r: (r[2] != Kind.INDEX, r[1]))
+    if reordered:
+        prefixes = _delete_order(cursor, {r: found.get(r, {}) for r in reordered})
+        whole = []  # where the prefix holds fewer unread rows than the unread list needs
+        for repo_id, rows in prefixes.items():
+            if sum(not row[7] for row in rows) < min(limit, unread.get(repo_id, 0)):
+                whole.append(repo_id)
+            else:
+                ordered[repo_id] = rows
+        if whole:
+            subquery, param = values_subquery(sorted(whole), "bigint")
+            rows = {}
+            for row in _rows(cursor, f"SELECT g.repo, {_GOING_COLUMNS} {source} JOIN "
+                                     f"({subquery}) v ON v.value = g.repo WHERE g.keeps = 0",
+                             [param]):
+                rows.setdefault(row[0], {})[row[1]] = row[1:]
+            ordered.update(_delete_order(cursor, rows))
     return ordered
 
 
-def _delete_order(cursor, rows):
-    """``rows`` of one repository in the order ``planner.delete_order`` gives them."""
-    by_id = {row[0]: row for row in rows}
-    children = {}
-    for child, parents in _going_parents(cursor, list(by_id)).items():
-        for parent in parents:
-            children.setdefault(parent, []).append(("", by_id[child][1]))
-    graph = Graph({("", row[1]): Node(key=("", row[1]), kind=row[2],
-                                      children=tuple(children.get(row[0], ())))
-                   for row in rows}, {})
-    by_digest = {row[1]: row for row in rows}
-    return [by_digest[key[1]] for key in delete_order(graph, graph.nodes)]
+def _delete_order(cursor, rows) -> dict:
+    """{repository id: its going rows in the order ``planner.delete_order`` gives them}, from
+    ``rows`` ({repository id: {id: row}}: its first rows in sorted order, or all of them) and
+    the going rows that come before them (the going indexes that list them and the going items
+    they are attached to, to any depth): a prefix of the plan's order with every given row."""
+    rows = {repo_id: dict(found) for repo_id, found in rows.items()}
+    todo = [i for found in rows.values() for i in found]
+    while todo:
+        subquery, param = values_subquery(todo, "bigint")
+        above = [i for (i,) in _rows(cursor, (
+            f"SELECT c.index_id FROM ({subquery}) v CROSS JOIN {{ic}} c "
+            "JOIN hm_item p ON p.id = c.index_id WHERE c.child_id = v.value AND p.keeps = 0 "
+            f"UNION SELECT s.id FROM ({subquery}) v CROSS JOIN {{m}} gm "
+            "JOIN {m} sm ON sm.repository_id = gm.repository_id AND sm.digest = gm.subject "
+            "JOIN hm_item s ON s.id = sm.id WHERE gm.id = v.value AND gm.subject <> '' "
+            "AND NOT gm.is_orphan AND s.keeps = 0"), [param, param])]
+        known = {i for found in rows.values() for i in found}
+        todo = sorted(set(above) - known)
+        if todo:
+            subquery, param = values_subquery(todo, "bigint")
+            for row in _rows(cursor, f"SELECT g.repo, {_GOING_COLUMNS} FROM ({subquery}) v "
+                                     "CROSS JOIN hm_item g JOIN {m} m ON m.id = g.id "
+                                     "WHERE g.id = v.value", [param]):
+                rows.setdefault(row[0], {})[row[1]] = row[1:]
+    parents = _going_parents(cursor, [i for found in rows.values() for i in found])
+    ordered = {}
+    for repo_id, found in rows.items():
+        children = {}
+        for child in found:
+            for parent in parents.get(child, ()):
+                children.setdefault(parent, []).append(("", found[child][1]))
+        digests = {row[1] for row in found.values()}
+        graph = Graph({("", row[1]): Node(
+            key=("", row[1]), kind=row[2], children=tuple(children.get(row[0], ())),
+            subject=row[11] if row[11] in digests and not row[13] else "")
+            for row in found.values()}, {})
+        by_digest = {row[1]: row for row in found.values()}
+        ordered[repo_id] = [by_digest[key[1]] for key in delete_order(graph, graph.nodes)]
+    return ordered
 
 
 def _going_parents(cursor, ids) -> dict:
@@ -476,16 +592,20 @@ def _going_parents(cursor, ids) -> dict:
     return parents
 
 
-def _kept_rows(cursor, limit) -> dict:
+def _kept_rows(cursor, limit, staying) -> dict:
     """{repository id: (the first ``limit`` kept entries by digest, each with the planner's
     reason; how many are kept in all)}."""
     rows = _rows(cursor, (
         "SELECT k.repo, k.id, m.digest, m.tags_text, EXISTS (SELECT 1 FROM hm_item b "
-        f"WHERE b.id = k.id AND b.keeps = {BLOCKED}), k.total FROM (SELECT repo, id, "
+        f"WHERE b.id = k.id AND b.keeps = {BLOCKED}), k.total, sm.digest, sm.tags_text "
+        "FROM (SELECT repo, id, "
         "ROW_NUMBER() OVER (PARTITION BY repo ORDER BY digest{C}) AS n, COUNT(*) OVER "
         "(PARTITION BY repo) AS total FROM (SELECT u.repo, u.id, m.digest "
         "FROM (" + _KEPT + ") u "
-        "JOIN {m} m ON m.id = u.id) w) k JOIN {m} m ON m.id = k.id WHERE k.n <= %s "
+        "JOIN {m} m ON m.id = u.id) w) k JOIN {m} m ON m.id = k.id "
+        # What it is attached to (not an orphan's subject: that is not in the repository).
+        "LEFT JOIN {m} sm ON sm.repository_id = m.repository_id AND sm.digest = m.subject "
+        "AND m.subject <> '' AND NOT m.is_orphan WHERE k.n <= %s "
         "ORDER BY k.repo, m.digest{C}"), [limit])
     if not rows:
         return {}
@@ -498,14 +618,17 @@ def _kept_rows(cursor, limit) -> dict:
             + _NOT_GOING.format("c.index_id") + " ORDER BY m.digest{C}"), [param]):
         outside.setdefault(child, []).append((digest, tags.split()))
     kept = {}
-    for repo_id, manifest_id, digest, tags, blocked, total in rows:
+    for repo_id, manifest_id, digest, tags, blocked, total, subject, subject_tags in rows:
         tags, indexes = tags.split(), outside.get(manifest_id, [])
         if blocked:
-            reason = blocked_reason(indexes)
+            reason = (blocked_reason(indexes) if indexes
+                      else staying_entries_reason(staying[manifest_id]))
         elif tags:
             reason = own_tags_reason(tags)
-        else:
+        elif indexes or subject is None:
             reason = shared_child_reason(indexes)
+        else:
+            reason = subject_stays_reason((subject, tuple(subject_tags.split())))
         kept.setdefault(repo_id, ([], total))[0].append(
             KeptEntry(digest=digest, reason=reason, tags=tags))
     return kept

@@ -44,7 +44,8 @@ def present_report(report) -> dict:
         for key in reports.LISTS:
             entry[f"{key}_more"] = entry[f"{key}_count"] - len(entry.get(key) or [])
         for item in entry["going"]:
-            item["rule_text"] = remove.get(item.get("rule")) or ""
+            item["rule_text"] = (remove.get(item.get("rule"))
+                                 or reports.CASCADED.get(item.get("reason")) or "")
             item["size_text"] = human_size(item.get("size") or 0)
         for item in entry["protected"]:
             item["keep_text"] = "; ".join(keep.get(k, k) for k in item["keep"])

@@ -10,13 +10,14 @@ from django.conf import settings
 from django.db import transaction
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from hubmgr.deletion.planner import CHILD, SELECTED
+from hubmgr.deletion.planner import ATTACHED, CHILD, SELECTED
 from hubmgr.inventory.catalog.store import refresh
 from hubmgr.inventory.models import Blob, IndexChild, Manifest, ManifestBlob, Repository, Tag
 from hubmgr.inventory.registries import default_registry
 from hubmgr.policies import rules, runs, service
 
-from tests.support.factories import days_ago, digest, make_image, make_index, make_repo
+from tests.support.factories import (
+    cosign_tag, days_ago, digest, make_image, make_index, make_repo)
 from tests.support.policies import (
     NOW, RELEASE, TAGS, at, brute_force, days, keep_ten_builds, policies, policy)
 
@@ -27,28 +28,73 @@ REPOS = ("team/a", "team/b", "other/c")
 SOURCES = ["push_event", "access_log", "image_created"]
 
 
+ARTIFACT_KINDS = {"sig": "signature", "att": "attestation", "sbom": "sbom"}
+
+
+def _times(draw):
+    return dict(pushed=draw(st.one_of(st.none(), st.integers(0, 90))),
+                source=draw(st.sampled_from(SOURCES)), first_seen=draw(st.integers(0, 90)),
+                pulled=draw(days), size=draw(st.integers(1, 1000)),
+                blobs=draw(st.lists(st.integers(0, 5), max_size=3, unique=True)),
+                fetched=draw(st.integers(0, 4)) > 0)  # a fifth not read yet
+
+
 @st.composite
 def inventories(draw):
     """Three repositories of images and indexes (children shared by several indexes, tagged
     children, indexes of indexes), tags, push, pull and first-seen times, some pushes known
-    only from a build time; an observation window; a policy."""
+    only from a build time; artifacts: BuildKit attestations in indexes, signatures,
+    attestations and SBOMs attached by an OCI 1.1 subject or by a cosign tag (to an item, an
+    index's child, another artifact, or to a digest the repository does not hold: an orphan),
+    referrers fallback indexes; an observation window; a policy."""
     manifests = {}
     for repo in REPOS:
-        names = []
+        names, artifacts = [], []
         for n in range(draw(st.integers(0, 9))):
             kids = []
             if names and draw(st.integers(0, 2)) == 0:
                 kids = draw(st.lists(st.sampled_from(names), min_size=1, max_size=3, unique=True))
             name = f"{repo}/{'index' if kids else 'image'}{n}"
+            images = [k for k in kids if not manifests[k]["kids"]]
+            if images and draw(st.booleans()):  # BuildKit's attestation of one of its images
+                manifests[f"{name}-att"] = dict(
+                    repo=repo, kids=[], tags=[], artifact="attestation", subject=images[0],
+                    **_times(draw))
+                kids = [*kids, f"{name}-att"]
             manifests[name] = dict(
                 repo=repo, kids=kids,
                 tags=draw(st.lists(st.sampled_from(TAGS), max_size=2, unique=True)),
-                pushed=draw(st.one_of(st.none(), st.integers(0, 90))),
-                source=draw(st.sampled_from(SOURCES)), first_seen=draw(st.integers(0, 90)),
-                pulled=draw(days), size=draw(st.integers(1, 1000)),
-                blobs=draw(st.lists(st.integers(0, 5), max_size=3, unique=True)),
-                fetched=draw(st.integers(0, 4)) > 0)  # a fifth not read yet
+                artifact="", subject=None, **_times(draw))
             names.append(name)
+        for n in range(draw(st.integers(0, 5))):
+            name = f"{repo}/artifact{n}"
+            subject = draw(st.sampled_from([*names, *artifacts, f"{repo}/gone{n}"]))
+            suffix = draw(st.sampled_from(sorted(ARTIFACT_KINDS)))
+            by_tag = draw(st.booleans())  # cosign's tag, else an OCI 1.1 subject field
+            manifests[name] = dict(
+                repo=repo, kids=[], artifact=ARTIFACT_KINDS[suffix],
+                subject=None if by_tag else subject,
+                tags=[cosign_tag(digest(subject), suffix)] if by_tag else draw(
+                    st.lists(st.sampled_from(TAGS), max_size=1)), **_times(draw))
+            artifacts.append(name)
+        referrers = {}
+        for name in artifacts:
+            if manifests[name]["subject"] in names:
+                referrers.setdefault(manifests[name]["subject"], []).append(name)
+        for n, (subject, listed) in enumerate(sorted(referrers.items())):
+            if draw(st.integers(0, 3)):  # its referrers fallback index, tagged sha256-<hex>
+                others = [a for a in artifacts if a not in listed]
+                if others and draw(st.integers(0, 3)) == 0:  # that lists another's too
+                    listed = [*listed, draw(st.sampled_from(others))]
+                manifests[f"{repo}/referrers{n}"] = dict(
+                    repo=repo, kids=listed, tags=[digest(subject).replace(":", "-")],
+                    artifact="", subject=None, **_times(draw))
+        if artifacts and draw(st.integers(0, 3)) == 0:  # an index that lists artifacts
+            manifests[f"{repo}/bundle"] = dict(
+                repo=repo, kids=draw(st.lists(st.sampled_from(artifacts), min_size=1,
+                                              max_size=2, unique=True)),
+                tags=draw(st.lists(st.sampled_from(TAGS), max_size=1)), artifact="",
+                subject=None, **_times(draw))
     # One tag names one manifest per repository.
     for repo in REPOS:
         taken = set()
@@ -58,6 +104,34 @@ def inventories(draw):
                 taken.update(spec["tags"])
     window = draw(st.one_of(st.none(), st.integers(0, settings.STALE_DAYS + 30)))
     return manifests, window, draw(policies())
+
+
+def subjects(manifests):
+    """{name: the name of what it belongs to} of the artifacts and referrers lists, as the
+    inventory learns it: from a subject field, a tag (cosign's, a referrers fallback tag), or
+    an index listing only referrers of one subject; a subject the repository does not hold is
+    given by its digest (an orphan's)."""
+    by_digest = {(spec["repo"], digest(name)): name for name, spec in manifests.items()}
+    found = {}
+    for name, spec in manifests.items():
+        if spec["subject"]:
+            found[name] = spec["subject"] if spec["subject"] in manifests else digest(
+                spec["subject"])
+            continue
+        for tag in spec["tags"]:
+            subject = "sha256:" + tag.removeprefix("sha256-").split(".")[0]
+            if tag.startswith("sha256-") and (spec["kids"] or "." in tag):
+                found[name] = by_digest.get((spec["repo"], subject), subject)
+    for name, spec in manifests.items():
+        listed = {found.get(kid, "") for kid in spec["kids"]}
+        if spec["kids"] and name not in found and len(listed) == 1 and "" not in listed:
+            found[name] = listed.pop()
+    return found
+
+
+def attached(manifests):
+    """The names of the rows attached to a subject the repository holds (not items)."""
+    return {name for name, subject in subjects(manifests).items() if subject in manifests}
 
 
 def store(manifests, window, now):
@@ -71,8 +145,10 @@ def store(manifests, window, now):
     ids = {}
     for name, spec in manifests.items():
         repo = repos[spec["repo"]]
+        subject = spec.get("subject")
         m = Manifest.objects.create(
             repository=repo, digest=digest(name), kind="index" if spec["kids"] else "image",
+            artifact=spec.get("artifact", ""), subject=digest(subject) if subject else "",
             size=spec["size"], manifest_size=spec["size"], fetched=spec.get("fetched", True),
             last_pushed=at(spec["pushed"]),
             last_pushed_source=spec["source"] if spec["pushed"] is not None else "",
@@ -96,8 +172,9 @@ def expected_rules_items(manifests, window, now):
     since = now - timedelta(days=window, hours=12) if window else None
     cutoff = now - timedelta(days=settings.STALE_DAYS)
     out = {repo: [] for repo in REPOS}
+    subject_of, not_items = subjects(manifests), attached(manifests)
     for name, spec in manifests.items():
-        if spec["tags"] or name not in parents:
+        if name not in not_items and (spec["tags"] or name not in parents):
             # An index counts as pulled when it or one of its children was.
             pulls = [at(manifests[n]["pulled"]) for n in [name, *spec["kids"]]]
             pulled = max((t for t in pulls if t is not None), default=None)
@@ -107,13 +184,14 @@ def expected_rules_items(manifests, window, now):
             out[spec["repo"]].append(rules.Item(
                 digest(name), tags=tuple(spec["tags"]), last_pushed=at(spec["pushed"]),
                 last_pushed_source=spec["source"] if spec["pushed"] is not None else "",
-                first_seen=at(spec["first_seen"]), last_pulled=pulled, stale=stale))
+                first_seen=at(spec["first_seen"]), last_pulled=pulled, stale=stale,
+                is_orphan=name in subject_of))
     return out
 
 
 @pytest.mark.slow
 @pytest.mark.django_db
-@hsettings(max_examples=60, deadline=None,
+@hsettings(max_examples=100, deadline=None,
            suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(inventories())
 def test_a_dry_run_removes_the_rules_selection_and_never_breaks_an_index(case):
@@ -128,6 +206,8 @@ def test_a_dry_run_removes_the_rules_selection_and_never_breaks_an_index(case):
         by_repo = {r["repository"]: r for r in report["repositories"]}
         naive = expected_rules_items(manifests, window, NOW)
         by_digest = {digest(name): spec for name, spec in manifests.items()}
+        names = {digest(name): name for name in manifests}
+        subject_of, not_items = subjects(manifests), attached(manifests)
         for repo in REPOS:
             selected, kept = brute_force(naive[repo], p, NOW)
             r = by_repo.get(repo, {"going": [], "kept": [], "protected": []})
@@ -151,6 +231,15 @@ def test_a_dry_run_removes_the_rules_selection_and_never_breaks_an_index(case):
                     parents_of.setdefault(digest(kid), set()).add(digest(name))
             for d, spec in by_digest.items():
                 if spec["repo"] != repo or d in selected:
+                    continue
+                if names[d] in not_items:
+                    # Judged with its subject: never selected, never going while its subject
+                    # stays; going when its subject goes (to any depth: a signature of an
+                    # attestation) unless the planner keeps it, and says why (an index that
+                    # stays lists it; a referrers list that lists what stays).
+                    goes_with = digest(subject_of[names[d]]) in going
+                    assert d not in going or (goes_with and going[d]["reason"] == ATTACHED), d
+                    assert d in going or not goes_with or d in planner_kept, d
                     continue
                 orphan = (not spec["tags"] and parents_of.get(d)
                           and parents_of[d] <= set(going))

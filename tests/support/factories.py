@@ -95,3 +95,26 @@ def many(n):
                    item_count=(i * 37) % 101, total_size=(i * 7919) % 100_003,
                    last_pushed=None if i % 10 == 0 else now - timedelta(minutes=(i * 13) % 997))
         for i in range(n)])
+
+
+def cosign_tag(subject, suffix="sig") -> str:
+    """cosign's tag for what it attaches to ``subject`` (a digest): sha256-<hex>.sig|att|sbom."""
+    return f"{subject.replace(':', '-')}.{suffix}"
+
+
+def make_artifact(repo, seed, subject=None, kind="signature", tags=(), size=300, pushed=1):
+    """An artifact manifest (a signature, attestation, SBOM...) with a blob of its own, that
+    belongs to ``subject`` (a Manifest or a digest, as an OCI 1.1 ``subject`` field says; None
+    when only its tags say, e.g. a cosign tag). ``store.refresh(repo)`` then decides, as for
+    rows a sync writes, whether it is attached (its subject in the repository) or orphaned."""
+    subject = getattr(subject, "digest", subject) or ""
+    m = Manifest.objects.create(repository=repo, digest=digest(seed), kind="image",
+                                media_type="application/vnd.oci.image.manifest.v1+json",
+                                artifact=kind, subject=subject, platform="", size=size,
+                                fetched=True, last_pushed=days_ago(pushed),
+                                last_pushed_source="push_event")
+    blob = Blob.objects.create(registry=repo.registry, digest=digest(f"blob-{seed}"), size=size)
+    ManifestBlob.objects.create(manifest=m, blob=blob)
+    for tag in tags:
+        Tag.objects.create(repository=repo, name=tag, manifest=m)
+    return m

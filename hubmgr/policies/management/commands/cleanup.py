@@ -4,7 +4,7 @@ import sys
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from hubmgr.policies import runs
+from hubmgr.policies import reports, runs
 from hubmgr.policies.models import CleanupPolicy, PolicyRun
 from hubmgr.units import human_size
 
@@ -94,7 +94,7 @@ class Command(BaseCommand):
                 w(f"  Deletion job {repo['job']} started (see the Deletion jobs page).")
             for item in going:
                 why = (f"rule {item['rule']}" if item["rule"]
-                       else "unreferenced child of an index that goes")
+                       else reports.CASCADED.get(item["reason"], item["reason"]))
                 w(f"  delete   {item['digest']}  {item['type']:5}  "
                   f"{', '.join(item['tags']) or 'untagged'}  ({why})")
             for item in repo["protected"]:
