@@ -336,15 +336,18 @@ def cascade(cursor) -> dict:
         # A selected or attached row that an index outside the going set references is kept
         # (a child joins only when all its parents go), and so is such a referrers list; the
         # cascade is made again without them. A kept row stays in hm_item, so that no round
-        # takes it again.
-        cursor.execute(_q(
-            f"UPDATE hm_item SET keeps = {BLOCKED} WHERE keeps = 0 AND (("
-            f"reason <> {REASON_CODES[CHILD]} AND EXISTS (SELECT 1 FROM {{ic}} p "
-            "WHERE p.child_id = hm_item.id AND " + _NOT_GOING.format("p.index_id") + ")) "
-            f"OR id IN (SELECT c.index_id FROM {{ic}} c WHERE c.index_id IN {_GOING_LISTS} "
-            "AND " + _NOT_GOING.format("c.child_id") + "))"))
-        if cursor.rowcount <= 0:
+        # takes it again. (Found first, then marked: all against the same going set. SQLite's
+        # UPDATE would see the rows it has marked already.)
+        found = [i for (i,) in _rows(cursor, (
+            f"SELECT id FROM hm_item WHERE keeps = 0 AND reason <> {REASON_CODES[CHILD]} "
+            "AND EXISTS (SELECT 1 FROM {ic} p WHERE p.child_id = hm_item.id AND "
+            + _NOT_GOING.format("p.index_id") + ") UNION SELECT c.index_id FROM {ic} c "
+            f"WHERE c.index_id IN {_GOING_LISTS} AND " + _NOT_GOING.format("c.child_id")))]
+        if not found:
             return staying
+        subquery, param = values_subquery(found, "bigint")
+        cursor.execute(_q(f"UPDATE hm_item SET keeps = {BLOCKED} WHERE id IN ({subquery})"),
+                       [param])
         cursor.execute(_q("DELETE FROM hm_item WHERE reason <> 0 AND keeps = 0"))
 
 
