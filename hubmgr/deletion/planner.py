@@ -11,8 +11,9 @@ Rules:
   and the referrers fallback tag belong to them), and what those take in turn, by these
   same rules; unless the plan keeps attached artifacts by choice (``keep_attached``): then
   only those inside a going index go (as its children), and the others are kept, orphaned;
-- a referrers list that goes with its subject goes only when every manifest it lists goes;
-  otherwise it is kept, with the manifests that stay named;
+- a referrers list that is not selected (it would go with its subject) goes only when every
+  manifest it lists goes; otherwise it is kept, with the manifests that stay named;
+- what is attached to a going item and stays is orphaned once the plan ran: ``Plan.orphaned``;
 - an item that an index outside the plan still references is kept (deleting it would break
   that index), and so is everything that was only going because of it;
 - each going item's reason: SELECTED; else ATTACHED when what it is attached to goes (and
