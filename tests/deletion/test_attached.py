@@ -8,6 +8,7 @@ import json
 import pytest
 import requests
 from django.core.management import call_command
+from playwright.sync_api import expect
 
 from hubmgr import devstack
 from hubmgr.deletion import actions, jobs
@@ -19,6 +20,7 @@ from hubmgr.registry.client import ACCEPT, RegistryClient
 
 from tests.support.deletion_artifacts import (
     descriptor, fallback_tag, push_cosign_signature, push_fallback_index, push_referrer)
+from tests.support.browser import OUTPUT, login
 from tests.support.helpers import bearer, image, repo, sync
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -249,3 +251,30 @@ def test_the_delete_command_keeps_attached_artifacts_when_asked(registry, capsys
     assert "kept by choice: attached to" in out
     assert [status(registry, w[n]) for n in ARTIFACTS] == [200] * 5
     assert status(registry, w["index"]) == 404
+
+
+def test_the_preview_modal_offers_to_keep_what_is_attached_in_chromium(
+        browser, live_server, registry):
+    w = signed_world(RegistryClient(registry.url))
+    page = login(browser, live_server, "maria", ["delete_images"])
+    try:
+        page.goto(f"{live_server.url}/repositories/{APP}")
+        page.check(f"tbody.item[data-digest='{w['index']}'] input.select-item")
+        page.click("#preview-delete")
+        page.wait_for_selector("dialog#preview-dialog[open]")
+        modal = page.inner_text("#preview-dialog")
+        assert "Also removed (attached to what goes) (5)" in modal
+        page.screenshot(path=str(OUTPUT / "preview-attached.png"))
+        # Ticking the box previews the same selection again, keeping them.
+        page.check("#keep-attached")
+        expect(page.locator("#plan-orphaned li")).to_have_count(5)
+        assert page.is_checked("#keep-attached")
+        assert page.locator("#plan-attached").count() == 0
+        page.screenshot(path=str(OUTPUT / "preview-keep-attached.png"))
+        page.click("#delete-forever")  # (no worker here: the job is only recorded)
+        expect(page.locator("dialog#preview-dialog[open]")).to_have_count(0)
+    finally:
+        page.context.close()
+    job = DeletionJob.objects.get()
+    assert {i.digest for i in job.items.all()} == {w["index"], w["a"], w["b"]}
+    assert job.preview.plan["keep_attached"] is True
