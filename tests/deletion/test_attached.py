@@ -137,7 +137,7 @@ def test_the_preview_page_and_the_api_list_what_goes_with_what_it_is_attached_to
     text = page.content.decode()
     assert page.status_code == 200
     assert "Also removed (attached to what goes) (5)" in text
-    for word in ("Signature", "SBOM", "Referrers list", "by cosign", "by notation",
+    for word in ("Signature", "SBOM", "Referrers list", "by cosign", "by Notation",
                  'id="keep-attached"', "attached to <span class=\"tag\">1.0</span>"):
         assert word in text, word
     body = client.post(f"/api/v1/repositories/{APP}/deletions/preview",

@@ -1,9 +1,16 @@
 from django import template
 
+from hubmgr.registry.artifacts import TOOLS
 from hubmgr.units import human_size
 
 register = template.Library()
 register.filter("human_size", human_size)
+
+
+@register.filter
+def tool_name(tool):
+    """The name of the tool that made an artifact (artifacts.TOOLS), as people write it."""
+    return TOOLS.get(tool, tool)
 
 
 @register.simple_tag
