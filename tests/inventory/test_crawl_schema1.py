@@ -18,6 +18,7 @@ from tests.support.factories import make_repo
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "artifacts"
 BODY = (FIXTURES / "schema1.json").read_bytes()
+DIGEST = sha256_digest(BODY)
 
 
 class OneManifest:
@@ -25,45 +26,39 @@ class OneManifest:
     unless compatibility.schema1.enabled)."""
 
     def get_manifest(self, repository, reference):
-        return FetchedManifest(sha256_digest(BODY), SCHEMA1_SIGNED, BODY)
+        return FetchedManifest(DIGEST, SCHEMA1_SIGNED, BODY)
+
+
+def crawled():
+    """What a crawl of old/app reads of the schema1 manifest."""
+    crawler = Crawler(OneManifest(), concurrency=1)
+    try:
+        return crawler.crawl("old/app", {}, set(), [DIGEST])
+    finally:
+        crawler.close()
 
 
 def test_a_schema1_manifest_is_kept_unread_with_its_reason():
-    digest = sha256_digest(BODY)
-    crawler = Crawler(OneManifest(), concurrency=1)
-    try:
-        result = crawler.crawl("old/app", {}, set(), [digest])
-    finally:
-        crawler.close()
-    fetched = result.fetched[digest]
+    result = crawled()
+    fetched = result.fetched[DIGEST]
     assert fetched.manifest is None
     assert "Docker schema1" in fetched.error and "kept as unread" in fetched.error
 
 
 @pytest.mark.django_db
 def test_a_stored_schema1_manifest_is_unread_in_the_inventory_and_in_a_plan():
-    digest = sha256_digest(BODY)
-    crawler = Crawler(OneManifest(), concurrency=1)
-    try:
-        result = crawler.crawl("old/app", {}, set(), [digest])
-    finally:
-        crawler.close()
+    result = crawled()
     repo = make_repo("old/app")
     with writing(repo) as batch:
         batch.store_fetched(result.fetched, result.configs, result.missing)
-    row = Manifest.objects.get(repository=repo, digest=digest)
+    row = Manifest.objects.get(repository=repo, digest=DIGEST)
     assert not row.fetched and row.size == 0 and "Docker schema1" in row.error
     assert row.media_type == SCHEMA1_SIGNED
     assert Manifest.objects.filter(pk=row.pk).not_read().exists()  # the next sync reads it
-    assert actions.make_plan(repo, [digest]).unread == [("old/app", digest)]
+    assert actions.make_plan(repo, [DIGEST]).unread == [("old/app", DIGEST)]
 
 
 def test_the_crawl_reports_an_unreadable_manifest_as_a_problem():
-    digest = sha256_digest(BODY)
-    crawler = Crawler(OneManifest(), concurrency=1)
-    try:
-        result = crawler.crawl("old/app", {}, set(), [digest])
-    finally:
-        crawler.close()
-    assert result.problems == [{"reference": f"old/app@{digest}",
-                                "error": result.fetched[digest].error}]
+    result = crawled()
+    assert result.problems == [{"reference": f"old/app@{DIGEST}",
+                                "error": result.fetched[DIGEST].error}]
