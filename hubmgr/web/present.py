@@ -95,9 +95,9 @@ def pull_commands(row, ref) -> list[tuple[str, str]]:
 
 
 def pull_ref(repo) -> str:
-    """``host/repository`` as pull commands name it: a row adds ``:tag`` or ``@digest``. The host is
-    HUBMGR_REGISTRY_PUBLIC_HOST, else the host and port of the registry's URL (the default
-    ports are left out, as docker spells them)."""
+    """``host/repository`` as pull commands name it: a row adds ``:tag`` or ``@digest``. The
+    host is HUBMGR_REGISTRY_PUBLIC_HOST, else the host and port of the registry's URL (the
+    default ports are left out, as docker spells them)."""
     host = settings.REGISTRY_PUBLIC_HOST
     if "://" in host:  # a URL given where a host was asked for: its host and port
         host = urlsplit(host).netloc

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hubmgr.deletion.planner import ATTACHED, CHILD, SELECTED, Graph, Node, delete_order, plan
+from hubmgr.deletion.planner import ATTACHED, CHILD, SELECTED, Graph, Node, plan
 
 
 def graph(*nodes, sizes=None):

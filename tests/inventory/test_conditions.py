@@ -1,5 +1,5 @@
-"""The conditions of hubmgr.inventory.catalog.conditions answer the same in each of their forms: on a
-loaded row, as an ORM filter or expression, and as SQL over a manifest alias."""
+"""The conditions of hubmgr.inventory.catalog.conditions answer the same in each of their
+forms: on a loaded row, as an ORM filter or expression, and as SQL over a manifest alias."""
 
 from datetime import UTC, datetime, timedelta
 
