@@ -3,7 +3,8 @@ threads, as in docker-compose.yml), with a real Celery worker applying the queue
 repository of BENCH_MANIFESTS manifests.
 
 The mix is the registry's: one event per POST, 80% pulls and 20% pushes (with tags) of
-manifests hubmgr knows, unique ids, increasing timestamps. Load comes from a few client
+manifests hubmgr knows, a tenth of the pushes a signature pushed again at its cosign tag, unique
+ids, increasing timestamps. Load comes from a few client
 processes (threads with keep-alive connections, http.client), paced at BENCH_INGEST_RATE
 events/s (0: as fast as they can) for BENCH_INGEST_SECONDS. A probe pull every half second
 measures how long an event takes to be visible in the database (what the page reads). CPU
@@ -23,7 +24,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from hubmgr.registry.artifacts import SIGNATURE
+from hubmgr.registry.manifests import OCI_INDEX, OCI_MANIFEST
+
 from .common import MANIFESTS, ROOT, WORK, percentile, record
+from .dataset import SIGNATURE_MANIFEST_SIZE, attached_digest, carrier_of, cosign_tag
 from .table import digest_of
 
 RATE = float(os.environ.get("BENCH_INGEST_RATE", 1000))
@@ -32,15 +37,15 @@ PROCESSES = int(os.environ.get("BENCH_INGEST_PROCESSES", 2))
 CONNECTIONS = int(os.environ.get("BENCH_INGEST_CONNECTIONS", 8))  # in all
 GUNICORN_ARGS = os.environ.get("BENCH_GUNICORN_ARGS", "-w 2 --threads 8").split()
 TOKEN = "bench-webhook-token"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+REPOSITORY = "bench/big"  # table.build_inventory's
+ARTIFACT_PUSHES = 0.1  # the share of pushes that push a signature again
 
 
 def bench_ingest():
     from hubmgr import devstack
     from hubmgr.inventory.models import Repository
 
-    repo = Repository.objects.filter(name="bench/big").first()
+    repo = Repository.objects.filter(name=REPOSITORY).first()
     if repo is None:
         from bench.table import build_inventory
 
@@ -48,7 +53,7 @@ def bench_ingest():
         repo = build_inventory(MANIFESTS)
         print(f"built an inventory of {MANIFESTS:,} manifests in "
               f"{time.perf_counter() - started:.1f} s")
-    n = repo.manifests.count()
+    n = repo.manifests.filter(artifact="").count()  # the n of build_inventory(n)
     redis = devstack.start_redis(WORK / "redis-ingest")
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("HUBMGR_") or k in ("HUBMGR_DATA_DIR", "HUBMGR_DATABASE_URL")}
@@ -112,21 +117,33 @@ def _stamp(when=None):
 
 def make_event(event_id, n, rng, when=None, action=None, index=None):
     """A pull (80%) or a push with a tag (20%) of a top-level manifest of build_inventory(n):
-    indexes are its first tenth, their children the next two tenths."""
+    indexes are its first tenth, their children the next two tenths. A tenth of the pushes
+    (of randomly chosen items) are cosign signing an item again: the push of its signature's
+    manifest at its cosign tag ``sha256-<hex>.sig``."""
     n_index = n // 10
     top = n - 2 * n_index
-    if index is None:
+    chosen = index is None
+    if chosen:
         index = rng.randrange(top)
         index = index if index < n_index else index + 2 * n_index
     action = action or ("pull" if rng.random() < 0.8 else "push")
     target = {"mediaType": OCI_INDEX if index < n_index else OCI_MANIFEST,
-              "repository": "bench/big", "digest": digest_of(index), "size": 1234}
-    if action == "push":  # its own tag again, or a rolling tag moved onto it
+              "repository": REPOSITORY, "digest": digest_of(index), "size": 1234}
+    useragent = "docker/27.3.1 go/go1.22.7"
+    signed = carrier_of(index)
+    if action == "push" and chosen and rng.random() < ARTIFACT_PUSHES and (
+            signed < n_index or 3 * n_index <= signed < n):
+        target = {"mediaType": OCI_MANIFEST, "repository": REPOSITORY,
+                  "size": SIGNATURE_MANIFEST_SIZE,
+                  "digest": attached_digest(REPOSITORY, digest_of(signed), SIGNATURE),
+                  "tag": cosign_tag(digest_of(signed))}
+        useragent = "cosign/v2.4.1 (linux; amd64) go-containerregistry/v0.20.2"
+    elif action == "push":  # its own tag again, or a rolling tag moved onto it
         target["tag"] = f"v{index}" if rng.random() < 0.5 else f"roll{rng.randrange(200)}"
     return {"id": event_id, "timestamp": _stamp(when), "action": action, "target": target,
             "request": {"id": event_id, "addr": "10.0.0.9", "host": "registry",
                         "method": "GET" if action == "pull" else "PUT",
-                        "useragent": "docker/27.3.1 go/go1.22.7"},
+                        "useragent": useragent},
             "actor": {}, "source": {"addr": "registry:5000", "instanceID": "bench"}}
 
 
@@ -248,7 +265,7 @@ def _run(port, n, gunicorn_pid, worker_pid):
     drained = time.time()
     latencies = [x for o in outputs for x in o["latencies"]]
     applied = ProcessedEvent.objects.count() - events_before
-    last = Manifest.objects.filter(repository__name="bench/big").order_by("-last_pulled") \
+    last = Manifest.objects.filter(repository__name=REPOSITORY).order_by("-last_pulled") \
         .values_list("last_pulled", flat=True).first()
     return {"sent": len(latencies), "errors": sum(o["errors"] for o in outputs),
             "applied": applied, "probes": probes, "latencies": latencies,
@@ -271,7 +288,7 @@ def _probe(port, n, until):
                            index=index)
         _post(conn, [event])
         when = datetime.fromtimestamp(sent_at, timezone.utc)
-        while not Manifest.objects.filter(repository__name="bench/big",
+        while not Manifest.objects.filter(repository__name=REPOSITORY,
                                           digest=digest_of(index),
                                           last_pulled__gte=when).exists():
             time.sleep(0.01)
@@ -305,7 +322,8 @@ def _report(r, n):
            connections=CONNECTIONS, processes=PROCESSES)
     print(f"\nNotification ingest, {n:,} manifests, {connection.vendor}, gunicorn "
           f"{' '.join(GUNICORN_ARGS)}, {CONNECTIONS} connections in {PROCESSES} client "
-          f"processes, {pace}, {seconds:.0f} s, one event per POST (80% pulls, 20% pushes):")
+          f"processes, {pace}, {seconds:.0f} s, one event per POST (80% pulls, 20% pushes, "
+          f"a tenth of them signatures):")
     print(f"  accepted by the webhook  {accepted:8.0f} events/s  ({sent:,} sent, "
           f"{r['errors']} errors)")
     print(f"  applied by the worker    {applied:8.0f} events/s  ({r['applied']:,} applied; "

@@ -8,8 +8,10 @@ a month on SQLite), and five policies with a recorded run each. Also times the s
 Each repository: 10% indexes of two untagged children, 60% of the other top-level items
 tagged, pushes seen over the last 400 days and pulls over the last 300 (a quarter never
 pulled), observed for 400 days (so Stale is decided); each image has its own config blob and
-one of 500 base layers shared by every repository. Rows are written straight into the tables
-(bench.table._insert); tag rows are left out (the overview reads the denormalised columns)."""
+one of 500 base layers shared by every repository; on top of those, a tenth of the top-level
+items carry a signature and an attestation (bench.dataset.add_artifacts). Rows are written
+straight into the tables (bench.dataset.insert_rows); the items' tag rows are left out (the
+overview reads the denormalised columns)."""
 
 import os
 import time
@@ -20,7 +22,8 @@ from django.db import connection
 from django.test import Client
 
 from .common import MANIFESTS, REQUESTS
-from .table import _insert, measure_cases, recount_references
+from .dataset import add_artifacts, carries_artifacts, insert_rows, recount_references
+from .table import measure_cases
 
 REPOS = int(os.environ.get("BENCH_OVERVIEW_REPOS", 10_000))
 DAYS = int(os.environ.get("BENCH_OVERVIEW_DAYS", 365))
@@ -67,48 +70,57 @@ def build(n, repos):
                     .values_list("id", flat=True))
     minute = timedelta(minutes=1)
 
+    def digest(r, i):
+        return f"sha256:e{r:05x}{i:058x}"
+
+    def pushed(r, i):
+        return now - ((r * 7 + i * 13) % (400 * 1440)) * minute
+
     def manifests():
         for r, repo_id in enumerate(repo_ids):
             for i in range(per):
-                pushed = now - ((r * 7 + i * 13) % (400 * 1440)) * minute
                 pulled = None if (r + i) % 4 == 0 else \
                     now - ((r * 11 + i * 17) % (300 * 1440)) * minute
-                yield (repo_id, f"sha256:e{r:05x}{i:058x}", "index" if i < n_index else "image",
+                yield (repo_id, digest(r, i), "index" if i < n_index else "image",
                        "application/vnd.oci.image.manifest.v1+json", "linux/amd64",
-                       config_size(r, i), 0, "", pushed, "push_event", pulled, now, True, "",
-                       f"v{i}" if i in tagged else "", i in tagged, i not in children,
+                       config_size(r, i), 0, "", pushed(r, i), "push_event", pulled, now, True,
+                       "", f"v{i}" if i in tagged else "", i in tagged, i not in children,
                        READ_VERSION)
 
-    _insert(Manifest, ["repository_id", "digest", "kind", "media_type", "platform", "size",
-                       "manifest_size", "config_digest", "last_pushed", "last_pushed_source",
-                       "last_pulled", "first_seen", "fetched", "error", "tags_text",
-                       "is_tagged", "is_top_level", "read_version"], manifests())
+    insert_rows(Manifest, ["repository_id", "digest", "kind", "media_type", "platform", "size",
+                           "manifest_size", "config_digest", "last_pushed", "last_pushed_source",
+                           "last_pulled", "first_seen", "fetched", "error", "tags_text",
+                           "is_tagged", "is_top_level", "read_version"], manifests())
     # One writer, rows in (r, i) order: the ids in order are the ids by (r, i).
     ids = list(Manifest.objects.filter(repository__name__startswith=PREFIX).order_by("id")
                .values_list("id", flat=True))
-    _insert(IndexChild, ["index_id", "child_id", "platform"],
-            ((ids[r * per + i], ids[r * per + c], "linux/amd64") for r in range(repos)
-             for i in range(n_index) for c in (n_index + 2 * i, n_index + 2 * i + 1)))
-    _insert(Blob, ["registry_id", "digest", "size"],
-            [(registry.pk, f"sha256:f{b:063x}", base_size[b]) for b in range(BASE_LAYERS)]
-            + [(registry.pk, f"sha256:a{r:05x}{i:058x}", config_size(r, i))
-               for r in range(repos) for i in range(n_index, per)])
+    insert_rows(IndexChild, ["index_id", "child_id", "platform"],
+                ((ids[r * per + i], ids[r * per + c], "linux/amd64") for r in range(repos)
+                 for i in range(n_index) for c in (n_index + 2 * i, n_index + 2 * i + 1)))
+    insert_rows(Blob, ["registry_id", "digest", "size"],
+                [(registry.pk, f"sha256:f{b:063x}", base_size[b]) for b in range(BASE_LAYERS)]
+                + [(registry.pk, f"sha256:a{r:05x}{i:058x}", config_size(r, i))
+                   for r in range(repos) for i in range(n_index, per)])
     base_ids = list(Blob.objects.filter(registry=registry, digest__startswith="sha256:f")
                     .order_by("digest").values_list("id", flat=True))
     configs = list(Blob.objects.filter(registry=registry, digest__startswith="sha256:a")
                    .order_by("id").values_list("id", flat=True))
     images = per - n_index
-    _insert(ManifestBlob, ["manifest_id", "blob_id"],
-            ((ids[r * per + i], blob) for r in range(repos) for i in range(n_index, per)
-             for blob in (configs[r * images + i - n_index], base_ids[(r + i) % BASE_LAYERS])))
+    insert_rows(ManifestBlob, ["manifest_id", "blob_id"],
+                ((ids[r * per + i], blob) for r in range(repos) for i in range(n_index, per)
+                 for blob in (configs[r * images + i - n_index],
+                              base_ids[(r + i) % BASE_LAYERS])))
     del ids, configs
+    add_artifacts(registry.pk, ((repo_id, digest(r, i), pushed(r, i))
+                                for r, repo_id in enumerate(repo_ids) for i in top
+                                if carries_artifacts(i)))
     recount_references()
     print(f"built {repos:,} repositories of {per:,} manifests in "
           f"{time.perf_counter() - started:.1f} s")
 
     started = time.perf_counter()
     today = now.date()
-    _insert(StorageSnapshot, [
+    insert_rows(StorageSnapshot, [
         "registry_id", "repository_id", "date", "computed_at", "bytes", "items",
         "untagged_bytes", "untagged_items", "stale_bytes", "stale_items"],
         ((registry.pk, repo_id, today - timedelta(days=age), now, 10**9 - age * 10**5,

@@ -12,6 +12,7 @@ import time
 import tracemalloc
 
 from .common import MANIFESTS, ROOT, record
+from .dataset import add_artifacts, carries_artifacts
 
 RUNS = 5
 SMALL = 100_000
@@ -37,7 +38,8 @@ def _repository(n):
 
 def _build(name, n):
     """Like table.build_inventory, under another name: 10% indexes with two children each,
-    images with their own config and one of 500 base layers shared registry-wide."""
+    images with their own config and one of 500 base layers shared registry-wide, and on top
+    of the n a signature and an attestation attached to a tenth of the top-level items."""
     from django.db import connection
 
     from hubmgr.inventory.catalog.store import refresh_counts
@@ -75,6 +77,8 @@ def _build(name, n):
         [ManifestBlob(manifest_id=ids[_digest(i)], blob_id=blob_ids[digest])
          for i in range(n_index, n)
          for digest in (f"sha256:e{i:063x}", f"sha256:b{i % 500:063x}")], batch_size=2000)
+    add_artifacts(registry.pk, ((repo.id, _digest(i), None) for i in range(n)
+                                if not n_index <= i < 3 * n_index and carries_artifacts(i)))
     refresh_counts(repo)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
@@ -126,7 +130,8 @@ def _bench_case(repo, n):
     total = [a + b for a, b in zip(load_ms, plan_ms)]
     peak = _peak_memory(repo.name, chosen)
     case = f"{len(chosen)} of {n}"
-    record("plan", case, selected=len(chosen), deleted=len(result.going),
+    attached = sum(1 for node, _ in result.going if node.subject)
+    record("plan", case, selected=len(chosen), deleted=len(result.going), attached=attached,
            kept=len(result.kept), reclaim_bytes=result.reclaim_bytes,
            load_median_ms=round(statistics.median(load_ms), 1),
            plan_median_ms=round(statistics.median(plan_ms), 1),
@@ -134,7 +139,8 @@ def _bench_case(repo, n):
            total_median_ms=round(statistics.median(total), 1),
            total_max_ms=round(max(total), 1), **peak)
     print(f"\nDeletion plan for {len(chosen):,} selected items in a {n:,}-manifest "
-          f"repository ({len(result.going):,} to delete, {len(result.kept):,} kept, "
+          f"repository ({len(result.going):,} to delete, of which {attached:,} attached "
+          f"artifacts, {len(result.kept):,} kept, "
           f"{result.reclaim_bytes:,} bytes reclaimed), {RUNS} runs:")
     print(f"  load alone        median {statistics.median(load_ms):7.1f} ms   "
           f"max {max(load_ms):7.1f} ms")

@@ -4,9 +4,11 @@ at most 2 s).
 
 Each repository: 10% indexes of two untagged children, 60% of the rest tagged ``build-N`` (a
 few ``vN.0.0``), pushes seen over the last 100 days, a layer of its own and one of 500 shared
-base layers per image. A third of the repositories were pushed only in the last week, so the
-policy finds nothing there. The policy: remove ``build-`` tags older than 30 days and untagged
-items older than 7, keep the 10 newest tagged items and every release tag."""
+base layers per image; on top of those, a tenth of the top-level items carry a signature and
+an attestation (bench.dataset.add_artifacts), which go with them. A third of the repositories
+were pushed only in the last week, so the policy finds nothing there. The policy: remove
+``build-`` tags older than 30 days and untagged items older than 7, keep the 10 newest tagged
+items and every release tag."""
 
 import os
 import statistics
@@ -14,6 +16,7 @@ import time
 from datetime import timedelta
 
 from .common import MANIFESTS, record
+from .dataset import add_artifacts, carries_artifacts
 
 REPOS = int(os.environ.get("BENCH_POLICY_REPOS", 1000))
 RUNS = 3
@@ -32,6 +35,7 @@ def build(n, repos):
     Blob.objects.bulk_create([Blob(registry=registry, digest=f"sha256:c{b:063x}", size=5000 + b)
                               for b in range(500)], batch_size=2000, ignore_conflicts=True)
     base = dict(Blob.objects.filter(registry=registry).values_list("digest", "id"))
+    carriers, built = [], []
     for r in range(repos):
         repo = Repository.objects.create(registry=registry, name=f"bench-pol/svc-{r:04d}")
         fresh = r % 3 == 0
@@ -65,6 +69,11 @@ def build(n, repos):
             + [ManifestBlob(manifest_id=ids[_digest(r, i)],
                             blob_id=base[f"sha256:c{i % 500:063x}"])
                for i in range(n_index, per)], batch_size=2000)
+        carriers += [(repo.id, m.digest, m.last_pushed) for i, m in enumerate(rows)
+                     if m.is_top_level and carries_artifacts(i)]
+        built.append(repo)
+    add_artifacts(registry.pk, carriers)
+    for repo in built:
         refresh_counts(repo)
     vacuum = connection.vendor == "postgresql" and not connection.in_atomic_block
     with connection.cursor() as cursor:

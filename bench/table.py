@@ -2,7 +2,6 @@
 plan, on one big repository."""
 
 import hashlib
-import importlib
 import statistics
 import time
 
@@ -12,6 +11,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from .common import MANIFESTS, REQUESTS, percentile, record
+from .dataset import add_artifacts, carries_artifacts, insert_rows, recount_references
 
 
 def digest_of(i):
@@ -24,7 +24,8 @@ def digest_of(i):
 def build_inventory(n):
     """One repository of n manifests: 10% indexes with two children each, the rest images,
     60% of top-level items tagged (tag v{i}), pulls spread over two years (25% never pulled);
-    each image has its own config blob and one of 500 shared base layers.
+    each image has its own config blob and one of 500 shared base layers. On top of the n, a
+    tenth of the top-level items carry a signature and an attestation (dataset.add_artifacts).
 
     Rows are written straight into the tables (COPY on PostgreSQL, executemany on SQLite):
     bulk_create took minutes for a million manifests. Ends with VACUUM ANALYZE on PostgreSQL
@@ -51,38 +52,43 @@ def build_inventory(n):
     def tags(i):
         return f"v{i}" if not is_child(i) and i % 5 < 3 else ""
 
+    def pushed(i):
+        return now - (i * 7 % 1_000_000) * minute
+
     def manifests():
         for i in range(n):
             tag = tags(i)
             yield (repo.id, digest_of(i), "index" if i < n_index else "image",
                    "application/vnd.oci.image.manifest.v1+json", "linux/amd64",
-                   (i * 7919) % 500_000_000, 0, "", now - (i * 7 % 1_000_000) * minute,
+                   (i * 7919) % 500_000_000, 0, "", pushed(i),
                    "push_event", None if i % 4 == 0 else now - (i * 13 % 1_000_000) * minute,
                    now, True, "", tag, bool(tag), not is_child(i), READ_VERSION)
 
-    _insert(Manifest, ["repository_id", "digest", "kind", "media_type", "platform", "size",
-                       "manifest_size", "config_digest", "last_pushed", "last_pushed_source",
-                       "last_pulled", "first_seen", "fetched", "error", "tags_text",
-                       "is_tagged", "is_top_level", "read_version"], manifests())
+    insert_rows(Manifest, ["repository_id", "digest", "kind", "media_type", "platform", "size",
+                           "manifest_size", "config_digest", "last_pushed", "last_pushed_source",
+                           "last_pulled", "first_seen", "fetched", "error", "tags_text",
+                           "is_tagged", "is_top_level", "read_version"], manifests())
     # One writer, rows in i order: the ids in order are the ids by i.
     ids = list(Manifest.objects.filter(repository=repo).order_by("id")
                .values_list("id", flat=True))
-    _insert(IndexChild, ["index_id", "child_id", "platform"],
-            ((ids[i], ids[c], "linux/amd64") for i in range(n_index)
-             for c in (n_index + 2 * i, n_index + 2 * i + 1)))
-    _insert(Tag, ["repository_id", "name", "manifest_id", "updated_at"],
-            ((repo.id, tags(i), ids[i], now) for i in range(n) if tags(i)))
+    insert_rows(IndexChild, ["index_id", "child_id", "platform"],
+                ((ids[i], ids[c], "linux/amd64") for i in range(n_index)
+                 for c in (n_index + 2 * i, n_index + 2 * i + 1)))
+    insert_rows(Tag, ["repository_id", "name", "manifest_id", "updated_at"],
+                ((repo.id, tags(i), ids[i], now) for i in range(n) if tags(i)))
     # Every image: its own config (sha256:c…) and one of 500 shared base layers (sha256:b…).
-    _insert(Blob, ["registry_id", "digest", "size"],
-            [(registry_id, f"sha256:b{b:063x}", 1000 + b) for b in range(500)]
-            + [(registry_id, f"sha256:c{i:063x}", i % 5000) for i in range(n_index, n)])
+    insert_rows(Blob, ["registry_id", "digest", "size"],
+                [(registry_id, f"sha256:b{b:063x}", 1000 + b) for b in range(500)]
+                + [(registry_id, f"sha256:c{i:063x}", i % 5000) for i in range(n_index, n)])
     blob_ids = list(Blob.objects.filter(registry_id=registry_id, digest__startswith="sha256:b")
                     .order_by("digest").values_list("id", flat=True)[:500])
     configs = list(Blob.objects.filter(registry_id=registry_id, digest__startswith="sha256:c")
                    .order_by("digest").values_list("id", flat=True))
-    _insert(ManifestBlob, ["manifest_id", "blob_id"],
-            ((ids[i], blob) for i in range(n_index, n)
-             for blob in (configs[i - n_index], blob_ids[i % 500])))
+    insert_rows(ManifestBlob, ["manifest_id", "blob_id"],
+                ((ids[i], blob) for i in range(n_index, n)
+                 for blob in (configs[i - n_index], blob_ids[i % 500])))
+    add_artifacts(registry_id, ((repo.id, digest_of(i), pushed(i)) for i in range(n)
+                                if not is_child(i) and carries_artifacts(i)))
     recount_references()
     refresh_counts(repo)
     vacuum = connection.vendor == "postgresql" and not connection.in_atomic_block
@@ -90,46 +96,6 @@ def build_inventory(n):
         cursor.execute("VACUUM ANALYZE" if vacuum else "ANALYZE")
     repo.refresh_from_db()
     return repo
-
-
-def recount_references():
-    """The reference counts that triggers keep, counted afresh after ``_insert``: a COPY as a
-    superuser fires no trigger."""
-    if connection.vendor == "postgresql":
-        counts = importlib.import_module("hubmgr.inventory.migrations.0010_reference_counts")
-        with connection.cursor() as cursor:
-            for sql in counts.BACKFILL:
-                cursor.execute(sql)
-
-
-def _insert(model, columns, rows):
-    """Write rows (tuples in ``columns`` order) into ``model``'s table, bypassing the ORM."""
-    table = connection.ops.quote_name(model._meta.db_table)
-    names = ", ".join(connection.ops.quote_name(c) for c in columns)
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            # The rows are consistent by construction: as a superuser, skip the foreign-key
-            # checks, which are most of a COPY's time (a plain user keeps them).
-            cursor.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
-            if cursor.fetchone()[0]:
-                cursor.execute("SET session_replication_role = replica")
-            try:
-                with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
-            finally:
-                cursor.execute("RESET session_replication_role")
-            return
-        adapt = connection.ops.adapt_datetimefield_value
-        marks = ", ".join(["%s"] * len(columns))
-        batch = []
-        for row in rows:
-            batch.append(tuple(adapt(v) if hasattr(v, "tzinfo") else v for v in row))
-            if len(batch) == 10_000:
-                cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", batch)
-                batch = []
-        if batch:
-            cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", batch)
 
 
 BROAD = "v3"  # a tag prefix of about 7% of the items (v1 matches under 1%)
