@@ -12,7 +12,9 @@ Rules:
   same rules; unless the plan keeps attached artifacts by choice (``keep_attached``): then
   only those inside a going index go (as its children), and the others are kept, orphaned;
 - a referrers list that is not selected (it would go with its subject) goes only when every
-  manifest it lists goes; otherwise it is kept, with the manifests that stay named;
+  manifest it lists goes, as attached to that subject: it takes nothing as its children
+  (anyone can tag an index ``sha256-<hex>`` and list anything in it); otherwise it is kept,
+  with the manifests that stay named;
 - what is attached to a going item and stays is orphaned once the plan ran: ``Plan.orphaned``;
 - an item that an index outside the plan still references is kept (deleting it would break
   that index), and so is everything that was only going because of it;
@@ -211,14 +213,16 @@ def _subject(graph, key):
 
 def _cascade(graph, going, kept, keep_attached):
     """Add, to a fixpoint, what going items take along: children of going indexes that have
-    no tag, only going parents and no subject that stays; what is attached to going items
-    (with ``keep_attached``, only what joins as such a child). Nothing in ``kept`` joins."""
+    no tag, only going parents and no subject that stays (none of a referrers list that is
+    not selected); what is attached to going items (with ``keep_attached``, only what joins
+    as such a child). Nothing in ``kept`` joins."""
     frontier = list(going)
     while frontier:
         nxt = []
         for key in frontier:
             node = graph.nodes[key]
-            for child in node.children:
+            listed = () if node.referrers_list and going[key] != SELECTED else node.children
+            for child in listed:
                 if child not in going and child not in kept and _joins_as_child(graph, child,
                                                                                 going):
                     going[child] = CHILD

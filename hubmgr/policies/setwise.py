@@ -284,7 +284,8 @@ _GOING_LISTS = ("(SELECT g.id FROM hm_item g JOIN {m} m ON m.id = g.id WHERE g.k
 def cascade(cursor) -> dict:
     """The cascade and the blocked items in hm_item, as the planner makes its going set:
     round by round, the untagged children of the indexes that went in the round before
-    whose every parent index goes, and the artifacts attached to what went in the round
+    whose every parent index goes (none of a referrers list that was not selected), and the
+    artifacts attached to what went in the round
     before (to any depth: a signature of an attestation). Returns {id of a kept referrers
     list: the digests it lists that stay, in its order}."""
     may_block, staying = None, {}
@@ -302,7 +303,8 @@ def cascade(cursor) -> dict:
                 + " FROM hm_item g JOIN {ic} c ON c.index_id = g.id "
                 "JOIN {m} cm ON cm.id = c.child_id "
                 "WHERE g.round = %s AND g.keeps = 0 AND g.is_index = 1 AND NOT cm.is_tagged "
-                f"AND NOT {_ATTACHED.format(m='cm')} "
+                f"AND NOT {_ATTACHED.format(m='cm')} AND (g.reason = {REASON_CODES[SELECTED]} "
+                "OR NOT EXISTS (SELECT 1 FROM {m} lm WHERE lm.id = g.id AND lm.referrers_list)) "
                 "AND NOT EXISTS (SELECT 1 FROM {ic} p WHERE p.child_id = c.child_id AND "
                 + _NOT_GOING.format("p.index_id") + f") {_fence()}) children UNION ALL "
                 "SELECT * FROM (SELECT " + _CASCADED.format(a="a", reason=REASON_CODES[ATTACHED])

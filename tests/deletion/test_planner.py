@@ -118,6 +118,21 @@ def test_a_referrers_list_that_lists_another_subjects_referrer_stays():
     assert plan(g, [("a", "s"), ("a", "t")]).kept == []  # both subjects go: everything goes
 
 
+def test_a_referrers_list_takes_nothing_as_its_children_when_it_goes_with_its_subject():
+    """Anyone can tag an index sha256-<hex> and list anything in it: what it lists goes only as
+    attached to its subject, and a list that also lists strangers stays. Selected, it is an
+    index like any other."""
+    g = graph(img("a", "s", ["l"], tags=["1"], attached=["r1", "f"]),
+              img("a", "r1", ["e"]), img("a", "stranger", ["x"]),
+              idx("a", "f", ["r1", "stranger"], tags=["sha256-s"], referrers_list=True))
+    p = plan(g, [("a", "s")])
+    assert p.going_keys == [("a", "s")]
+    assert dict(p.kept) == {
+        ("a", "f"): "a referrers list that also lists what stays: stranger",
+        ("a", "r1"): "referenced by index f (sha256-s)"}
+    assert sorted(plan(g, [("a", "f")]).going_keys) == [("a", "f"), ("a", "stranger")]
+
+
 def test_keeping_attached_artifacts_keeps_them_by_choice_but_not_the_index_own_children():
     g = signed()
     p = plan(g, [("a", "i")], keep_attached=True)
