@@ -1,6 +1,8 @@
 """Deletion jobs against the real registry: exact reclaim after its own garbage collector,
 re-checks before each DELETE, and the registry's refusals."""
 
+from types import SimpleNamespace
+
 import pytest
 
 from hubmgr import devstack
@@ -13,6 +15,7 @@ from hubmgr.inventory.models import Manifest, Tag
 from hubmgr.inventory.registries import client_for, default_registry
 from hubmgr.registry.client import RegistryClient
 
+from tests.support.artifacts import push_buildx_attestation
 from tests.support.helpers import image, repo, sync
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -38,10 +41,12 @@ def push_world(client):
                              platform="linux/arm64")
     c3 = devstack.push_image(client, "gc/app", [base, devstack.make_layer("c3", 5000)],
                              platform="linux/s390x")
-    att = devstack.push_image(client, "gc/app", [devstack.make_layer("sbom", 700)],
-                              platform="unknown/unknown")
-    att["annotations"] = {"vnd.docker.reference.type": "attestation-manifest",
-                          "vnd.docker.reference.digest": c1["digest"]}
+    # BuildKit's attestation manifest of c1 (in-toto layers), marked so on the index entry.
+    pushed = push_buildx_attestation(client, "gc/app", SimpleNamespace(digest=c1["digest"]))
+    att = {"mediaType": pushed.media_type, "digest": pushed.digest, "size": pushed.size,
+           "platform": {"os": "unknown", "architecture": "unknown"},
+           "annotations": {"vnd.docker.reference.type": "attestation-manifest",
+                           "vnd.docker.reference.digest": c1["digest"]}}
     i = devstack.push_index(client, "gc/app", [c1, c2, att], tag="1.0")
     j = devstack.push_index(client, "gc/app", [c2, c3], tag="2.0")
     solo = image(client, "gc/app", tag="solo", seed="solo")

@@ -10,6 +10,7 @@ import pytest
 from django.db.models import F
 
 from hubmgr import devstack
+from hubmgr.deletion import actions
 from hubmgr.inventory.catalog.store import refresh
 from hubmgr.inventory.models import Blob, Manifest, ManifestBlob, Repository
 from hubmgr.registry.artifacts import (
@@ -21,7 +22,7 @@ from hubmgr.registry.names import clean
 
 from tests.support import artifacts
 from tests.support.artifacts import SLSA, SPDX_PREDICATE
-from tests.support.helpers import image, repo, row, sync, wait_until
+from tests.support.helpers import image, multiarch, repo, row, sync, wait_until
 
 pytestmark = pytest.mark.django_db
 REPO = "art/app"
@@ -208,10 +209,41 @@ def test_a_cosign_style_tag_whose_hex_is_not_a_digest_is_a_plain_item(registry,
     assert counts() == (3, 3, 0, 0)
 
 
+def test_tags_and_annotations_cannot_make_someone_elses_image_belong_to_anything(
+        registry, registry_client):
+    """Anyone who can push can tag or annotate any manifest: a subject learned from a tag or
+    an index entry is believed only where the manifest's own content is an artifact, so
+    deleting the named subject can never take these along."""
+    subject = image(registry_client, REPO, tag="v1", seed="subject")["digest"]
+    victim = image(registry_client, REPO, tag="victim", seed="victim")
+    index, kids = multiarch(registry_client, REPO, tag="multi", seed="victim-index")
+    # The victim image tagged as the subject's signature, the victim index as its referrers
+    # list, and an index that marks the victim image as a BuildKit attestation of it.
+    body = registry_client.get_manifest(REPO, victim["digest"])
+    registry_client.put_manifest(REPO, artifacts.cosign_tag(subject, "sig"), body.body,
+                                 body.media_type)
+    listed = registry_client.get_manifest(REPO, index)
+    registry_client.put_manifest(REPO, artifacts.referrers_tag(subject), listed.body,
+                                 listed.media_type)
+    marked = dict(victim, annotations={"vnd.docker.reference.type": "attestation-manifest",
+                                       "vnd.docker.reference.digest": subject})
+    devstack.push_index(registry_client, REPO, [kids[0], marked], tag="marker")
+    synced()
+    for digest in (victim["digest"], index):
+        found = row(REPO, digest)
+        assert (found.artifact, found.subject, found.is_top_level) == ("", "", True)
+        assert not found.referrers_list
+    assert counts() == (4, 4, 2, 0)  # v1, victim, multi, marker
+    plan = actions.make_plan(repo(REPO), [subject])
+    assert plan.going_keys == [(REPO, subject)]
+
+
 @pytest.mark.timeout(120)
 def test_a_cycle_through_cosign_tags_leaves_both_visible_as_orphans(registry,
                                                                     registry_client):
-    a, b = (image(registry_client, REPO, seed=seed)["digest"] for seed in "ab")
+    # Two cosign signatures (of something never pushed), each tagged as the other's.
+    a, b = (artifacts.push_cosign(registry_client, REPO, artifacts.absent(seed).digest, "sig",
+                                  tag=seed).digest for seed in "ab")
     for digest, other in ((a, b), (b, a)):
         body = registry_client.get_manifest(REPO, digest)
         registry_client.put_manifest(REPO, artifacts.cosign_tag(other, "sig"), body.body,

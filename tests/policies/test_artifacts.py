@@ -178,7 +178,7 @@ def test_the_form_sets_the_orphan_rule_and_the_policy_page_says_it(maint):
 def test_against_the_registry_an_old_build_goes_with_its_signature_as_reported(
         registry, registry_client):
     """A run in delete mode deletes the old build and its cosign signature (the tag
-    sha256-<hex>.sig, an image as far as the registry knows), keeps the new build's, and the
+    sha256-<hex>.sig on a simple-signing manifest), keeps the new build's, and the
     collector frees exactly the bytes the report and the set-wise dry run promised."""
     from hubmgr import devstack
     from hubmgr.deletion import jobs
@@ -187,14 +187,15 @@ def test_against_the_registry_an_old_build_goes_with_its_signature_as_reported(
     from hubmgr.policies import service
     from hubmgr.policies.models import PolicyRun
 
+    from tests.support.artifacts import push_cosign
     from tests.support.factories import days_ago
     from tests.support.helpers import image, sync
 
     c = registry_client
     old = image(c, "pol/app", tag="build-1", seed="old")["digest"]
     new = image(c, "pol/app", tag="build-2", seed="new")["digest"]
-    sig = image(c, "pol/app", tag=cosign_tag(old), seed="old-sig")["digest"]
-    new_sig = image(c, "pol/app", tag=cosign_tag(new), seed="new-sig")["digest"]
+    sig = push_cosign(c, "pol/app", old, "sig").digest
+    new_sig = push_cosign(c, "pol/app", new, "sig").digest
     sync()
     Manifest.objects.update(last_pushed=days_ago(40), last_pushed_source="push_event")
     Manifest.objects.filter(digest__in=[new, new_sig]).update(last_pushed=days_ago(1))

@@ -108,20 +108,34 @@ def inventories(draw):
 
 def subjects(manifests):
     """{name: the name of what it belongs to} of the artifacts and referrers lists, as the
-    inventory learns it: from a subject field, a tag (cosign's, a referrers fallback tag), or
-    an index listing only referrers of one subject; a subject the repository does not hold is
-    given by its digest (an orphan's)."""
+    inventory learns it: from a subject field; cosign's tag on an artifact (by its own
+    content); a referrers fallback tag on an index whose read entries all belong to that
+    subject; an index listing only referrers of one subject. A subject the repository does
+    not hold is given by its digest (an orphan's)."""
     by_digest = {(spec["repo"], digest(name)): name for name, spec in manifests.items()}
     found = {}
+
+    def named(spec, tag):
+        subject = "sha256:" + tag.removeprefix("sha256-").split(".")[0]
+        return by_digest.get((spec["repo"], subject), subject)
+
     for name, spec in manifests.items():
         if spec["subject"]:
             found[name] = spec["subject"] if spec["subject"] in manifests else digest(
                 spec["subject"])
             continue
         for tag in spec["tags"]:
-            subject = "sha256:" + tag.removeprefix("sha256-").split(".")[0]
-            if tag.startswith("sha256-") and (spec["kids"] or "." in tag):
-                found[name] = by_digest.get((spec["repo"], subject), subject)
+            if tag.startswith("sha256-") and "." in tag and not spec["kids"] \
+                    and spec.get("artifact"):
+                found[name] = named(spec, tag)
+    for name, spec in manifests.items():
+        if name in found or not spec["kids"] or spec.get("artifact"):
+            continue
+        read = [kid for kid in spec["kids"] if manifests[kid].get("fetched", True)]
+        for tag in spec["tags"]:
+            if tag.startswith("sha256-") and "." not in tag and all(
+                    found.get(kid, "") == named(spec, tag) for kid in read):
+                found[name] = named(spec, tag)
     for name, spec in manifests.items():
         listed = {found.get(kid, "") for kid in spec["kids"]}
         if spec["kids"] and name not in found and len(listed) == 1 and "" not in listed:

@@ -294,12 +294,15 @@ def store_fetched(repo: Repository, fetched: dict, configs: dict, missing=()) ->
         [IndexChild(index_id=ids[i], child_id=ids[c.digest], platform=c.platform)
          for i, index in children.items() for c in index.children], batch_size=CHUNK,
         ignore_conflicts=True)
-    # BuildKit marks its attestation manifests on the index's entry, not in the manifest.
+    # BuildKit marks its attestation manifests on the index's entry, not in the manifest:
+    # believed for an entry not read yet (its read undoes it if it is an image) or one whose
+    # own content is an artifact, never for an image (see _classify).
     for index in children.values():
         for child, subject in artifacts.buildx_attestations(index).items():
-            Manifest.objects.filter(id=ids[child]).update(
-                artifact=ArtifactKind.ATTESTATION, tool=artifacts.BUILDX)
-            Manifest.objects.filter(id=ids[child], subject="").update(subject=subject)
+            marked = Manifest.objects.filter(id=ids[child]).filter(
+                Q(fetched=False) | ~Q(artifact=""))
+            marked.update(artifact=ArtifactKind.ATTESTATION, tool=artifacts.BUILDX)
+            marked.filter(subject="").update(subject=subject)
     gone = [d for d in missing if d not in fetched]
     for chunk in chunks(gone):
         # Only placeholders not marked yet change (a sync that finds the same one missing
@@ -316,15 +319,17 @@ CLASSIFIED = ("artifact", "artifact_type", "tool", "subject", "predicates")
 
 
 def _classify(row: Manifest, manifest):
-    """What the manifest says it is (hubmgr.registry.artifacts), on its row. What a row
-    learned elsewhere stays: a subject named by a tag or an index entry, an attestation
-    marked by its index."""
+    """What the manifest says it is (hubmgr.registry.artifacts), on its row. A subject
+    learned elsewhere (a tag, an index entry) stays only on an artifact by its own content:
+    anyone who can push can tag or annotate someone else's image, and must not make it
+    belong to (and be deleted with) something else by that. A manifest's own subject field
+    is its pusher's word about that manifest alone."""
     found = artifacts.classify(manifest)
-    if found.kind not in (Kind.IMAGE, Kind.INDEX):
-        row.artifact = found.kind
-        row.artifact_type = clean(found.media_type, 255)
-    row.tool = found.tool or row.tool
-    row.subject = found.subject or row.subject
+    own = found.kind not in (Kind.IMAGE, Kind.INDEX)
+    row.artifact = found.kind if own else ""
+    row.artifact_type = clean(found.media_type, 255) if own else ""
+    row.tool = found.tool or (row.tool if own else "")
+    row.subject = found.subject or (row.subject if own else "")
     row.predicates = clean(" ".join(found.predicates), 500)
 
 
@@ -444,10 +449,12 @@ def _refresh_subjects(repo, scope, names) -> set:
     of the rows in ``scope`` attached to a subject that is in the repository."""
     named = {pk: tags for pk, tags in names.items() if any(
         artifacts.cosign_tag(t) or artifacts.fallback_tag(t) for t in tags)}
-    for chunk in chunks(named):
-        for row in Manifest.objects.filter(id__in=chunk, subject="").only(
-                "id", "kind", "artifact", "tool", "subject", "referrers_list"):
-            _learn_from_tags(row, named[row.id])
+    # Images first (cosign's tags), then indexes (a list's entries must be known first).
+    for kind in (Kind.IMAGE, Kind.INDEX):
+        for chunk in chunks(named):
+            for row in Manifest.objects.filter(id__in=chunk, subject="", kind=kind).only(
+                    "id", "kind", "artifact", "tool", "subject", "referrers_list"):
+                _learn_from_tags(row, named[row.id])
     _learn_lists(scope.filter(kind=Kind.INDEX, subject="", artifact=""))
     rows = list(scope.exclude(subject="").values_list("id", "digest", "subject"))
     chain = _subjects_above(repo, {subject for _, _, subject in rows})
@@ -455,17 +462,26 @@ def _refresh_subjects(repo, scope, names) -> set:
 
 
 def _learn_from_tags(row, tags):
+    """A subject a tag names, believed only where the manifest agrees: cosign's tag on an
+    artifact by its own content (a signature, attestation or SBOM), the referrers fallback
+    tag on an index whose entries are all referrers of that subject (or not read yet)."""
     for tag in tags:
         cosign, listed = artifacts.cosign_tag(tag), artifacts.fallback_tag(tag)
-        if cosign and row.kind == Kind.IMAGE:
+        if cosign and row.kind == Kind.IMAGE and row.artifact:
             row.subject, row.tool = cosign[0], row.tool or artifacts.COSIGN
-            row.artifact = row.artifact or artifacts.KIND_OF_COSIGN_TAG[cosign[1]]
-        elif listed and row.kind == Kind.INDEX and not row.artifact:
+        elif (listed and row.kind == Kind.INDEX and not row.artifact
+              and _lists_referrers_of(row, listed)):
             row.subject, row.referrers_list = listed, True
         else:
             continue
         row.save(update_fields=["subject", "tool", "artifact", "referrers_list"])
         return
+
+
+def _lists_referrers_of(index, subject) -> bool:
+    entries = IndexChild.objects.filter(index=index)
+    return entries.exists() and not entries.filter(child__fetched=True).exclude(
+        child__subject=subject).exists()
 
 
 def _learn_lists(indexes):
