@@ -103,7 +103,7 @@ class Repository(models.Model):
 
     def counts_filter(self, filter_name):
         """Whether count_for knows this filter's count."""
-        return filter_name in ("", "tagged", "untagged", Kind.INDEX, Kind.IMAGE, ORPHANED)
+        return filter_name in ("", "tagged", "untagged", Kind.INDEX, Kind.IMAGE)
 
     def count_for(self, filter_name):
         """Top-level items matching a table filter, from the maintained counters."""
@@ -113,7 +113,6 @@ class Repository(models.Model):
             "untagged": self.item_count - self.tagged_count,
             Kind.INDEX: self.index_count,
             Kind.IMAGE: self.item_count - self.index_count,
-            ORPHANED: self.orphan_count,
         }[filter_name]
 
 
@@ -243,6 +242,11 @@ class Manifest(TriggerCounted):
             # What is attached to a row: the table's artifacts under their subject, a plan's.
             models.Index(fields=["repository", "subject"], name="m_subject",
                          condition=~models.Q(subject="")),
+            # The table's Artifact and Orphaned artifact filters: a few rows of many.
+            models.Index(fields=["repository"], name="m_top_artifact",
+                         condition=models.Q(is_top_level=True) & ~models.Q(artifact="")),
+            models.Index(fields=["repository"], name="m_orphan",
+                         condition=models.Q(is_orphan=True)),
         ]
 
     def __str__(self):

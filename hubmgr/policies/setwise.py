@@ -267,8 +267,10 @@ def _select_items(cursor, policy, now, coverage, seen, seen_params, remove_tag, 
 
 _NOT_GOING = "NOT EXISTS (SELECT 1 FROM hm_item y WHERE y.id = {} AND y.keeps = 0)"
 # Attached to a subject in its repository (``Manifest.is_attached``): it goes with its subject
-# only, never as an index's child.
-_ATTACHED = "({m}.subject <> '' AND NOT {m}.is_orphan)"
+# only, never as an index's child. Every condition on subject is spelled NOT (x.subject = ''),
+# the m_subject index's own: SQLite uses a partial index only for a query that states its
+# condition as written (with subject <> '' each round of the cascade read the whole table).
+_ATTACHED = "(NOT ({m}.subject = '') AND NOT {m}.is_orphan)"
 # A row of hm_item made by the cascade (columns in hm_item's order), of the manifest ``a``.
 _CASCADED = ("{a}.id, {a}.repository_id AS repo, 0 AS rule, 0 AS keeps, {reason} AS reason, "
              "CAST(%s AS integer) AS round, CASE WHEN {a}.kind = %s THEN 1 ELSE 0 END "
@@ -310,7 +312,8 @@ def cascade(cursor) -> dict:
                 "SELECT * FROM (SELECT " + _CASCADED.format(a="a", reason=REASON_CODES[ATTACHED])
                 + " FROM hm_item g JOIN {m} gm ON gm.id = g.id "
                 "JOIN {m} a ON a.repository_id = gm.repository_id AND a.subject = gm.digest "
-                f"WHERE g.round = %s AND g.keeps = 0 AND a.subject <> '' AND NOT a.is_orphan "
+                "WHERE g.round = %s AND g.keeps = 0 AND NOT (a.subject = '') "
+                "AND NOT a.is_orphan "
                 f"{_fence()}) attached) x "
                 "WHERE NOT EXISTS (SELECT 1 FROM hm_item y WHERE y.id = x.id)"),
                 [round_, Kind.INDEX.value, round_ - 1, round_, Kind.INDEX.value, round_ - 1])
@@ -557,7 +560,7 @@ def _delete_order(cursor, rows) -> dict:
             "JOIN hm_item p ON p.id = c.index_id WHERE c.child_id = v.value AND p.keeps = 0 "
             f"UNION SELECT s.id FROM ({subquery}) v CROSS JOIN {{m}} gm "
             "JOIN {m} sm ON sm.repository_id = gm.repository_id AND sm.digest = gm.subject "
-            "JOIN hm_item s ON s.id = sm.id WHERE gm.id = v.value AND gm.subject <> '' "
+            "JOIN hm_item s ON s.id = sm.id WHERE gm.id = v.value AND NOT (gm.subject = '') "
             "AND NOT gm.is_orphan AND s.keeps = 0"), [param, param])]
         known = {i for found in rows.values() for i in found}
         todo = sorted(set(above) - known)
@@ -610,7 +613,7 @@ def _kept_rows(cursor, limit, staying) -> dict:
         "JOIN {m} m ON m.id = u.id) w) k JOIN {m} m ON m.id = k.id "
         # What it is attached to (not an orphan's subject: that is not in the repository).
         "LEFT JOIN {m} sm ON sm.repository_id = m.repository_id AND sm.digest = m.subject "
-        "AND m.subject <> '' AND NOT m.is_orphan WHERE k.n <= %s "
+        "AND NOT (m.subject = '') AND NOT m.is_orphan WHERE k.n <= %s "
         "ORDER BY k.repo, m.digest{C}"), [limit])
     if not rows:
         return {}

@@ -31,7 +31,9 @@ FILTERS = {
     "untagged": Q(is_tagged=False),
     Kind.INDEX: Q(kind=Kind.INDEX),
     Kind.IMAGE: Q(kind=Kind.IMAGE),
-    "artifact": ~Q(artifact=""),  # signatures, SBOMs, charts, ... shown at the top level
+    # Artifacts at the top level (charts, orphans, ...) and orphans: a few rows each, found
+    # through their own partial indexes (m_top_artifact, m_orphan), then sorted.
+    "artifact": ~Q(artifact=""),
     ORPHANED: Q(is_orphan=True),
     "stale": None,  # depends on the registry's observation window: coverage.Coverage.stale_q
 }
@@ -347,8 +349,11 @@ def attachments(repo, rows) -> dict:
     out = {row.id: [] for row in rows}
     for start in range(0, len(by_digest), 500):
         digests = list(by_digest)[start:start + 500]
+        # The exclude is the m_subject index's condition: SQLite uses a partial index only
+        # when the query states it (without it, this read every manifest of the repository).
         for found in Manifest.objects.filter(repository=repo, subject__in=digests,
-                                             is_orphan=False).only(*ROW_FIELDS).order_by("id"):
+                                             is_orphan=False).exclude(subject="") \
+                .only(*ROW_FIELDS).order_by("id"):
             out[by_digest[found.subject]].append(found)
     coverage.mark([row for found in out.values() for row in found], Coverage.of(repo.registry))
     return out
