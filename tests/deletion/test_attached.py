@@ -21,7 +21,7 @@ from hubmgr.registry.client import ACCEPT, RegistryClient
 from tests.support.deletion_artifacts import (
     descriptor, fallback_tag, push_cosign_signature, push_fallback_index, push_referrer)
 from tests.support.browser import OUTPUT, login
-from tests.support.helpers import bearer, image, repo, sync
+from tests.support.helpers import bearer, image, process, repo, sync
 
 pytestmark = pytest.mark.django_db(transaction=True)
 APP = "sig/app"
@@ -65,11 +65,7 @@ ARTIFACTS = ("sig", "sig_a", "notation", "sbom", "list")
 def run(preview, user=None):
     """Confirm a preview ("Delete forever") and run its job here, to the end."""
     job = actions.confirm(repo(APP), preview.pk, user)
-    client = client_for(default_registry())
-    try:
-        jobs.process_job(job.pk, client, wait=True)
-    finally:
-        client.close()
+    process(job)
     job.refresh_from_db()
     return job
 

@@ -6,12 +6,12 @@ registry, accepting foreign layers as one that holds Windows images must."""
 import pytest
 
 from hubmgr import devstack
-from hubmgr.deletion import actions, jobs, reclaim
+from hubmgr.deletion import actions, reclaim
 from hubmgr.deletion.models import JobStatus, ReclaimBlob, ReclaimState
 from hubmgr.inventory.registries import client_for, default_registry
 
 from tests.support import artifacts
-from tests.support.helpers import repo, row, sync
+from tests.support.helpers import process, repo, row, sync
 
 pytestmark = pytest.mark.django_db(transaction=True)
 REPO = "win/app"
@@ -44,11 +44,7 @@ def test_a_nested_index_over_a_windows_image_frees_what_the_collector_frees(
     assert preview.plan["reclaim_bytes"] == outer.stored_size + manifests
 
     job = actions.confirm(repo(REPO), preview.pk, None)
-    client = client_for(default_registry())
-    try:
-        jobs.process_job(job.pk, client, wait=True)
-    finally:
-        client.close()
+    process(job)
     job.refresh_from_db()
     assert job.status == JobStatus.DONE
     # What the reclaim check may probe: the stored blobs only.

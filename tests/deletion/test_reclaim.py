@@ -22,7 +22,7 @@ from hubmgr.registry.manifests import sha256_digest
 
 from tests.support.browser import OUTPUT, login
 from tests.support.factories import make_image, make_index, make_repo
-from tests.support.helpers import image, repo, sync
+from tests.support.helpers import image, process, repo, sync
 
 pytestmark = pytest.mark.django_db(transaction=True)
 Pending, Reclaimed = ReclaimState.PENDING, ReclaimState.RECLAIMED
@@ -52,11 +52,7 @@ def delete(digests, user=None, name="gc/app"):
     r = repo(name)
     preview = actions.preview(r, digests, user)
     job = actions.confirm(r, preview.pk, user)
-    client = client_for(default_registry())
-    try:
-        jobs.process_job(job.pk, client, wait=True)
-    finally:
-        client.close()
+    process(job)
     job.refresh_from_db()
     return preview.plan, job
 

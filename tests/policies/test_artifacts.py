@@ -181,15 +181,13 @@ def test_against_the_registry_an_old_build_goes_with_its_signature_as_reported(
     sha256-<hex>.sig on a simple-signing manifest), keeps the new build's, and the
     collector frees exactly the bytes the report and the set-wise dry run promised."""
     from hubmgr import devstack
-    from hubmgr.deletion import jobs
     from hubmgr.inventory.models import Manifest
-    from hubmgr.inventory.registries import client_for, default_registry
     from hubmgr.policies import service
     from hubmgr.policies.models import PolicyRun
 
     from tests.support.artifacts import push_cosign
     from tests.support.factories import days_ago
-    from tests.support.helpers import image, sync
+    from tests.support.helpers import image, process, sync
 
     c = registry_client
     old = image(c, "pol/app", tag="build-1", seed="old")["digest"]
@@ -208,11 +206,7 @@ def test_against_the_registry_an_old_build_goes_with_its_signature_as_reported(
     assert going(entry) == {old: (SELECTED, rules.REMOVE_TAG), sig: (ATTACHED, None)}
     assert {k: v for k, v in entry.items() if k != "job"} == dry
     [job] = run.jobs.all()
-    client = client_for(default_registry())
-    try:
-        assert jobs.process_job(job.pk, client, wait=True) == "done"
-    finally:
-        client.close()
+    assert process(job) == "done"
     assert c.head_manifest("pol/app", old) is None and c.head_manifest("pol/app", sig) is None
     assert c.head_manifest("pol/app", new) and c.head_manifest("pol/app", new_sig)
     registry.stop()  # the collector runs offline

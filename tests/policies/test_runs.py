@@ -191,10 +191,8 @@ def test_a_policy_in_report_mode_deletes_nothing_and_one_in_delete_mode_starts_j
 def test_against_the_registry_report_mode_deletes_nothing_and_delete_mode_exactly_the_report(
         registry, registry_client):
     from hubmgr import devstack
-    from hubmgr.deletion import jobs
-    from hubmgr.inventory.registries import client_for
 
-    from tests.support.helpers import image, multiarch, sync
+    from tests.support.helpers import image, multiarch, process, sync
 
     c = registry_client
     d = {tag: image(c, "pol/app", tag=tag, seed=tag)["digest"]
@@ -229,11 +227,7 @@ def test_against_the_registry_report_mode_deletes_nothing_and_delete_mode_exactl
     cleanup("pol")
     run = PolicyRun.objects.filter(dry_run=False).get()
     [job] = run.jobs.all()
-    client = client_for(default_registry())
-    try:
-        assert jobs.process_job(job.pk, client, wait=True) == "done"
-    finally:
-        client.close()
+    assert process(job) == "done"
     assert run.report["repositories"][0]["reclaim_bytes"] == job.reclaim_bytes > 0
     for one in expected:
         assert c.head_manifest("pol/app", one) is None

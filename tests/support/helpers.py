@@ -4,6 +4,7 @@ import time
 from pathlib import Path
 
 from hubmgr import devstack
+from hubmgr.deletion import jobs
 from hubmgr.inventory.models import Manifest, Repository
 from hubmgr.inventory.registries import client_for, default_registry
 from hubmgr.inventory.sync.runs import sync_registry
@@ -29,6 +30,15 @@ def sync(repository=None):
     client = client_for(registry)
     try:
         return sync_registry(registry, client, repository)
+    finally:
+        client.close()
+
+
+def process(job):
+    """Run a deletion job here, to the end, as a worker would; returns how it ended."""
+    client = client_for(default_registry())
+    try:
+        return jobs.process_job(job.pk, client, wait=True)
     finally:
         client.close()
 
