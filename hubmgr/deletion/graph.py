@@ -19,7 +19,7 @@ from itertools import islice
 from django.db import connection, transaction
 
 from hubmgr.inventory.catalog.queries import TableState, items
-from hubmgr.inventory.catalog.store import MAX_DEPTH
+from hubmgr.registry.artifacts import MAX_DEPTH
 from hubmgr.inventory.models import Blob, IndexChild, Kind, Manifest, ManifestBlob, Tag
 from hubmgr.registry import names
 from hubmgr.registry.artifacts import Artifact

@@ -73,6 +73,10 @@ _FALLBACK_LEN = len(_FALLBACK_PREFIX) + 64
 KIND_OF_COSIGN_TAG = {"sig": SIGNATURE, "att": ATTESTATION, "sbom": SBOM}
 _COSIGN_MAX_LEN = _FALLBACK_LEN + len(".sbom")
 MAX_PREDICATES = 8
+# How far hubmgr follows a chain of subjects (a signature of an attestation of an image),
+# referrers of referrers, or indexes inside indexes: a deeper chain, or one that loops, is
+# not followed. The inventory, the table, the crawler and the deletion graph all use this.
+MAX_DEPTH = 8
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ from django.views.decorators.http import require_GET, require_POST
 
 from hubmgr.deletion import actions
 from hubmgr.inventory.catalog import listing, queries
+from hubmgr.inventory.pulls import coverage
+from hubmgr.inventory.pulls.coverage import Coverage
 from hubmgr.inventory.registries import default_registry
 
 from .deletions import MAX_SELECTION, get_job, require_delete_permission
@@ -183,6 +185,7 @@ def images(request, name):
     page = queries.page(repo, state)
     kids = queries.children_of_many(repo, [r for r in page.rows if r.is_index])
     attached = queries.attachments(repo, page.rows)
+    coverage.mark([a for found in attached.values() for a in found], Coverage.of(repo.registry))
     since = repo.registry.pulls_observed_since
     # count is exact when count_exact is true; otherwise (a search matching more than
     # queries.COUNT_CAP items) it is that cap and there are more items, and more pages than

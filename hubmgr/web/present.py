@@ -63,7 +63,6 @@ def present(rows, since=None, ref=""):
             row.pulled_note = f"Not since {since_text}" if since else "No pull data"
         info = row.artifact_info
         row.type_label = info.label
-        row.made_by = artifacts.TOOLS.get(info.tool, "")
         if row.is_orphan:
             row.orphan_note = (f"Orphaned: what it belongs to ({row.subject[:19]}…) is not in "
                                "this repository, or its chain of subjects loops.")

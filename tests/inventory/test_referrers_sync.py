@@ -216,7 +216,7 @@ def test_failing_probes_go_one_at_a_time_and_stop():
 
 @pytest.mark.django_db
 def test_a_chain_of_referrers_is_followed_to_its_bound_only(proxied, monkeypatch):
-    monkeypatch.setattr(crawl_module, "MAX_REFERRER_DEPTH", 1)
+    monkeypatch.setattr(crawl_module, "MAX_DEPTH", 1)
     subject = image(proxied, "deep/app", tag="v1")
     sbom = push_referrer(proxied, "deep/app", subject, SPDX, b"sbom")
     signature = push_referrer(proxied, "deep/app", sbom, NOTARY, b"jws")

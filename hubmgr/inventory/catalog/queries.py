@@ -20,11 +20,13 @@ from django.db import connection
 from django.db.models import DateTimeField, F, Lookup, Q
 from django.db.models.expressions import RawSQL
 
+from hubmgr.registry.artifacts import MAX_DEPTH
 from hubmgr.registry.names import clean
 
 from ..models import ORPHANED, IndexChild, Kind, Manifest, Tag
 from ..pulls import coverage
 from ..pulls.coverage import Coverage
+from .store import chunks
 
 FILTERS = {
     "tagged": Q(is_tagged=True),
@@ -337,25 +339,23 @@ def children(repo, index: Manifest) -> list:
     return children_of_many(repo, [index]).get(index.id, [])
 
 
-# The rows an expanded item lists below it at most, and how deep.
+# The rows an expanded item lists below it at most (and at most MAX_DEPTH levels).
 MAX_BELOW = 500
-MAX_DEPTH = 8
 
 
 def attachments(repo, rows) -> dict:
     """{row id: the artifacts attached to it} for rows of ``repo`` (orphans are attached to
-    nothing), in one query per 500 rows."""
+    nothing), in one query per 500 rows. Not marked for Stale (coverage.mark): the callers
+    that show them do it, once for all their rows."""
     by_digest = {row.digest: row.id for row in rows}
     out = {row.id: [] for row in rows}
-    for start in range(0, len(by_digest), 500):
-        digests = list(by_digest)[start:start + 500]
+    for digests in chunks(by_digest):
         # The exclude is the m_subject index's condition: SQLite uses a partial index only
         # when the query states it (without it, this read every manifest of the repository).
         for found in Manifest.objects.filter(repository=repo, subject__in=digests,
                                              is_orphan=False).exclude(subject="") \
                 .only(*ROW_FIELDS).order_by("id"):
             out[by_digest[found.subject]].append(found)
-    coverage.mark([row for found in out.values() for row in found], Coverage.of(repo.registry))
     return out
 
 
@@ -364,9 +364,8 @@ def artifacts_of(repo, rows) -> dict:
     artifacts it lists itself (BuildKit's attestation manifests). Two queries per 500 rows;
     what the table's marks (signed, has SBOM) are made of."""
     out = attachments(repo, rows)
-    indexes = [row.id for row in rows if row.is_index]
-    for start in range(0, len(indexes), 500):
-        for link in IndexChild.objects.filter(index_id__in=indexes[start:start + 500]) \
+    for indexes in chunks(row.id for row in rows if row.is_index):
+        for link in IndexChild.objects.filter(index_id__in=indexes) \
                 .exclude(child__artifact="").select_related("child").only(
                 "index_id", *(f"child__{f}" for f in ROW_FIELDS)).order_by("id"):
             out[link.index_id].append(link.child)

@@ -16,6 +16,7 @@ from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from hubmgr.registry import artifacts
+from hubmgr.registry.artifacts import MAX_DEPTH
 from hubmgr.registry.manifests import (
     INDEX_TYPES, MAX_BLOB_SIZE, MAX_ENTRIES, SCHEMA1_TYPES, ImageConfig)
 from hubmgr.registry.names import clean
@@ -27,9 +28,6 @@ from .conditions import seen_push_q
 
 CHUNK = 500
 MAX_ERROR = 2000
-# How far up a chain of subjects (a signature of an attestation of an image) or down nested
-# indexes hubmgr follows: a deeper chain, or one that loops, is not followed.
-MAX_DEPTH = 8
 
 
 class Batch:

@@ -21,7 +21,7 @@ import queue
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from hubmgr.registry.artifacts import IMAGE_CONFIGS
+from hubmgr.registry.artifacts import IMAGE_CONFIGS, MAX_DEPTH
 from hubmgr.registry.errors import RegistryError, RegistryNotFound
 from hubmgr.registry.manifests import ImageConfig, Manifest, parse_config
 
@@ -29,8 +29,6 @@ log = logging.getLogger("hubmgr.sync")
 # Referrers fetched for one subject at most: a subject with 10,000 referrers costs only itself,
 # and the rest are listed as a problem (notifications still bring each of them).
 MAX_REFERRERS_FETCHED = 500
-# Referrers of referrers are followed this deep (a signature of an SBOM of an image is 2).
-MAX_REFERRER_DEPTH = 8
 # Referrers requests that fail before the registry said whether it has the API: past this
 # many, the crawler stops asking, with one problem, instead of one per manifest.
 MAX_PROBE_FAILURES = 3
@@ -215,14 +213,14 @@ class Crawler:
 
     def _ask_referrers(self, crawl, digest):
         """Ask for the referrers of a manifest this crawl read, unless the registry has no
-        referrers API, or ``digest`` is itself a referrer MAX_REFERRER_DEPTH levels down.
+        referrers API, or ``digest`` is itself a referrer MAX_DEPTH levels down.
         While support is unknown, one request at a time (the probe) and the rest wait."""
         if self.referrers_api is False:
             return
-        if crawl.depth.get(digest, 0) >= MAX_REFERRER_DEPTH:
+        if crawl.depth.get(digest, 0) >= MAX_DEPTH:
             crawl.result.problems.append({
                 "reference": f"{crawl.repository}@{digest}",
-                "error": f"referrers: reached through {MAX_REFERRER_DEPTH} levels of "
+                "error": f"referrers: reached through {MAX_DEPTH} levels of "
                          "referrers; hubmgr does not ask for more below it"})
             return
         if self.referrers_api is None:
