@@ -178,8 +178,8 @@ def _match_tags(cursor, policy, remove_tag):
     """The distinct tag lists of the covered tagged items, tested in Python (the expressions
     are RE2's, not the database's): those the remove expression finds in every tag of, and
     those the keep expression finds in a tag of."""
-    cursor.execute(_q("SELECT DISTINCT m.tags_text FROM hm_scope s CROSS JOIN {m} m "
-                      "WHERE m.repository_id = s.id AND m.is_top_level AND m.is_tagged"))
+    cursor.execute(_q("SELECT DISTINCT m.tags_text FROM {m} m WHERE m.repository_id IN "
+                      "(SELECT id FROM hm_scope) AND m.is_top_level AND m.is_tagged"))
     lists = [text for (text,) in cursor.fetchall()]
     if remove_tag:
         found = tag_finder(policy.remove_tag_regex)
@@ -233,7 +233,7 @@ def _select_items(cursor, policy, now, coverage, seen, seen_params, remove_tag, 
             "LEFT JOIN (SELECT id FROM (SELECT m.id, ROW_NUMBER() OVER (PARTITION BY "
             f"m.repository_id ORDER BY {age} "
             "DESC NULLS LAST, m.digest{C} DESC) AS n "
-            "FROM hm_scope s CROSS JOIN {m} m WHERE m.repository_id = s.id "
+            "FROM {m} m WHERE m.repository_id IN (SELECT id FROM hm_scope) "
             "AND m.is_top_level AND m.is_tagged) w WHERE n <= %s) nw ON nw.id = m.id")
         newest_params = [*age_params, policy.keep_last]
     if policy.keep_pulled_days is not None:
@@ -255,14 +255,17 @@ def _select_items(cursor, policy, now, coverage, seen, seen_params, remove_tag, 
         f"{child_pulled} AS child_pulled, rm.v IS NOT NULL AS rm, kp.v IS NOT NULL AS kp, "
         f"{newest} AS newest, {_UNREAD.format(m='m')} AS unread, "
         f"{_OWN.format(m='m')} AS own "
-        "FROM hm_scope s CROSS JOIN {m} m LEFT JOIN hm_rm rm ON rm.v = m.tags_text "
+        "FROM {m} m LEFT JOIN hm_rm rm ON rm.v = m.tags_text "
         f"LEFT JOIN hm_kp kp ON kp.v = m.tags_text {newest_join} "
-        "WHERE m.repository_id = s.id AND m.is_top_level) t) u WHERE rule IS NOT NULL"),
+        "WHERE m.repository_id IN (SELECT id FROM hm_scope) AND m.is_top_level) t) u "
+        "WHERE rule IS NOT NULL"),
         [*params, Kind.INDEX.value, *seen_params, *orphan_params,
          *([Kind.INDEX.value] if pulls else []),
          *newest_params])
     item = _names.get()["hm_item"]
     cursor.execute(f"CREATE UNIQUE INDEX {item}_id ON {item} (id)")
+    # Each round of the cascade starts from the rows the round before added.
+    cursor.execute(f"CREATE INDEX {item}_round ON {item} (round)")
 
 
 _NOT_GOING = "NOT EXISTS (SELECT 1 FROM hm_item y WHERE y.id = {} AND y.keeps = 0)"
@@ -296,23 +299,25 @@ def cascade(cursor) -> dict:
         while True:
             round_ += 1
             # Made as a table first, since PostgreSQL runs a CREATE TABLE AS in parallel and
-            # an INSERT never; from the rows that went last round, and only then without
-            # what hm_item holds (the fence, OFFSET 0: PostgreSQL misjudged that anti-join
-            # and planned every IndexChild row through it).
+            # an INSERT never; from the rows that went last round (SQLite: as the outer loop,
+            # not a scan of every index child and every artifact of the registry each round),
+            # and only then without what hm_item holds (the fence, OFFSET 0: PostgreSQL
+            # misjudged that anti-join and planned every IndexChild row through it).
             cursor.execute(_q(
                 f"CREATE {_work_kind()} TABLE hm_round AS SELECT * FROM (SELECT * FROM ("
                 "SELECT DISTINCT " + _CASCADED.format(a="cm", reason=REASON_CODES[CHILD])
-                + " FROM hm_item g JOIN {ic} c ON c.index_id = g.id "
-                "JOIN {m} cm ON cm.id = c.child_id "
-                "WHERE g.round = %s AND g.keeps = 0 AND g.is_index = 1 AND NOT cm.is_tagged "
+                + " FROM hm_item g CROSS JOIN {ic} c CROSS JOIN {m} cm "
+                "WHERE c.index_id = g.id AND cm.id = c.child_id "
+                "AND g.round = %s AND g.keeps = 0 AND g.is_index = 1 AND NOT cm.is_tagged "
                 f"AND NOT {_ATTACHED.format(m='cm')} AND (g.reason = {REASON_CODES[SELECTED]} "
                 "OR NOT EXISTS (SELECT 1 FROM {m} lm WHERE lm.id = g.id AND lm.referrers_list)) "
                 "AND NOT EXISTS (SELECT 1 FROM {ic} p WHERE p.child_id = c.child_id AND "
                 + _NOT_GOING.format("p.index_id") + f") {_fence()}) children UNION ALL "
                 "SELECT * FROM (SELECT " + _CASCADED.format(a="a", reason=REASON_CODES[ATTACHED])
-                + " FROM hm_item g JOIN {m} gm ON gm.id = g.id "
-                "JOIN {m} a ON a.repository_id = gm.repository_id AND a.subject = gm.digest "
-                "WHERE g.round = %s AND g.keeps = 0 AND NOT (a.subject = '') "
+                + " FROM hm_item g CROSS JOIN {m} gm CROSS JOIN {m} a "
+                "WHERE gm.id = g.id AND a.repository_id = gm.repository_id "
+                "AND a.subject = gm.digest "
+                "AND g.round = %s AND g.keeps = 0 AND NOT (a.subject = '') "
                 "AND NOT a.is_orphan "
                 f"{_fence()}) attached) x "
                 "WHERE NOT EXISTS (SELECT 1 FROM hm_item y WHERE y.id = x.id)"),
@@ -326,8 +331,8 @@ def cascade(cursor) -> dict:
             cursor.execute(_q(
                 "SELECT 1 FROM hm_item i JOIN {ic} p ON p.child_id = i.id WHERE i.keeps = 0 "
                 f"AND i.reason <> {REASON_CODES[CHILD]} UNION ALL SELECT 1 FROM hm_item i "
-                "JOIN {m} m ON m.id = i.id WHERE i.keeps = 0 AND i.reason <> 0 "
-                "AND m.referrers_list"))
+                "CROSS JOIN {m} m WHERE m.id = i.id AND i.keeps = 0 AND i.reason <> 0 "
+                "AND i.is_index = 1 AND m.referrers_list"))  # (a referrers list is an index)
             may_block = cursor.fetchone() is not None
         if not may_block:
             return staying
@@ -425,13 +430,14 @@ _KEPT = ("SELECT g.repo, c.child_id AS id FROM hm_item g JOIN {ic} c ON c.index_
 # A layer or config is freed when every manifest referencing it is going in this
 # repository's plan: when as many of them go as the count the inventory's triggers keep.
 # Two branches: a blob one manifest references is freed with it, counted without grouping
-# (and so in parallel on PostgreSQL); one that several reference is grouped, found from the
+# (and so in parallel on PostgreSQL; on SQLite from the going items, not from every blob); one
+# that several reference is grouped, found from the
 # blobs referenced at most as often as a repository has going items (%s; a base layer that
 # many repositories share is never a candidate), so the common case needs no grouping.
 _FREED_BLOBS = (
     "SELECT repo, SUM(size) FROM ("
-    "SELECT g.repo, SUM(b.size) AS size FROM hm_item g JOIN {mb} l ON l.manifest_id = g.id "
-    "JOIN {b} b ON b.id = l.blob_id WHERE g.keeps = 0 AND b.manifest_count = 1 "
+    "SELECT g.repo, SUM(b.size) AS size FROM hm_item g CROSS JOIN {mb} l CROSS JOIN {b} b "
+    "WHERE l.manifest_id = g.id AND b.id = l.blob_id AND g.keeps = 0 AND b.manifest_count = 1 "
     "GROUP BY g.repo "
     "UNION ALL SELECT x.repo, SUM(b.size) FROM (SELECT g.repo, l.blob_id, COUNT(*) AS n "
     "FROM {b} s JOIN {mb} l ON l.blob_id = s.id JOIN hm_item g ON g.id = l.manifest_id "
