@@ -3,7 +3,22 @@ from django.contrib import admin
 from .models import DeletionItem, DeletionJob
 
 
-class ItemInline(admin.TabularInline):
+class ReadOnly:
+    """A record of what happened (a deletion job and its items, a policy run, a change to a
+    policy): viewed in the admin, never added, changed or deleted there (only retention
+    pruning removes old ones). First among a ModelAdmin's or an inline's bases."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class ItemInline(ReadOnly, admin.TabularInline):
     model = DeletionItem
     extra = 0
     can_delete = False
@@ -12,11 +27,8 @@ class ItemInline(admin.TabularInline):
 
 
 @admin.register(DeletionJob)
-class DeletionJobAdmin(admin.ModelAdmin):
+class DeletionJobAdmin(ReadOnly, admin.ModelAdmin):
     list_display = ("id", "repository_name", "status", "created_by", "created_at", "finished_at",
                     "reclaim_state")
     list_filter = ("status", "reclaim_state")
     inlines = [ItemInline]
-    readonly_fields = ("repository", "repository_name", "created_by", "deadline", "status",
-                       "reclaim_bytes", "kept", "finished_at", "reclaim_state", "freed_bytes",
-                       "reclaimed_bytes", "reclaimed_at", "reclaim_checked_at", "reclaim_error")

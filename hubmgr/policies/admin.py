@@ -1,5 +1,7 @@
 from django.contrib import admin
 
+from hubmgr.deletion.admin import ReadOnly
+
 from . import service
 from .models import CleanupPolicy, PolicyAudit, PolicyRun
 
@@ -33,24 +35,13 @@ class CleanupPolicyAdmin(admin.ModelAdmin):
             service.delete_policy(policy, request.user)
 
 
-class ReadOnly(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(PolicyRun)
-class PolicyRunAdmin(ReadOnly):
+class PolicyRunAdmin(ReadOnly, admin.ModelAdmin):
     list_display = ("id", "policy", "status", "dry_run", "started_at", "finished_at")
     list_filter = ("status", "dry_run")
 
 
 @admin.register(PolicyAudit)
-class PolicyAuditAdmin(ReadOnly):
+class PolicyAuditAdmin(ReadOnly, admin.ModelAdmin):
     list_display = ("at", "policy_name", "action", "user")
     list_filter = ("action",)
-
-    def has_delete_permission(self, request, obj=None):
-        return False
