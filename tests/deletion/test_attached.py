@@ -18,8 +18,9 @@ from hubmgr.inventory.models import Manifest
 from hubmgr.inventory.registries import client_for, default_registry
 from hubmgr.registry.client import ACCEPT, RegistryClient
 
-from tests.support.deletion_artifacts import (
-    descriptor, fallback_tag, push_cosign_signature, push_fallback_index, push_referrer)
+from tests.support.artifacts import (
+    cosign_tag, push_cosign, push_notation_signature, push_referrers_list, push_spdx_referrer,
+    referrers_tag, stored)
 from tests.support.browser import OUTPUT, login
 from tests.support.helpers import bearer, image, process, repo, sync
 
@@ -38,23 +39,21 @@ def signed_world(client):
     b = devstack.push_image(client, APP, [base, devstack.make_layer("b", 2000)],
                             platform="linux/arm64")
     index = devstack.push_index(client, APP, [a, b], tag="1.0")
-    subject = descriptor(client, APP, index)
-    notation = push_referrer(client, APP, subject, seed="notation")
-    sbom = push_referrer(client, APP, subject, "application/spdx+json",
-                         "application/spdx+json", seed="sbom")
-    keep = image(client, APP, tag="keep", seed="keep")
-    kept_referrer = push_referrer(client, APP, keep, seed="keep-notation")
+    subject = stored(client, APP, index)
+    notation = push_notation_signature(client, APP, subject)
+    sbom = push_spdx_referrer(client, APP, subject)
+    keep = stored(client, APP, image(client, APP, tag="keep", seed="keep")["digest"])
+    kept_referrer = push_notation_signature(client, APP, keep)
     devstack.push_image(client, "sig/other", [base, devstack.make_layer("o", 900)], tag="x")
     world = {
         "index": index, "a": a["digest"], "b": b["digest"],
-        "sig": push_cosign_signature(client, APP, index, seed="index")["digest"],
-        "sig_a": push_cosign_signature(client, APP, a["digest"], seed="amd64")["digest"],
-        "notation": notation["digest"], "sbom": sbom["digest"],
-        "list": push_fallback_index(client, APP, index, [notation, sbom])["digest"],
-        "keep": keep["digest"],
-        "keep_sig": push_cosign_signature(client, APP, keep["digest"], seed="keep")["digest"],
-        "keep_list": push_fallback_index(client, APP, keep["digest"],
-                                         [kept_referrer])["digest"]}
+        "sig": push_cosign(client, APP, index, "sig").digest,
+        "sig_a": push_cosign(client, APP, a["digest"], "sig").digest,
+        "notation": notation.digest, "sbom": sbom.digest,
+        "list": push_referrers_list(client, APP, subject, [notation, sbom]).digest,
+        "keep": keep.digest,
+        "keep_sig": push_cosign(client, APP, keep.digest, "sig").digest,
+        "keep_list": push_referrers_list(client, APP, keep, [kept_referrer]).digest}
     sync()
     return world
 
@@ -117,8 +116,8 @@ def test_deleting_a_signed_index_takes_what_is_attached_and_frees_what_the_colle
     assert job.status == JobStatus.DONE
     for name in ("index", "a", "b", *ARTIFACTS):
         assert status(registry, w[name]) == 404, name
-    keep = fallback_tag(w["keep"])
-    assert tags(registry) == sorted(["keep", keep, keep + ".sig"])  # no .sig of what went
+    keep = w["keep"]  # only its tags stay: no .sig of what went
+    assert tags(registry) == sorted(["keep", referrers_tag(keep), cosign_tag(keep, "sig")])
     assert collect() == plan["reclaim_bytes"] > 0
     sync()
     assert not Manifest.objects.filter(repository__name=APP, is_orphan=True).exists()
@@ -181,8 +180,8 @@ def test_keeping_attached_artifacts_leaves_them_orphaned_and_they_can_be_deleted
     assert job.status == JobStatus.DONE
     assert [status(registry, w[n]) for n in ("index", "a", "b")] == [404] * 3
     assert [status(registry, w[n]) for n in ARTIFACTS] == [200] * 5
-    assert {fallback_tag(w["index"]), fallback_tag(w["index"]) + ".sig",
-            fallback_tag(w["a"]) + ".sig"} <= set(tags(registry))
+    assert {referrers_tag(w["index"]), cosign_tag(w["index"], "sig"),
+            cosign_tag(w["a"], "sig")} <= set(tags(registry))
     assert collect() == body["reclaim_bytes"]
 
     sync()
@@ -211,10 +210,10 @@ def test_what_is_attached_after_the_preview_is_not_deleted_and_shows_as_orphaned
     client = RegistryClient(registry.url)
     # cosign signs again (a new manifest takes the .sig tag); notation adds a signature and,
     # without the referrers API, pushes a new referrers list and moves its tag.
-    resigned = push_cosign_signature(client, APP, w["index"], seed="index", signatures=2)
-    later = push_referrer(client, APP, descriptor(client, APP, w["index"]), seed="later")
-    listed = [descriptor(client, APP, w["notation"]), later]
-    new_list = push_fallback_index(client, APP, w["index"], listed)
+    resigned = push_cosign(client, APP, w["index"], "sig", signatures=2)
+    index = stored(client, APP, w["index"])
+    later = push_notation_signature(client, APP, index, signature=b"later")
+    new_list = push_referrers_list(client, APP, index, [stored(client, APP, w["notation"]), later])
     client.close()
 
     job = run(preview, maintainer)
@@ -226,12 +225,12 @@ def test_what_is_attached_after_the_preview_is_not_deleted_and_shows_as_orphaned
     # The new list refers to the notation signature now: it is kept, as the recheck says.
     assert items[w["notation"]].status == ItemStatus.SKIPPED
     assert "referenced since the preview by index" in items[w["notation"]].last_error
-    for digest in (resigned["digest"], later["digest"], new_list["digest"]):
+    for digest in (resigned.digest, later.digest, new_list.digest):
         assert status(registry, digest) == 200
 
     sync()
     rows = {m.digest: m for m in Manifest.objects.filter(repository__name=APP)}
-    for digest in (resigned["digest"], later["digest"], new_list["digest"], w["notation"]):
+    for digest in (resigned.digest, later.digest, new_list.digest, w["notation"]):
         assert rows[digest].is_orphan, digest
 
 

@@ -5,7 +5,8 @@ annotations, artifactType, subject, field order and JSON layout of the tool that
 only what must be real changes: every config and layer is a real blob pushed first (so the
 registry accepts the manifest, and its garbage collector and disk hold them), and every
 manifest-to-manifest reference (index entries, ``subject``, referrers-list entries) names a
-manifest pushed here. A foreign layer stays as the fixture has it: the registry never stores it.
+manifest pushed here (or one already in the registry, described by ``stored``). A foreign layer
+stays as the fixture has it: the registry never stores it.
 
 Each push returns a ``Pushed``: digest, manifest bytes, and the blobs the registry stores for
 it (for an index, those of every manifest below), so tests assert sizes exactly.
@@ -172,14 +173,15 @@ def push_cosign(client, repo, subject_digest, suffix, tag="", signatures=1) -> P
                tag or cosign_tag(subject_digest, suffix))
 
 
-def push_notation_signature(client, repo, subject: Pushed) -> Pushed:
-    """notation sign on an OCI 1.1 registry client: a referrer by digest, untagged."""
+def push_notation_signature(client, repo, subject: Pushed, signature=b"signature") -> Pushed:
+    """notation sign on an OCI 1.1 registry client: a referrer by digest, untagged. Another
+    ``signature`` (its bytes in the envelope) signs the same subject again."""
     data = template("notation-signature.json")
     push_blob(client, repo, data["config"], EMPTY_JSON)
     envelope = {"payload": b64(compact({"targetArtifact": {
         "mediaType": subject.media_type, "digest": subject.digest, "size": subject.size}})),
         "protected": b64(b'{"alg":"PS256","cty":"application/vnd.cncf.notary.payload.v1+json"}'),
-        "header": {"x5c": [b64(b"certificate")]}, "signature": b64(b"signature")}
+        "header": {"x5c": [b64(b"certificate")]}, "signature": b64(signature)}
     push_blob(client, repo, data["layers"][0], compact(envelope))
     point(data["subject"], subject)
     return put(client, repo, data, OCI_MANIFEST, COMPACT)
@@ -376,12 +378,28 @@ def put(client, repo, data, media_type, indent, tag="", below=()) -> Pushed:
     body = layout(data, indent)
     digest = client.put_manifest(repo, tag or sha256_digest(body), body, media_type)
     assert digest == sha256_digest(body), "the registry stored other bytes than were sent"
+    blobs, foreign = own_blobs(data)
+    blobs.update(union(below))
+    return Pushed(digest, len(body), media_type, blobs, tag, foreign, data)
+
+
+def stored(client, repo, digest) -> Pushed:
+    """A manifest already in the registry (devstack's images, say), to attach to or list: its
+    own config and layers as its blobs (an index's children are not counted)."""
+    fetched = client.get_manifest(repo, digest)
+    data = json.loads(fetched.body)
+    blobs, foreign = own_blobs(data)
+    return Pushed(fetched.digest, len(fetched.body), fetched.media_type, blobs, "", foreign,
+                  data)
+
+
+def own_blobs(data) -> tuple[dict, dict]:
+    """{digest: size} of a manifest's config and layers: those stored, those foreign."""
     blobs, foreign = {}, {}
     for descriptor in [data["config"], *data["layers"]] if "config" in data else []:
         where = foreign if descriptor.get("urls") else blobs
         where[descriptor["digest"]] = descriptor["size"]
-    blobs.update(union(below))
-    return Pushed(digest, len(body), media_type, blobs, tag, foreign, data)
+    return blobs, foreign
 
 
 def union(manifests) -> dict:
