@@ -21,7 +21,8 @@ Rules:
 - each going item's reason: SELECTED; else ATTACHED when what it is attached to goes (and
   the plan does not keep attached artifacts); else CHILD;
 - the deletion order: an index before its children, a subject before what is attached to it
-  (a job deletes an attached artifact only once its subject is deleted);
+  (a job deletes an attached artifact only once its subject is deleted); otherwise by
+  ``order_key``;
 - reclaim_bytes counts the blobs the registry's garbage collector frees once the plan has run:
   configs, layers and the manifests themselves that no remaining manifest in any repository of
   the registry references.
@@ -282,10 +283,20 @@ def _explain_kept_attached(graph, going, kept, keep_attached) -> list:
 def delete_order(graph, going):
     """Parents before children, so no index ever points at a missing child, and a subject
     before what is attached to it, so that an artifact goes only once its subject went (a
-    job keeps it when the subject was kept); among the parents of one item, by key, so that
-    the order is the same in every process. (Hostile input can make the two relations loop:
-    the order then breaks the loop somewhere, and a job waits only on earlier items.)"""
+    job keeps it when the subject was kept); otherwise by ``order_key``, and among the
+    parents of one item by key, so that the order is the same in every process. (Hostile
+    input can make the two relations loop: the order then breaks the loop somewhere, and a
+    job waits only on earlier items.)"""
     order, seen = [], set()
+    levels = {}
+
+    def level(key):
+        """How many going subjects stand above ``key`` (0: it is attached to none)."""
+        if key not in levels:
+            levels[key] = 0  # (first: a loop of subjects ends here)
+            subject = _subject(graph, key)
+            levels[key] = level(subject) + 1 if subject in going else 0
+        return levels[key]
 
     def visit(key):
         if key in seen:
@@ -299,10 +310,19 @@ def delete_order(graph, going):
             visit((node.repository, node.subject))
         order.append(key)
 
-    indexes = sorted(k for k in going if graph.nodes[k].kind == INDEX)
-    for key in indexes + sorted(set(going).difference(indexes)):
+    for key in sorted(going, key=lambda k: order_key(level(k), graph.nodes[k].kind, k[1])):
         visit(key)
     return order
+
+
+def order_key(level, kind, digest):
+    """Where a going item stands in the deletion order when nothing it waits for comes after
+    it: what is attached to nothing first, then what is attached to it, and so on (a
+    signature of an attestation after the attestation); at each level indexes before images;
+    then by digest. The set-wise policy engine orders by the same key in SQL, and falls back
+    on ``delete_order`` where an item waits for one that the key puts after it (an index
+    listed by another, an index attached to something that lists what is not)."""
+    return level, kind != INDEX, digest
 
 
 def freed(graph: Graph, going: set) -> tuple[dict, dict]:

@@ -21,8 +21,9 @@ back to the database in a table. The planner's rules, as ``deletion.planner`` st
   kept, and so is an attached referrers list that lists something that stays; the going set
   is made again without them;
 - kept: the blocked items, and the children of going indexes that do not go;
-- the deletion order: indexes, then images, each by digest, but an item after the going
-  indexes that list it and after the going item it is attached to;
+- the deletion order: by ``planner.order_key`` (what is attached to nothing, then what is
+  attached to that, and so on; at each level indexes, then images, each by digest), but an
+  item after the going indexes that list it and after the going item it is attached to;
 - freed: a manifest's own blob when no other repository of the registry has its digest; a
   layer or config when every manifest referencing it is going in the same repository's plan.
   The inventory keeps both counts (``Manifest.digest_repositories``, ``Blob.manifest_count``),
@@ -39,8 +40,8 @@ from django.db import connection, transaction
 
 from hubmgr.deletion.graph import values_subquery
 from hubmgr.deletion.planner import (
-    ATTACHED, CHILD, SELECTED, Graph, Node, blocked_reason, delete_order, own_tags_reason,
-    shared_child_reason, staying_entries_reason, subject_stays_reason)
+    ATTACHED, CHILD, SELECTED, Graph, Node, blocked_reason, delete_order, order_key,
+    own_tags_reason, shared_child_reason, staying_entries_reason, subject_stays_reason)
 from hubmgr.inventory.catalog.conditions import (
     age_from_sql, older_than_sql, orphaned_sql, pulled_since_sql, pushed_before_sql,
     quiet_since_sql, seen_push_sql)
@@ -67,8 +68,10 @@ _WORK = {
     "hm_kp": "v text PRIMARY KEY",  # tag lists a tag of which the keep expression finds
     # Each item a remove rule selects (reason 0, its first rule) with the keep rules that
     # protect it (bits of KEEP_BITS) or BLOCKED, and each child the cascade takes along
-    # (reason 1, in its round). Going: keeps = 0. What it frees of its own and whether it
-    # was read are copied in, so that counting needs no look-up.
+    # (reason 1, or 2 when attached, in its round). Going: keeps = 0. What it frees of its
+    # own, whether it was read, whether it is a referrers list that was not selected
+    # (is_list: it takes no children) and its digest are copied in, so that no statement
+    # looks them up; and its level: how many going subjects stand above it (planner.order_key).
     "hm_item": None,
     "hm_round": None,  # a round of the cascade's children, made by its statement
 }
@@ -80,7 +83,7 @@ _names = ContextVar("setwise_names")
 # parallel plans at no set-up cost (the planner's defaults kept every statement on one
 # core: the work tables would not have allowed more anyway, as temporary tables); and no
 # JIT compilation, which cost these sub-second statements more than it saved.
-PG_SETTINGS = {"work_mem": "64MB", "parallel_setup_cost": "0", "parallel_tuple_cost": "0",
+PG_SETTINGS = {"work_mem": "128MB", "parallel_setup_cost": "0", "parallel_tuple_cost": "0",
                "jit": "off"}
 
 # Of a manifest row: whether it is unread, and its own blob's bytes when deleting it frees
@@ -246,10 +249,12 @@ def _select_items(cursor, policy, now, coverage, seen, seen_params, remove_tag, 
         "CAST(repo AS bigint) AS repo, "
         "CAST(rule AS integer) AS rule, CAST(keeps AS integer) AS keeps, 0 AS reason, "
         "0 AS round, CAST(is_index AS integer) AS is_index, "
-        "CAST(unread AS integer) AS unread, CAST(own AS bigint) AS own FROM ("
-        f"SELECT t.id, t.repo, t.is_index, t.unread, t.own, CASE {' '.join(whens)} END "
+        "CAST(unread AS integer) AS unread, CAST(own AS bigint) AS own, 0 AS is_list, "
+        "digest, 0 AS level FROM ("
+        f"SELECT t.id, t.repo, t.is_index, t.unread, t.own, t.digest, CASE {' '.join(whens)} END "
         f"AS rule, {' + '.join(keeps)} AS keeps FROM ("
-        "SELECT m.id, m.repository_id AS repo, CASE WHEN m.kind = %s THEN 1 ELSE 0 END "
+        "SELECT m.id, m.repository_id AS repo, m.digest, "
+        "CASE WHEN m.kind = %s THEN 1 ELSE 0 END "
         f"AS is_index, m.is_tagged AS tagged, {seen} AS seen, {orphan} AS orphan, "
         "m.last_pushed AS pushed, m.first_seen, m.last_pulled AS own_pulled, "
         f"{child_pulled} AS child_pulled, rm.v IS NOT NULL AS rm, kp.v IS NOT NULL AS kp, "
@@ -278,12 +283,13 @@ _ATTACHED = "(NOT ({m}.subject = '') AND NOT {m}.is_orphan)"
 _CASCADED = ("{a}.id, {a}.repository_id AS repo, 0 AS rule, 0 AS keeps, {reason} AS reason, "
              "CAST(%s AS integer) AS round, CASE WHEN {a}.kind = %s THEN 1 ELSE 0 END "
              "AS is_index, " + _UNREAD.replace("{m}", "{a}") + " AS unread, "
-             + _OWN.replace("{m}", "{a}") + " AS own")
+             + _OWN.replace("{m}", "{a}") + " AS own, "
+             "CASE WHEN {a}.referrers_list THEN 1 ELSE 0 END AS is_list, {a}.digest, "
+             "{level} AS level")
 
 
 # The referrers lists going with their subject (or as an index's child).
-_GOING_LISTS = ("(SELECT g.id FROM hm_item g JOIN {m} m ON m.id = g.id WHERE g.keeps = 0 "
-                "AND g.reason <> 0 AND m.referrers_list)")
+_GOING_LISTS = "(SELECT id FROM hm_item WHERE keeps = 0 AND is_list = 1)"
 
 
 def cascade(cursor) -> dict:
@@ -305,18 +311,17 @@ def cascade(cursor) -> dict:
             # misjudged that anti-join and planned every IndexChild row through it).
             cursor.execute(_q(
                 f"CREATE {_work_kind()} TABLE hm_round AS SELECT * FROM (SELECT * FROM ("
-                "SELECT DISTINCT " + _CASCADED.format(a="cm", reason=REASON_CODES[CHILD])
+                "SELECT DISTINCT " + _CASCADED.format(a="cm", reason=REASON_CODES[CHILD], level=0)
                 + " FROM hm_item g CROSS JOIN {ic} c CROSS JOIN {m} cm "
                 "WHERE c.index_id = g.id AND cm.id = c.child_id "
                 "AND g.round = %s AND g.keeps = 0 AND g.is_index = 1 AND NOT cm.is_tagged "
-                f"AND NOT {_ATTACHED.format(m='cm')} AND (g.reason = {REASON_CODES[SELECTED]} "
-                "OR NOT EXISTS (SELECT 1 FROM {m} lm WHERE lm.id = g.id AND lm.referrers_list)) "
+                f"AND NOT {_ATTACHED.format(m='cm')} AND g.is_list = 0 "
                 "AND NOT EXISTS (SELECT 1 FROM {ic} p WHERE p.child_id = c.child_id AND "
                 + _NOT_GOING.format("p.index_id") + f") {_fence()}) children UNION ALL "
-                "SELECT * FROM (SELECT " + _CASCADED.format(a="a", reason=REASON_CODES[ATTACHED])
-                + " FROM hm_item g CROSS JOIN {m} gm CROSS JOIN {m} a "
-                "WHERE gm.id = g.id AND a.repository_id = gm.repository_id "
-                "AND a.subject = gm.digest "
+                "SELECT * FROM (SELECT " + _CASCADED.format(a="a", reason=REASON_CODES[ATTACHED],
+                                                   level="g.level + 1")
+                + " FROM hm_item g CROSS JOIN {m} a "
+                "WHERE a.repository_id = g.repo AND a.subject = g.digest "
                 "AND g.round = %s AND g.keeps = 0 AND NOT (a.subject = '') "
                 "AND NOT a.is_orphan "
                 f"{_fence()}) attached) x "
@@ -330,9 +335,8 @@ def cascade(cursor) -> dict:
         if may_block is None:  # a selected or attached row an index lists; a referrers list
             cursor.execute(_q(
                 "SELECT 1 FROM hm_item i JOIN {ic} p ON p.child_id = i.id WHERE i.keeps = 0 "
-                f"AND i.reason <> {REASON_CODES[CHILD]} UNION ALL SELECT 1 FROM hm_item i "
-                "CROSS JOIN {m} m WHERE m.id = i.id AND i.keeps = 0 AND i.reason <> 0 "
-                "AND i.is_index = 1 AND m.referrers_list"))  # (a referrers list is an index)
+                f"AND i.reason <> {REASON_CODES[CHILD]} UNION ALL SELECT 1 FROM hm_item "
+                "WHERE keeps = 0 AND is_list = 1"))
             may_block = cursor.fetchone() is not None
         if not may_block:
             return staying
@@ -487,7 +491,7 @@ def _lists(cursor, limit, unread, staying) -> dict:
 # says what it is (as the deletion graph reads them) and, for the order, what it is attached to.
 _GOING_COLUMNS = ("g.id, m.digest, m.kind, m.tags_text, m.size, g.reason, g.rule, m.fetched, "
                   "m.artifact, m.artifact_type, m.tool, m.subject, m.referrers_list, "
-                  "m.is_orphan")
+                  "m.is_orphan, g.level")
 
 
 def _describe(entry, row):
@@ -504,35 +508,38 @@ def _describe(entry, row):
 
 def _going_rows(cursor, limit, unread) -> dict:
     """{repository id: its going rows (``_GOING_COLUMNS``) in the planner's deletion order}:
-    the first ``limit``, and as many more as the unread list needs. The order is indexes, then
-    images, each by digest, except that a row comes after the going indexes that list it and
-    after the going item it is attached to (``planner.delete_order``): where one of these
-    sorts after it (indexes of indexes, an artifact whose digest sorts before its subject's),
-    the order is the planner's own, over the first rows and what comes before them."""
+    the first ``limit``, and as many more as the unread list needs. The order is
+    ``planner.order_key``'s, except that a row comes after the going indexes that list it
+    (``planner.delete_order``; the item it is attached to is a level above it): where one of
+    these sorts after it (an index listed by another of its level and a later digest, an
+    attached index listing what is attached to nothing), the order is the planner's own,
+    over the first rows and what comes before them."""
     reordered = set(r for (r,) in _rows(cursor, (
-        "SELECT DISTINCT g.repo FROM hm_item g JOIN {ic} c ON c.child_id = g.id "
-        "JOIN hm_item p ON p.id = c.index_id "
-        "WHERE g.is_index = 1 AND g.keeps = 0 AND p.keeps = 0 UNION "
-        "SELECT DISTINCT g.repo FROM hm_item g JOIN {m} gm ON gm.id = g.id "
-        "JOIN {m} sm ON sm.repository_id = gm.repository_id AND sm.digest = gm.subject "
-        "JOIN hm_item s ON s.id = sm.id "
-        f"WHERE g.reason = {REASON_CODES[ATTACHED]} AND g.keeps = 0 AND s.keeps = 0 AND "
-        "(g.is_index > s.is_index OR (g.is_index = s.is_index AND sm.digest{C} > gm.digest))")))
-    source = "FROM hm_item g JOIN {m} m ON m.id = g.id"
+        "SELECT DISTINCT g.repo FROM hm_item p CROSS JOIN {ic} c CROSS JOIN hm_item g "
+        "WHERE p.level > 0 AND p.is_index = 1 AND p.keeps = 0 AND c.index_id = p.id "
+        "AND g.id = c.child_id AND g.keeps = 0 AND g.level < p.level UNION "
+        "SELECT DISTINCT g.repo FROM hm_item g CROSS JOIN {ic} c CROSS JOIN hm_item p "
+        "WHERE g.is_index = 1 AND g.keeps = 0 AND c.child_id = g.id AND p.id = c.index_id "
+        "AND p.keeps = 0 AND p.level = g.level AND p.digest{C} > g.digest")))
     found = {}
-    # The first ``limit`` of each repository, and its first ``limit`` unread ones.
+    # The first ``limit`` of each repository, and its first ``limit`` unread ones: numbered
+    # in hm_item, read from the inventory only for those. (The LIMIT, as many rows as they can
+    # be, tells PostgreSQL how few they are: it takes a window's condition to keep every row,
+    # and would join every going row with the inventory.)
     for where in (("WHERE g.keeps = 0", "WHERE g.keeps = 0 AND g.unread = 1")
                   if any(unread.values()) else ("WHERE g.keeps = 0",)):
         for row in _rows(cursor, (
-                f"SELECT * FROM (SELECT g.repo, {_GOING_COLUMNS}, ROW_NUMBER() OVER "
-                f"(PARTITION BY g.repo ORDER BY g.is_index DESC, m.digest{{C}}) AS n {source} "
-                f"{where}) t WHERE n <= %s ORDER BY repo, n"), [limit]):
+                f"SELECT g.repo, {_GOING_COLUMNS} FROM (SELECT id FROM (SELECT g.id, "
+                "ROW_NUMBER() OVER (PARTITION BY g.repo ORDER BY g.level, g.is_index DESC, "
+                f"g.digest{{C}}) AS n FROM hm_item g {where}) w WHERE w.n <= %s LIMIT %s) t "
+                "CROSS JOIN hm_item g CROSS JOIN {m} m WHERE g.id = t.id AND m.id = t.id"),
+                [limit, limit * max(len(unread), 1)]):
             if row[0] not in reordered or "unread" not in where:
-                found.setdefault(row[0], {})[row[1]] = row[1:-1]
+                found.setdefault(row[0], {})[row[1]] = row[1:]
     ordered = {}
     for repo_id, rows in found.items():
         if repo_id not in reordered:
-            ordered[repo_id] = sorted(rows.values(), key=lambda r: (r[2] != Kind.INDEX, r[1]))
+            ordered[repo_id] = sorted(rows.values(), key=lambda r: order_key(r[14], r[2], r[1]))
     if reordered:
         prefixes = _delete_order(cursor, {r: found.get(r, {}) for r in reordered})
         whole = []  # where the prefix holds fewer unread rows than the unread list needs
@@ -544,8 +551,9 @@ def _going_rows(cursor, limit, unread) -> dict:
         if whole:
             subquery, param = values_subquery(sorted(whole), "bigint")
             rows = {}
-            for row in _rows(cursor, f"SELECT g.repo, {_GOING_COLUMNS} {source} JOIN "
-                                     f"({subquery}) v ON v.value = g.repo WHERE g.keeps = 0",
+            for row in _rows(cursor, f"SELECT g.repo, {_GOING_COLUMNS} FROM hm_item g "
+                                     f"JOIN {{m}} m ON m.id = g.id JOIN ({subquery}) v "
+                                     "ON v.value = g.repo WHERE g.keeps = 0",
                              [param]):
                 rows.setdefault(row[0], {})[row[1]] = row[1:]
             ordered.update(_delete_order(cursor, rows))

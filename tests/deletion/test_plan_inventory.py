@@ -247,7 +247,7 @@ def test_a_job_waits_only_on_items_before_it():
     p = plan(Graph({n.key: n for n in nodes}, {}), [("r", y)])
     data = plan_data(p)
     assert [(i["digest"], i["parents"], i.get("subject")) for i in data["items"]] == [
-        (y, [x], None), (x, [], y), (s, [], y)]
+        (x, [], y), (y, [x], None), (s, [], y)]
     job = create_job(Repository.objects.create(registry=default_registry(), name="r"), data)
     assert list(job.items.values_list("digest", "reason", "parents", "subject")) == [
-        (y, "selected", [], ""), (x, "attached", [], y), (s, "attached", [], y)]
+        (x, "attached", [], ""), (y, "selected", [x], ""), (s, "attached", [], y)]

@@ -173,7 +173,7 @@ def test_an_index_attached_to_its_own_child_does_not_loop():
         assert sorted(p.going_keys) == [("a", "x"), ("a", "y")] and p.kept == []
     # The order breaks the loop somewhere; a job waits only on earlier items (see
     # test_plan_inventory.test_a_job_waits_only_on_items_before_it).
-    assert p.going_keys == [("a", "y"), ("a", "x")]
+    assert p.going_keys == [("a", "x"), ("a", "y")]
 
 
 def test_a_layer_shared_with_another_repository_is_not_counted():
