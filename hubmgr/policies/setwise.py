@@ -271,8 +271,9 @@ def _select_items(cursor, policy, now, coverage, seen, seen_params, remove_tag, 
          *newest_params])
     item = _names.get()["hm_item"]
     cursor.execute(f"CREATE UNIQUE INDEX {item}_id ON {item} (id)")
-    # Each round of the cascade starts from the rows the round before added.
-    cursor.execute(f"CREATE INDEX {item}_round ON {item} (round)")
+    if connection.vendor == "sqlite":  # (PostgreSQL reads the table whole for each round)
+        # Each round of the cascade starts from the rows the round before added.
+        cursor.execute(f"CREATE INDEX {item}_round ON {item} (round)")
 
 
 _NOT_GOING = "NOT EXISTS (SELECT 1 FROM hm_item y WHERE y.id = {} AND y.keeps = 0)"
@@ -531,10 +532,10 @@ def _going_rows(cursor, limit, unread) -> dict:
     for where in (("WHERE g.keeps = 0", "WHERE g.keeps = 0 AND g.unread = 1")
                   if any(unread.values()) else ("WHERE g.keeps = 0",)):
         for row in _rows(cursor, (
-                f"SELECT g.repo, {_GOING_COLUMNS} FROM (SELECT id FROM (SELECT g.id, "
-                "ROW_NUMBER() OVER (PARTITION BY g.repo ORDER BY g.level, g.is_index DESC, "
-                f"g.digest{{C}}) AS n FROM hm_item g {where}) w WHERE w.n <= %s LIMIT %s) t "
-                "CROSS JOIN hm_item g CROSS JOIN {m} m WHERE g.id = t.id AND m.id = t.id"),
+                f"SELECT g.repo, {_GOING_COLUMNS} FROM (SELECT id, repo, reason, rule, level "
+                "FROM (SELECT g.*, ROW_NUMBER() OVER (PARTITION BY g.repo ORDER BY g.level, "
+                f"g.is_index DESC, g.digest{{C}}) AS n FROM hm_item g {where}) w "
+                "WHERE w.n <= %s LIMIT %s) g CROSS JOIN {m} m WHERE m.id = g.id"),
                 [limit, limit * max(len(unread), 1)]):
             if row[0] not in reordered or "unread" not in where:
                 found.setdefault(row[0], {})[row[1]] = row[1:]
