@@ -137,6 +137,20 @@ class RepositoryMatcher:
                 includes.append(line)
         excludes += [line.lstrip("!").strip() for line in glob_lines(exclude)]
         self.include, self.exclude = any_glob(includes), any_glob(excludes)
+        self.includes = includes
+
+    def prefixes(self, most=50) -> list[str] | None:
+        """What every covered name starts with, one string per include pattern (its text
+        before the first wildcard, without a last ``/``: ``team/**`` covers ``team``), for a
+        query to narrow the names it reads before they are matched; None when a pattern
+        starts with a wildcard or there are more than ``most`` patterns."""
+        found = set()
+        for glob in self.includes:
+            literal = glob.split("*", 1)[0].split("?", 1)[0].rstrip("/")
+            if not literal:
+                return None
+            found.add(literal)
+        return sorted(found) if len(found) <= most else None
 
     def __call__(self, name: str) -> bool:
         return (self.include is not None and self.include.fullmatch(name) is not None

@@ -57,11 +57,15 @@ _ITEM_COLUMNS = ("digest", "kind", "tags_text", "last_pushed", "last_pushed_sour
 
 
 def covered_repositories(policy, registry=None):
-    """The registry's repositories the policy's globs cover, by name."""
+    """The registry's repositories the policy's globs cover, by name. (Only those whose names
+    start as an include pattern does are read: a registry of 10,000 repositories made the
+    form's live preview of 100 of them read and match every one, 0.15 s.)"""
     registry = registry or default_registry()
     covers = policy.covers()
-    repos = Repository.objects.filter(registry=registry).only(
-        "id", "name", "item_count", "registry_id").order_by("name")
+    repos = Repository.objects.filter(registry=registry)
+    if (prefixes := covers.prefixes()) is not None:
+        repos = repos.filter(reduce(operator.or_, (Q(name__startswith=p) for p in prefixes)))
+    repos = repos.only("id", "name", "item_count", "registry_id").order_by("name")
     return [repo for repo in repos if covers(repo.name)]
 
 

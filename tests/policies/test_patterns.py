@@ -72,6 +72,33 @@ def test_a_glob_covers_what_a_reading_by_hand_covers(glob, name):
     assert RepositoryMatcher(glob)(name) is glob_reference(glob, name)
 
 
+@given(st.lists(st.text(alphabet="ab/*?.", max_size=8), min_size=1, max_size=3),
+       st.text(alphabet="ab/.", max_size=12))
+@hsettings(max_examples=500, deadline=None)
+def test_every_covered_name_starts_as_an_include_pattern_does(globs, name):
+    """The prefixes a query narrows the repositories by before matching lose none."""
+    globs = [g for g in globs if g.strip() and not g.strip().startswith("!")]
+    matcher = RepositoryMatcher("\n".join(globs))
+    prefixes = matcher.prefixes()
+    if globs and matcher(name) and prefixes is not None:
+        assert any(name.startswith(p) for p in prefixes), (globs, name, prefixes)
+
+
+@pytest.mark.django_db
+def test_a_policy_reads_only_the_repositories_its_patterns_can_cover():
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    for name in ("team", "team/a", "team/a/b", "teamx", "other", "zzz"):
+        make_repo(name)
+    p = policy(include="team/**\nother", exclude="team/a/b")
+    with CaptureQueriesContext(connection) as queries:
+        found = [repo.name for repo in runs.covered_repositories(p)]
+    assert found == ["other", "team", "team/a"]
+    assert "LIKE" in queries[-1]["sql"].upper()
+    assert RepositoryMatcher("**/base").prefixes() is None  # any name may end so
+
+
 def test_a_hostile_glob_on_a_hostile_name_runs_in_linear_time():
     # Python's re took 16.8 s for the first on a name of 40 "a"s (and doubled with each "a").
     globs = ["*a" * 10 + "*b", "**a" * 40 + "b", "*?" * 120 + "b", "**/" * 80 + "b"]
