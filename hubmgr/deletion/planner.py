@@ -321,7 +321,8 @@ def order_key(level, kind, digest):
     signature of an attestation after the attestation); at each level indexes before images;
     then by digest. The set-wise policy engine orders by the same key in SQL, and falls back
     on ``delete_order`` where an item waits for one that the key puts after it (an index
-    listed by another, an index attached to something that lists what is not)."""
+    listed by another index of its level with a later digest; what an attached index lists
+    that is attached to nothing)."""
     return level, kind != INDEX, digest
 
 

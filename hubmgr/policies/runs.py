@@ -58,8 +58,8 @@ _ITEM_COLUMNS = ("digest", "kind", "tags_text", "last_pushed", "last_pushed_sour
 
 def covered_repositories(policy, registry=None):
     """The registry's repositories the policy's globs cover, by name. (Only those whose names
-    start as an include pattern does are read: a registry of 10,000 repositories made the
-    form's live preview of 100 of them read and match every one, 0.15 s.)"""
+    start as an include pattern does are read: in a registry of 11,000 repositories, the
+    form's live preview of 1,000 of them spent 0.15 s reading and matching every one.)"""
     registry = registry or default_registry()
     covers = policy.covers()
     repos = Repository.objects.filter(registry=registry)

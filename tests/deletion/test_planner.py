@@ -361,3 +361,16 @@ def test_what_is_attached_to_a_deleted_item_goes_or_is_kept_with_a_reason(case):
             assert artifact in deleted or (kept[artifact] and artifact in orphaned)
             if keep_attached and artifact not in deleted and not g.parents.get(artifact):
                 assert kept[artifact].startswith("kept by choice: attached to ")
+
+
+def test_the_order_puts_what_is_attached_after_everything_attached_to_nothing():
+    """planner.order_key: level by level (what is attached to nothing, then what is attached
+    to that), indexes before images, then by digest: a signature whose digest sorts first
+    still comes after every item, not pulled forward with its subject."""
+    g = graph(img("a", "y", attached=["s"]), img("a", "m"), img("a", "s"),
+              idx("a", "k", ["m"]), img("a", "t"), img("a", "z"))
+    g.nodes[("a", "t")].subject = "s"  # a signature of the signature
+    g.nodes[("a", "s")].attached = (("a", "t"),)
+    p = plan(g, [("a", "y"), ("a", "k"), ("a", "z")])
+    assert p.going_keys == [("a", "k"), ("a", "m"), ("a", "y"), ("a", "z"), ("a", "s"),
+                            ("a", "t")]
