@@ -115,22 +115,31 @@ def start_registry(root: Path, port: int | None = None, **options) -> Service:
                            "docker-registry` (make run and make test do this as root)")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
-    config_path = root / "config.yml"
-    config_path.write_text(json.dumps(registry_config(root, port, **options), indent=2))
-    log = open(root / "registry.log", "ab")
-    proc = subprocess.Popen([REGISTRY_BIN, "serve", str(config_path)], stdout=log, stderr=log,
-                            stdin=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    service = Service(proc, url, root, config_path, name="the registry",
-                      log=root / "registry.log")
-    try:
-        wait_for(lambda: proc.poll() is None and requests.get(url + "/v2/", timeout=1)
-                 .status_code in (200, 401), "docker-registry")
-    except RuntimeError:
-        service.stop()
-        raise RuntimeError(f"docker-registry did not start; see {root / 'registry.log'}")
-    return service
+    config_path, log_path = root / "config.yml", root / "registry.log"
+    # A free port picked here can be taken by another process before the registry binds it
+    # (tests start several at once): then it exits at once saying so, and another is tried.
+    for _ in range(1 if port else 3):
+        chosen = port or free_port()
+        config_path.write_text(json.dumps(registry_config(root, chosen, **options), indent=2))
+        log = open(log_path, "ab")
+        logged = log.tell()
+        proc = subprocess.Popen([REGISTRY_BIN, "serve", str(config_path)], stdout=log,
+                                stderr=log, stdin=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{chosen}"
+        service = Service(proc, url, root, config_path, name="the registry", log=log_path)
+        try:
+            wait_for(lambda: proc.poll() is not None or requests.get(url + "/v2/", timeout=1)
+                     .status_code in (200, 401), "docker-registry")
+        except RuntimeError:  # running, and not answering
+            service.stop()
+            break
+        if proc.poll() is None:
+            return service
+        with open(log_path, "rb") as written:
+            written.seek(logged)
+            if b"address already in use" not in written.read():
+                break
+    raise RuntimeError(f"docker-registry did not start; see {log_path}")
 
 
 def blob_bytes(root: Path) -> int:
