@@ -19,10 +19,9 @@ from itertools import islice
 from django.db import connection, transaction
 
 from hubmgr.inventory.catalog.queries import TableState, items
-from hubmgr.registry.artifacts import MAX_DEPTH
 from hubmgr.inventory.models import Blob, IndexChild, Kind, Manifest, ManifestBlob, Tag
 from hubmgr.registry import names
-from hubmgr.registry.artifacts import Artifact
+from hubmgr.registry.artifacts import MAX_DEPTH, Artifact
 
 from .planner import Graph, Node
 
@@ -73,23 +72,28 @@ def _select(sql, *params):
 
 
 @contextmanager
-def _probing():
-    """One transaction (one view of the inventory) in which PostgreSQL looks each listed value
-    up in an index. Its cost model preferred hashing a whole table, a sequential scan of every
-    repository's manifests that is slower than probing the index for each listed digest and
-    grows with the registry, not with the selection."""
+def probing():
+    """One transaction (one view of the inventory; a savepoint inside an outer one) in which
+    PostgreSQL looks each listed value up in an index. Its cost model preferred hashing a
+    whole table, a sequential scan of every repository's manifests that is slower than
+    probing the index for each listed digest and grows with the registry, not with the
+    selection. (The set-wise policy engine probes so for its statements that start from the
+    going rows.) What was set before comes back afterwards; after an error, the rollback of
+    the savepoint undoes the settings with the rest."""
     with transaction.atomic():
         if connection.vendor != "postgresql":
             yield
             return
         with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off")
-        try:
-            yield
-        finally:  # back to the session's settings for the rest of an outer transaction
-            with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL enable_hashjoin TO DEFAULT; "
-                               "SET LOCAL enable_mergejoin TO DEFAULT")
+            cursor.execute("SELECT current_setting('enable_hashjoin'), "
+                           "current_setting('enable_mergejoin'), "
+                           "set_config('enable_hashjoin', 'off', true), "
+                           "set_config('enable_mergejoin', 'off', true)")
+            before = cursor.fetchone()[:2]
+        yield
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('enable_hashjoin', %s, true), "
+                           "set_config('enable_mergejoin', %s, true)", list(before))
 
 
 @contextmanager
@@ -112,7 +116,7 @@ def load_graph(repo, digests) -> tuple[Graph, list]:
     digests = list(dict.fromkeys(digests))
     if not digests:  # (an empty list would be taken for ids)
         return Graph({}, {}), []
-    with _probing():
+    with probing():
         graph = _load({repo.pk: repo.name},
                       "WHERE m.repository_id = %s AND m.digest = v.value", digests, repo.pk)
     return graph, [(repo.name, d) for d in digests]
@@ -129,7 +133,7 @@ def load_graphs(names, ids, tags=None) -> Graph:
     ids = list(dict.fromkeys(ids))
     if not ids:
         return Graph({}, {})
-    with _probing():
+    with probing():
         return _load(names, "WHERE m.id = v.value", ids, tags=tags or {})
 
 

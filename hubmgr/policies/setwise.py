@@ -38,7 +38,7 @@ from datetime import timedelta
 
 from django.db import connection, transaction
 
-from hubmgr.deletion.graph import values_subquery
+from hubmgr.deletion.graph import probing, values_subquery
 from hubmgr.deletion.planner import (
     ATTACHED, CHILD, SELECTED, Graph, Node, blocked_reason, delete_order, order_key,
     own_tags_reason, shared_child_reason, staying_entries_reason, subject_stays_reason)
@@ -85,6 +85,13 @@ _names = ContextVar("setwise_names")
 # compilation, which cost these sub-second statements more than it saved; and no merge joins
 # (over a tenth of a million-manifest registry, the blobs freed were found by walking every
 # link between manifests and blobs in order and looking each blob up: 1.5 s instead of 0.3).
+# The statements that start from the going rows (the cascade's rounds, the blobs freed, the
+# first going rows, the kept rows) also run without hash joins (graph.probing): PostgreSQL
+# hashed every index child, artifact, link or manifest of the registry where looking each
+# going row up is faster. Over 100 of 1,000 repositories in a million-manifest registry: a
+# round's artifacts 254 → 45 ms, the blobs freed 505 → 209 ms; over all 1,000, the artifacts
+# 470 → 365 ms, the first going rows 1,006 → 449 ms, the kept rows 336 → under 200. (Not for
+# every statement: keep-last's numbering has no index to look up.)
 PG_SETTINGS = {"work_mem": "128MB", "parallel_setup_cost": "0", "parallel_tuple_cost": "0",
                "jit": "off", "enable_mergejoin": "off"}
 
@@ -312,7 +319,7 @@ def cascade(cursor) -> dict:
             # not a scan of every index child and every artifact of the registry each round),
             # and only then without what hm_item holds (the fence, OFFSET 0: PostgreSQL
             # misjudged that anti-join and planned every IndexChild row through it).
-            with _probing(cursor):
+            with probing():
                 cursor.execute(_q(
                     f"CREATE {_work_kind()} TABLE hm_round AS SELECT * FROM (SELECT * FROM ("
                     "SELECT DISTINCT "
@@ -370,23 +377,6 @@ def cascade(cursor) -> dict:
         cursor.execute(_q("DELETE FROM hm_item WHERE reason <> 0 AND keeps = 0"))
 
 
-@contextmanager
-def _probing(cursor):
-    """PostgreSQL without hash joins for one statement: it looks each going row's children,
-    artifacts, blobs and inventory row up in their indexes instead of hashing every index
-    child, artifact, link or manifest of the registry. Measured over 100 of 1,000
-    repositories in a million-manifest registry: the artifacts of a cascade round 254 → 45
-    ms, the blobs freed 505 → 209 ms; over all 1,000, the artifacts 470 → 365 ms, the first
-    going rows 1,006 → 449 ms, the kept rows 336 → under 200. (Not for every statement:
-    keep-last's numbering has no index to look up, and would be compared row by row.)"""
-    if connection.vendor != "postgresql":
-        yield
-        return
-    cursor.execute("SET LOCAL enable_hashjoin = off")
-    yield
-    cursor.execute("SET LOCAL enable_hashjoin TO DEFAULT")
-
-
 def _fence():
     """What keeps PostgreSQL from flattening a subquery into the query around it (SQLite
     plans these statements well as they are, and wants a LIMIT before an OFFSET)."""
@@ -412,7 +402,7 @@ def _reports(cursor, policy, by_id, limit, staying) -> dict[int, RepositoryRepor
     if not items:
         return {}
     going = {repo_id: row[2:] for repo_id, row in counted.items() if row[2]}
-    with _probing(cursor):
+    with probing():
         blobs = _per_repo(cursor, _FREED_BLOBS, [max((row[0] for row in going.values()),
                                                       default=0)])
     subquery, param = values_subquery(list(items), "bigint")
@@ -551,7 +541,7 @@ def _going_rows(cursor, limit, unread) -> dict:
     # and would join every going row with the inventory.)
     for where in (("WHERE g.keeps = 0", "WHERE g.keeps = 0 AND g.unread = 1")
                   if any(unread.values()) else ("WHERE g.keeps = 0",)):
-        with _probing(cursor):
+        with probing():
             found_rows = _rows(cursor, (
                 f"SELECT g.repo, {_GOING_COLUMNS} FROM (SELECT id, repo, reason, rule, level "
                 "FROM (SELECT g.*, ROW_NUMBER() OVER (PARTITION BY g.repo ORDER BY g.level, "
@@ -642,7 +632,7 @@ def _going_parents(cursor, ids) -> dict:
 def _kept_rows(cursor, limit, staying) -> dict:
     """{repository id: (the first ``limit`` kept entries by digest, each with the planner's
     reason; how many are kept in all)}."""
-    with _probing(cursor):
+    with probing():
         rows = _rows(cursor, (
             "SELECT k.repo, k.id, m.digest, m.tags_text, EXISTS (SELECT 1 FROM hm_item b "
             f"WHERE b.id = k.id AND b.keeps = {BLOCKED}), k.total, sm.digest, sm.tags_text "

@@ -167,6 +167,11 @@ def test_the_load_leaves_the_planner_settings_of_an_outer_transaction_as_they_we
     with transaction.atomic():
         assert plan(*load_graph(repos["a"], [digest("image0")])).going
         assert (show("enable_hashjoin"), show("enable_mergejoin")) == ("on", "on")
+        # What a caller set itself comes back too (a policy's dry run turns merge joins off).
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL enable_mergejoin = off")
+        assert plan(*load_graph(repos["a"], [digest("image0")])).going
+        assert (show("enable_hashjoin"), show("enable_mergejoin")) == ("on", "off")
     assert show("jit") == "off"
 
 
