@@ -5,6 +5,9 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+from hubmgr.policies.patterns import (
+    MAX_GLOB_LENGTH, MAX_REGEX_LENGTH, validate_globs, validate_regex)
+
 
 class JobStatus(models.TextChoices):
     QUEUED = "queued"
@@ -168,3 +171,60 @@ class DeletionPreview(models.Model):
 
     def __str__(self):
         return f"preview {self.pk} of {self.repository}"
+
+
+class ProtectedTag(models.Model):
+    """A rule that no deletion overrides (the page, the API, the CLI, a policy): an item with a
+    tag that ``tag_regex`` finds (RE2, unanchored, as a policy's tag expressions) in a
+    repository that ``repositories`` matches (a glob, as a policy's include) stays, and so does
+    every manifest it lists (protection.py). Only holders of ``manage_protected_tags`` change
+    the rules, through ``protection.save_rule`` / ``protection.delete_rule``, which write a
+    ProtectionAudit row in the same transaction."""
+
+    tag_regex = models.CharField(
+        max_length=MAX_REGEX_LENGTH, validators=[validate_regex],
+        help_text="Tags protected: an RE2 expression found anywhere in the tag; write ^ and $ "
+                  "to match whole tags, e.g. ^(latest|prod)$ or ^v\\d+\\.\\d+\\.\\d+$.")
+    repositories = models.CharField(
+        max_length=MAX_GLOB_LENGTH, default="**", validators=[validate_globs],
+        help_text="Repositories where it applies: a glob (team/* one path segment, team/** any "
+                  "depth, ** all).")
+    note = models.CharField(max_length=200, blank=True, help_text="Why, for the next reader.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL,
+                                   null=True, blank=True, related_name="+")
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL,
+                                   null=True, blank=True, related_name="+")
+
+    class Meta:
+        ordering = ["id"]
+        permissions = [("manage_protected_tags", "Can add, change and remove protected tags")]
+
+    def __str__(self):
+        return f"{self.tag_regex} on {self.repositories}"
+
+
+class ProtectionAudit(models.Model):
+    """One change to the protected-tag rules: who, when, and the rule before and after."""
+
+    class Action(models.TextChoices):
+        CREATE = "create", "Added"
+        CHANGE = "change", "Changed"
+        DELETE = "delete", "Removed"
+
+    rule = models.ForeignKey(ProtectedTag, null=True, blank=True, on_delete=models.SET_NULL,
+                             related_name="audit")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                             on_delete=models.SET_NULL, related_name="+")
+    at = models.DateTimeField(auto_now_add=True)
+    action = models.CharField(max_length=10, choices=Action.choices)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        verbose_name = "protected tag change"
+
+    def __str__(self):
+        return f"protected tag {self.action} at {self.at:%Y-%m-%d %H:%M}"
