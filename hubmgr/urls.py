@@ -3,7 +3,8 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from hubmgr.web import (
-    api, api_policies, deletions, health, hooks, live, overview, policy_pages, views)
+    api, api_policies, api_protection, deletions, health, hooks, live, overview, policy_pages,
+    protected_pages, views)
 
 handler400 = views.bad_request
 
@@ -41,6 +42,11 @@ urlpatterns = [
     path("policies/runs/<int:run_id>/", policy_pages.run_detail, name="policy-run"),
     path("policies/runs/<int:run_id>/confirm-brake", policy_pages.run_confirm_brake,
          name="policy-run-confirm-brake"),
+    path("protected-tags/", protected_pages.protected_tags, name="protected-tags"),
+    path("protected-tags/<int:rule_id>/edit", protected_pages.protected_tag_edit,
+         name="protected-tag-edit"),
+    path("protected-tags/<int:rule_id>/delete", protected_pages.protected_tag_delete,
+         name="protected-tag-delete"),
     path("hooks/registry", hooks.registry_hook, name="registry-hook"),
     path("api/v1/repositories", api.repositories, name="api-repositories"),
     path("api/v1/repositories/<path:name>/images", api.images, name="api-images"),
@@ -58,6 +64,9 @@ urlpatterns = [
     path("api/v1/policies/<int:policy_id>/audit", api_policies.policy_audit,
          name="api-policy-audit"),
     path("api/v1/policy-runs/<int:run_id>", api_policies.run_status, name="api-policy-run"),
+    path("api/v1/protected-tags", api_protection.protected_tags, name="api-protected-tags"),
+    path("api/v1/protected-tags/<int:rule_id>", api_protection.protected_tag,
+         name="api-protected-tag"),
     path("api/v1/policy-runs/<int:run_id>/confirm-brake", api_policies.confirm_brake,
          name="api-policy-run-confirm-brake"),
 ]

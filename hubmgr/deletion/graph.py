@@ -24,6 +24,7 @@ from hubmgr.registry import names
 from hubmgr.registry.artifacts import MAX_DEPTH, Artifact
 
 from .planner import Graph, Node
+from .protection import Protection
 
 
 def selection_digests(repo, digests=(), all_matching=False, search="", filter=""):
@@ -289,7 +290,13 @@ def _load(names, where, *params, tags=None) -> Graph:
                 "WHERE t.manifest_id = v.value ORDER BY t.name", unknown):
             nodes[manifest_id].tags += (tag,)
 
-    return Graph(by_key, blob_sizes, refs, digest_refs)
+    graph = Graph(by_key, blob_sizes, refs, digest_refs)
+    protection = Protection.current()
+    if protection:
+        for node in nodes.values():
+            if node.tags and (why := protection.protects(node.repository, node.tags)):
+                graph.protected[node.key] = why
+    return graph
 
 
 def blob_digests(keys) -> dict:

@@ -18,6 +18,9 @@ Rules:
 - what is attached to a going item and stays is orphaned once the plan ran: ``Plan.orphaned``;
 - an item that an index outside the plan still references is kept (deleting it would break
   that index), and so is everything that was only going because of it;
+- a protected item (``Graph.protected``: a tag a protected-tag rule finds, see
+  deletion.protection) is kept when selected, and when it would go as attached to a going item
+  (it stays, orphaned); what a protected index lists stays by the rule above;
 - each going item's reason: SELECTED; else ATTACHED when what it is attached to goes (and
   the plan does not keep attached artifacts); else CHILD;
 - the deletion order: an index before its children, a subject before what is attached to it
@@ -83,6 +86,7 @@ class Graph:
     blob_refs: dict = field(default_factory=dict)
     digest_refs: dict = field(default_factory=dict)
     parents: dict = field(default_factory=dict)
+    protected: dict = field(default_factory=dict)  # key -> why a protected-tag rule keeps it
 
     def __post_init__(self):
         if not self.parents:
@@ -168,6 +172,8 @@ def plan(graph: Graph, selected, keep_attached=False) -> Plan:
     for key in selected:
         if key not in graph.nodes:
             kept[key] = "not in the inventory (already deleted, or never seen)"
+        elif key in graph.protected:
+            kept[key] = graph.protected[key]
     blocked = []
     staying = {}  # a referrers list kept -> what it lists that stayed when it was found
     while True:
@@ -216,7 +222,7 @@ def _cascade(graph, going, kept, keep_attached):
     """Add, to a fixpoint, what going items take along: children of going indexes that have
     no tag, only going parents and no subject that stays (none of a referrers list that is
     not selected); what is attached to going items (with ``keep_attached``, only what joins
-    as such a child). Nothing in ``kept`` joins."""
+    as such a child). Nothing in ``kept`` joins; a protected artifact is kept instead."""
     frontier = list(going)
     while frontier:
         nxt = []
@@ -231,7 +237,9 @@ def _cascade(graph, going, kept, keep_attached):
             for artifact in node.attached:
                 if artifact in going or artifact in kept or artifact not in graph.nodes:
                     continue
-                if not keep_attached or _joins_as_child(graph, artifact, going):
+                if artifact in graph.protected:  # (whatever the choice: it stays)
+                    kept[artifact] = graph.protected[artifact]
+                elif not keep_attached or _joins_as_child(graph, artifact, going):
                     going[artifact] = CHILD  # (named once the plan is settled)
                     nxt.append(artifact)
         frontier = nxt

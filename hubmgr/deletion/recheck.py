@@ -4,7 +4,9 @@ The inventory learns of a new tag or index from the registry's notification, whi
 late or never (notifications not configured). So before each batch of DELETEs a job lists the
 repository's tags again, resolves every tag it has not resolved in the last ``max_age``
 seconds with a HEAD, and reads the content of any tagged index it does not know. An item that
-a tag or an index outside the preview now refers to is kept.
+a tag or an index outside the preview now refers to is kept; so is one that the protected-tag
+rules in force protect (read again with each listing: a rule added while the job runs), by a
+tag it has now or by the tag of an index that lists it (deletion.protection).
 
 What remains open: a new tag pushed within ``list_every`` (1 s) of the DELETE; a tag moved
 onto an item within ``max_age`` seconds of its DELETE (a tag name new to the listing is always
@@ -19,6 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from hubmgr.inventory.models import IndexChild, Manifest
 from hubmgr.registry.errors import ManifestInvalid
+
+from .protection import Protection
 
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}")
 
@@ -35,6 +39,7 @@ class RegistryView:
         self.tags_of, self.indexes_of = {}, {}  # digest -> [tag]; child -> [(index, tag)]
         self.resolved_at = {}  # tag -> monotonic time of that answer
         self.children = {}  # digest -> frozenset of child digests (empty for an image)
+        self.protection = Protection()
 
     def refresh(self):
         """List the tags and resolve the ones not resolved recently. Raises RegistryError.
@@ -65,6 +70,7 @@ class RegistryView:
                 indexes_of[child].append((digest, tag))
         self.tag_digest, self.resolved_at, self.listed_at = tag_digest, resolved_at, now
         self.tags_of, self.indexes_of = tags_of, indexes_of
+        self.protection = Protection.current()
 
     def _learn_children(self, digests):
         """Children of the tagged manifests: from the inventory where it has read them (a
@@ -92,7 +98,15 @@ class RegistryView:
 
     def why_keep(self, item) -> str:
         """Why the registry says ``item`` must stay, or '' if it is as the preview saw it."""
-        new_tags = [t for t in self.tags_of.get(item.digest, ()) if t not in item.tags]
+        tags_now = self.tags_of.get(item.digest, ())
+        protected = self.protection.protects(self.repo.name, [*item.tags, *tags_now])
+        if protected:
+            return f"{protected}, in force at the deletion"
+        for index, tag in self.indexes_of.get(item.digest, ()):
+            protected = self.protection.protects(self.repo.name, [tag])
+            if protected:
+                return f"listed by index {index[:19]}, which has a {protected}"
+        new_tags = [t for t in tags_now if t not in item.tags]
         if new_tags:
             return f"tagged since the preview: {', '.join(new_tags[:5])} (seen in the registry)"
         allowed = set(item.parents)

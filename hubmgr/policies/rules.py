@@ -17,7 +17,8 @@ keep rules protect. Plain functions over plain data, no I/O.
   ``stale``: Stale on evidence (``stale is True``; unknown is not stale).
 - Keep rules always win: ``last`` (among the N most recently pushed tagged items: by the push
   seen, else first seen, newest first, digest breaking ties), ``tag`` (any tag matches),
-  ``pulled`` (pulled within D days).
+  ``pulled`` (pulled within D days); and, in every policy, ``protected`` (a tag that a
+  protected-tag rule of the registry finds: deletion.protection).
 """
 
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from .patterns import tag_finder
 REMOVE_TAG, REMOVE_UNTAGGED, REMOVE_STALE = "tag", "untagged", "stale"
 REMOVE_ORPHANED = "orphaned"
 KEEP_LAST, KEEP_TAG, KEEP_PULLED = "last", "tag", "pulled"
+KEEP_PROTECTED = "protected"
 
 
 @dataclass(slots=True)
@@ -46,6 +48,7 @@ class Item:
     stale: bool | None = None
     is_orphan: bool = False  # an artifact whose subject is gone (conditions.orphaned)
     pk: int | None = None  # its manifest's id, where it came from the database
+    protected: str = ""  # why a protected-tag rule keeps it ('' when none does)
 
     @property
     def seen_push(self):
@@ -78,6 +81,7 @@ def describe_keep(policy, rule):
         KEEP_LAST: f"one of the {policy.keep_last} most recently pushed tagged items",
         KEEP_TAG: f"a tag matches {policy.keep_tag_regex!r}",
         KEEP_PULLED: f"pulled within {policy.keep_pulled_days} days",
+        KEEP_PROTECTED: "a protected tag (protected-tag rules apply to every policy)",
     }[rule]
 
 
@@ -124,6 +128,8 @@ def keep_rules(item: Item, policy, now: datetime, newest=frozenset(), keep_regex
     if (policy.keep_pulled_days is not None
             and conditions.pulled_since(item, now - timedelta(days=policy.keep_pulled_days))):
         rules.append(KEEP_PULLED)
+    if item.protected:
+        rules.append(KEEP_PROTECTED)
     return rules
 
 

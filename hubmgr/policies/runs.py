@@ -29,6 +29,7 @@ from hubmgr.deletion import actions, jobs
 from hubmgr.deletion.actions import plan_data
 from hubmgr.deletion.graph import collector_paused, load_graphs
 from hubmgr.deletion.planner import SELECTED, Graph, plan
+from hubmgr.deletion.protection import Protection
 from hubmgr.deletion.shapes import PlanData
 from hubmgr.inventory.catalog import conditions
 from hubmgr.inventory.models import IndexChild, Kind, Manifest, Repository
@@ -96,11 +97,16 @@ def load_chunk(policy, repos, now, coverage) -> dict:
     if where is None or not repos:
         return {}
     items, indexes = defaultdict(list), {}
-    rows = Manifest.objects.top_level().filter(repository_id__in=[r.pk for r in repos])
+    names, protection = {r.pk: r.name for r in repos}, None  # (read at the first tags)
+    rows = Manifest.objects.top_level().filter(repository_id__in=list(names))
     for pk, repo_id, digest, kind, tags, pushed, source, first_seen, pulled, orphan in _rows(
             rows.filter(where)):
-        item = rules.Item(digest, kind, tuple(tags.split()) if tags else (), pushed, source,
-                          first_seen, pulled, is_orphan=bool(orphan), pk=pk)
+        tags = tuple(tags.split()) if tags else ()
+        if tags and protection is None:
+            protection = Protection.current()
+        item = rules.Item(digest, kind, tags, pushed, source, first_seen, pulled,
+                          is_orphan=bool(orphan), pk=pk,
+                          protected=protection.protects(names[repo_id], tags) if tags else "")
         items[repo_id].append(item)
         if kind == Kind.INDEX:
             indexes[pk] = item
@@ -334,6 +340,7 @@ def _rule_descriptions(policy):
         keep[rules.KEEP_TAG] = rules.describe_keep(policy, rules.KEEP_TAG)
     if policy.keep_pulled_days is not None:
         keep[rules.KEEP_PULLED] = rules.describe_keep(policy, rules.KEEP_PULLED)
+    keep[rules.KEEP_PROTECTED] = rules.describe_keep(policy, rules.KEEP_PROTECTED)
     return {"remove": remove, "keep": keep}
 
 

@@ -42,6 +42,7 @@ from hubmgr.deletion.graph import probing, values_subquery
 from hubmgr.deletion.planner import (
     ATTACHED, CHILD, SELECTED, Graph, Node, blocked_reason, delete_order, order_key,
     own_tags_reason, shared_child_reason, staying_entries_reason, subject_stays_reason)
+from hubmgr.deletion.protection import Protection
 from hubmgr.inventory.catalog.conditions import (
     age_from_sql, older_than_sql, orphaned_sql, pulled_since_sql, pushed_before_sql,
     quiet_since_sql, seen_push_sql)
@@ -54,11 +55,15 @@ from .reports import GoingItem, KeptEntry, ProtectedItem, RepositoryReport
 
 REMOVE_CODES = {1: rules.REMOVE_TAG, 2: rules.REMOVE_UNTAGGED, 3: rules.REMOVE_STALE,
                 4: rules.REMOVE_ORPHANED}
-KEEP_BITS = ((1, rules.KEEP_LAST), (2, rules.KEEP_TAG), (4, rules.KEEP_PULLED))
+KEEP_BITS = ((1, rules.KEEP_LAST), (2, rules.KEEP_TAG), (4, rules.KEEP_PULLED),
+             (16, rules.KEEP_PROTECTED))
 REASONS = {0: SELECTED, 1: CHILD, 2: ATTACHED}
 REASON_CODES = {reason: code for code, reason in REASONS.items()}
 
 BLOCKED = 8  # a bit of ``keeps`` beside KEEP_BITS: selected, and kept by the planner
+# ``keeps`` of an artifact attached to a going item that a protected-tag rule keeps (the
+# cascade records it, kept: no round takes it again, and the report names the rule).
+PROTECTED = 32
 
 # The work tables, made afresh for each evaluation (hm_item by the selection itself). The SQL
 # below names them as here; ``_q`` puts in this evaluation's names (see ``_tables``).
@@ -66,6 +71,10 @@ _WORK = {
     "hm_scope": "id bigint PRIMARY KEY",
     "hm_rm": "v text PRIMARY KEY",  # tag lists every tag of which the remove expression finds
     "hm_kp": "v text PRIMARY KEY",  # tag lists a tag of which the keep expression finds
+    # Protected tags (deletion.protection): the tag lists each rule finds a tag of, and the
+    # repositories where it applies. Read only when a rule exists (see _protected).
+    "hm_pl": "v text, rule integer, PRIMARY KEY (v, rule)",
+    "hm_pr": "repo bigint, rule integer, PRIMARY KEY (repo, rule)",
     # Each item a remove rule selects (reason 0, its first rule) with the keep rules that
     # protect it (bits of KEEP_BITS) or BLOCKED, and each child the cascade takes along
     # (reason 1, or 2 when attached, in its round). Going: keeps = 0. What it frees of its
@@ -176,22 +185,28 @@ def evaluate(policy, repos, now, coverage, limit) -> dict:
             or policy.remove_orphans_days is not None):
         return {}
     by_id = {repo.pk: repo for repo in repos}
+    protection = Protection.current()
     with _tables() as cursor:
         _fill(cursor, "hm_scope", list(by_id))
-        if remove_tag or policy.keep_tag_regex:
-            _match_tags(cursor, policy, remove_tag)
-        _select_items(cursor, policy, now, coverage, seen, seen_params, remove_tag, stale)
+        if remove_tag or policy.keep_tag_regex or protection:
+            _match_tags(cursor, policy, remove_tag, protection, by_id)
+        guarded = _protected if protection else None
+        _select_items(cursor, policy, now, coverage, seen, seen_params, remove_tag, stale,
+                      guarded)
         _analyze(cursor, "hm_item")
-        staying = cascade(cursor)
-        return _reports(cursor, policy, by_id, limit, staying)
+        staying = cascade(cursor, guarded)
+        return _reports(cursor, policy, by_id, limit, staying, protection)
 
 
-def _match_tags(cursor, policy, remove_tag):
+def _match_tags(cursor, policy, remove_tag, protection, by_id):
     """The distinct tag lists of the covered tagged items, tested in Python (the expressions
-    are RE2's, not the database's): those the remove expression finds in every tag of, and
-    those the keep expression finds in a tag of."""
+    are RE2's, not the database's): those the remove expression finds in every tag of, those
+    the keep expression finds in a tag of, and those a protected-tag rule finds a tag of
+    (with the repositories where it applies). Protection reaches every tagged row (an
+    attached artifact's too), the policy's own rules only top-level ones."""
     cursor.execute(_q("SELECT DISTINCT m.tags_text FROM {m} m WHERE m.repository_id IN "
-                      "(SELECT id FROM hm_scope) AND m.is_top_level AND m.is_tagged"))
+                      "(SELECT id FROM hm_scope) AND m.is_tagged"
+                      + ("" if protection else " AND m.is_top_level")))
     lists = [text for (text,) in cursor.fetchall()]
     if remove_tag:
         found = tag_finder(policy.remove_tag_regex)
@@ -199,12 +214,31 @@ def _match_tags(cursor, policy, remove_tag):
     if policy.keep_tag_regex:
         found = tag_finder(policy.keep_tag_regex)
         _fill(cursor, "hm_kp", [t for t in lists if any(map(found, t.split()))])
+    if protection:
+        for rule in protection.rules:  # (a few: a statement each)
+            for table, values in (
+                    ("hm_pl", [t for t in lists if any(map(rule.finds, t.split()))]),
+                    ("hm_pr", [pk for pk, repo in by_id.items() if rule.covers(repo.name)])):
+                if values:
+                    subquery, param = values_subquery(
+                        values, "text" if table == "hm_pl" else "bigint")
+                    cursor.execute(_q(f"INSERT INTO {table} SELECT value, %s "
+                                      f"FROM ({subquery}) v"), [rule.id, param])
+        _analyze(cursor, "hm_pl", "hm_pr")
 
 
-def _select_items(cursor, policy, now, coverage, seen, seen_params, remove_tag, stale):
+def _protected(alias):
+    """Whether a protected-tag rule keeps the manifest ``alias``, in SQL."""
+    return ("EXISTS (SELECT 1 FROM hm_pl pl JOIN hm_pr pr ON pr.rule = pl.rule "
+            f"WHERE pl.v = {alias}.tags_text AND pr.repo = {alias}.repository_id)")
+
+
+def _select_items(cursor, policy, now, coverage, seen, seen_params, remove_tag, stale,
+                  guarded=None):
     """hm_item: each covered top-level item a remove rule selects, with its first such rule
-    and the keep rules that protect it (bits of KEEP_BITS). Keep-last's newest tagged items
-    of each repository: by the push seen, else first seen, the digest breaking ties.
+    and the keep rules that protect it (bits of KEEP_BITS; a protected tag, where ``guarded``
+    says so in SQL, is one). Keep-last's newest tagged items of each repository: by the push
+    seen, else first seen, the digest breaking ties.
 
     The table is made by the selecting statement itself: PostgreSQL runs a CREATE TABLE AS
     in parallel, an INSERT never."""
@@ -236,7 +270,8 @@ def _select_items(cursor, policy, now, coverage, seen, seen_params, remove_tag, 
         sql, cutoff = quiet_since_sql(coverage.cutoff, "t.seen", "t.pushed", pulled)
         whens.append(f"WHEN {sql} THEN 3")
         params += cutoff
-    keeps = ["CASE WHEN t.newest THEN 1 ELSE 0 END", "CASE WHEN t.kp THEN 2 ELSE 0 END"]
+    keeps = ["CASE WHEN t.newest THEN 1 ELSE 0 END", "CASE WHEN t.kp THEN 2 ELSE 0 END",
+             "CASE WHEN t.guarded THEN 16 ELSE 0 END"]
     newest, newest_join, newest_params = "1 = 0", "", []
     if policy.keep_last:  # (numbered apart: a window over every column of the rows cost more)
         newest = "nw.id IS NOT NULL"
@@ -268,6 +303,7 @@ def _select_items(cursor, policy, now, coverage, seen, seen_params, remove_tag, 
         "m.last_pushed AS pushed, m.first_seen, m.last_pulled AS own_pulled, "
         f"{child_pulled} AS child_pulled, rm.v IS NOT NULL AS rm, kp.v IS NOT NULL AS kp, "
         f"{newest} AS newest, {_UNREAD.format(m='m')} AS unread, "
+        f"{guarded('m') if guarded else '1 = 0'} AS guarded, "
         f"{_OWN.format(m='m')} AS own "
         "FROM {m} m LEFT JOIN hm_rm rm ON rm.v = m.tags_text "
         f"LEFT JOIN hm_kp kp ON kp.v = m.tags_text {newest_join} "
@@ -290,7 +326,8 @@ _NOT_GOING = "NOT EXISTS (SELECT 1 FROM hm_item y WHERE y.id = {} AND y.keeps = 
 # condition as written (with subject <> '' each round of the cascade read the whole table).
 _ATTACHED = "(NOT ({m}.subject = '') AND NOT {m}.is_orphan)"
 # A row of hm_item made by the cascade (columns in hm_item's order), of the manifest ``a``.
-_CASCADED = ("{a}.id, {a}.repository_id AS repo, 0 AS rule, 0 AS keeps, {reason} AS reason, "
+_CASCADED = ("{a}.id, {a}.repository_id AS repo, 0 AS rule, {keeps} AS keeps, "
+             "{reason} AS reason, "
              "CAST(%s AS integer) AS round, CASE WHEN {a}.kind = %s THEN 1 ELSE 0 END "
              "AS is_index, " + _UNREAD.replace("{m}", "{a}") + " AS unread, "
              + _OWN.replace("{m}", "{a}") + " AS own, "
@@ -302,13 +339,16 @@ _CASCADED = ("{a}.id, {a}.repository_id AS repo, 0 AS rule, 0 AS keeps, {reason}
 _GOING_LISTS = "(SELECT id FROM hm_item WHERE keeps = 0 AND is_list = 1)"
 
 
-def cascade(cursor) -> dict:
+def cascade(cursor, guarded=None) -> dict:
     """The cascade and the blocked items in hm_item, as the planner makes its going set:
     round by round, the untagged children of the indexes that went in the round before
     whose every parent index goes (none of a referrers list that was not selected), and the
     artifacts attached to what went in the round
-    before (to any depth: a signature of an attestation). Returns {id of a kept referrers
+    before (to any depth: a signature of an attestation), kept (PROTECTED) where ``guarded``
+    says a protected-tag rule keeps them. Returns {id of a kept referrers
     list: the digests it lists that stay, in its order}."""
+    attached_keeps = (f"CASE WHEN {guarded('a')} THEN {PROTECTED} ELSE 0 END" if guarded
+                      else "0")
     may_block, staying = None, {}
     while True:
         round_ = 0
@@ -323,7 +363,7 @@ def cascade(cursor) -> dict:
                 cursor.execute(_q(
                     f"CREATE {_work_kind()} TABLE hm_round AS SELECT * FROM (SELECT * FROM ("
                     "SELECT DISTINCT "
-                    + _CASCADED.format(a="cm", reason=REASON_CODES[CHILD], level=0)
+                    + _CASCADED.format(a="cm", reason=REASON_CODES[CHILD], level=0, keeps=0)
                     + " FROM hm_item g CROSS JOIN {ic} c CROSS JOIN {m} cm "
                     "WHERE c.index_id = g.id AND cm.id = c.child_id "
                     "AND g.round = %s AND g.keeps = 0 AND g.is_index = 1 AND NOT cm.is_tagged "
@@ -331,7 +371,8 @@ def cascade(cursor) -> dict:
                     "AND NOT EXISTS (SELECT 1 FROM {ic} p WHERE p.child_id = c.child_id AND "
                     + _NOT_GOING.format("p.index_id") + f") {_fence()}) children UNION ALL "
                     "SELECT * FROM (SELECT "
-                    + _CASCADED.format(a="a", reason=REASON_CODES[ATTACHED], level="g.level + 1")
+                    + _CASCADED.format(a="a", reason=REASON_CODES[ATTACHED],
+                                       level="g.level + 1", keeps=attached_keeps)
                     + " FROM hm_item g CROSS JOIN {m} a "
                     "WHERE a.repository_id = g.repo AND a.subject = g.digest "
                     "AND g.round = %s AND g.keeps = 0 AND NOT (a.subject = '') "
@@ -388,7 +429,8 @@ def _per_repo(cursor, sql, params=()):
     return {row[0]: row[1:] for row in cursor.fetchall()}
 
 
-def _reports(cursor, policy, by_id, limit, staying) -> dict[int, RepositoryReport]:
+def _reports(cursor, policy, by_id, limit, staying,
+             protection=None) -> dict[int, RepositoryReport]:
     # Of each repository: selected (going or blocked) and protected items; going items, those
     # selected, unread ones and the bytes of their own that they free.
     counted = _per_repo(cursor, (
@@ -410,7 +452,7 @@ def _reports(cursor, policy, by_id, limit, staying) -> dict[int, RepositoryRepor
                                "CROSS JOIN {m} m WHERE m.repository_id = v.value "
                                "AND m.is_top_level GROUP BY m.repository_id", [param])
     unread = {repo_id: int(row[2] or 0) for repo_id, row in going.items()}
-    lists = _lists(cursor, limit, unread, staying) if limit else {}
+    lists = _lists(cursor, limit, unread, staying, by_id, protection) if limit else {}
     kept = ({repo_id: (listed["kept_count"],) for repo_id, listed in lists.items()
              if "kept_count" in listed} if limit else
             _per_repo(cursor, "SELECT repo, COUNT(*) FROM (" + _KEPT + ") k GROUP BY repo"))
@@ -439,10 +481,11 @@ def _reports(cursor, policy, by_id, limit, staying) -> dict[int, RepositoryRepor
 
 _SELECTED = f"keeps IN (0, {BLOCKED})"  # (of reason 0)
 
-# Kept: the blocked items, and the children of going indexes that do not go.
+# Kept: the blocked items, the protected artifacts of going items, and the children of going
+# indexes that do not go.
 _KEPT = ("SELECT g.repo, c.child_id AS id FROM hm_item g JOIN {ic} c ON c.index_id = g.id "
          "WHERE g.keeps = 0 AND g.is_index = 1 AND " + _NOT_GOING.format("c.child_id")
-         + f" UNION SELECT repo, id FROM hm_item WHERE keeps = {BLOCKED}")
+         + f" UNION SELECT repo, id FROM hm_item WHERE keeps IN ({BLOCKED}, {PROTECTED})")
 
 # A layer or config is freed when every manifest referencing it is going in this
 # repository's plan: when as many of them go as the count the inventory's triggers keep.
@@ -463,7 +506,7 @@ _FREED_BLOBS = (
     ") u GROUP BY repo")
 
 
-def _lists(cursor, limit, unread, staying) -> dict:
+def _lists(cursor, limit, unread, staying, by_id, protection) -> dict:
     """{repository id: {"going", "protected", "kept", "unread": the first ``limit`` entries,
     in the planner's order}}. ``unread``: {repository id: how many of its going items are
     unread}; ``staying``: what ``cascade`` found each kept referrers list to list that stays."""
@@ -495,7 +538,8 @@ def _lists(cursor, limit, unread, staying) -> dict:
             _describe(entry, row)
             entries.append(entry)
         lists[repo_id]["unread"] = [row[1] for row in rows if not row[7]][:limit]
-    for repo_id, (entries, count) in _kept_rows(cursor, limit, staying).items():
+    for repo_id, (entries, count) in _kept_rows(cursor, limit, staying, by_id,
+                                                protection).items():
         lists.setdefault(repo_id, {}).update(kept=entries, kept_count=count)
     return lists
 
@@ -629,13 +673,15 @@ def _going_parents(cursor, ids) -> dict:
     return parents
 
 
-def _kept_rows(cursor, limit, staying) -> dict:
+def _kept_rows(cursor, limit, staying, by_id, protection) -> dict:
     """{repository id: (the first ``limit`` kept entries by digest, each with the planner's
-    reason; how many are kept in all)}."""
+    reason; how many are kept in all)}; ``protection`` names the rule that keeps a protected
+    artifact (of a repository in ``by_id``)."""
     with probing():
         rows = _rows(cursor, (
-            "SELECT k.repo, k.id, m.digest, m.tags_text, EXISTS (SELECT 1 FROM hm_item b "
-            f"WHERE b.id = k.id AND b.keeps = {BLOCKED}), k.total, sm.digest, sm.tags_text "
+            "SELECT k.repo, k.id, m.digest, m.tags_text, (SELECT b.keeps FROM hm_item b "
+            f"WHERE b.id = k.id AND b.keeps IN ({BLOCKED}, {PROTECTED})), k.total, sm.digest, "
+            "sm.tags_text "
             "FROM (SELECT repo, id, "
             "ROW_NUMBER() OVER (PARTITION BY repo ORDER BY digest{C}) AS n, COUNT(*) OVER "
             "(PARTITION BY repo) AS total FROM (SELECT u.repo, u.id, m.digest "
@@ -656,9 +702,11 @@ def _kept_rows(cursor, limit, staying) -> dict:
             + _NOT_GOING.format("c.index_id") + " ORDER BY m.digest{C}"), [param]):
         outside.setdefault(child, []).append((digest, tags.split()))
     kept = {}
-    for repo_id, manifest_id, digest, tags, blocked, total, subject, subject_tags in rows:
+    for repo_id, manifest_id, digest, tags, keeps, total, subject, subject_tags in rows:
         tags, indexes = tags.split(), outside.get(manifest_id, [])
-        if blocked:
+        if keeps == PROTECTED:
+            reason = protection.protects(by_id[repo_id].name, tags)
+        elif keeps == BLOCKED:
             reason = (blocked_reason(indexes) if indexes
                       else staying_entries_reason(staying[manifest_id]))
         elif tags:

@@ -6,6 +6,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.utils import timezone
 
+from hubmgr.deletion.protection import Protection
 from hubmgr.inventory.catalog import queries
 from hubmgr.policies import runs
 from hubmgr.registry import artifacts
@@ -77,6 +78,19 @@ def with_marks(repo, rows):
         attached = found.get(row.id, [])
         row.marks = artifacts.marks(a.artifact_info for a in attached)
         row.has_below = row.is_index or bool(attached)
+    return rows
+
+
+def with_protection(repo, rows, below=None):
+    """Each row's ``protected``: why a protected-tag rule keeps it ('' when none does), by its
+    own tags; for rows listed ``below`` an item, also when that item is protected (what a
+    protected index lists, not what is attached to it)."""
+    protection = Protection.current()
+    above = protection.protects(repo.name, below.tags) if below and protection else ""
+    for row in rows:
+        row.protected = protection.protects(repo.name, row.tags) if protection else ""
+        if not row.protected and above and not row.is_attached:
+            row.protected = f"listed by a {above}"
     return rows
 
 

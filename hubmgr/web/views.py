@@ -21,7 +21,7 @@ from .deletions import DELETE_PERMISSION
 from .live import sync_context
 from .lookups import get_manifest, get_repository
 from .overview import with_shares
-from .present import present, pull_ref, window, with_marks
+from .present import present, pull_ref, window, with_marks, with_protection
 
 # The table's filters as the page names them, in the order of its "Filter by" menu; messages
 # about a filter use these names too.
@@ -57,6 +57,7 @@ def repository(request, name):
     page = queries.page(repo, state)
     present(page.rows, repo.registry.pulls_observed_since, pull_ref(repo))
     with_marks(repo, page.rows)
+    with_protection(repo, page.rows)
     context = {"repo": repo, "page": page, "state": state, "stale_days": settings.STALE_DAYS,
                "window": window(repo.registry.pulls_observed_since),
                "children_url": _children_url(repo),
@@ -81,9 +82,10 @@ def index_children(request, name, digest):
     repo = get_repository(name)
     item = get_manifest(repo, digest)
     since = repo.registry.pulls_observed_since
+    children = present(queries.below(repo, item), since, pull_ref(repo))
+    with_protection(repo, children, below=item)
     return render(request, "inventory/repository.html#children", {
-        "repo": repo, "item": item,
-        "children": present(queries.below(repo, item), since, pull_ref(repo)),
+        "repo": repo, "item": item, "children": children,
         "stale_days": settings.STALE_DAYS, "window": window(since),
         "can_delete": request.user.has_perm(DELETE_PERMISSION)})
 

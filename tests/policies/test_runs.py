@@ -382,8 +382,8 @@ def test_a_failed_setwise_dry_run_leaves_nothing_behind_for_the_next(builds_repo
     good = runs.preview(p, 5, now=NOW)
     real = setwise.cascade
 
-    def failing(cursor):
-        real(cursor)
+    def failing(cursor, *args):
+        real(cursor, *args)
         cursor.execute("SELECT no_such_column FROM no_such_table")
 
     monkeypatch.setattr(setwise, "cascade", failing)
