@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import DeletionItem, DeletionJob
+from .models import DeletionItem, DeletionJob, ProtectionAudit
 
 
 class ReadOnly:
@@ -32,3 +32,12 @@ class DeletionJobAdmin(ReadOnly, admin.ModelAdmin):
                     "reclaim_state")
     list_filter = ("status", "reclaim_state")
     inlines = [ItemInline]
+
+
+@admin.register(ProtectionAudit)
+class ProtectionAuditAdmin(ReadOnly, admin.ModelAdmin):
+    """Changes to the protected tags, made on their page or through the API (which audit
+    them); the rules themselves are not edited here, where a change would not be audited."""
+
+    list_display = ("at", "user", "action", "rule")
+    list_filter = ("action",)

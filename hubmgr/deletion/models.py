@@ -5,7 +5,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 
-from hubmgr.policies.patterns import (
+from hubmgr.patterns import (
     MAX_GLOB_LENGTH, MAX_REGEX_LENGTH, validate_globs, validate_regex)
 
 

@@ -25,7 +25,7 @@ from functools import lru_cache
 
 from django.db import transaction
 
-from hubmgr.policies.patterns import RepositoryMatcher, tag_finder
+from hubmgr.patterns import RepositoryMatcher, tag_finder
 
 from .models import ProtectedTag, ProtectionAudit
 

@@ -8,7 +8,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
-from .patterns import MAX_REGEX_LENGTH, RepositoryMatcher, validate_globs, validate_regex
+from hubmgr.patterns import (
+    MAX_REGEX_LENGTH, RepositoryMatcher, validate_globs, validate_regex)
 
 
 class Schedule(models.TextChoices):

@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from hubmgr.inventory.catalog import conditions
-
-from .patterns import tag_finder
+from hubmgr.patterns import tag_finder
 
 REMOVE_TAG, REMOVE_UNTAGGED, REMOVE_STALE = "tag", "untagged", "stale"
 REMOVE_ORPHANED = "orphaned"

@@ -47,10 +47,10 @@ from hubmgr.inventory.catalog.conditions import (
     age_from_sql, older_than_sql, orphaned_sql, pulled_since_sql, pushed_before_sql,
     quiet_since_sql, seen_push_sql)
 from hubmgr.inventory.models import Blob, IndexChild, Kind, Manifest, ManifestBlob
+from hubmgr.patterns import tag_finder
 from hubmgr.registry.artifacts import Artifact
 
 from . import rules
-from .patterns import tag_finder
 from .reports import GoingItem, KeptEntry, ProtectedItem, RepositoryReport
 
 REMOVE_CODES = {1: rules.REMOVE_TAG, 2: rules.REMOVE_UNTAGGED, 3: rules.REMOVE_STALE,

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_http_methods
 from hubmgr.deletion.models import DeletionJob
 from hubmgr.policies import reports, runs, service, tasks
 from hubmgr.policies.models import MAX_DAYS, CleanupPolicy, Mode, PolicyRun, Schedule
-from hubmgr.policies.patterns import MAX_GLOB_TEXT, MAX_REGEX_LENGTH
+from hubmgr.patterns import MAX_GLOB_TEXT, MAX_REGEX_LENGTH
 
 from .api import ApiError, json_body, iso_time, api_auth
 from .deletions import require_delete_permission

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_http_methods
 
 from hubmgr.deletion import protection
 from hubmgr.deletion.models import ProtectedTag
-from hubmgr.policies.patterns import MAX_GLOB_LENGTH, MAX_REGEX_LENGTH
+from hubmgr.patterns import MAX_GLOB_LENGTH, MAX_REGEX_LENGTH
 
 from .api import ApiError, api_auth, iso_time, json_body
 from .schema import Schema, Text

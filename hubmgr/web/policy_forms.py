@@ -5,7 +5,7 @@ from django.core.validators import MaxLengthValidator
 
 from hubmgr.policies import service
 from hubmgr.policies.models import CleanupPolicy
-from hubmgr.policies.patterns import MAX_GLOB_TEXT
+from hubmgr.patterns import MAX_GLOB_TEXT
 
 FIELDS = tuple(service.as_data(CleanupPolicy()))
 

@@ -1,10 +1,12 @@
-"""The audit is read-only in the admin: deletion jobs with their items, policy runs and
-changes to policies are viewed there, never added, changed or deleted (issue 23)."""
+"""The audit is read-only in the admin: deletion jobs with their items, policy runs, and
+changes to policies and to protected tags are viewed there, never added, changed or deleted
+(issue 23)."""
 
 import pytest
 from django.utils import timezone
 
-from hubmgr.deletion.models import DeletionItem, DeletionJob
+from hubmgr.deletion import protection
+from hubmgr.deletion.models import DeletionItem, DeletionJob, ProtectedTag, ProtectionAudit
 from hubmgr.policies import service
 from hubmgr.policies.models import PolicyAudit, PolicyRun
 
@@ -22,12 +24,14 @@ def records(admin_user):
     policy = keep_ten_builds()
     service.save_policy(policy, admin_user)
     run = PolicyRun.objects.create(policy=policy, report={"totals": {}})
+    protection.save_rule(ProtectedTag(tag_regex="^latest$"), admin_user)
     return {"deletion/deletionjob": job, "policies/policyrun": run,
-            "policies/policyaudit": PolicyAudit.objects.get(policy=policy)}
+            "policies/policyaudit": PolicyAudit.objects.get(policy=policy),
+            "deletion/protectionaudit": ProtectionAudit.objects.get()}
 
 
 @pytest.mark.parametrize("model", ["deletion/deletionjob", "policies/policyrun",
-                                   "policies/policyaudit"])
+                                   "policies/policyaudit", "deletion/protectionaudit"])
 def test_audit_records_are_viewed_but_never_added_changed_or_deleted(admin_client, records,
                                                                       model):
     record = records[model]

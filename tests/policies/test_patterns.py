@@ -9,7 +9,7 @@ from django.utils import timezone
 from hypothesis import given, settings as hsettings, strategies as st
 
 from hubmgr.policies import runs
-from hubmgr.policies.patterns import RepositoryMatcher, compile_regex, tag_finder
+from hubmgr.patterns import RepositoryMatcher, compile_regex, tag_finder
 
 from tests.support.factories import make_image, make_repo
 from tests.support.policies import RELEASE, policy

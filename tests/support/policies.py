@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from hubmgr.policies import rules, runs, service
 from hubmgr.policies.models import CleanupPolicy
-from hubmgr.policies.patterns import compile_regex
+from hubmgr.patterns import compile_regex
 
 
 

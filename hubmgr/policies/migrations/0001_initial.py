@@ -2,7 +2,7 @@
 
 import django.core.validators
 import django.db.models.deletion
-import hubmgr.policies.patterns
+import hubmgr.patterns
 from django.conf import settings
 from django.db import migrations, models
 
@@ -22,18 +22,18 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('name', models.CharField(max_length=100, unique=True)),
-                ('include', models.TextField(help_text='Repositories covered, one glob per line: team/* (one path segment), team/** (any depth), ** (all); a line starting with ! excludes.', validators=[hubmgr.policies.patterns.validate_globs])),
-                ('exclude', models.TextField(blank=True, help_text='Repositories never covered, one glob per line.', validators=[hubmgr.policies.patterns.validate_globs])),
+                ('include', models.TextField(help_text='Repositories covered, one glob per line: team/* (one path segment), team/** (any depth), ** (all); a line starting with ! excludes.', validators=[hubmgr.patterns.validate_globs])),
+                ('exclude', models.TextField(blank=True, help_text='Repositories never covered, one glob per line.', validators=[hubmgr.patterns.validate_globs])),
                 ('schedule', models.CharField(choices=[('off', 'Off'), ('daily', 'Daily'), ('weekly', 'Weekly')], default='off', max_length=10)),
                 ('run_at', models.TimeField(blank=True, help_text='Time of day (UTC).', null=True)),
                 ('weekday', models.PositiveSmallIntegerField(blank=True, choices=[(0, 'Monday'), (1, 'Tuesday'), (2, 'Wednesday'), (3, 'Thursday'), (4, 'Friday'), (5, 'Saturday'), (6, 'Sunday')], null=True)),
                 ('mode', models.CharField(choices=[('report', 'Report only'), ('delete', 'Delete')], default='report', max_length=10)),
-                ('remove_tag_regex', models.CharField(blank=True, help_text='Remove tagged items whose every tag matches this ...', max_length=500, validators=[hubmgr.policies.patterns.validate_regex])),
+                ('remove_tag_regex', models.CharField(blank=True, help_text='Remove tagged items whose every tag matches this ...', max_length=500, validators=[hubmgr.patterns.validate_regex])),
                 ('remove_tag_days', models.PositiveIntegerField(blank=True, help_text='... and that were last pushed more than this many days ago (a push seen, never a build time).', null=True, validators=[django.core.validators.MaxValueValidator(36500)])),
                 ('remove_untagged_days', models.PositiveIntegerField(blank=True, help_text='Remove untagged items older than this many days (last push seen, else first seen).', null=True, validators=[django.core.validators.MaxValueValidator(36500)])),
                 ('remove_stale', models.BooleanField(default=False, help_text='Remove items that are Stale on evidence (never those whose state is unknown).')),
                 ('keep_last', models.PositiveIntegerField(blank=True, help_text='Keep the N most recently pushed tagged items of each repository.', null=True)),
-                ('keep_tag_regex', models.CharField(blank=True, help_text='Keep items with any tag matching this.', max_length=500, validators=[hubmgr.policies.patterns.validate_regex])),
+                ('keep_tag_regex', models.CharField(blank=True, help_text='Keep items with any tag matching this.', max_length=500, validators=[hubmgr.patterns.validate_regex])),
                 ('keep_pulled_days', models.PositiveIntegerField(blank=True, help_text='Keep items pulled within this many days.', null=True, validators=[django.core.validators.MaxValueValidator(36500)])),
                 ('brake_share', models.FloatField(default=0.5, help_text='Stop a repository whose plan removes more than this share of its items.', validators=[django.core.validators.MinValueValidator(0.0), django.core.validators.MaxValueValidator(1.0)])),
                 ('brake_count', models.PositiveIntegerField(blank=True, help_text='Stop a repository whose plan removes more than this many items.', null=True)),

@@ -1,4 +1,5 @@
-"""The two pattern languages of a policy: repository globs and tag regular expressions.
+"""The two pattern languages of cleanup policies and protected tags: repository globs and tag
+regular expressions. Below every layer (policies and deletion both read them).
 
 Both are compiled with RE2, which runs in time linear in the text's length: no pattern a
 maintainer saves, matched against any name or tag someone pushed, can stall a run, a preview
