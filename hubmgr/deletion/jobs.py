@@ -30,15 +30,16 @@ from .shapes import PlanData
 log = logging.getLogger("hubmgr.deletion")
 
 
-def create_job(repo, plan: PlanData, user=None) -> DeletionJob:
+def create_job(repo, plan: PlanData, user=None, retry_of=None) -> DeletionJob:
     """Record a plan as data (``actions.plan_data``) as a job with one row per manifest, in
     deletion order, carrying the tags, parents and subject the preview showed, and what it
-    frees (``reclaim.record``)."""
+    frees (``reclaim.record``). ``retry_of``: the job whose failed items this one retries."""
     with transaction.atomic():
         job = DeletionJob.objects.create(
             repository=repo, repository_name=repo.name, created_by=user,
             deadline=timezone.now() + timedelta(hours=settings.DELETE_DEADLINE_HOURS),
-            reclaim_bytes=plan["reclaim_bytes"], kept=plan["kept"])
+            reclaim_bytes=plan["reclaim_bytes"], kept=plan["kept"],
+            keep_attached=plan.get("keep_attached", False), retry_of=retry_of)
         rows, earlier = [], set()
         for n, item in enumerate(plan["items"]):
             # An item waits only on items before it: what hostile input makes loop (an index
@@ -52,9 +53,10 @@ def create_job(repo, plan: PlanData, user=None) -> DeletionJob:
             earlier.add(item["digest"])
         DeletionItem.objects.bulk_create(rows, batch_size=500)
         reclaim.record(job, plan)
-    log.info("deletion job=%s created repository=%s items=%d reclaim=%d user=%s", job.pk,
+    log.info("deletion job=%s created repository=%s items=%d reclaim=%d user=%s%s", job.pk,
              repo.name, len(plan["items"]), plan["reclaim_bytes"],
-             getattr(user, "username", None))
+             getattr(user, "username", None),
+             f" retry_of={retry_of.pk}" if retry_of is not None else "")
     return job
 
 
@@ -99,7 +101,8 @@ def process_job(job_id, client, concurrency=None, wait=False, on_progress=None,
             over = deadline is not None and time.monotonic() > deadline
             if len(in_flight) < concurrency * 2 and not over:
                 ready = _ready_items(job, set(in_flight.values()), concurrency * 4)
-                if ready and not _refresh_view(job, view, ready):
+                # (A cancelled job deletes nothing more: its items need no tags read.)
+                if ready and not is_cancelled(job) and not _refresh_view(job, view, ready):
                     ready = []
                 for item in ready:
                     in_flight[pool.submit(_run_item, job, item, client, view)] = item.pk
@@ -153,7 +156,10 @@ def _due(now):
 
 
 def _ready_items(job, exclude=(), limit=200):
-    """Queued or due items whose parent indexes in this job are finished."""
+    """Queued or due items whose parent indexes in this job are finished. In a cancelled job
+    every retrying item is due: its worker finds out whether it is gone (_cancelled_item)."""
+    if is_cancelled(job):
+        job.items.filter(status=ItemStatus.RETRYING).update(next_attempt_at=timezone.now())
     items = list(job.items.filter(_due(timezone.now())).exclude(pk__in=exclude)
                  .order_by("position")[:limit])
     if not items:
@@ -165,6 +171,9 @@ def _ready_items(job, exclude=(), limit=200):
         waits = [*item.parents, item.subject] if item.subject else item.parents
         pending = [p for p in waits if states.get(p) not in DeletionItem.FINISHED]
         if pending:
+            continue
+        if any(states.get(p) == ItemStatus.CANCELLED for p in waits):
+            _finish(item, ItemStatus.CANCELLED, CANCELLED_BEFORE)
             continue
         remaining = [p for p in item.parents if states.get(p) != ItemStatus.DONE]
         if remaining:
@@ -248,7 +257,15 @@ def _refresh_view(job, view, items) -> bool:
 def _run_item(job, item, client, view):
     """Claim, re-check (inventory, then the registry's own tags) and delete one manifest.
     Returns the item when it is done."""
+    tried = item.attempts  # attempts before this claim: one of them may have deleted it
     if not _claim(item):
+        return None
+    # A cancel stops the job before its next DELETE: read right before each one. A cancel
+    # that comes after this read finds the DELETE in flight, and its outcome is recorded.
+    if is_cancelled(job):
+        if tried:
+            return _cancelled_item(job, item, client)
+        _finish(item, ItemStatus.CANCELLED, CANCELLED_BEFORE)
         return None
     reason = still_unreferenced(job, item) or view.why_keep(item)
     if reason:
@@ -257,10 +274,35 @@ def _run_item(job, item, client, view):
     try:
         client.delete_manifest(job.repository_name, item.digest)
     except RegistryError as exc:
+        if exc.transient and is_cancelled(job):
+            # Cancelled while this DELETE was in flight, and it ended in a timeout, a reset
+            # or a 5xx: it may have reached the registry all the same.
+            return _cancelled_item(job, item, client, exc)
         _failed_attempt(job, item, exc)
         return None
     _finish(item, ItemStatus.DONE)
     return item
+
+
+def _cancelled_item(job, item, client, exc=None):
+    """Finish a claimed item of a cancelled job that a DELETE was sent for (an earlier
+    attempt, or the one that just failed with ``exc``): only the registry knows whether that
+    went through, so it is asked. Gone is done (returned, as a deleted item); there is
+    cancelled; no answer is cancelled, saying that it is not known."""
+    last = str(exc) if exc else item.last_error
+    try:
+        gone = client.head_manifest(job.repository_name, item.digest) is None
+    except RegistryError as err:
+        _finish(item, ItemStatus.CANCELLED, "the job was cancelled; whether an earlier DELETE "
+                                            f"removed it is not known: the registry did not "
+                                            f"answer ({err})")
+        return None
+    if gone:
+        _finish(item, ItemStatus.DONE)
+        return item
+    _finish(item, ItemStatus.CANCELLED, "the job was cancelled; it is still in the registry"
+                                        + (f" (last error: {last})" if last else ""))
+    return None
 
 
 def _failed_attempt(job, item, exc, context=""):
@@ -308,13 +350,53 @@ def _forget(job, done):
                      .values_list("id", flat=True))
 
 
+CANCELLED_BEFORE = "the job was cancelled before this item's DELETE was sent"
+
+
+def is_cancelled(job) -> bool:
+    """Whether someone cancelled ``job``, read from the database (a worker's copy is old)."""
+    return DeletionJob.objects.filter(pk=job.pk, cancelled_at__isnull=False).exists()
+
+
+def cancel_waiting(job) -> int:
+    """Mark cancelled the queued items of a cancelled ``job``: no DELETE was ever sent for
+    them. Conditional, so an item a worker claims at the same moment goes one way only. The
+    others are left to a worker: one RUNNING has a DELETE in flight, whose outcome is
+    recorded; one RETRYING had a DELETE sent that failed (perhaps after reaching the
+    registry), and the registry is asked whether it is gone (_cancelled_item)."""
+    return job.items.filter(status=ItemStatus.QUEUED).update(
+        status=ItemStatus.CANCELLED, finished_at=timezone.now(), claim_expires_at=None,
+        last_error=CANCELLED_BEFORE)
+
+
+def forget_deleted(job):
+    """Remove what ``job`` deleted from the inventory, where a worker has not yet (_forget
+    does, in batches): before a job that no worker finishes (a cancelled one) is settled."""
+    if job.repository_id is None:
+        return
+    deleted = Manifest.objects.filter(
+        repository_id=job.repository_id,
+        digest__in=job.items.filter(status=ItemStatus.DONE).values("digest"))
+    if not deleted.exists():
+        return
+    with writing(job.repository) as batch:
+        batch.forget(list(deleted.values_list("id", flat=True)))
+
+
 def update_status(job) -> str:
+    """Bring the job's status up to date with its items'. A cancelled job's queued items are
+    cancelled, and the job is CANCELLED once every item is finished (control.cancel)."""
+    cancelled = is_cancelled(job)
+    if cancelled:
+        cancel_waiting(job)
     counts = {s: 0 for s in ItemStatus}
     for status, n in job.items.values_list("status").annotate(n=Count("id")).order_by():
         counts[status] = n
     total = sum(counts.values())
     finished = sum(counts[s] for s in DeletionItem.FINISHED)
-    if finished == total:
+    if finished == total and cancelled:
+        status = JobStatus.CANCELLED
+    elif finished == total:
         if counts[ItemStatus.DONE] == total:
             status = JobStatus.DONE
         elif counts[ItemStatus.FAILED] == total:
@@ -330,11 +412,14 @@ def update_status(job) -> str:
     updates = {"status": status}
     if status in DeletionJob.FINISHED:
         updates["finished_at"] = timezone.now()
-    DeletionJob.objects.filter(pk=job.pk).exclude(status=status).update(**updates)
-    if status in DeletionJob.FINISHED and not job.is_finished:
-        log.info("deletion job=%s finished status=%s done=%d skipped=%d failed=%d", job.pk,
-                 status, counts[ItemStatus.DONE], counts[ItemStatus.SKIPPED],
-                 counts[ItemStatus.FAILED])
+    # A finished job's status never changes again (two processes may finish it at once).
+    changed = DeletionJob.objects.filter(pk=job.pk).unfinished().exclude(status=status) \
+        .update(**updates)
+    if status in DeletionJob.FINISHED and changed:
+        log.info("deletion job=%s finished status=%s done=%d skipped=%d failed=%d "
+                 "cancelled=%d", job.pk, status, counts[ItemStatus.DONE],
+                 counts[ItemStatus.SKIPPED], counts[ItemStatus.FAILED],
+                 counts[ItemStatus.CANCELLED])
         # What it freed waits for the garbage collector (the deleted items have left the
         # inventory: _forget runs first).
         reclaim.settle(job)

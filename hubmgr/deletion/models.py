@@ -16,6 +16,7 @@ class JobStatus(models.TextChoices):
     DONE = "done"  # every item deleted
     PARTIAL = "partial"  # finished, some items kept or failed, each with its reason
     FAILED = "failed"  # no item could be deleted
+    CANCELLED = "cancelled"  # a maintainer cancelled it (cancelled_by, cancelled_at)
 
 
 class ItemStatus(models.TextChoices):
@@ -25,6 +26,7 @@ class ItemStatus(models.TextChoices):
     DONE = "done"
     SKIPPED = "skipped"  # kept: something refers to it that the preview did not show
     FAILED = "failed"
+    CANCELLED = "cancelled"  # not deleted: its job was cancelled before its DELETE was sent
 
 
 class ReclaimState(models.TextChoices):
@@ -53,7 +55,7 @@ class StatusQuerySet(models.QuerySet):
 
 
 class DeletionJob(models.Model):
-    FINISHED = (JobStatus.DONE, JobStatus.PARTIAL, JobStatus.FAILED)
+    FINISHED = (JobStatus.DONE, JobStatus.PARTIAL, JobStatus.FAILED, JobStatus.CANCELLED)
     objects = StatusQuerySet.as_manager()
 
     repository = models.ForeignKey("inventory.Repository", on_delete=models.SET_NULL, null=True,
@@ -77,6 +79,17 @@ class DeletionJob(models.Model):
     reclaimed_at = models.DateTimeField(null=True, blank=True)  # when it was detected
     reclaim_checked_at = models.DateTimeField(null=True, blank=True)  # last check while pending
     reclaim_error = models.CharField(max_length=500, blank=True)  # why that check failed
+    # The plan keeps what is attached to its items (a retry plans its failed items the same).
+    keep_attached = models.BooleanField(default=False)
+    # Job control (control.py). Set once each, by a conditional update: a job is cancelled
+    # once and retried once; the retry is a job of its own, created by whoever retried.
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    cancelled_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL,
+                                     null=True, blank=True, related_name="+")
+    retried_as = models.OneToOneField("self", on_delete=models.SET_NULL, null=True,
+                                      blank=True, related_name="+")
+    retry_of = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True,
+                                 related_name="+")
 
     class Meta:
         ordering = ["-created_at"]
@@ -89,6 +102,11 @@ class DeletionJob(models.Model):
     @property
     def is_finished(self):
         return self.status in self.FINISHED
+
+    @property
+    def is_cancelling(self):
+        """Cancelled, and a DELETE that was in flight then has not answered yet."""
+        return self.cancelled_at is not None and not self.is_finished
 
     @property
     def reclaim_pending(self):
@@ -119,7 +137,7 @@ class ReclaimBlob(models.Model):
 
 
 class DeletionItem(models.Model):
-    FINISHED = (ItemStatus.DONE, ItemStatus.SKIPPED, ItemStatus.FAILED)
+    FINISHED = (ItemStatus.DONE, ItemStatus.SKIPPED, ItemStatus.FAILED, ItemStatus.CANCELLED)
     objects = StatusQuerySet.as_manager()
 
     job = models.ForeignKey(DeletionJob, on_delete=models.CASCADE, related_name="items")

@@ -45,9 +45,10 @@ def serve(handler_cls, **attrs):
 @dataclass
 class Fault:
     """Apply ``action`` to requests matching ``method`` and ``path`` (a regex), ``times``
-    times (None: always). Actions: ("status", code), ("corrupt",), ("body", text) (the
-    registry's answer with this body instead), ("delay", seconds),
-    ("reset",)."""
+    times (None: always). Actions: ("status", code[, after seconds]), ("corrupt",),
+    ("body", text) (the registry's answer with this body instead), ("delay", seconds),
+    ("late", seconds) (the request reaches the registry at once, its answer comes that much
+    later), ("reset",)."""
 
     method: str
     path: str
@@ -116,6 +117,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         if action and action[0] == "delay":
             time.sleep(action[1])
         if action and action[0] == "status":
+            time.sleep(action[2] if len(action) > 2 else 0)
             payload = json.dumps({"errors": [{"code": "INJECTED", "message": "injected"}]})
             self._send(action[1], {"Content-Type": "application/json"}, payload.encode())
             return
@@ -123,6 +125,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         resp = requests.request(self.command, self.proxy.upstream + self.path, headers=headers,
                                 data=body, allow_redirects=False, timeout=30)
         content = resp.content
+        if action and action[0] == "late":
+            time.sleep(action[1])
         out = {k: v for k, v in resp.headers.items() if k.lower() not in HOP}
         if "Location" in out:
             out["Location"] = out["Location"].replace(self.proxy.upstream, self.proxy.url)
