@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from hubmgr.deletion import actions
+from hubmgr.deletion import actions, control
 from hubmgr.inventory.catalog import listing, queries
 from hubmgr.inventory.pulls import coverage
 from hubmgr.inventory.pulls.coverage import Coverage
@@ -274,4 +274,44 @@ def deletion_start(request, name):
 @require_GET
 @api_auth
 def deletion_status(request, job_id):
-    return JsonResponse(actions.job_data(get_job(job_id)))
+    return JsonResponse(job_json(get_job(job_id)))
+
+
+def job_json(job):
+    """A job as GET /api/v1/deletions/<id> answers it: actions.job_data and who cancelled or
+    retried it (control.control_data)."""
+    return {**actions.job_data(job), **control.control_data(job)}
+
+
+NO_FIELDS = Schema({})
+
+
+@require_POST
+@api_auth
+def deletion_cancel(request, job_id):
+    """Cancel a job: 200 with the job (cancelled, or still finishing a DELETE in flight);
+    409 when it was already cancelled or had finished."""
+    job = get_job(job_id)
+    require_delete_permission(request.user)
+    json_body(request, NO_FIELDS)
+    try:
+        job = control.cancel(job, request.user)
+    except control.Refused as exc:
+        raise ApiError(str(exc), exc.status) from None
+    return JsonResponse(job_json(job))
+
+
+@require_POST
+@api_auth
+def deletion_retry(request, job_id):
+    """A new job of a finished job's failed items: 202 {"id", "status_url", "retry_of"};
+    409 when it was already retried, has not finished, or has no failed item."""
+    job = get_job(job_id)
+    require_delete_permission(request.user)
+    json_body(request, NO_FIELDS)
+    try:
+        new = control.retry(job, request.user)
+    except control.Refused as exc:
+        raise ApiError(str(exc), exc.status) from None
+    return JsonResponse({"id": new.pk, "status_url": reverse("api-deletion", args=[new.pk]),
+                         "retry_of": job.pk}, status=202)

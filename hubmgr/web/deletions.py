@@ -6,11 +6,12 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
 from django.http import Http404
-from django.shortcuts import render
+from django.urls import reverse
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
-from django_htmx.http import trigger_client_event
+from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
-from hubmgr.deletion import actions, reclaim
+from hubmgr.deletion import actions, control, reclaim
 from hubmgr.deletion.graph import selection_digests
 from hubmgr.deletion.models import DeletionJob, ItemStatus
 from hubmgr.deletion.planner import ATTACHED, CHILD, SELECTED
@@ -34,7 +35,8 @@ def require_delete_permission(user):
 
 
 def get_job(job_id) -> DeletionJob:
-    job = DeletionJob.objects.select_related("created_by").filter(pk=job_id).first()
+    job = DeletionJob.objects.select_related("created_by", "cancelled_by").filter(
+        pk=job_id).first()
     if job is None:
         raise Http404(f"There is no deletion job {job_id}.")
     return job
@@ -189,7 +191,7 @@ def delete(request, name):
     except actions.PreviewGone as exc:
         return _refuse(request, repo, str(exc), status=exc.status)
     response = render(request, "deletion/progress.html",
-                      {"job": job, "progress": actions.progress(job)})
+                      {"job": job, "progress": actions.progress(job), "can_control": True})
     return trigger_client_event(response, "hubmgr:job-started", {"id": job.pk})
 
 
@@ -198,7 +200,8 @@ def delete(request, name):
 def progress(request, job_id):
     job = get_job(job_id)
     data = actions.progress(job)
-    response = render(request, "deletion/progress.html", {"job": job, "progress": data})
+    response = render(request, "deletion/progress.html", {
+        "job": job, "progress": data, "can_control": request.user.has_perm(DELETE_PERMISSION)})
     try:
         seen = int(request.GET.get("seen", "0"))
     except ValueError:
@@ -215,7 +218,8 @@ def job_list(request):
         item_count=Count("items"),
         done_count=Count("items", filter=Q(items__status=ItemStatus.DONE)),
         skipped_count=Count("items", filter=Q(items__status=ItemStatus.SKIPPED)),
-        failed_count=Count("items", filter=Q(items__status=ItemStatus.FAILED)))[:200]
+        failed_count=Count("items", filter=Q(items__status=ItemStatus.FAILED)),
+        cancelled_count=Count("items", filter=Q(items__status=ItemStatus.CANCELLED)))[:200]
     return render(request, "deletion/jobs.html", {
         "jobs": jobs, "reclaim": reclaim.summary(default_registry())})
 
@@ -223,6 +227,51 @@ def job_list(request):
 @require_GET
 @login_required
 def job_detail(request, job_id):
+    return _job_page(request, get_job(job_id))
+
+
+def _job_page(request, job, message=None, status=200):
+    """The job's page, or (htmx) the part a control replaced: its body, or the progress
+    panel when the panel asked."""
+    context = {"job": job, "items": job.items.all(), "progress": actions.progress(job),
+               "message": message,
+               "can_control": request.user.has_perm(DELETE_PERMISSION),
+               "can_cancel": control.cannot_cancel(job) is None,
+               "can_retry": control.cannot_retry(job) is None}
+    if request.htmx and request.htmx.target == f"job-{job.pk}":
+        return render(request, "deletion/progress.html", context, status=status)
+    if request.htmx and request.htmx.target == "job-body":
+        return render(request, "deletion/job.html#job-body", context, status=status)
+    return render(request, "deletion/job.html", context, status=status)
+
+
+@require_POST
+@login_required
+def job_cancel(request, job_id):
+    """Cancel a job (control.cancel, once): what waits is cancelled, a DELETE in flight ends
+    as it ends. Cancelling one that cannot be is a message saying why (409)."""
     job = get_job(job_id)
-    return render(request, "deletion/job.html", {"job": job, "items": job.items.all(),
-                                                 "progress": actions.progress(job)})
+    require_delete_permission(request.user)
+    try:
+        job = control.cancel(job, request.user)
+    except control.Refused as exc:
+        return _job_page(request, get_job(job_id), str(exc), status=exc.status)
+    if not request.htmx:
+        return redirect("job-detail", job.pk)
+    return _job_page(request, job)
+
+
+@require_POST
+@login_required
+def job_retry(request, job_id):
+    """Retry a finished job's failed items as a new job (control.retry, once); its page
+    follows. Retrying one that cannot be is a message saying why (409)."""
+    job = get_job(job_id)
+    require_delete_permission(request.user)
+    try:
+        new = control.retry(job, request.user)
+    except control.Refused as exc:
+        return _job_page(request, get_job(job_id), str(exc), status=exc.status)
+    if request.htmx:
+        return HttpResponseClientRedirect(reverse("job-detail", args=[new.pk]))
+    return redirect("job-detail", new.pk)
