@@ -10,7 +10,9 @@ from django.conf import settings
 from django.db import transaction
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
+from hubmgr.deletion.models import ProtectedTag
 from hubmgr.deletion.planner import ATTACHED, CHILD, SELECTED
+from hubmgr.patterns import compile_regex
 from hubmgr.inventory.catalog.store import refresh
 from hubmgr.inventory.models import Blob, IndexChild, Manifest, ManifestBlob, Repository, Tag
 from hubmgr.inventory.registries import default_registry
@@ -29,6 +31,16 @@ SOURCES = ["push_event", "access_log", "image_created"]
 
 
 ARTIFACT_KINDS = {"sig": "signature", "att": "attestation", "sbom": "sbom"}
+
+# Protected-tag rules a case may hold: (expression, glob, the glob's repositories written
+# naively). One reaches cosign's tags: attached artifacts that would go with their subject.
+PROTECT = [("^latest$", "**", REPOS), ("^build-1$", "team/*", ("team/a", "team/b")),
+           (r"\.sig$", "**", REPOS), ("^v", "other/*", ("other/c",))]
+
+
+def protected(repo, tags, protect) -> bool:
+    return any(repo in repos and any(compile_regex(regex).search(t) for t in tags)
+               for regex, _, repos in protect)
 
 
 def _times(draw):
@@ -103,7 +115,8 @@ def inventories(draw):
                 spec["tags"] = [t for t in spec["tags"] if t not in taken]
                 taken.update(spec["tags"])
     window = draw(st.one_of(st.none(), st.integers(0, settings.STALE_DAYS + 30)))
-    return manifests, window, draw(policies())
+    protect = draw(st.lists(st.sampled_from(PROTECT), max_size=2, unique=True))
+    return manifests, window, draw(policies()), protect
 
 
 def subjects(manifests):
@@ -180,8 +193,8 @@ def store(manifests, window, now):
     return repos
 
 
-def expected_rules_items(manifests, window, now):
-    """Each repository's top-level items, with Stale worked out naively."""
+def expected_rules_items(manifests, window, now, protect=()):
+    """Each repository's top-level items, with Stale and protection worked out naively."""
     parents = {kid for spec in manifests.values() for kid in spec["kids"]}
     since = now - timedelta(days=window, hours=12) if window else None
     cutoff = now - timedelta(days=settings.STALE_DAYS)
@@ -199,7 +212,8 @@ def expected_rules_items(manifests, window, now):
                 digest(name), tags=tuple(spec["tags"]), last_pushed=at(spec["pushed"]),
                 last_pushed_source=spec["source"] if spec["pushed"] is not None else "",
                 first_seen=at(spec["first_seen"]), last_pulled=pulled, stale=stale,
-                is_orphan=name in subject_of))
+                is_orphan=name in subject_of,
+                protected="yes" if protected(spec["repo"], spec["tags"], protect) else ""))
     return out
 
 
@@ -209,16 +223,18 @@ def expected_rules_items(manifests, window, now):
            suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(inventories())
 def test_a_dry_run_removes_the_rules_selection_and_never_breaks_an_index(case):
-    manifests, window, p = case
+    manifests, window, p, protect = case
     if not p.remove_tag_regex:
         p.remove_tag_days = None
     p.brake_share = 1.0
     with transaction.atomic():
         store(manifests, window, NOW)
+        for regex, glob, _ in protect:
+            ProtectedTag.objects.create(tag_regex=regex, repositories=glob)
         report = runs.plan_every_item(p, now=NOW)
         assert_counted_setwise_as_planned(p, report)
         by_repo = {r["repository"]: r for r in report["repositories"]}
-        naive = expected_rules_items(manifests, window, NOW)
+        naive = expected_rules_items(manifests, window, NOW, protect)
         by_digest = {digest(name): spec for name, spec in manifests.items()}
         names = {digest(name): name for name in manifests}
         subject_of, not_items = subjects(manifests), attached(manifests)
@@ -233,6 +249,8 @@ def test_a_dry_run_removes_the_rules_selection_and_never_breaks_an_index(case):
             assert all(i["rule"] == selected[d] for d, i in going.items()
                        if i["reason"] == SELECTED)
             assert not set(going) & kept  # keep rules always win
+            # Nothing protected goes, an attached artifact included.
+            assert not [d for d in going if protected(repo, by_digest[d]["tags"], protect)]
             assert {i["digest"] for i in r["protected"]} <= kept
             # Nothing a remaining index references goes.
             for name, spec in manifests.items():

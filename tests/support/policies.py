@@ -68,7 +68,8 @@ def brute_force(items, p, now):
                 or (p.keep_tag_regex and any(compile_regex(p.keep_tag_regex).search(t)
                                              for t in i.tags))
                 or (p.keep_pulled_days is not None and i.last_pulled is not None
-                    and now - i.last_pulled <= timedelta(days=p.keep_pulled_days)))
+                    and now - i.last_pulled <= timedelta(days=p.keep_pulled_days))
+                or i.protected)  # (a protected tag, worked out by the caller)
         if keep:
             kept.add(i.digest)
         elif rule:
@@ -127,6 +128,12 @@ def braked_run(**fields):
     run = runs.record_run(p, delete=True)
     assert run.status == "braked" and not run.jobs.exists()
     return run
+
+
+def awaiting_run(p, user=None):
+    """A run of ``p`` (in delete mode) as "Run now" on its page starts it, executed here:
+    planned, waiting for a maintainer's confirmation, nothing deleted."""
+    return runs.execute(runs.claim_run(p, user, confirm_first=True))
 
 
 def work_tables():
