@@ -410,8 +410,8 @@ def test_two_dry_runs_at_once_neither_waits_for_the_other(builds_repo, monkeypat
     good = runs.preview(p, 5, now=NOW)
     real, holding, release, answers = setwise.cascade, threading.Event(), threading.Event(), {}
 
-    def held(cursor):
-        real(cursor)
+    def held(cursor, *args):
+        real(cursor, *args)
         if threading.current_thread().name == "first":
             holding.set()
             release.wait(30)
