@@ -134,6 +134,11 @@ class PolicyRun(models.Model):
         DONE = "done", "Done"
         BRAKED = "braked", "Done; the brake stopped some repositories"
         FAILED = "failed", "Failed"
+        # "Run now" on the page in delete mode: planned, nothing deleted until a maintainer
+        # confirms (runs.confirm_run), then DONE or BRAKED; UNCONFIRMED when cancelled or
+        # left past its time (runs.expire_unconfirmed), and nothing of it is ever deleted.
+        AWAITING = "awaiting", "Awaiting confirmation"
+        UNCONFIRMED = "unconfirmed", "Not confirmed; nothing deleted"
 
         @property
         def is_finished(self):
@@ -145,7 +150,7 @@ class PolicyRun(models.Model):
     # runs.ABANDONED_AFTER was interrupted (its process died) and is marked failed.
     heartbeat_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.RUNNING)
     dry_run = models.BooleanField(default=True)
     scheduled = models.BooleanField(default=False)  # started by the schedule, not by a person
     started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
@@ -159,6 +164,14 @@ class PolicyRun(models.Model):
     brake_confirmed_at = models.DateTimeField(null=True, blank=True)
     brake_confirmed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
                                            on_delete=models.SET_NULL, related_name="+")
+    # A run that plans first and deletes only once a maintainer confirms what it showed
+    # ("Run now" on the page in delete mode); the API, the CLI and the schedule delete at once.
+    confirm_first = models.BooleanField(default=False)
+    # Set once, by the conditional update in runs.confirm_run ("Delete forever") or
+    # runs.cancel_run ("Cancel"): who answered and when; the status says which answer.
+    answered_at = models.DateTimeField(null=True, blank=True)
+    answered_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                    on_delete=models.SET_NULL, related_name="+")
 
     class Meta:
         ordering = ["-started_at", "-id"]

@@ -357,14 +357,18 @@ def record_run(policy, user=None, progress=None, delete=False) -> PolicyRun:
     return _execute(run, policy, delete, user, progress)
 
 
-def claim_run(policy, user=None, delete=True) -> PolicyRun:
+def claim_run(policy, user=None, delete=True, confirm_first=False) -> PolicyRun:
     """A running run recorded now, for a worker to ``execute`` (AlreadyRunning when one is).
-    It deletes only with ``delete`` and a policy in delete mode."""
-    return _claim(policy, dry_run=not (delete and policy.mode == Mode.DELETE), started_by=user)
+    It deletes only with ``delete`` and a policy in delete mode; with ``confirm_first`` too,
+    only once a maintainer confirms what it planned (``confirm_run``)."""
+    delete = delete and policy.mode == Mode.DELETE
+    return _claim(policy, dry_run=not delete, started_by=user,
+                  confirm_first=confirm_first and delete)
 
 
 def execute(run) -> PolicyRun:
-    """Finish a run that ``claim_run`` recorded: its report, and its jobs unless a dry run."""
+    """Finish a run that ``claim_run`` recorded: its report, and its jobs unless a dry run
+    (or a run that waits for confirmation first)."""
     return _execute(run, run.policy, not run.dry_run, run.started_by)
 
 
@@ -386,7 +390,7 @@ def _execute(run, policy, delete, user=None, progress=None) -> PolicyRun:
     try:
         with Heartbeat(run) as beat:
             report = plan_every_item(policy, progress=progress, on_repository=beat)
-            if delete:
+            if delete and not run.confirm_first:
                 start_jobs(run, report, user, on_repository=beat)
     except ClaimLost:
         # Declared dead while it worked, and perhaps started again since: what it found is
@@ -400,8 +404,9 @@ def _execute(run, policy, delete, user=None, progress=None) -> PolicyRun:
         run.report = report or {}  # with the jobs started before the failure, if any
     else:
         run.report = report
-        run.status = (PolicyRun.Status.BRAKED if report["totals"]["braked"]
-                      else PolicyRun.Status.DONE)
+        run.status = (PolicyRun.Status.AWAITING if delete and run.confirm_first
+                      and any(e["going"] and not e["brake"] for e in report["repositories"])
+                      else _done(report))
     run.finished_at = timezone.now()
     # Finished only by the holder of the claim: a run marked failed meanwhile stays failed.
     if not PolicyRun.objects.filter(pk=run.pk, status=PolicyRun.Status.RUNNING).update(
@@ -411,6 +416,10 @@ def _execute(run, policy, delete, user=None, progress=None) -> PolicyRun:
                     "dropped", run.pk, policy.name)
         return PolicyRun.objects.get(pk=run.pk)
     return run
+
+
+def _done(report):
+    return PolicyRun.Status.BRAKED if report["totals"]["braked"] else PolicyRun.Status.DONE
 
 
 def with_reclaim(run_qs):
@@ -552,6 +561,9 @@ def cannot_confirm(run, now=None) -> str | None:
                 "brake stopped can be confirmed.")
     if run.status == PolicyRun.Status.RUNNING:
         return "This run is still running; confirm once it has finished."
+    if run.status in (PolicyRun.Status.AWAITING, PolicyRun.Status.UNCONFIRMED):
+        return ("This run's deletion has not been confirmed (Delete forever); what the brake "
+                "stopped can be confirmed only after it.")
     if run.status != PolicyRun.Status.BRAKED:
         return "The brake stopped nothing in this run: there is nothing to confirm."
     if run.brake_confirmed_at is not None:
@@ -598,22 +610,134 @@ def confirm_brake(run, user=None, now=None) -> list:
                    if entry["brake"] and not entry.get("job")]
         for entry in stopped:
             entry["brake_confirmed_by"] = getattr(user, "username", None)
-        start_jobs(run, {"repositories": stopped}, user, confirmed=True)
+        start_jobs(run, {"repositories": stopped}, user, confirmed=True, braked=True)
         run.save(update_fields=["report"])
     return [entry["job"] for entry in stopped if entry["job"]]
 
 
-def start_jobs(run, report, user=None, on_repository=None, confirmed=False):
-    """One deletion job per planned repository the brake did not stop, queued for the
-    workers once its transaction commits. Each job is created in the same transaction as a
-    check that the run still holds a live claim (ClaimLost when not): a run declared dead
-    never deletes. (A confirmation's claim is ``confirm_brake``'s own update.)"""
+def _confirm_until(run):
+    return run.finished_at + timedelta(minutes=settings.DELETE_PREVIEW_MINUTES)
+
+
+def _awaiting(now):
+    """Runs waiting for confirmation that may be answered at ``now``: planned no longer ago
+    than a preview may be confirmed, their policy unchanged since they started."""
+    changed = PolicyAudit.objects.filter(policy_id=OuterRef("policy_id"),
+                                         at__gt=OuterRef("started_at"))
+    return PolicyRun.objects.filter(
+        status=PolicyRun.Status.AWAITING,
+        finished_at__gte=now - timedelta(minutes=settings.DELETE_PREVIEW_MINUTES),
+    ).exclude(Exists(changed))
+
+
+def cannot_confirm_run(run, now=None) -> str | None:
+    """Why ``run`` cannot be confirmed (Delete forever) or cancelled at ``now``, in words a
+    person can act on; None when it can."""
+    now = now or timezone.now()
+    if run.status == PolicyRun.Status.RUNNING:
+        return ("This run is still planning; what it would delete is shown here when it has "
+                "finished, and deleted only once confirmed.")
+    by = f" by {run.answered_by.username}" if run.answered_by else ""
+    when = f" at {run.answered_at:%Y-%m-%d %H:%M} UTC" if run.answered_at else ""
+    if run.status == PolicyRun.Status.UNCONFIRMED:
+        if run.answered_at is None:
+            return (f"This run was not confirmed within {settings.DELETE_PREVIEW_MINUTES} "
+                    "minutes and deleted nothing; run the policy again to see what it would "
+                    "delete now.")
+        return (f"This run was cancelled{by}{when} and deleted nothing; run the policy again "
+                "to see what it would delete now.")
+    if run.answered_at is not None:
+        return (f"Already confirmed{by}{when}; its deletion jobs are listed on the run's "
+                "page.")
+    if run.status != PolicyRun.Status.AWAITING:
+        return "This run does not wait for a confirmation: nothing to confirm."
+    minutes = settings.DELETE_PREVIEW_MINUTES
+    if _confirm_until(run) < now:
+        return (f"This run's plan is too old to confirm (a plan may be confirmed for {minutes} "
+                "minutes, as a preview); run the policy again to see what it would delete "
+                "now.")
+    change = PolicyAudit.objects.filter(policy_id=run.policy_id, at__gt=run.started_at).first()
+    if change is not None:
+        by = f" by {change.user.username}" if change.user else ""
+        return (f"The policy changed after this run started ({change.at:%Y-%m-%d %H:%M} UTC"
+                f"{by}); run it again so that what it deletes follows its settings.")
+    return None
+
+
+def _answer(run, now, then=None, **fields) -> PolicyRun:
+    """Answer a run awaiting confirmation: set ``fields``, then call ``then`` with the run, in
+    one transaction. The claim: of answers at once (a double click, two maintainers, Delete
+    forever beside Cancel), this conditional update lets one through, whichever process asks;
+    the others wait for its transaction, then update nothing and are told why
+    (CannotConfirm). A failure in ``then`` leaves the run waiting and nothing started."""
+    with transaction.atomic():
+        if _awaiting(now).filter(pk=run.pk).update(answered_at=now, **fields):
+            run = PolicyRun.objects.get(pk=run.pk)
+            if then:
+                then(run)
+            return run
+    fresh = PolicyRun.objects.select_related("answered_by").filter(pk=run.pk).first()
+    if fresh is None:
+        raise CannotConfirm("This run is gone (its policy was deleted).")
+    if fresh.status == PolicyRun.Status.AWAITING and _confirm_until(fresh) < now:
+        PolicyRun.objects.filter(pk=run.pk, status=PolicyRun.Status.AWAITING).update(
+            status=PolicyRun.Status.UNCONFIRMED)
+        fresh.refresh_from_db()
+    raise CannotConfirm(cannot_confirm_run(fresh, now) or "This run cannot be confirmed now.")
+
+
+def confirm_run(run, user=None, now=None) -> list:
+    """Delete what ``run`` planned and showed ("Delete forever"): each repository's recorded
+    plan that the brake did not stop becomes a deletion job, once, with the same checks as a
+    confirmed preview (anything tagged, protected or referenced since the plan is kept). Only
+    while the plan is as fresh as a preview may be and the policy unchanged since the run
+    started. The run is then done, or braked (whose brake may be confirmed on its own).
+    Returns the new jobs' ids; CannotConfirm says why not."""
+    now = now or timezone.now()
+    user = user if user is not None and user.is_authenticated else None
+    # (A waiting run's report is final: its status once confirmed follows from it.)
+    report = PolicyRun.objects.filter(pk=run.pk).values_list("report", flat=True).first()
+
+    def start(run):
+        start_jobs(run, run.report, user, confirmed=True)
+        run.save(update_fields=["report"])
+
+    run = _answer(run, now, then=start, answered_by=user,
+                  status=_done(report) if report else PolicyRun.Status.DONE)
+    return [entry["job"] for entry in run.report["repositories"] if entry.get("job")]
+
+
+def cancel_run(run, user=None, now=None) -> PolicyRun:
+    """Answer "no" to a run awaiting confirmation ("Cancel"): it deletes nothing, ever, and
+    says who cancelled it. CannotConfirm when it was answered already or is past its time."""
+    now = now or timezone.now()
+    user = user if user is not None and user.is_authenticated else None
+    return _answer(run, now, answered_by=user, status=PolicyRun.Status.UNCONFIRMED)
+
+
+def expire_unconfirmed(now=None) -> int:
+    """Mark not confirmed the runs that waited for a confirmation longer than a preview may
+    be confirmed: they delete nothing, and the history says so."""
+    now = now or timezone.now()
+    return PolicyRun.objects.filter(
+        status=PolicyRun.Status.AWAITING,
+        finished_at__lt=now - timedelta(minutes=settings.DELETE_PREVIEW_MINUTES),
+    ).update(status=PolicyRun.Status.UNCONFIRMED)
+
+
+def start_jobs(run, report, user=None, on_repository=None, confirmed=False, braked=False):
+    """One deletion job per planned repository (with ``braked``, only those the brake
+    stopped were passed, and they go too; else those the brake stopped are left), queued for
+    the workers once its transaction commits. Each job is created in the same transaction as
+    a check that the run still holds a live claim (ClaimLost when not): a run declared dead
+    never deletes. (A ``confirmed`` run's claim is the caller's own conditional update:
+    ``confirm_brake``'s or ``confirm_run``'s.)"""
     registry = default_registry()
     for entry in report["repositories"]:
         if on_repository:
             on_repository()
         entry["job"] = None
-        if (entry["brake"] and not confirmed) or not entry["going"]:
+        if (entry["brake"] and not braked) or not entry["going"]:
             continue
         repo = Repository.objects.filter(registry=registry, name=entry["repository"]).first()
         if repo is None:  # forgotten since the plan: nothing of it to delete

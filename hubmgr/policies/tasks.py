@@ -22,6 +22,7 @@ RUN_LIMITS = {"soft_time_limit": settings.POLICY_RUN_SECONDS + settings.TASK_GRA
 def run_due():
     now = timezone.now()
     runs.fail_abandoned(now=now)
+    runs.expire_unconfirmed(now)
     due = [p.pk for p in CleanupPolicy.objects.exclude(schedule=Schedule.OFF)
            if schedule.is_due(p, now)]
     for policy_id in due:
@@ -59,10 +60,11 @@ def execute_run(run_id):
     return run.pk
 
 
-def start_run(policy, user=None, delete=True) -> PolicyRun:
+def start_run(policy, user=None, delete=True, confirm_first=False) -> PolicyRun:
     """Claim a run and queue it for a worker: runs.AlreadyRunning while one runs;
-    QueueUnavailable when the broker cannot take it, and then nothing of the run remains."""
-    run = runs.claim_run(policy, user, delete=delete)
+    QueueUnavailable when the broker cannot take it, and then nothing of the run remains.
+    With ``confirm_first`` a run in delete mode plans and waits for runs.confirm_run."""
+    run = runs.claim_run(policy, user, delete=delete, confirm_first=confirm_first)
     try:
         execute_run.delay(run.pk)
     except Exception as exc:  # any broker failure

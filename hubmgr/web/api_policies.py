@@ -174,8 +174,15 @@ def run_summary_json(run) -> dict:
             "error": run.error or None, "totals": totals,
             "braked_repositories": totals["braked"] if totals else 0,
             "brake_confirmed_at": iso_time(run.brake_confirmed_at),
-            "brake_confirmed_by": _user(run.brake_confirmed_by),
+            "brake_confirmed_by": _user(run.brake_confirmed_by), **_answer_json(run),
             "jobs": [job.pk for job in run.jobs.all()]}
+
+
+def _answer_json(run) -> dict:
+    """Whether the run waited for a confirmation (Run now on the page in delete mode), and
+    who answered it when: Delete forever (then done or braked) or Cancel (unconfirmed)."""
+    return {"confirm_first": run.confirm_first, "answered_at": iso_time(run.answered_at),
+            "answered_by": _user(run.answered_by)}
 
 
 @require_http_methods(["GET", "POST"])
@@ -185,7 +192,8 @@ def policy_runs(request, policy_id):
     policy = get_policy(policy_id)
     if request.method == "POST":
         return _start_run(request, policy)
-    history = runs.with_totals(policy.runs.select_related("started_by", "brake_confirmed_by")
+    history = runs.with_totals(policy.runs.select_related("started_by", "brake_confirmed_by",
+                                                          "answered_by")
                                .prefetch_related(Prefetch("jobs", DeletionJob.objects.only(
                                    "id").order_by("id"))))
     page = _page(request, history)
@@ -254,7 +262,7 @@ def run_status(request, run_id):
         "started_by": _user(run.started_by), "started_at": iso_time(run.started_at),
         "finished_at": iso_time(run.finished_at), "error": run.error or None,
         "brake_confirmed_at": iso_time(run.brake_confirmed_at),
-        "brake_confirmed_by": _user(run.brake_confirmed_by),
+        "brake_confirmed_by": _user(run.brake_confirmed_by), **_answer_json(run),
         "jobs": [{"id": pk, "status": status, "status_url": reverse("api-deletion", args=[pk])}
                  for pk, status in jobs],
         "report": reports.bounded(run.report) if run.report else None,

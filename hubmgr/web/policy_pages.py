@@ -130,10 +130,11 @@ def policy_dry_run(request, policy_id):
 @login_required
 def policy_run(request, policy_id):
     """Start a run on the workers and show its report page; one already running or the queue
-    down is a message on the policy's page."""
+    down is a message on the policy's page. In delete mode the run only plans: its page shows
+    what it would delete and deletes on "Delete forever" (run_confirm)."""
     policy = get_policy_to_change(request, policy_id)
     try:
-        run = tasks.start_run(policy, request.user)
+        run = tasks.start_run(policy, request.user, confirm_first=True)
     except runs.AlreadyRunning as exc:
         return _policy_page(request, policy, str(exc), status=409)
     except tasks.QueueUnavailable as exc:
@@ -155,10 +156,31 @@ def _brake(request, run, jobs):
             "can_confirm": request.user.has_perm(DELETE_PERMISSION)}
 
 
+def _confirmation(request, run, jobs):
+    """What the page of a run that plans first ("Run now" in delete mode) says: until when
+    "Delete forever" may be pressed, or why not (answered, too old, the policy changed), and
+    the jobs a confirmation started; None for every other run."""
+    if not run.confirm_first:
+        return None
+    awaiting = run.status == PolicyRun.Status.AWAITING
+    return {"awaiting": awaiting, "answered": run.answered_at is not None,
+            "confirmed": run.answered_at is not None and not awaiting
+            and run.status != PolicyRun.Status.UNCONFIRMED,
+            "reason": runs.cannot_confirm_run(run) if run.status != PolicyRun.Status.RUNNING
+            else None,
+            "until": run.finished_at + timedelta(minutes=settings.DELETE_PREVIEW_MINUTES)
+            if run.finished_at else None,
+            "jobs": [job for job in jobs if job.pk in {
+                entry.get("job") for entry in run.report.get("repositories", [])
+                if not entry.get("brake")}],
+            "can_confirm": request.user.has_perm(DELETE_PERMISSION)}
+
+
 def _run_page(request, run, message=None, status=200):
     report = present_report(run.report) if run.report else None
     jobs = list(run.jobs.order_by("pk"))
     context = {"run": run, "report": report, "jobs": jobs, "brake": _brake(request, run, jobs),
+               "confirmation": _confirmation(request, run, jobs),
                "finished": PolicyRun.Status(run.status).is_finished, "message": message}
     if request.htmx and request.htmx.target == "run-body":  # polled, or the brake confirmed
         return render(request, "policies/run.html#run-body", context, status=status)
@@ -180,6 +202,34 @@ def run_confirm_brake(request, run_id):
     require_delete_permission(request.user)
     try:
         runs.confirm_brake(run, request.user)
+    except runs.CannotConfirm as exc:
+        return _run_page(request, get_run(run_id), str(exc), status=409)
+    if request.htmx:
+        return _run_page(request, get_run(run_id))
+    return redirect("policy-run", run.pk)
+
+
+@require_POST
+@login_required
+def run_confirm(request, run_id):
+    """"Delete forever": a maintainer confirms what a run that planned first showed
+    (runs.confirm_run, once); the page then lists the jobs it started. A run that cannot be
+    confirmed (answered already, too old, the policy changed) is a message saying why."""
+    return _answer(request, run_id, runs.confirm_run)
+
+
+@require_POST
+@login_required
+def run_cancel(request, run_id):
+    """"Cancel": the run deletes nothing, ever (runs.cancel_run, once)."""
+    return _answer(request, run_id, runs.cancel_run)
+
+
+def _answer(request, run_id, answer):
+    run = get_run(run_id)
+    require_delete_permission(request.user)
+    try:
+        answer(run, request.user)
     except runs.CannotConfirm as exc:
         return _run_page(request, get_run(run_id), str(exc), status=409)
     if request.htmx:

@@ -67,3 +67,39 @@ def test_confirm_what_the_brake_stopped_and_follow_its_job(browser, live_server)
         assert page.csp_violations == []
     finally:
         page.context.close()
+
+
+def test_run_now_in_delete_mode_shows_the_figures_first_and_cancel_deletes_nothing(
+        browser, live_server, celery_worker):
+    from hubmgr.deletion.models import DeletionJob
+
+    repo = make_repo("team/app")
+    for n in range(3):
+        make_image(repo, f"old{n}", pushed=30)
+    make_image(repo, "new", tags=["latest"], pushed=1)
+    refresh(repo)
+    policy = service.save_policy(CleanupPolicy(name="untagged", include="team/*", mode="delete",
+                                               remove_untagged_days=7, brake_share=1.0))
+    page = login(browser, live_server, "maria", ["delete_images"])
+    try:
+        page.goto(f"{live_server.url}/policies/{policy.pk}/")
+        page.click("#run-now")
+        page.wait_for_url("**/policies/runs/*/")
+        expect(page.locator("#run-status")).to_have_text("Awaiting confirmation")
+        expect(page.locator("#confirm-totals")).to_contain_text(
+            "The run would delete 3 items in 1 of 1 covered repository, reclaiming 3.0 kB")
+        expect(page.locator("#confirm-run tr[data-repository='team/app']")).to_contain_text(
+            "3 of 4")
+        OUTPUT.mkdir(exist_ok=True)
+        page.screenshot(path=str(OUTPUT / "policy-run-confirm.png"), full_page=True)
+        page.click("#cancel-run")
+        expect(page.locator("#confirm-reason")).to_contain_text("cancelled by maria")
+        assert not DeletionJob.objects.exists()
+        page.click("#run-again")  # a fresh run, confirmed this time
+        expect(page.locator("#delete-forever")).to_be_visible()
+        page.click("#delete-forever")
+        expect(page.locator("#run-confirmed")).to_contain_text("deletion job #")
+        assert DeletionJob.objects.get().items.count() == 3
+        assert page.csp_violations == []
+    finally:
+        page.context.close()

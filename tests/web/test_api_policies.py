@@ -472,3 +472,24 @@ def test_the_audit_history_lists_who_changed_which_fields_newest_first(maint, mo
     monkeypatch.setattr(api_policies, "MAX_PAGE_SIZE", 1)
     paged = maint.get(f"{made['url']}/audit", {"page": 3}).json()
     assert [e["action"] for e in paged["results"]] == ["create"] and paged["next"] is None
+
+
+def test_a_run_awaiting_confirmation_and_its_answer_are_in_the_api(maint, inventory,
+                                                                   monkeypatch):
+    """The page's Run now in delete mode waits for Delete forever; the API shows it waiting,
+    then who confirmed. The API's own run is the confirmation: it deletes at once."""
+    from hubmgr.policies import tasks
+
+    monkeypatch.setattr(tasks.execute_run, "delay", tasks.execute_run)
+    made = create(maint, mode="delete")
+    run_id = int(maint.post(f"/policies/{made['id']}/run").url.split("/")[-2])
+    body = maint.get(f"/api/v1/policy-runs/{run_id}").json()
+    assert (body["status"], body["confirm_first"], body["answered_by"], body["jobs"]) == (
+        "awaiting", True, None, [])
+    maint.post(f"/policies/runs/{run_id}/confirm")
+    [listed] = maint.get(f"{made['url']}/runs").json()["results"]
+    assert (listed["status"], listed["answered_by"], len(listed["jobs"])) == ("done", "maria", 1)
+    assert listed["answered_at"] is not None
+    api_run = post(maint, f"{made['url']}/runs").json()
+    body = maint.get(api_run["status_url"]).json()
+    assert (body["status"], body["confirm_first"], len(body["jobs"])) == ("done", False, 1)

@@ -41,7 +41,8 @@ def test_pages_need_a_login(client, url):
 
 
 @pytest.mark.parametrize("url", ["/policies/1/dry-run", "/policies/1/run", "/policies/preview",
-                                 "/policies/runs/1/confirm-brake"])
+                                 "/policies/runs/1/confirm-brake", "/policies/runs/1/confirm",
+                                 "/policies/runs/1/cancel"])
 def test_actions_need_a_login(client, url):
     resp = client.post(url)
     assert resp.status_code == 302 and resp.url.startswith("/login/")
@@ -75,7 +76,8 @@ def test_unknown_ids_are_404(maint):
                 "/policies/99/delete"]:
         assert maint.get(url).status_code == 404, url
     for url in ["/policies/99/dry-run", "/policies/99/run", "/policies/99/delete",
-                "/policies/runs/99/confirm-brake"]:
+                "/policies/runs/99/confirm-brake", "/policies/runs/99/confirm",
+                "/policies/runs/99/cancel"]:
         assert maint.post(url).status_code == 404, url
 
 
@@ -85,6 +87,8 @@ def test_wrong_methods_are_405(maint, policy):
     assert maint.get(f"/policies/{policy.pk}/dry-run").status_code == 405
     assert maint.get("/policies/preview").status_code == 405
     assert maint.get("/policies/runs/1/confirm-brake").status_code == 405
+    assert maint.get("/policies/runs/1/confirm").status_code == 405
+    assert maint.get("/policies/runs/1/cancel").status_code == 405
 
 
 def test_posts_need_the_csrf_token(maintainer, policy):
@@ -166,13 +170,157 @@ def test_run_now_runs_on_a_worker_and_its_report_renders(client, maintainer, inv
     while run.status == PolicyRun.Status.RUNNING and time.monotonic() < deadline:
         time.sleep(0.1)
         run.refresh_from_db()
-    assert run.status == PolicyRun.Status.DONE and not run.dry_run
+    assert run.status == PolicyRun.Status.AWAITING and not run.dry_run
+    assert not run.jobs.exists()  # shown first
+    client.post(f"/policies/runs/{run.pk}/confirm")
     [job] = run.jobs.all()
     html = client.get(resp.url).content.decode()
     assert "4.0 kB" in html and f'href="/jobs/{job.pk}"' in html
     for seed in ("build0", "build1", "build2", "old"):
         assert digest(seed)[7:19] in html
     assert "Protected by a keep rule (2)" in html
+
+
+# ---- "Run now" in delete mode: the figures first, then Delete forever ----------------------
+@pytest.fixture
+def run_here(monkeypatch):
+    """Runs started from the page execute at once, here, instead of on a worker."""
+    monkeypatch.setattr(tasks.execute_run, "delay", tasks.execute_run)
+
+
+def run_now(maint, policy, **changes):
+    for name, value in {"mode": "delete", **changes}.items():
+        setattr(policy, name, value)
+    service.save_policy(policy)
+    resp = maint.post(f"/policies/{policy.pk}/run")
+    run = PolicyRun.objects.get(pk=resp.url.split("/")[-2])
+    assert run.status == PolicyRun.Status.AWAITING
+    return run
+
+
+def confirm_section(html):
+    start = html.index('id="confirm-run"')
+    return html[start:html.index("</section>", start)]
+
+
+def test_run_now_in_delete_mode_shows_the_figures_and_deletes_nothing(maint, policy,
+                                                                      inventory, run_here):
+    from hubmgr.deletion.models import DeletionJob
+
+    page = maint.get(f"/policies/{policy.pk}/").content.decode()
+    assert "Run now</button>" in page and "asks before deleting" not in page  # report mode
+    policy.mode = "delete"
+    service.save_policy(policy)
+    page = maint.get(f"/policies/{policy.pk}/").content.decode()
+    assert "Run now (asks before deleting)" in page
+    run = run_now(maint, policy)
+    html = maint.get(f"/policies/runs/{run.pk}/").content.decode()
+    section = confirm_section(html)
+    assert "Delete what this run found?" in section
+    assert ("The run would delete 4 items in 1 of 1 covered repository, reclaiming "
+            "<strong>4.0 kB</strong>.") in section
+    assert '<tr data-repository="team/app">' in section and '<td class="num">4 of 9</td>' \
+        in section
+    assert 'id="delete-forever"' in section and 'id="cancel-run"' in section
+    assert "Nothing has been deleted yet" in section and "re-checks each item" in section
+    assert "Awaiting confirmation" in html and "Delete once confirmed" in html
+    assert digest("build0")[7:19] in html  # the report, item by item, below
+    assert not DeletionJob.objects.exists()
+
+    resp = maint.post(f"/policies/runs/{run.pk}/confirm")
+    assert resp.status_code == 302 and resp.url == f"/policies/runs/{run.pk}/"
+    job = DeletionJob.objects.get()
+    assert sorted(job.items.values_list("digest", flat=True)) == sorted(
+        i["digest"] for i in run.report["repositories"][0]["going"])
+    html = maint.get(resp.url).content.decode()
+    section = confirm_section(html)
+    assert "Confirmed by maria at" in section and f'href="/jobs/{job.pk}"' in section
+    assert 'id="delete-forever"' not in html and "Delete, confirmed" in html
+    again = maint.post(f"/policies/runs/{run.pk}/confirm")  # a double click
+    assert again.status_code == 409 and "Already confirmed by maria" in again.content.decode()
+    assert DeletionJob.objects.count() == 1
+
+
+def test_delete_forever_with_htmx_answers_the_run_body(maint, policy, inventory, run_here):
+    from hubmgr.deletion.models import DeletionJob
+
+    run = run_now(maint, policy)
+    resp = maint.post(f"/policies/runs/{run.pk}/confirm", **HTMX, HTTP_HX_TARGET="run-body")
+    html = resp.content.decode()
+    assert resp.status_code == 200 and html.lstrip().startswith('<div id="run-body"')
+    assert f'href="/jobs/{DeletionJob.objects.get().pk}"' in html
+    again = maint.post(f"/policies/runs/{run.pk}/cancel", **HTMX, HTTP_HX_TARGET="run-body")
+    assert again.status_code == 409 and 'id="run-message"' in again.content.decode()
+
+
+def test_cancel_deletes_nothing_and_says_who(maint, policy, inventory, run_here):
+    run = run_now(maint, policy)
+    resp = maint.post(f"/policies/runs/{run.pk}/cancel")
+    assert resp.status_code == 302
+    html = maint.get(resp.url).content.decode()
+    assert "Not confirmed; nothing deleted" in html and "cancelled by maria" in html
+    assert 'id="delete-forever"' not in html and 'id="run-again"' in html
+    resp = maint.post(f"/policies/runs/{run.pk}/confirm")
+    assert resp.status_code == 409 and "cancelled by maria" in resp.content.decode()
+    assert not run.jobs.exists()
+
+
+def test_a_plan_too_old_or_a_changed_policy_says_why_and_offers_a_fresh_run(
+        maint, policy, inventory, run_here):
+    run = run_now(maint, policy)
+    policy.keep_last = 4
+    service.save_policy(policy)
+    html = maint.get(f"/policies/runs/{run.pk}/").content.decode()
+    assert 'id="delete-forever"' not in html and "The policy changed after this run" in html
+    assert f'action="/policies/{policy.pk}/run"' in confirm_section(html)
+    resp = maint.post(f"/policies/runs/{run.pk}/confirm")
+    assert resp.status_code == 409 and "run it again" in resp.content.decode()
+
+    old = run_now(maint, policy)
+    PolicyRun.objects.filter(pk=old.pk).update(finished_at=old.finished_at.replace(year=2020))
+    assert "too old to confirm" in maint.get(f"/policies/runs/{old.pk}/").content.decode()
+    resp = maint.post(f"/policies/runs/{old.pk}/confirm")
+    assert resp.status_code == 409 and "not confirmed within 60 minutes" in resp.content.decode()
+    assert PolicyRun.objects.get(pk=old.pk).status == PolicyRun.Status.UNCONFIRMED
+    assert not run.jobs.exists() and not old.jobs.exists()
+
+
+def test_a_viewer_sees_the_figures_but_may_not_confirm_or_cancel(client, user, maint, policy,
+                                                                 inventory, run_here):
+    run = run_now(maint, policy)
+    client.force_login(user)
+    html = client.get(f"/policies/runs/{run.pk}/").content.decode()
+    assert "4.0 kB" in confirm_section(html) and 'id="delete-forever"' not in html
+    assert "a maintainer can confirm this run until" in html
+    for action in ("confirm", "cancel"):
+        assert client.post(f"/policies/runs/{run.pk}/{action}").status_code == 403
+    run.refresh_from_db()
+    assert run.status == PolicyRun.Status.AWAITING and not run.jobs.exists()
+
+
+def test_confirming_and_cancelling_need_the_csrf_token(maintainer, maint, policy, inventory,
+                                                      run_here):
+    run = run_now(maint, policy)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(maintainer)
+    for action in ("confirm", "cancel"):
+        assert client.post(f"/policies/runs/{run.pk}/{action}").status_code == 403
+    assert PolicyRun.objects.get(pk=run.pk).status == PolicyRun.Status.AWAITING
+
+
+def test_runs_that_do_not_wait_cannot_be_confirmed_never_a_500(maint, policy, inventory):
+    from hubmgr.policies import runs
+
+    done = runs.record_dry_run(policy)
+    for action in ("confirm", "cancel"):
+        resp = maint.post(f"/policies/runs/{done.pk}/{action}")
+        assert resp.status_code == 409 and "does not wait for a confirmation" in \
+            resp.content.decode()
+    running = run_of(policy, dry_run=False, confirm_first=True)
+    resp = maint.post(f"/policies/runs/{running.pk}/confirm")
+    assert resp.status_code == 409 and "still planning" in resp.content.decode()
+    assert "nothing is deleted until a maintainer confirms" in maint.get(
+        f"/policies/runs/{running.pk}/").content.decode()
 
 
 # ---- a run's report ---------------------------------------------------------------------------
