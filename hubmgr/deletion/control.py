@@ -23,7 +23,7 @@ log = logging.getLogger("hubmgr.deletion")
 
 class Refused(Exception):
     """Job control that cannot be done, with a message a person can act on; ``status`` is
-    the HTTP answer (404 for no such job, 409 for a job in the wrong state)."""
+    the HTTP answer (409: the job is not in a state that allows it)."""
 
     def __init__(self, message, status=409):
         super().__init__(message)
