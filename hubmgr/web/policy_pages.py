@@ -159,8 +159,10 @@ def _brake(request, run, jobs):
 def _confirmation(request, run, jobs):
     """What the page of a run that plans first ("Run now" in delete mode) says: until when
     "Delete forever" may be pressed, or why not (answered, too old, the policy changed), and
-    the jobs a confirmation started; None for every other run."""
-    if not run.confirm_first:
+    the jobs a confirmation started; None for every other run, and for one that failed or had
+    nothing to confirm (outside the brake, nothing to delete)."""
+    asked = (PolicyRun.Status.RUNNING, PolicyRun.Status.AWAITING, PolicyRun.Status.UNCONFIRMED)
+    if not run.confirm_first or (run.status not in asked and run.answered_at is None):
         return None
     awaiting = run.status == PolicyRun.Status.AWAITING
     return {"awaiting": awaiting, "answered": run.answered_at is not None,

@@ -316,6 +316,8 @@ def test_runs_that_do_not_wait_cannot_be_confirmed_never_a_500(maint, policy, in
         resp = maint.post(f"/policies/runs/{done.pk}/{action}")
         assert resp.status_code == 409 and "does not wait for a confirmation" in \
             resp.content.decode()
+    failed = run_of(policy, dry_run=False, confirm_first=True, status="failed", error="boom")
+    assert 'id="confirm-run"' not in maint.get(f"/policies/runs/{failed.pk}/").content.decode()
     running = run_of(policy, dry_run=False, confirm_first=True)
     resp = maint.post(f"/policies/runs/{running.pk}/confirm")
     assert resp.status_code == 409 and "still planning" in resp.content.decode()
