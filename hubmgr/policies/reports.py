@@ -4,7 +4,7 @@ bounded form that the API and the pages show."""
 
 from typing import NotRequired, TypedDict
 
-from hubmgr.deletion.planner import ATTACHED, CHILD
+from hubmgr.deletion.planner import ATTACHED, CHILD, SELECTED
 from hubmgr.deletion.shapes import KeptItem, PlanItem
 
 # A report as shown lists at most this many items of each kind per repository, and this many
@@ -12,6 +12,8 @@ from hubmgr.deletion.shapes import KeptItem, PlanItem
 MAX_LISTED_ITEMS = 100
 MAX_LISTED_REPOSITORIES = 200
 LISTS = ("going", "protected", "kept", "unread")
+# The counts of what goes, by the planner's reason: see RepositoryReport.
+GOING_BY_REASON = {SELECTED: "going_items", CHILD: "going_children", ATTACHED: "going_attached"}
 # Why an item no rule selected goes (a going item's "reason"), in words: the pages and the
 # cleanup command say these.
 CASCADED = {CHILD: "an unreferenced child of an index that goes",
@@ -43,7 +45,13 @@ class RepositoryReport(TypedDict):
     reclaim_bytes: int
     unread: list[str]
     brake: str | None  # why the brake stopped it, or None
-    going_count: int
+    going_count: int  # every manifest that goes: going_items + going_children + going_attached
+    # What going_count counts, apart: the top-level items a remove rule selected, the child
+    # images (and indexes) that go with an index, and the artifacts that go with what they
+    # are attached to (deletion.planner's reasons).
+    going_items: int
+    going_children: int
+    going_attached: int
     protected_count: int
     kept_count: int
     unread_count: int
@@ -54,12 +62,16 @@ class RepositoryReport(TypedDict):
 class Totals(TypedDict):
     repositories: int  # covered
     planned: int  # with something selected or protected
-    going: int
+    going: int  # every manifest that goes (outside braked repositories), and apart:
+    going_items: int  # the top-level items selected
+    going_children: int  # the children that go with an index
+    going_attached: int  # what goes with what it is attached to
     protected: int
     kept: int
     reclaim_bytes: int
     braked: int
     braked_going: int
+    braked_going_items: int
     braked_reclaim_bytes: int
 
 

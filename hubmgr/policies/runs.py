@@ -38,7 +38,7 @@ from hubmgr.inventory.registries import default_registry
 
 from . import rules, schedule, setwise
 from .models import CleanupPolicy, Mode, PolicyAudit, PolicyRun
-from .reports import LISTS, ProtectedItem, Report, RepositoryReport, Totals
+from .reports import GOING_BY_REASON, LISTS, ProtectedItem, Report, RepositoryReport, Totals
 
 log = logging.getLogger("hubmgr.policies")
 
@@ -252,9 +252,12 @@ def plan_repository(policy, repo, result, items, total, graph=None) -> Repositor
             entry["tags"] = list(node.tags) if node else []
         report.update(going=planned["items"], kept=planned["kept"], unread=planned["unread"],
                       reclaim_bytes=p.reclaim_bytes)
-        going = sum(1 for _, reason in p.going if reason == SELECTED)
-        report["brake"] = rules.brake_reason(policy, going, total)
     report.update({f"{key}_count": len(report[key]) for key in LISTS})
+    report.update(dict.fromkeys(GOING_BY_REASON.values(), 0))
+    for item in report["going"]:
+        report[GOING_BY_REASON[item["reason"]]] += 1
+    if result.selected:
+        report["brake"] = rules.brake_reason(policy, report["going_items"], total)
     return report
 
 
@@ -313,11 +316,13 @@ def _report(policy, now, repos, reports) -> Report:
             repositories=len(repos),
             planned=len(reports),
             going=sum(r["going_count"] for r in going),
+            **{key: sum(r[key] for r in going) for key in GOING_BY_REASON.values()},
             protected=sum(r["protected_count"] for r in reports),
             kept=sum(r["kept_count"] for r in reports),
             reclaim_bytes=sum(r["reclaim_bytes"] for r in going),
             braked=len(braked),
             braked_going=sum(r["going_count"] for r in braked),
+            braked_going_items=sum(r["going_items"] for r in braked),
             braked_reclaim_bytes=sum(r["reclaim_bytes"] for r in braked),
         ),
     )

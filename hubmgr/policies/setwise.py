@@ -439,7 +439,10 @@ def _reports(cursor, policy, by_id, limit, staying,
         "SUM(CASE WHEN keeps = 0 THEN 1 ELSE 0 END), "
         "SUM(CASE WHEN keeps = 0 AND reason = 0 THEN 1 ELSE 0 END), "
         "SUM(CASE WHEN keeps = 0 THEN unread ELSE 0 END), "
-        "SUM(CASE WHEN keeps = 0 THEN own ELSE 0 END) FROM hm_item GROUP BY repo"))
+        "SUM(CASE WHEN keeps = 0 THEN own ELSE 0 END), "
+        f"SUM(CASE WHEN keeps = 0 AND reason = {REASON_CODES[CHILD]} THEN 1 ELSE 0 END), "
+        f"SUM(CASE WHEN keeps = 0 AND reason = {REASON_CODES[ATTACHED]} THEN 1 ELSE 0 END) "
+        "FROM hm_item GROUP BY repo"))
     items = {repo_id: row[:2] for repo_id, row in counted.items()}
     if not items:
         return {}
@@ -458,7 +461,8 @@ def _reports(cursor, policy, by_id, limit, staying,
             _per_repo(cursor, "SELECT repo, COUNT(*) FROM (" + _KEPT + ") k GROUP BY repo"))
     reports = {}
     for repo_id, (selected, protected) in items.items():
-        n_going, n_selected, n_unread, manifest_bytes = going.get(repo_id, (0, 0, 0, 0))
+        n_going, n_selected, n_unread, manifest_bytes, n_children, n_attached = going.get(
+            repo_id, (0, 0, 0, 0, 0, 0))
         total = totals.get(repo_id, (0,))[0]
         listed = lists.get(repo_id, {})
         reports[repo_id] = RepositoryReport(
@@ -472,6 +476,9 @@ def _reports(cursor, policy, by_id, limit, staying,
             unread=listed.get("unread", []),
             brake=rules.brake_reason(policy, n_selected, total) if selected else None,
             going_count=n_going,
+            going_items=int(n_selected or 0),
+            going_children=int(n_children or 0),
+            going_attached=int(n_attached or 0),
             protected_count=protected,
             kept_count=kept.get(repo_id, (0,))[0],
             unread_count=int(n_unread or 0),

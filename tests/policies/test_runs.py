@@ -19,7 +19,7 @@ from hubmgr.policies import runs, service
 from hubmgr.policies.models import CleanupPolicy, PolicyRun
 
 from tests.support.factories import (
-    days_ago, digest, make_image, make_index, make_repo, observe_pulls)
+    days_ago, digest, make_artifact, make_image, make_index, make_repo, observe_pulls)
 from tests.support.policies import (
     NOW, RELEASE, braked_run, cleanup, delete_builds, keep_ten_builds, policy, work_tables)
 
@@ -436,3 +436,26 @@ def test_two_dry_runs_at_once_neither_waits_for_the_other(builds_repo, monkeypat
         first.join(30)
     assert answers == {"first": good, "second": good}
     assert work_tables() == []
+
+
+@pytest.mark.parametrize("limit", [None, 0, 100])
+def test_what_goes_is_counted_apart_top_level_items_children_and_attached(db, limit):
+    """The issue's case: one index with its two child images goes, two items stay; the report
+    said "3 of 3 items". Both engines count the one item apart from its two children (and an
+    attestation attached to the index apart from both)."""
+    repo = make_repo("library/alpine")
+    amd, arm = make_image(repo, "amd"), make_image(repo, "arm")
+    index = make_index(repo, "idx", [amd, arm], pushed=30)
+    make_artifact(repo, "att", subject=index, kind="attestation", pushed=30)
+    make_image(repo, "keep1", tags=["3.19"], pushed=1)
+    make_image(repo, "keep2", tags=["3.20"], pushed=1)
+    refresh(repo)
+    p = policy(include="library/*", remove_untagged_days=7, brake_share=1.0)
+    report = runs.plan_every_item(p, now=NOW) if limit is None else runs.preview(p, limit,
+                                                                                 now=NOW)
+    [entry] = report["repositories"]
+    assert (entry["items"], entry["going_count"], entry["going_items"],
+            entry["going_children"], entry["going_attached"]) == (3, 4, 1, 2, 1)
+    totals = report["totals"]
+    assert (totals["going"], totals["going_items"], totals["going_children"],
+            totals["going_attached"]) == (4, 1, 2, 1)
