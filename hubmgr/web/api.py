@@ -16,6 +16,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
 from hubmgr.deletion import actions, control
+from hubmgr.deletion.protection import Protection
 from hubmgr.inventory.catalog import listing, queries
 from hubmgr.inventory.pulls import coverage
 from hubmgr.inventory.pulls.coverage import Coverage
@@ -23,6 +24,7 @@ from hubmgr.inventory.registries import default_registry
 
 from .deletions import MAX_SELECTION, get_job, require_delete_permission
 from .lookups import get_repository
+from .present import with_protection
 from .models import ApiToken, hash_token
 from .schema import Boolean, Digests, Invalid, Schema, Text
 
@@ -120,7 +122,8 @@ def item_json(row, since, children=None, attached=None):
     null for an image or image index, else what it is (kind: signature, attestation, sbom,
     chart, artifact); ``subject`` the digest it belongs to; ``orphaned`` true when that is not
     in the repository; ``attached`` the artifacts attached to it; ``foreign_size`` the bytes of
-    layers it lists that the registry does not store (not in ``size``)."""
+    layers it lists that the registry does not store (not in ``size``); ``protected`` why a
+    protected-tag rule keeps it (present.with_protection), or null."""
     info = row.artifact_info
     data = {
         "digest": row.digest,
@@ -144,6 +147,7 @@ def item_json(row, since, children=None, attached=None):
         "never_pulled": row.never_pulled,
         "pull_data_since": iso_time(since),
         "error": row.error or None,
+        "protected": getattr(row, "protected", "") or None,
     }
     if row.is_index:
         data["children"] = [item_json(c, since) for c in children or []]
@@ -186,6 +190,11 @@ def images(request, name):
     kids = queries.children_of_many(repo, [r for r in page.rows if r.is_index])
     attached = queries.attachments(repo, page.rows)
     coverage.mark([a for found in attached.values() for a in found], Coverage.of(repo.registry))
+    protection = Protection.current()
+    with_protection(repo, page.rows, protection=protection)
+    for row in page.rows:
+        with_protection(repo, kids.get(row.id, []), below=row, protection=protection)
+        with_protection(repo, attached.get(row.id, []), protection=protection)
     since = repo.registry.pulls_observed_since
     # count is exact when count_exact is true; otherwise (a search matching more than
     # queries.COUNT_CAP items) it is that cap and there are more items, and more pages than

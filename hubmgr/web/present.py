@@ -81,11 +81,12 @@ def with_marks(repo, rows):
     return rows
 
 
-def with_protection(repo, rows, below=None):
+def with_protection(repo, rows, below=None, protection=None):
     """Each row's ``protected``: why a protected-tag rule keeps it ('' when none does), by its
     own tags; for rows listed ``below`` an item, also when that item is protected (what a
-    protected index lists, not what is attached to it)."""
-    protection = Protection.current()
+    protected index lists, not what is attached to it). ``protection``: the rules, when the
+    caller read them already."""
+    protection = Protection.current() if protection is None else protection
     above = protection.protects(repo.name, below.tags) if below and protection else ""
     for row in rows:
         row.protected = protection.protects(repo.name, row.tags) if protection else ""

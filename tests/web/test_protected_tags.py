@@ -103,3 +103,14 @@ def test_a_deletion_of_a_protected_item_keeps_it_and_says_why(maint, maintainer_
     assert body["items"] == [] and body["reclaim_bytes"] == 0
     assert body["kept"][0]["reason"].startswith("protected tag latest")
     assert not DeletionJob.objects.exists()
+
+
+def test_the_images_api_says_what_is_protected_and_why(maint):
+    repo, index, images, loose = sample_repo()
+    ProtectedTag.objects.create(tag_regex="^latest$")
+    results = maint.get("/api/v1/repositories/team/app/images").json()["results"]
+    found = {r["digest"]: r for r in results}
+    assert found[index.digest]["protected"].startswith("protected tag latest")
+    assert [c["protected"] for c in found[index.digest]["children"]] == [
+        "listed by a " + found[index.digest]["protected"]] * 2
+    assert found[loose.digest]["protected"] is None
