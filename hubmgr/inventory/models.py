@@ -340,6 +340,11 @@ class Blob(TriggerCounted):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["registry", "digest"], name="blob_unique")]
+        # The blobs several manifests share, by how many: a policy's dry run looks for those
+        # that as few manifests reference as its plan may delete (setwise._FREED_BLOBS), and
+        # read every blob of the registry for it without this index.
+        indexes = [models.Index(fields=["manifest_count"], name="blob_shared",
+                                condition=models.Q(manifest_count__gte=2))]
 
 
 class ManifestBlob(models.Model):
