@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from hubmgr.policies import runs
 from hubmgr.policies.models import CleanupPolicy
-from hubmgr.web import api_policies
+from hubmgr.web import api_policies, api_protection
 from hubmgr.web.models import ApiToken
 from hubmgr.web.schema import storable
 
@@ -63,7 +63,9 @@ HOOK_EVENT = st.fixed_dictionaries({}, optional={
     "target": st.fixed_dictionaries({}, optional={
         name: json_values for name in ("repository", "digest", "tag", "mediaType", "size")})})
 
-# (method, URL, body strategy); {policy}, {run} and {preview} are filled in by the fixture.
+VALID_RULE = {"tag_regex": "^latest$", "repositories": "team/**", "note": "releases"}
+# (method, URL, body strategy); {policy}, {run}, {preview}, {rule} and {job} are filled in by
+# the fixture.
 ENDPOINTS = {
     "create policy": ("POST", "/api/v1/policies",
                       bodies(api_policies.POLICY.fields, VALID_POLICY)),
@@ -76,6 +78,12 @@ ENDPOINTS = {
                          bodies(["digests"], {"digests": [digest("old")]})),
     "deletion start": ("POST", "/api/v1/repositories/team/app/deletions",
                        bodies(["digests", "preview_id"], {"preview_id": "{preview}"})),
+    "add protected tag": ("POST", "/api/v1/protected-tags",
+                          bodies(api_protection.RULE.fields, VALID_RULE)),
+    "change protected tag": ("PATCH", "/api/v1/protected-tags/{rule}",
+                             bodies(api_protection.RULE.fields, VALID_RULE)),
+    "cancel job": ("POST", "/api/v1/deletions/{job}/cancel", bodies(["force"])),
+    "retry job": ("POST", "/api/v1/deletions/{job}/retry", bodies(["force"])),
     "registry hook": ("POST", "/hooks/registry",
                       bodies(["events"]) | st.builds(lambda events: {"events": events},
                                                      st.lists(HOOK_EVENT, max_size=3))),
@@ -84,9 +92,13 @@ ENDPOINTS = {
 
 @pytest.fixture
 def world(client, maintainer, monkeypatch):
-    """A policy in delete mode, a run the brake stopped, a preview, and a maintainer's token;
-    nothing is queued on the broker."""
-    from hubmgr.deletion import actions
+    """A policy in delete mode, a run the brake stopped, a preview, a protected-tag rule, a
+    deletion job, and the token of a maintainer who may also change protected tags; nothing
+    is queued on the broker."""
+    from django.contrib.auth.models import Permission
+
+    from hubmgr.deletion import actions, protection
+    from hubmgr.deletion.models import ProtectedTag
     from hubmgr.inventory import tasks as inventory_tasks
     from hubmgr.policies import tasks as policy_tasks
 
@@ -98,7 +110,11 @@ def world(client, maintainer, monkeypatch):
     run = runs.record_run(policy, delete=True)
     assert run.status == "braked"
     preview = actions.preview(repo, [digest("old")], maintainer)
-    ids = {"policy": policy.pk, "run": run.pk, "preview": str(preview.pk)}
+    job = actions.start(repo, [digest("new")], maintainer)
+    rule = protection.save_rule(ProtectedTag(**VALID_RULE))
+    maintainer.user_permissions.add(Permission.objects.get(codename="manage_protected_tags"))
+    ids = {"policy": policy.pk, "run": run.pk, "preview": str(preview.pk), "rule": rule.pk,
+           "job": job.pk}
     return client, ApiToken.issue(maintainer)[1], ids
 
 
@@ -123,7 +139,9 @@ def test_every_edge_value_in_every_field_is_answered(world):
             ("create policy", api_policies.POLICY.fields, VALID_POLICY),
             ("change policy", api_policies.POLICY.fields, {}),
             ("start run", ["dry_run"], {}), ("deletion preview", ["digests"], {}),
-            ("deletion start", ["digests", "preview_id"], {})]:
+            ("deletion start", ["digests", "preview_id"], {}),
+            ("add protected tag", api_protection.RULE.fields, VALID_RULE),
+            ("change protected tag", api_protection.RULE.fields, {})]:
         for name in fields:
             for value in EDGES:
                 status = send(world, endpoint, {**valid, name: value})
