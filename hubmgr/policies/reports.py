@@ -6,6 +6,7 @@ from typing import NotRequired, TypedDict
 
 from hubmgr.deletion.planner import ATTACHED, CHILD, SELECTED
 from hubmgr.deletion.shapes import KeptItem, PlanItem
+from hubmgr.units import counted
 
 # A report as shown lists at most this many items of each kind per repository, and this many
 # repositories; counts and bytes stay exact, and "items_truncated" says when a list is cut.
@@ -87,9 +88,61 @@ class Report(TypedDict):
     repositories_truncated: NotRequired[bool]
 
 
+def going_text(counts, of=None, clause=False) -> str:
+    """What goes, top-level items and what goes with them apart ("1 of 3 items, with its 2
+    child images": units.counted), from a repository's entry or the totals (of a report
+    through ``counted_apart``); ``of`` the items there are. With ``clause``, it ends in a
+    comma when it names what goes with the items, so that a sentence can go on."""
+    text = counted(counts["going_items"], counts["going_children"], counts["going_attached"],
+                   of=of)
+    extra = counts["going_children"] or counts["going_attached"]
+    return f"{text}," if clause and extra else text
+
+
+def braked_counts(report: Report) -> dict:
+    """What the brake held back, counted apart as ``going_text`` reads it (the totals count
+    only the items; the children and attached artifacts are the braked entries' own)."""
+    braked = [e for e in report.get("repositories") or [] if e.get("brake")]
+    return {"going_items": report["totals"]["braked_going_items"],
+            "going_children": sum(e["going_children"] for e in braked),
+            "going_attached": sum(e["going_attached"] for e in braked)}
+
+
+def counted_apart(report: Report) -> Report:
+    """The report with what goes counted apart (``going_items``, ``going_children``,
+    ``going_attached``, per repository and in the totals, and ``braked_going_items``) even
+    when it was recorded before these counts were: they are counted from each going item's
+    reason (a recorded report lists every item); should a list be cut short, what it leaves
+    out counts as items. A report that has them is returned as it is."""
+    entries = report.get("repositories") or []
+    if all("going_items" in entry for entry in entries) and (
+            "going_items" in (report.get("totals") or {"going_items": 0})):
+        return report
+    entries = [dict(entry) for entry in entries]
+    for entry in entries:
+        if "going_items" in entry:
+            continue
+        going = entry.get("going") or []
+        counts = dict.fromkeys(GOING_BY_REASON.values(), 0)
+        for item in going:
+            counts[GOING_BY_REASON.get(item.get("reason"), "going_items")] += 1
+        counts["going_items"] += max(entry.get("going_count", len(going)) - len(going), 0)
+        entry.update(counts)
+    report = {**report, "repositories": entries}
+    if (totals := report.get("totals")) and "going_items" not in totals:
+        report["totals"] = {
+            **totals,
+            **{key: sum(e[key] for e in entries if not e.get("brake"))
+               for key in GOING_BY_REASON.values()},
+            "braked_going_items": sum(e["going_items"] for e in entries if e.get("brake"))}
+    return report
+
+
 def bounded(report: Report) -> Report:
     """The report with each repository's lists cut to MAX_LISTED_ITEMS and the repositories to
-    MAX_LISTED_REPOSITORIES; "<list>_count" and the totals stay exact."""
+    MAX_LISTED_REPOSITORIES; "<list>_count" and the totals stay exact (and what goes is
+    counted apart, ``counted_apart``, in a report recorded before it was)."""
+    report = counted_apart(report)
     if not report.get("repositories"):
         return {**report, "items_truncated": False, "repositories_truncated": False}
     cut = False

@@ -429,9 +429,13 @@ def _done(report):
 
 def with_reclaim(run_qs):
     """Runs without their report (a recorded one lists every item that went), each with its
-    totals' ``reclaim_bytes`` (None when it has none)."""
+    totals' ``reclaim_bytes`` and ``braked_reclaim_bytes`` (what its plans would free outside
+    and inside the repositories the brake stopped; None when it has none). What its jobs
+    did is ``outcomes.with_outcomes``'."""
+    totals = KeyTransform("totals", "report")
     return run_qs.defer("report").annotate(
-        reclaim_bytes=KeyTransform("reclaim_bytes", KeyTransform("totals", "report")))
+        reclaim_bytes=KeyTransform("reclaim_bytes", totals),
+        braked_reclaim_bytes=KeyTransform("braked_reclaim_bytes", totals))
 
 
 def last_runs(policy_ids) -> dict:

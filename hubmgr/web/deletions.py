@@ -18,6 +18,7 @@ from hubmgr.deletion.planner import ATTACHED, CHILD, SELECTED
 from hubmgr.inventory.catalog import queries
 from hubmgr.inventory.models import IndexChild, Manifest
 from hubmgr.inventory.registries import default_registry
+from hubmgr.units import counted
 
 from .lookups import get_repository
 
@@ -87,6 +88,7 @@ def preview(request, name):
         "repo": repo, "preview": found, "plan": found.plan,
         "selected": selected, "children": children, "attached": attached,
         "orphaned": orphaned, "kept": kept,
+        "going_text": counted(len(selected), len(children), len(attached)),
         "keep_attached": keep_attached, "keep_attached_name": KEEP_ATTACHED,
         "shown": SHOWN, "minus_shown": -SHOWN})
 

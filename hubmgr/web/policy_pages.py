@@ -13,14 +13,14 @@ from django.shortcuts import redirect, render
 from django.utils.text import capfirst
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from hubmgr.policies import reports, runs, service, tasks
+from hubmgr.policies import outcomes, reports, runs, service, tasks
 from hubmgr.policies.models import CleanupPolicy, PolicyRun
-from hubmgr.units import human_size
+from hubmgr.units import human_size, plural
 
 from .deletions import DELETE_PERMISSION, require_delete_permission
 from .lookups import get_policy, get_run
 from .policy_forms import PolicyForm, PreviewForm
-from .present import freed_text, with_last_run
+from .present import deleted_text, freed_text, with_last_run
 
 MAX_RUNS = 50  # run history shown on a policy's page
 MAX_AUDIT = 20  # changes shown on a policy's page
@@ -36,11 +36,15 @@ def get_policy_to_change(request, policy_id) -> CleanupPolicy:
 def present_report(report) -> dict:
     """The bounded report with what a page shows: sizes in words, the rules described, and
     how many of each list are left out."""
+    report = reports.counted_apart(report)
+    braked = reports.braked_counts(report) if report.get("totals") else None
     report = reports.bounded(report)
     described = report.get("rules", {})
     remove, keep = described.get("remove", {}), described.get("keep", {})
     for entry in report.get("repositories", []):
         entry["reclaim_text"] = human_size(entry["reclaim_bytes"])
+        entry["going_text"] = reports.going_text(entry, of=entry["items"])
+        entry["going_parts"] = reports.going_text(entry)
         for key in reports.LISTS:
             entry[f"{key}_more"] = entry[f"{key}_count"] - len(entry.get(key) or [])
         for item in entry["going"]:
@@ -53,6 +57,8 @@ def present_report(report) -> dict:
     if totals:
         totals["reclaim_text"] = human_size(totals["reclaim_bytes"])
         totals["braked_reclaim_text"] = human_size(totals["braked_reclaim_bytes"])
+        totals["going_clause"] = reports.going_text(totals, clause=True)
+        totals["braked_going_text"] = reports.going_text(braked)
         report["repositories_more"] = totals["planned"] - len(report["repositories"])
     return report
 
@@ -98,7 +104,8 @@ def _audit(policy):
 
 
 def _policy_page(request, policy, message=None, status=200):
-    history = list(runs.with_reclaim(policy.runs.select_related("started_by"))[:MAX_RUNS + 1])
+    history = outcomes.with_outcomes(
+        runs.with_reclaim(policy.runs.select_related("started_by"))[:MAX_RUNS + 1])
     for run in history:
         run.freed = freed_text(run)
     audit = _audit(policy)
@@ -178,10 +185,41 @@ def _confirmation(request, run, jobs):
             "can_confirm": request.user.has_perm(DELETE_PERMISSION)}
 
 
+def _kind(run) -> str:
+    """What the run deletes, in words: nothing (a report), nothing until a maintainer
+    confirms, or each plan as a deletion job, and where the brake stopped one, whether that
+    was confirmed too."""
+    Status = PolicyRun.Status
+    if run.dry_run:
+        return "Report only: nothing is deleted"
+    if run.status == Status.UNCONFIRMED:
+        return "Delete once confirmed: not confirmed, so nothing was deleted"
+    if run.confirm_first and run.answered_at is None:
+        return ("Delete once confirmed: nothing is deleted until a maintainer confirms what "
+                "it shows")
+    how = "Delete, confirmed" if run.confirm_first else "Delete"
+    if run.status == Status.FAILED:
+        return f"{how}: the run failed; only the deletion jobs listed here started"
+    if run.status == Status.RUNNING:
+        return (f"{how}: each repository's plan becomes a deletion job, unless the brake "
+                "stops it")
+    totals = (run.report or {}).get("totals") or {}
+    braked, going = totals.get("braked", 0), totals.get("going", 0)
+    stopped = (f"the brake stopped {plural(braked, 'repository', 'repositories')}, "
+               + ("whose plans became deletion jobs once a maintainer confirmed them"
+                  if run.brake_confirmed_at else "where nothing was deleted"))
+    if braked and not going:
+        return f"{how}: {stopped}"
+    jobs = f"{how}: each repository's plan with something to delete became a deletion job"
+    return f"{jobs}; {stopped}" if braked else jobs
+
+
 def _run_page(request, run, message=None, status=200):
     report = present_report(run.report) if run.report else None
     jobs = list(run.jobs.order_by("pk"))
+    outcome = outcomes.with_outcomes([run])[0].outcome
     context = {"run": run, "report": report, "jobs": jobs, "brake": _brake(request, run, jobs),
+               "kind": _kind(run), "deleted": deleted_text(outcome) if outcome else None,
                "confirmation": _confirmation(request, run, jobs),
                "finished": PolicyRun.Status(run.status).is_finished, "message": message}
     if request.htmx and request.htmx.target == "run-body":  # polled, or the brake confirmed

@@ -8,9 +8,10 @@ from django.utils import timezone
 
 from hubmgr.deletion.protection import Protection
 from hubmgr.inventory.catalog import queries
-from hubmgr.policies import runs
+from hubmgr.policies import outcomes, runs
+from hubmgr.policies.models import PolicyRun
 from hubmgr.registry import artifacts
-from hubmgr.units import human_size
+from hubmgr.units import counted, human_size, plural
 
 UNITS = (("year", 365 * 86400), ("month", 30 * 86400), ("week", 7 * 86400), ("day", 86400),
          ("hour", 3600), ("minute", 60))
@@ -130,9 +131,10 @@ def pull_ref(repo) -> str:
 
 def with_last_run(policies):
     """``policies`` as a list, each with its newest run (``last_run``, None if it never ran)
-    and what that run freed in words (``last_run.freed``)."""
+    and what that run freed or would free in words (``last_run.freed``, ``freed_text``)."""
     policies = list(policies)
     found = runs.last_runs([p.pk for p in policies])
+    outcomes.with_outcomes(found.values())
     for policy in policies:
         policy.last_run = found.get(policy.pk)
         if policy.last_run:
@@ -141,5 +143,37 @@ def with_last_run(policies):
 
 
 def freed_text(run):
-    """What a run loaded with runs.with_reclaim freed, in words."""
-    return human_size(run.reclaim_bytes) if run.reclaim_bytes is not None else None
+    """What a run freed, or would free, in words, for the tables that list runs; None when
+    there is nothing to say (running, failed before any job). ``run`` is loaded with
+    runs.with_reclaim and outcomes.with_outcomes: a run whose plans became deletion jobs
+    (at once, on Delete forever, or on Confirm and delete for what the brake stopped) says
+    what its jobs freed; a run that deleted nothing says what it would free, or why
+    nothing."""
+    Status = PolicyRun.Status
+    held = getattr(run, "braked_reclaim_bytes", None)
+    brake = (f"; the brake holds back {human_size(held)}"
+             if held and run.brake_confirmed_at is None else "")
+    outcome = getattr(run, "outcome", None)
+    if outcome is not None:
+        freed = human_size(outcome.freed_bytes + outcome.planned_bytes)
+        return (f"freed {freed}" if outcome.finished else f"deleting, {freed} planned") + brake
+    would = run.reclaim_bytes
+    if run.status in (Status.RUNNING, Status.FAILED) or would is None:
+        return None
+    if run.status == Status.UNCONFIRMED:
+        return f"nothing: not confirmed (would have freed {human_size(would)})"
+    if run.dry_run or run.status == Status.AWAITING:
+        return f"would free {human_size(would)}{brake}"
+    return f"nothing deleted{brake}"  # (nothing went, or only what the brake stopped)
+
+
+def deleted_text(outcome) -> str:
+    """What a run's deletion jobs deleted and freed, in words (an outcomes.JobsOutcome)."""
+    deleted = counted(outcome.items, outcome.children, outcome.attached)
+    jobs = plural(outcome.jobs, "deletion job")
+    if not outcome.finished:
+        return (f"{deleted} so far: {outcome.unfinished:,} of its {jobs} still "
+                f"deleting, whose plans free {human_size(outcome.planned_bytes)}"
+                + (f"; {human_size(outcome.freed_bytes)} freed" if outcome.freed_bytes else ""))
+    freed = human_size(outcome.freed_bytes + outcome.planned_bytes)
+    return f"{deleted}, freeing {freed}, by its {jobs}"

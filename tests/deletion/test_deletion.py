@@ -161,7 +161,7 @@ def test_delete_command_runs_the_plan_and_waits(registry, registry_client, capsy
 
     call_command("delete", "gc/app", "--search", "solo")
     out = capsys.readouterr().out
-    assert "1 to delete" in out and "done: 1 deleted, 0 kept, 0 failed" in out
+    assert "To delete: 1 item; 0 kept" in out and "done: 1 deleted, 0 kept, 0 failed" in out
     assert registry_client.head_manifest("gc/app", d["solo"]) is None
 
 

@@ -149,7 +149,8 @@ def test_the_command_runs_every_policy_and_shows_the_brake(builds_repo):
     assert "Policy builds (nothing is deleted; mode: report)" in out
     assert "Policy everything (nothing is deleted; mode: report)" in out
     assert "STOPPED BY THE BRAKE: the plan removes 14 of 17 items (82%)" in out
-    assert "The brake stopped 1 repositories" in out
+    assert ("The brake stopped 1 repository, holding back 14 items, with their 2 child images "
+            "(15.0 kB, 15000 bytes).") in out
     assert dict(PolicyRun.objects.values_list("policy__name", "status")) == {
         "builds": "done", "everything": "braked"}
     reports = json.loads(cleanup("--dry-run", "--json"))

@@ -118,3 +118,19 @@ def make_artifact(repo, seed, subject=None, kind="signature", tags=(), size=300,
     for tag in tags:
         Tag.objects.create(repository=repo, name=tag, manifest=m)
     return m
+
+
+def alpine_inventory(attested=False):
+    """Issue 23's case: library/alpine, where an untagged index 30 days old (with an
+    attestation attached to it, if ``attested``) lists two child images, and two tagged items
+    pushed a day ago stay. A policy removing untagged items older than 7 days removes 1 of its
+    3 items, with the index's 2 child images."""
+    repo = make_repo("library/alpine")
+    amd, arm = make_image(repo, "amd"), make_image(repo, "arm")
+    index = make_index(repo, "idx", [amd, arm], pushed=30)
+    if attested:
+        make_artifact(repo, "att", subject=index, kind="attestation", pushed=30)
+    make_image(repo, "keep1", tags=["3.19"], pushed=1)
+    make_image(repo, "keep2", tags=["3.20"], pushed=1)
+    refresh(repo)
+    return repo

@@ -418,6 +418,32 @@ def test_a_maintainer_confirms_the_brake_once_and_gets_the_jobs(maint, inventory
     assert (listed["jobs"], listed["brake_confirmed_by"]) == ([job.pk], "maria")
 
 
+def test_a_confirmed_brake_says_what_its_jobs_deleted_and_freed(maint, inventory):
+    from hubmgr.deletion.models import DeletionJob, ItemStatus, JobStatus, ReclaimState
+
+    run = braked_run(maint)
+    last = maint.get(f"/api/v1/policies/{run.policy_id}").json()["last_run"]
+    assert (last["reclaim_bytes"], last["deleted"]) == (0, None)  # the brake held it all
+    body = maint.get(f"/api/v1/policy-runs/{run.pk}").json()
+    assert body["deleted"] is None
+    totals = body["report"]["totals"]
+    assert (totals["going_items"], totals["braked_going"], totals["braked_going_items"]) == (
+        0, 4, 4)
+    [entry] = body["report"]["repositories"]
+    assert (entry["going_items"], entry["going_children"], entry["going_attached"]) == (
+        4, 0, 0)
+    post(maint, f"/api/v1/policy-runs/{run.pk}/confirm-brake")
+    job = DeletionJob.objects.get()
+    job.items.update(status=ItemStatus.DONE)
+    DeletionJob.objects.filter(pk=job.pk).update(
+        status=JobStatus.DONE, reclaim_state=ReclaimState.PENDING, freed_bytes=3_500)
+    deleted = {"jobs": 1, "unfinished_jobs": 0, "items": 4, "children": 0, "attached": 0,
+               "freed_bytes": 3_500, "planned_bytes": 0}
+    assert maint.get(f"/api/v1/policy-runs/{run.pk}").json()["deleted"] == deleted
+    [policy] = maint.get("/api/v1/policies").json()["results"]
+    assert policy["last_run"]["deleted"] == deleted
+
+
 def test_a_run_that_cannot_be_confirmed_is_a_409_saying_why(maint, inventory, settings):
     from hubmgr.policies import runs
 

@@ -35,10 +35,26 @@ def test_the_modal_groups_selected_children_and_kept(maintainer_client):
     html = resp.content.decode()
     assert resp.status_code == 200
     assert "Selected (2)" in html and "Also removed (not referenced elsewhere) (2)" in html
+    # Counted apart: the two items selected, the index's two children that go with it.
+    assert "“Delete forever” deletes 2 items, with their 2 child images." in html
     assert digest("amd")[7:19] in html and 'id="reclaim-bytes"' in html
     preview = DeletionPreview.objects.get()
     assert html.count('name="preview_id"') == 1 and str(preview.pk) in html
     assert 'name="digest"' not in html  # the confirmation names the preview, not a selection
+
+
+def test_the_modal_counts_an_index_apart_from_the_children_that_go_with_it(
+        maintainer_client):
+    repo, index, images, loose = sample_repo()
+    html = maintainer_client.post("/repositories/team/app/-/preview",
+                                  {"digest": [index.digest]},
+                                  HTTP_HX_REQUEST="true").content.decode()
+    assert ('id="plan-summary">“Delete forever” deletes 1 item, with its 2 child images.</p>'
+            in html)
+    html = maintainer_client.post("/repositories/team/app/-/preview",
+                                  {"digest": [loose.digest]},
+                                  HTTP_HX_REQUEST="true").content.decode()
+    assert 'id="plan-summary">“Delete forever” deletes 1 item.</p>' in html
 
 
 def test_the_modal_lists_by_tag_with_each_indexs_children_and_their_platforms(

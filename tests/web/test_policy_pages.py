@@ -219,7 +219,7 @@ def test_run_now_in_delete_mode_shows_the_figures_and_deletes_nothing(maint, pol
     assert "Delete what this run found?" in section
     assert ("The run would delete 4 items in 1 of 1 covered repository, reclaiming "
             "<strong>4.0 kB</strong>.") in section
-    assert '<tr data-repository="team/app">' in section and '<td class="num">4 of 9</td>' \
+    assert '<tr data-repository="team/app">' in section and '<td class="num">4 of 9 items</td>' \
         in section
     assert 'id="delete-forever"' in section and 'id="cancel-run"' in section
     assert "Nothing has been deleted yet" in section and "re-checks each item" in section
@@ -407,7 +407,7 @@ def test_the_live_preview_counts_what_would_go_without_saving(maint, inventory):
     html = resp.content.decode()
     assert resp.status_code == 200 and "<html" not in html and 'id="policy-preview"' in html
     assert "4 items in 1 of 1 covered repository" in html and "4.0 kB" in html
-    assert '<td class="num">4 of 9</td>' in html and "other/x" not in html
+    assert '<td class="num">4 of 9 items</td>' in html and "other/x" not in html
     assert not CleanupPolicy.objects.exists() and not PolicyAudit.objects.exists()
 
 
@@ -547,3 +547,168 @@ def test_the_changes_shown_are_bounded_with_a_count(maint, policy, monkeypatch):
     html = maint.get(f"/policies/{policy.pk}/").content.decode()
     assert "The 3 latest of 5 changes are shown" in html
     assert "<ins>13</ins>" in html and "<ins>11</ins>" in html and "<ins>10</ins>" not in html
+
+
+# ---- counts that say what they count (issue 23) ---------------------------------------------
+ALPINE = {**BUILDS, "name": "", "include": "library/*", "remove_tag_regex": "",
+          "remove_tag_days": "", "remove_untagged_days": "7", "keep_last": "",
+          "keep_tag_regex": "", "brake_share": "1"}
+
+
+@pytest.fixture
+def alpine(db):
+    from tests.support.factories import alpine_inventory
+
+    return alpine_inventory()
+
+
+def alpine_policy(**fields):
+    return service.save_policy(CleanupPolicy(
+        name="alpine", include="library/*", remove_untagged_days=7, brake_share=1.0,
+        **fields))
+
+
+def figures_row(html, repository):
+    start = html.index(f'<tr data-repository="{repository}">')
+    return html[start:html.index("</tr>", start)]
+
+
+def test_the_live_preview_counts_an_index_apart_from_its_children(maint, alpine):
+    html = maint.post("/policies/preview", ALPINE, **HTMX).content.decode()
+    assert ('<td class="num">1 of 3 items, with its 2 child images</td>'
+            in figures_row(html, "library/alpine"))
+    assert ('id="preview-totals">1 item, with its 2 child images, in 1 of 1 covered '
+            "repository: <strong>") in html
+    assert "3 of 3" not in html and "3 items" not in html.replace("of 3 items", "")
+
+
+def test_a_report_counts_an_index_apart_from_its_children(maint, alpine):
+    from hubmgr.policies import runs
+
+    policy = alpine_policy()
+    inline = maint.post(f"/policies/{policy.pk}/dry-run", **HTMX).content.decode()
+    run = runs.record_dry_run(policy)
+    page = maint.get(f"/policies/runs/{run.pk}/").content.decode()
+    for html in (inline, page):
+        assert ('<a href="/repositories/library/alpine">library/alpine</a>: 1 of 3 items, '
+                "with its 2 child images, 2.0 kB</h3>") in html
+        assert "<h4>Goes: 1 item, with its 2 child images</h4>" in html
+        assert ("1 item, with its 2 child images, goes from 1 of 1 covered repository, "
+                "reclaiming <strong>2.0 kB</strong>") in html
+    assert '<dd id="run-kind">Report only: nothing is deleted</dd>' in page
+    assert "would free 2.0 kB" in maint.get("/policies/").content.decode()
+
+
+def test_a_report_mode_run_the_brake_stopped_says_what_it_held_back(maint, policy,
+                                                                     inventory):
+    from hubmgr.policies import runs
+
+    policy.brake_count = 1
+    service.save_policy(policy)
+    run = runs.record_dry_run(policy)
+    assert run.status == PolicyRun.Status.BRAKED
+    html = maint.get(f"/policies/runs/{run.pk}/").content.decode()
+    assert "0 items go" not in html and "Goes" not in html
+    assert ("Nothing goes but what the brake stopped; 2 protected by a keep rule, 0 kept by "
+            "the planner. The brake stopped 1 repository, holding back 4 items (4.0 kB).") \
+        in html
+    assert "4 of 9 items, 4.0 kB, held back by the brake</h3>" in html
+    assert "<h4>Would go, held back by the brake: 4 items</h4>" in html
+    listed = maint.get("/policies/").content.decode()
+    assert "would free 0 B; the brake holds back 4.0 kB" in listed
+
+
+def finish(job, freed_bytes):
+    """``job`` done as a worker would leave it: every item deleted, ``freed_bytes`` freed
+    and waiting for the garbage collector."""
+    from hubmgr.deletion.models import DeletionJob, ItemStatus, JobStatus, ReclaimState
+
+    job.items.update(status=ItemStatus.DONE)
+    DeletionJob.objects.filter(pk=job.pk).update(
+        status=JobStatus.DONE, reclaim_state=ReclaimState.PENDING, freed_bytes=freed_bytes)
+
+
+def reclaim_cells(maint, policy):
+    """The policy's reclaim as the policies list and the overview show it."""
+    listed = maint.get("/policies/").content.decode()
+    overview = maint.get("/").content.decode().split('id="policy-figures"')[1]
+    cells = []
+    for html in (listed, overview):
+        row = html[html.index(f'href="/policies/{policy.pk}/"'):]
+        cells.append(row[:row.index("</tr>")].rsplit('<td class="num">', 1)[1]
+                     .split("</td>")[0])
+    return cells
+
+
+def test_a_confirmed_brake_shows_what_its_jobs_deleted_and_freed_everywhere(maint, policy,
+                                                                           inventory):
+    from hubmgr.deletion.models import DeletionJob
+
+    run = braked(policy)
+    html = maint.get(f"/policies/runs/{run.pk}/").content.decode()
+    assert ('<dd id="run-kind">Delete: the brake stopped 1 repository, where nothing was '
+            "deleted</dd>") in html and 'id="run-deleted"' not in html
+    assert reclaim_cells(maint, policy) == ["nothing deleted; the brake holds back 4.0 kB"] * 2
+
+    assert maint.post(f"/policies/runs/{run.pk}/confirm-brake").status_code == 302
+    job = DeletionJob.objects.get()
+    html = maint.get(f"/policies/runs/{run.pk}/").content.decode()
+    assert ('<dd id="run-deleted">0 items so far: 1 of its 1 deletion job still deleting, '
+            "whose plans free 4.0 kB</dd>") in html
+    assert reclaim_cells(maint, policy) == ["deleting, 4.0 kB planned"] * 2
+
+    finish(job, freed_bytes=3_500)  # (less than planned: a layer got another user meanwhile)
+    html = maint.get(f"/policies/runs/{run.pk}/").content.decode()
+    assert ('<dd id="run-kind">Delete: the brake stopped 1 repository, whose plans became '
+            "deletion jobs once a maintainer confirmed them</dd>") in html
+    assert ('<dd id="run-deleted">4 items, freeing 3.5 kB, by its 1 deletion job</dd>'
+            in html)
+    assert ("holding back 4 items (4.0 kB), which a maintainer then confirmed: its plan "
+            "became a deletion job.") in html
+    assert "reclaiming <strong>0 B</strong>" not in html
+    assert reclaim_cells(maint, policy) == ["freed 3.5 kB"] * 2
+    page = maint.get(f"/policies/{policy.pk}/").content.decode()
+    assert '<td class="num">freed 3.5 kB</td>' in page
+
+
+def test_a_run_now_shows_would_free_until_confirmed_then_what_its_jobs_freed(
+        maint, policy, inventory, run_here):
+    from hubmgr.deletion.models import DeletionJob
+
+    run = run_now(maint, policy)
+    assert reclaim_cells(maint, policy) == ["would free 4.0 kB"] * 2
+    maint.post(f"/policies/runs/{run.pk}/confirm")
+    finish(DeletionJob.objects.get(), freed_bytes=4_000)
+    html = maint.get(f"/policies/runs/{run.pk}/").content.decode()
+    assert ('<dd id="run-kind">Delete, confirmed: each repository&#x27;s plan with something '
+            "to delete became a deletion job</dd>") in html
+    assert '<dd id="run-deleted">4 items, freeing 4.0 kB, by its 1 deletion job</dd>' in html
+    assert reclaim_cells(maint, policy) == ["freed 4.0 kB"] * 2
+
+    cancelled = run_now(maint, policy)
+    maint.post(f"/policies/runs/{cancelled.pk}/cancel")
+    html = maint.get(f"/policies/runs/{cancelled.pk}/").content.decode()
+    assert ('<dd id="run-kind">Delete once confirmed: not confirmed, so nothing was '
+            "deleted</dd>") in html
+    assert reclaim_cells(maint, policy) == [
+        "nothing: not confirmed (would have freed 4.0 kB)"] * 2
+
+
+def test_a_report_recorded_before_the_counts_renders_them(maint, alpine):
+    from hubmgr.policies import runs
+
+    run = runs.record_dry_run(alpine_policy())
+    keys = ("going_items", "going_children", "going_attached")
+    old = {**run.report,
+           "repositories": [{k: v for k, v in e.items() if k not in keys}
+                            for e in run.report["repositories"]],
+           "totals": {k: v for k, v in run.report["totals"].items()
+                      if k not in keys + ("braked_going_items",)}}
+    PolicyRun.objects.filter(pk=run.pk).update(report=old)
+    resp = maint.get(f"/policies/runs/{run.pk}/")
+    html = resp.content.decode()
+    assert resp.status_code == 200 and "1 of 3 items, with its 2 child images, 2.0 kB" in html
+    assert "1 item, with its 2 child images, goes from 1 of 1 covered repository" in html
+    report = maint.get(f"/api/v1/policy-runs/{run.pk}").json()["report"]
+    assert (report["repositories"][0]["going_items"], report["totals"]["going_children"]) == (
+        1, 2)

@@ -1,4 +1,5 @@
 import sys
+from collections import Counter
 
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
@@ -6,12 +7,12 @@ from tqdm import tqdm
 from hubmgr.deletion import actions, jobs
 from hubmgr.deletion.graph import selection_digests
 from hubmgr.deletion.models import JobStatus
-from hubmgr.deletion.planner import ATTACHED
+from hubmgr.deletion.planner import ATTACHED, CHILD, SELECTED
 from hubmgr.inventory.catalog.queries import FILTERS
 from hubmgr.inventory.models import Repository
 from hubmgr.inventory.registries import client_for, default_registry
 from hubmgr.registry.errors import RegistryError
-from hubmgr.units import human_size
+from hubmgr.units import counted, human_size
 
 
 class Command(BaseCommand):
@@ -49,7 +50,9 @@ class Command(BaseCommand):
                               f"{human_size(node.size):>9}  {label}  ({why})")
         for key, reason in plan.kept:
             self.stdout.write(f"keep    {key[1]}  {reason}")
-        self.stdout.write(f"{len(plan.going)} to delete, {len(plan.kept)} kept; storage to "
+        reasons = Counter(reason for _, reason in plan.going)
+        going = counted(reasons[SELECTED], reasons[CHILD], reasons[ATTACHED])
+        self.stdout.write(f"To delete: {going}; {len(plan.kept)} kept; storage to "
                           f"reclaim: {human_size(plan.reclaim_bytes)} ({plan.reclaim_bytes} "
                           "bytes) once the registry's garbage collector runs.")
         if plan.orphaned:

@@ -6,7 +6,7 @@ from tqdm import tqdm
 
 from hubmgr.policies import reports, runs
 from hubmgr.policies.models import CleanupPolicy, PolicyRun
-from hubmgr.units import human_size
+from hubmgr.units import human_size, plural
 
 
 class Command(BaseCommand):
@@ -74,7 +74,7 @@ class Command(BaseCommand):
 
     def print_report(self, run):
         w = self.stdout.write
-        report = run.report
+        report = reports.counted_apart(run.report)
         totals = report["totals"]
         how = "nothing is deleted" if run.dry_run else "deleting"
         w(f"Policy {report['policy']} ({how}; mode: {report['mode']})")
@@ -84,7 +84,9 @@ class Command(BaseCommand):
         for repo in report["repositories"]:
             going = repo["going"]
             size = sum(item["size"] for item in going)
-            w(f"\n{repo['repository']}: {len(going)} of {repo['items']} items to delete "
+            what = reports.going_text(repo, of=repo["items"], clause=True)
+            w(f"\n{repo['repository']}: {what} "
+              f"{'held back by the brake' if repo['brake'] else 'to delete'} "
               f"({repo['selected']} selected), {len(repo['protected'])} protected, "
               f"{len(repo['kept'])} kept by the planner; {human_size(repo['reclaim_bytes'])} "
               f"({repo['reclaim_bytes']} bytes) to reclaim, items {human_size(size)}")
@@ -103,13 +105,17 @@ class Command(BaseCommand):
             for item in repo["kept"]:
                 w(f"  keep     {item['digest']}  {item['reason']}")
         w(f"\n{report['note']}")
-        w(f"Total: {totals['going']} items to delete in {totals['planned'] - totals['braked']} "
+        total = reports.going_text(totals, clause=True)
+        w(f"Total: {total} to delete in {totals['planned'] - totals['braked']} "
           f"of {totals['repositories']} repositories covered; "
           f"{human_size(totals['reclaim_bytes'])} ({totals['reclaim_bytes']} bytes) to reclaim "
           "once the registry's garbage collector runs.")
         if totals["braked"]:
-            w(f"The brake stopped {totals['braked']} repositories ({totals['braked_going']} "
-              f"items, {totals['braked_reclaim_bytes']} bytes)."
+            held = reports.going_text(reports.braked_counts(report))
+            stopped = plural(totals["braked"], "repository", "repositories")
+            w(f"The brake stopped {stopped}, holding back {held} "
+              f"({human_size(totals['braked_reclaim_bytes'])}, "
+              f"{totals['braked_reclaim_bytes']} bytes)."
               + (f" To delete them anyway: cleanup --confirm-brake {run.pk}" if not run.dry_run
                  else ""))
         w("")
