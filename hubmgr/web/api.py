@@ -6,7 +6,7 @@ import logging
 from functools import wraps
 
 from django.conf import settings
-from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, ValidationError
 from django.db import DatabaseError
 from django.http import Http404, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
@@ -39,6 +39,13 @@ class ApiError(Exception):
     def __init__(self, message, status=400):
         super().__init__(message)
         self.status = status
+
+    @classmethod
+    def invalid(cls, exc: ValidationError) -> "ApiError":
+        """A model's ValidationError (full_clean) as the 400 naming its first field."""
+        errors = exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
+        field, messages = next(iter(errors.items()))
+        return cls(f'"{field}": {" ".join(messages)}')
 
 
 def _touch(token):

@@ -100,9 +100,7 @@ def _save(policy, user):
     except IntegrityError:  # another request saved the same name first
         raise ApiError(f'"name": a policy named {policy.name!r} exists', 409) from None
     except ValidationError as exc:
-        errors = exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
-        field, messages = next(iter(errors.items()))
-        raise ApiError(f'"{field}": {" ".join(messages)}') from None
+        raise ApiError.invalid(exc) from None
 
 
 @require_http_methods(["GET", "POST"])

@@ -48,9 +48,7 @@ def _save(rule, body, user):
     try:
         return protection.save_rule(rule, user)
     except ValidationError as exc:
-        errors = exc.message_dict if hasattr(exc, "error_dict") else {"__all__": exc.messages}
-        field, messages = next(iter(errors.items()))
-        raise ApiError(f'"{field}": {" ".join(messages)}') from None
+        raise ApiError.invalid(exc) from None
 
 
 @require_http_methods(["GET", "POST"])
