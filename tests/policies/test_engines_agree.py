@@ -394,3 +394,20 @@ def test_a_blocked_item_names_every_index_that_keeps_it_once_the_plan_is_settled
     named = sorted([digest("other")[:19], f"{digest('inner')[:19]} (build-1)"])
     assert reasons == {digest("inner"): f"referenced by index {digest('outer')[:19]}",
                        digest("image"): "referenced by index " + ", ".join(named)}
+
+
+@pytest.mark.parametrize("narrow", [True, False])
+def test_a_narrow_or_wide_scope_reads_the_same_rows(builds_repo, monkeypatch, narrow):
+    """PostgreSQL reads a narrow scope by its repositories' ids, a wide one through the
+    hm_scope table (setwise._in_scope): both answer as the planner does."""
+    from hubmgr.policies import setwise
+
+    monkeypatch.setattr(setwise, "_narrow", lambda repos: narrow)
+    for name in ("team/x", "other/y"):
+        repo = make_repo(name)
+        make_image(repo, f"{name}-old", tags=["build-1"], pushed=40)
+        refresh(repo)
+    p = keep_ten_builds()
+    report = runs.plan_every_item(p, now=NOW)
+    assert report["totals"]["going"] > 0
+    assert_counted_setwise_as_planned(p, report)
