@@ -88,6 +88,15 @@ class Report(TypedDict):
     repositories_truncated: NotRequired[bool]
 
 
+def count_going(going) -> dict:
+    """``GOING_BY_REASON``'s counts of the going items ``going`` (an item of no known reason
+    counts as an item)."""
+    counts = dict.fromkeys(GOING_BY_REASON.values(), 0)
+    for item in going:
+        counts[GOING_BY_REASON.get(item.get("reason"), "going_items")] += 1
+    return counts
+
+
 def going_text(counts, of=None, clause=False) -> str:
     """What goes, top-level items and what goes with them apart ("1 of 3 items, with its 2
     child images": units.counted), from a repository's entry or the totals (of a report
@@ -123,9 +132,7 @@ def counted_apart(report: Report) -> Report:
         if "going_items" in entry:
             continue
         going = entry.get("going") or []
-        counts = dict.fromkeys(GOING_BY_REASON.values(), 0)
-        for item in going:
-            counts[GOING_BY_REASON.get(item.get("reason"), "going_items")] += 1
+        counts = count_going(going)
         counts["going_items"] += max(entry.get("going_count", len(going)) - len(going), 0)
         entry.update(counts)
     report = {**report, "repositories": entries}

@@ -38,7 +38,8 @@ from hubmgr.inventory.registries import default_registry
 
 from . import rules, schedule, setwise
 from .models import CleanupPolicy, Mode, PolicyAudit, PolicyRun
-from .reports import GOING_BY_REASON, LISTS, ProtectedItem, Report, RepositoryReport, Totals
+from .reports import (
+    GOING_BY_REASON, LISTS, ProtectedItem, Report, RepositoryReport, Totals, count_going)
 
 log = logging.getLogger("hubmgr.policies")
 
@@ -253,9 +254,7 @@ def plan_repository(policy, repo, result, items, total, graph=None) -> Repositor
         report.update(going=planned["items"], kept=planned["kept"], unread=planned["unread"],
                       reclaim_bytes=p.reclaim_bytes)
     report.update({f"{key}_count": len(report[key]) for key in LISTS})
-    report.update(dict.fromkeys(GOING_BY_REASON.values(), 0))
-    for item in report["going"]:
-        report[GOING_BY_REASON[item["reason"]]] += 1
+    report.update(count_going(report["going"]))
     if result.selected:
         report["brake"] = rules.brake_reason(policy, report["going_items"], total)
     return report
