@@ -12,6 +12,7 @@ import logging
 from django.db import transaction
 from django.utils import timezone
 
+from hubmgr.actors import acting
 from hubmgr.inventory.models import Tag
 
 from . import actions, jobs
@@ -32,10 +33,6 @@ class Refused(Exception):
 
 def _by(user):
     return f" by {user.username}" if user is not None else ""
-
-
-def _user(user):
-    return user if user is not None and user.is_authenticated else None
 
 
 # ---- cancel ----------------------------------------------------------------------------------
@@ -62,7 +59,7 @@ def cancel(job, user=None) -> DeletionJob:
     reason = cannot_cancel(job)
     if reason:
         raise Refused(reason)
-    user, now = _user(user), timezone.now()
+    user, now = acting(user), timezone.now()
     with transaction.atomic():
         # The claim: one cancel of a job gets through; the others update nothing.
         if not DeletionJob.objects.unfinished().filter(
@@ -117,7 +114,7 @@ def retry(job, user=None) -> DeletionJob:
     if not data["items"]:
         why = "; ".join(f"{k['digest'][:19]} {k['reason']}" for k in data["kept"][:3])
         raise Refused(f"Nothing to retry: every failed item is kept now ({why}).")
-    user = _user(user)
+    user = acting(user)
     with transaction.atomic():
         new = jobs.create_job(job.repository, data, user, retry_of=job)
         # The claim: a job is retried once; a second retry (a double click, another

@@ -25,6 +25,7 @@ from functools import lru_cache
 
 from django.db import transaction
 
+from hubmgr.actors import acting
 from hubmgr.patterns import RepositoryMatcher, tag_finder
 
 from .models import ProtectedTag, ProtectionAudit
@@ -102,7 +103,7 @@ def as_data(rule: ProtectedTag) -> dict:
 def save_rule(rule: ProtectedTag, user=None) -> ProtectedTag:
     """Validate (ValidationError names the field), save, and record who changed what."""
     rule.full_clean()
-    user = user if user is not None and user.is_authenticated else None
+    user = acting(user)
     before = None
     if rule.pk is not None:
         old = ProtectedTag.objects.select_for_update().filter(pk=rule.pk).first()
@@ -122,7 +123,7 @@ def save_rule(rule: ProtectedTag, user=None) -> ProtectedTag:
 
 @transaction.atomic
 def delete_rule(rule: ProtectedTag, user=None):
-    user = user if user is not None and user.is_authenticated else None
+    user = acting(user)
     ProtectionAudit.objects.create(rule=None, user=user, before=as_data(rule),
                                    action=ProtectionAudit.Action.DELETE)
     rule.delete()

@@ -25,6 +25,7 @@ from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
+from hubmgr.actors import acting
 from hubmgr.deletion import actions, jobs
 from hubmgr.deletion.actions import plan_data
 from hubmgr.deletion.graph import collector_paused, load_graphs
@@ -601,7 +602,7 @@ def confirm_brake(run, user=None, now=None) -> list:
     reason = cannot_confirm(run, now)
     if reason:
         raise CannotConfirm(reason)
-    user = user if user is not None and user.is_authenticated else None
+    user = acting(user)
     with transaction.atomic():
         # The claim: of confirmations at once (a double click, two maintainers), this
         # conditional update lets one through, whichever process asks; the others wait for
@@ -702,7 +703,7 @@ def confirm_run(run, user=None, now=None) -> list:
     started. The run is then done, or braked (whose brake may be confirmed on its own).
     Returns the new jobs' ids; CannotConfirm says why not."""
     now = now or timezone.now()
-    user = user if user is not None and user.is_authenticated else None
+    user = acting(user)
     # (A waiting run's report is final: its status once confirmed follows from it.)
     report = PolicyRun.objects.filter(pk=run.pk).values_list("report", flat=True).first()
 
@@ -719,7 +720,7 @@ def cancel_run(run, user=None, now=None) -> PolicyRun:
     """Answer "no" to a run awaiting confirmation ("Cancel"): it deletes nothing, ever, and
     says who cancelled it. CannotConfirm when it was answered already or is past its time."""
     now = now or timezone.now()
-    user = user if user is not None and user.is_authenticated else None
+    user = acting(user)
     return _answer(run, now, answered_by=user, status=PolicyRun.Status.UNCONFIRMED)
 
 

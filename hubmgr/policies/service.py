@@ -3,6 +3,8 @@
 from django.db import transaction
 from django.utils import timezone
 
+from hubmgr.actors import acting
+
 from .models import CleanupPolicy, PolicyAudit
 
 # Bookkeeping, not the policy's content: left out of the audit's before/after.
@@ -43,7 +45,7 @@ def save_policy(policy: CleanupPolicy, user=None) -> CleanupPolicy:
     if policy.pk is not None:
         old = CleanupPolicy.objects.select_for_update().filter(pk=policy.pk).first()
         before = as_data(old) if old else None
-    user = user if user is not None and user.is_authenticated else None
+    user = acting(user)
     if before is None:
         policy.created_by = user
     policy.updated_by = user
@@ -61,7 +63,7 @@ def save_policy(policy: CleanupPolicy, user=None) -> CleanupPolicy:
 
 @transaction.atomic
 def delete_policy(policy: CleanupPolicy, user=None):
-    user = user if user is not None and user.is_authenticated else None
+    user = acting(user)
     PolicyAudit.objects.create(policy=policy, policy_name=policy.name, user=user,
                                action=PolicyAudit.Action.DELETE, before=as_data(policy))
     policy.delete()

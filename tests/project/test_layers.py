@@ -9,7 +9,7 @@ import hubmgr
 ROOT = Path(hubmgr.__file__).parent
 LAYERS = {"registry": 0, "inventory": 1, "deletion": 2, "policies": 3, "web": 4}
 # Below every layer: the package itself (the Celery app) and plain helpers of its own.
-COMMON = {"hubmgr", "hubmgr.celery", "hubmgr.patterns", "hubmgr.units"}
+COMMON = {"hubmgr", "hubmgr.actors", "hubmgr.celery", "hubmgr.patterns", "hubmgr.units"}
 # Above every layer: the development stack that `make run` starts (web's launch command).
 TOOLS = {"hubmgr.devstack"}
 
