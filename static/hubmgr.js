@@ -169,3 +169,29 @@
     });
   });
 })();
+
+// Back and Forward: htmx restores a page from its snapshot (or the server), but a snapshot
+// keeps the markup, not what was typed or chosen, so a toolbar could say "All" over untagged
+// rows. The URL is the page's state: every search form takes its fields' values from it.
+(function () {
+  function fillFromUrl() {
+    const params = new URLSearchParams(location.search);
+    document.querySelectorAll("form[role=search]").forEach(function (form) {
+      form.querySelectorAll("input[name], select[name]").forEach(function (field) {
+        if (field.type === "hidden" || field.type === "checkbox" || field.type === "radio") return;
+        const value = params.get(field.name);
+        if (field.tagName === "SELECT") {
+          const option = Array.from(field.options).find(function (o) { return o.value === (value || ""); });
+          field.value = option ? option.value : (field.options[0] ? field.options[0].value : "");
+        } else {
+          field.value = value || "";
+        }
+      });
+    });
+  }
+  document.addEventListener("htmx:historyRestore", fillFromUrl);
+  // A restore htmx did not do (the browser's own, from its page cache) fires popstate or
+  // pageshow; after htmx's restore, which runs in the same popstate, the fields are right too.
+  window.addEventListener("popstate", function () { setTimeout(fillFromUrl, 0); });
+  window.addEventListener("pageshow", function (event) { if (event.persisted) fillFromUrl(); });
+})();
