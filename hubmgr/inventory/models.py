@@ -56,6 +56,12 @@ class Registry(models.Model):
     # with import_pulls --complete cover, and is set outright by --since or --reset-window.
     notified_since = models.DateTimeField(null=True, blank=True)
     pulls_observed_since = models.DateTimeField(null=True, blank=True)
+    # The overview's storage snapshot (hubmgr.inventory.storage.snapshots), on the database's
+    # clock: when the inventory last changed (a push, delete or sync wrote to it), and when the
+    # latest computation of the figures started. Changed after it started: the figures are
+    # out of date, and the periodic task computes them again.
+    inventory_changed_at = models.DateTimeField(null=True, blank=True)
+    snapshot_started_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name_plural = "registries"
