@@ -1,7 +1,8 @@
 """JSON API for cleanup policies: list, create, read, change (PATCH), delete; a dry run; runs
-on the workers and their reports. Auth and errors as in api.py; viewers may list and read,
-changing or running a policy takes the delete permission. Every change goes through
-hubmgr.policies.service, so it is audited with the requesting user."""
+on the workers and their reports. Auth and errors as in api.py; viewers may list, read and
+dry-run (which records and deletes nothing); changing or running a policy takes the delete
+permission. Every change goes through hubmgr.policies.service, so it is audited with the
+requesting user."""
 
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
@@ -18,6 +19,7 @@ from hubmgr.patterns import MAX_GLOB_TEXT, MAX_REGEX_LENGTH
 
 from .api import ApiError, json_body, iso_time, api_auth
 from .deletions import require_delete_permission
+from .policy_forms import require_policy_change
 from .lookups import get_policy, get_run
 from .schema import MAX_INT, Boolean, Choice, Integer, Number, Schema, Text, TimeOfDay
 
@@ -109,7 +111,7 @@ def policies(request):
     """GET: every policy with its last run. POST: create one (report mode unless "mode" says
     otherwise); 201 with the policy."""
     if request.method == "POST":
-        require_delete_permission(request.user)
+        require_policy_change(request.user)
         policy = CleanupPolicy()
         _apply(policy, json_body(request, POLICY))
         _save(policy, request.user)
@@ -126,11 +128,11 @@ def policy(request, policy_id):
     """GET: the policy. PATCH: change the fields sent. DELETE: 204."""
     policy = get_policy(policy_id)
     if request.method == "PATCH":
-        require_delete_permission(request.user)
+        require_policy_change(request.user)
         _apply(policy, json_body(request, POLICY))
         _save(policy, request.user)
     elif request.method == "DELETE":
-        require_delete_permission(request.user)
+        require_policy_change(request.user)
         runs.fail_abandoned(policy)
         if policy.runs.filter(status=PolicyRun.Status.RUNNING).exists():
             raise ApiError(f"Policy {policy.name} is running; delete it once the run is "
@@ -143,9 +145,9 @@ def policy(request, policy_id):
 @require_http_methods(["POST"])
 @api_auth
 def dry_run(request, policy_id):
-    """What the policy would remove now; nothing is recorded or deleted."""
+    """What the policy would remove now; nothing is recorded or deleted, so whoever may read
+    the policy may ask."""
     policy = get_policy(policy_id)
-    require_delete_permission(request.user)
     json_body(request, EMPTY)  # a malformed body is refused, as everywhere
     return JsonResponse(reports.bounded(runs.preview(policy, reports.MAX_LISTED_ITEMS)))
 
@@ -215,7 +217,7 @@ def policy_runs(request, policy_id):
 def _start_run(request, policy):
     """Start a run on the workers: 202 with its id and status URL; 409 while one runs. It
     deletes when the policy is in delete mode, unless {"dry_run": true}."""
-    require_delete_permission(request.user)
+    require_policy_change(request.user)
     body = json_body(request, RUN)
     try:
         run = tasks.start_run(policy, request.user, delete=not body.get("dry_run", False))

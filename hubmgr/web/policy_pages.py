@@ -10,8 +10,10 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import FieldDoesNotExist
 from django.db import IntegrityError
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.text import capfirst
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
 
 from hubmgr.policies import outcomes, reports, runs, service, tasks
 from hubmgr.policies.models import CleanupPolicy, PolicyRun
@@ -19,7 +21,8 @@ from hubmgr.units import human_size, plural
 
 from .deletions import DELETE_PERMISSION, require_delete_permission
 from .lookups import get_policy, get_run
-from .policy_forms import PolicyForm, PreviewForm
+from .policy_forms import (
+    POLICY_PERMISSION, PolicyForm, PreviewForm, percent_text, require_policy_change)
 from .present import deleted_text, freed_text, with_last_run
 
 MAX_RUNS = 50  # run history shown on a policy's page
@@ -29,7 +32,7 @@ MAX_AUDIT = 20  # changes shown on a policy's page
 def get_policy_to_change(request, policy_id) -> CleanupPolicy:
     """The policy, for a maintainer: 404 when there is none, 403 for everyone else."""
     policy = get_policy(policy_id)
-    require_delete_permission(request.user)
+    require_policy_change(request.user)
     return policy
 
 
@@ -68,7 +71,7 @@ def present_report(report) -> dict:
 def policy_list(request):
     return render(request, "policies/list.html", {
         "policies": with_last_run(CleanupPolicy.objects.all()),
-        "can_change": request.user.has_perm(DELETE_PERMISSION)})
+        "can_change": request.user.has_perm(POLICY_PERMISSION)})
 
 
 def setting_text(name, value) -> str:
@@ -79,6 +82,8 @@ def setting_text(name, value) -> str:
         field = None
     if value is None or value == "":
         return "—"
+    if name == "brake_share" and isinstance(value, (int, float)):
+        return f"{percent_text(value)}%"  # as the form takes it
     if field is not None and field.choices:
         return str(dict(field.flatchoices).get(value, value))
     if isinstance(value, bool):
@@ -113,7 +118,7 @@ def _policy_page(request, policy, message=None, status=200):
         "policy": policy, "runs": history[:MAX_RUNS], "more_runs": len(history) > MAX_RUNS,
         "audit": audit,
         "audit_count": len(audit) if len(audit) < MAX_AUDIT else policy.audit.count(),
-        "can_change": request.user.has_perm(DELETE_PERMISSION), "message": message},
+        "can_change": request.user.has_perm(POLICY_PERMISSION), "message": message},
         status=status)
 
 
@@ -126,8 +131,9 @@ def policy_detail(request, policy_id):
 @require_POST
 @login_required
 def policy_dry_run(request, policy_id):
-    """What the policy would remove now, inline (htmx); nothing is recorded."""
-    policy = get_policy_to_change(request, policy_id)
+    """What the policy would remove now, inline (htmx); nothing is recorded or deleted, so
+    everyone who may read the policy may ask."""
+    policy = get_policy(policy_id)
     return render(request, "policies/policy.html#dry-run", {
         "policy": policy,
         "report": present_report(runs.preview(policy, reports.MAX_LISTED_ITEMS))})
@@ -287,18 +293,31 @@ def _save(request, form):
 
 
 def _form_page(request, form, policy=None):
-    status = 400 if form.is_bound else 200
-    return render(request, "policies/form.html", {"form": form, "policy": policy},
-                  status=status)
+    """The form, its errors next to their fields (and listed at its top, linked), the first
+    one focused; 200 either way, a mistake in the form is no error of the request. Saving
+    with htmx swaps the form alone, so the live preview beside it stays as it was; a form
+    posted without htmx previews its values again once loaded."""
+    context = {"form": form, "policy": policy, "invalid": form.invalid_fields(),
+               "preview_on_load": bool(policy or form.is_bound) and not request.htmx}
+    if request.htmx:
+        return render(request, "policies/form.html#policy-form", context)
+    return render(request, "policies/form.html", context)
+
+
+def _saved(request, policy):
+    """The saved policy's page (htmx follows a redirect itself, so it is told to go)."""
+    if request.htmx:
+        return HttpResponseClientRedirect(reverse("policy", args=[policy.pk]))
+    return redirect("policy", policy.pk)
 
 
 @require_http_methods(["GET", "POST"])
 @login_required
 def policy_new(request):
-    require_delete_permission(request.user)
+    require_policy_change(request.user)
     form = PolicyForm(request.POST if request.method == "POST" else None)
     if form.is_valid() and (policy := _save(request, form)):
-        return redirect("policy", policy.pk)
+        return _saved(request, policy)
     return _form_page(request, form)
 
 
@@ -308,7 +327,7 @@ def policy_edit(request, policy_id):
     policy = get_policy_to_change(request, policy_id)
     form = PolicyForm(request.POST if request.method == "POST" else None, instance=policy)
     if form.is_valid() and (saved := _save(request, form)):
-        return redirect("policy", saved.pk)
+        return _saved(request, saved)
     return _form_page(request, form, policy)
 
 
@@ -316,13 +335,28 @@ def policy_edit(request, policy_id):
 @login_required
 def policy_preview(request):
     """What the settings being edited would remove now (counts and bytes per repository),
-    without saving; the errors instead while they are invalid."""
-    require_delete_permission(request.user)
+    without saving. While they are invalid, the errors: with htmx they replace only the
+    preview's status line, so the figures of the last valid settings stay in view."""
+    require_policy_change(request.user)
     form = PreviewForm(request.POST)
-    report = present_report(runs.preview(form.instance, 0)) if form.is_valid() \
-        else None
-    return render(request, "policies/form.html#preview", {"preview_form": form,
-                                                           "report": report})
+    if not form.is_valid():
+        context = {"preview_form": form, "preview_errors": _labelled_errors(form)}
+        if request.htmx:
+            response = render(request, "policies/form.html#preview-status", context)
+            return reswap(retarget(response, "#preview-status"), "outerHTML")
+        return render(request, "policies/form.html#preview", context)
+    return render(request, "policies/form.html#preview", {
+        "report": present_report(runs.preview(form.instance, 0))})
+
+
+def _labelled_errors(form) -> list:
+    """[(field id or "", its label or "", its errors in words)] of an invalid form."""
+    found = []
+    for name, errors in form.errors.items():
+        field = form[name] if name in form.fields else None
+        found.append((field.id_for_label if field else "", field.label if field else "",
+                      " ".join(errors)))
+    return found
 
 
 @require_http_methods(["GET", "POST"])

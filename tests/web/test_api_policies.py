@@ -55,10 +55,23 @@ def test_a_viewer_lists_and_reads_but_may_not_change_or_run(client, maint, user)
     assert client.get(url).json()["name"] == "builds"
     for resp in (post(client, "/api/v1/policies", {**BUILDS, "name": "x"}),
                  patch(client, url, {"mode": "delete"}), client.delete(url),
-                 post(client, f"{url}/dry-run"), post(client, f"{url}/runs")):
-        assert resp.status_code == 403 and "may browse" in resp.json()["error"]
+                 post(client, f"{url}/runs")):
+        assert resp.status_code == 403
+        assert "not create, change, run or delete them" in resp.json()["error"]
     assert CleanupPolicy.objects.get().mode == "report"
     assert PolicyAudit.objects.count() == 1 and not PolicyRun.objects.exists()
+
+
+def test_a_viewer_may_dry_run_which_records_and_deletes_nothing(client, maint, user,
+                                                                 inventory):
+    from hubmgr.inventory.models import Manifest
+
+    url = create(maint)["url"]
+    manifests = Manifest.objects.count()
+    client.force_login(user)
+    resp = post(client, f"{url}/dry-run")
+    assert resp.status_code == 200 and resp.json()["totals"]["going"] == 4
+    assert not PolicyRun.objects.exists() and Manifest.objects.count() == manifests
 
 
 def test_a_session_write_needs_the_csrf_token_and_a_token_does_not(maintainer, capsys):

@@ -17,7 +17,7 @@ RELEASE = r"^latest$|^v?\d+\.\d+\.\d+$"
 BUILDS = {"name": "builds", "include": "team/*", "exclude": "", "schedule": "off",
           "mode": "report", "remove_tag_regex": "^build-", "remove_tag_days": "0",
           "remove_untagged_days": "7", "keep_last": "2", "keep_tag_regex": RELEASE,
-          "brake_share": "0.5"}
+          "brake_share": "50"}
 HTMX = {"HTTP_HX_REQUEST": "true"}
 
 
@@ -56,19 +56,35 @@ def test_a_viewer_reads_the_list_the_policy_and_a_report(logged_in, policy):
     assert f'href="/policies/{policy.pk}/"' in html and "New policy" not in html
     assert 'href="/policies/"' in html  # the navigation
     page = logged_in.get(f"/policies/{policy.pk}/").content.decode()
-    assert "team/*" in page and "Run now" not in page and "Dry run" not in page
+    assert "team/*" in page and "Run now" not in page and ">Edit<" not in page
+    assert 'id="dry-run"' in page  # which changes nothing
     assert f'href="/policies/runs/{run.pk}/"' in page
     assert logged_in.get(f"/policies/runs/{run.pk}/").status_code == 200
 
 
-def test_a_viewer_may_not_change_run_or_delete(logged_in, policy):
+def test_a_viewer_may_not_create_change_run_or_delete(logged_in, policy):
     pk = policy.pk
     for url in ["/policies/new", f"/policies/{pk}/edit", f"/policies/{pk}/delete"]:
-        assert logged_in.get(url).status_code == 403, url
+        resp = logged_in.get(url)
+        assert resp.status_code == 403, url
+        assert "not create, change, run or delete them" in resp.content.decode(), url
+        assert "not delete from it" not in resp.content.decode(), url
     for url in ["/policies/new", f"/policies/{pk}/edit", f"/policies/{pk}/delete",
-                f"/policies/{pk}/dry-run", f"/policies/{pk}/run", "/policies/preview"]:
-        assert logged_in.post(url, BUILDS).status_code == 403, url
+                f"/policies/{pk}/run", "/policies/preview"]:
+        assert logged_in.post(url, {**BUILDS, "name": "other"}).status_code == 403, url
     assert CleanupPolicy.objects.get().name == "builds" and not PolicyRun.objects.exists()
+    assert PolicyAudit.objects.count() == 1
+
+
+def test_a_viewer_may_dry_run_which_records_and_deletes_nothing(logged_in, policy, inventory):
+    from hubmgr.inventory.models import Manifest
+
+    manifests = Manifest.objects.count()
+    resp = logged_in.post(f"/policies/{policy.pk}/dry-run", **HTMX)
+    html = resp.content.decode()
+    assert resp.status_code == 200 and "<html" not in html
+    assert "Dry run: what it would remove now" in html and "4.0 kB" in html
+    assert not PolicyRun.objects.exists() and Manifest.objects.count() == manifests
 
 
 def test_unknown_ids_are_404(maint):
@@ -387,19 +403,79 @@ def test_editing_a_policy_is_audited_with_before_and_after(maint, policy):
 def test_invalid_input_shows_the_field_error_and_saves_nothing(maint, change, field, message):
     resp = maint.post("/policies/new", {**BUILDS, **change})
     html = resp.content.decode()
-    assert resp.status_code == 400 and f'id="error-{field}"' in html
+    assert resp.status_code == 200 and f'id="error-{field}"' in html
     assert message in html
     assert not CleanupPolicy.objects.exists() and not PolicyAudit.objects.exists()
 
 
 def test_too_long_globs_are_a_field_error(maint):
     resp = maint.post("/policies/new", {**BUILDS, "include": "team/*\n" * 2000})
-    assert resp.status_code == 400 and 'id="error-include"' in resp.content.decode()
+    assert resp.status_code == 200 and 'id="error-include"' in resp.content.decode()
 
 
 def test_a_taken_name_is_a_field_error(maint, policy):
     resp = maint.post("/policies/new", BUILDS)
-    assert resp.status_code == 400 and 'id="error-name"' in resp.content.decode()
+    assert resp.status_code == 200 and 'id="error-name"' in resp.content.decode()
+
+
+def field_block(html, name):
+    """The form's block of field ``name``: its label, input, error and help."""
+    start = html.index(f'<label for="id_{name}"')
+    start = html.rindex('<div class="field', 0, start)
+    return html[start:html.index('<div class="field', start + 1)]
+
+
+def test_an_empty_brake_share_is_an_error_next_to_it_and_keeps_the_rest(maint):
+    resp = maint.post("/policies/new", {**BUILDS, "brake_share": ""})
+    html = resp.content.decode()
+    assert resp.status_code == 200 and not CleanupPolicy.objects.exists()
+    block = field_block(html, "brake_share")
+    assert 'id="error-brake_share">This field is required.</div>' in block
+    assert "autofocus" in block and 'aria-invalid="true"' in block
+    assert html.count("autofocus") == 1  # the first field in error, and no other
+    assert '<a href="#id_brake_share">Brake share (%)</a>: This field is required.' in html
+    assert 'value="builds"' in field_block(html, "name")  # what was typed is kept
+    assert 'team/*</textarea>' in field_block(html, "include")
+    assert 'value="2"' in field_block(html, "keep_last")
+    assert "load, input" in html  # the live preview shows these values again once loaded
+
+
+def test_the_brake_share_is_a_percentage_stored_as_a_fraction(maint, policy):
+    resp = maint.post("/policies/new", {**BUILDS, "name": "ninety", "brake_share": "90"})
+    assert resp.status_code == 302
+    assert CleanupPolicy.objects.get(name="ninety").brake_share == 0.9
+    form = maint.get(f"/policies/{policy.pk}/edit").content.decode()
+    assert 'value="50"' in field_block(form, "brake_share")  # the model's 0.5, in per cent
+    maint.post(f"/policies/{policy.pk}/edit", {**BUILDS, "brake_share": "12.5"})
+    policy.refresh_from_db()
+    assert policy.brake_share == 0.125
+    page = maint.get(f"/policies/{policy.pk}/").content.decode()
+    assert "<del>50%</del> → <ins>12.5%</ins>" in page  # the audit says it as the form does
+
+
+@pytest.mark.parametrize("value, message", [
+    ("150", "less than or equal to 100"), ("-1", "greater than or equal to 0"),
+    ("ninety", "Enter a number."), ("nan", "Enter a number.")])
+def test_a_brake_share_out_of_range_is_an_error_next_to_it(maint, value, message):
+    resp = maint.post("/policies/new", {**BUILDS, "brake_share": value})
+    html = resp.content.decode()
+    assert resp.status_code == 200 and not CleanupPolicy.objects.exists()
+    assert message in field_block(html, "brake_share")
+    assert "1.0" not in field_block(html, "brake_share")  # no fraction is asked for
+    assert f'value="{value}"' in field_block(html, "brake_share")
+
+
+def test_saving_with_htmx_swaps_the_form_alone_or_goes_to_the_policy(maint):
+    resp = maint.post("/policies/new", {**BUILDS, "remove_tag_regex": "(x"}, **HTMX)
+    html = resp.content.decode()
+    assert resp.status_code == 200 and html.lstrip().startswith('<form method="post" '
+                                                                'id="policy-form"')
+    assert 'id="policy-preview"' not in html and 'id="error-remove_tag_regex"' in html
+    assert "load, input" not in html  # the preview beside it stays as it was
+    assert not CleanupPolicy.objects.exists()
+    resp = maint.post("/policies/new", BUILDS, **HTMX)
+    policy = CleanupPolicy.objects.get()
+    assert resp.status_code == 200 and resp["HX-Redirect"] == f"/policies/{policy.pk}/"
 
 
 def test_the_live_preview_counts_what_would_go_without_saving(maint, inventory):
@@ -412,9 +488,15 @@ def test_the_live_preview_counts_what_would_go_without_saving(maint, inventory):
 
 
 def test_the_live_preview_shows_the_errors_of_invalid_input(maint, inventory):
-    html = maint.post("/policies/preview", {**BUILDS, "remove_tag_regex": "(x"},
+    resp = maint.post("/policies/preview", {**BUILDS, "remove_tag_regex": "(x"}, **HTMX)
+    html = resp.content.decode()
+    assert "Fix these to see a preview" in html and 'href="#id_remove_tag_regex"' in html
+    # Only the status line is replaced: the figures of the last valid settings stay.
+    assert html.startswith('<div id="preview-status"') and "preview-totals" not in html
+    assert (resp["HX-Retarget"], resp["HX-Reswap"]) == ("#preview-status", "outerHTML")
+    html = maint.post("/policies/preview", {**BUILDS, "brake_share": ""},
                       **HTMX).content.decode()
-    assert "Fix these to see a preview" in html and "remove_tag_regex" in html
+    assert '<a href="#id_brake_share">Brake share (%)</a>: This field is required.' in html
 
 
 # ---- delete -----------------------------------------------------------------------------------
@@ -552,7 +634,7 @@ def test_the_changes_shown_are_bounded_with_a_count(maint, policy, monkeypatch):
 # ---- counts that say what they count (issue 23) ---------------------------------------------
 ALPINE = {**BUILDS, "name": "", "include": "library/*", "remove_tag_regex": "",
           "remove_tag_days": "", "remove_untagged_days": "7", "keep_last": "",
-          "keep_tag_regex": "", "brake_share": "1"}
+          "keep_tag_regex": "", "brake_share": "100"}
 
 
 @pytest.fixture
