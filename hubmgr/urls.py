@@ -3,8 +3,8 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from hubmgr.web import (
-    api, api_policies, api_protection, deletions, health, hooks, live, overview, policy_pages,
-    protected_pages, views)
+    api, api_policies, api_protection, deletions, health, hooks, images, live, overview,
+    policy_pages, protected_pages, views)
 
 handler400 = views.bad_request
 
@@ -15,6 +15,11 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("repositories/", views.repositories, name="repositories"),
+    path("images/", images.images, name="images"),
+    path("images/-/version", images.version, name="images-version"),
+    path("images/-/selection", images.selection, name="images-selection"),
+    path("images/-/preview", images.preview, name="images-preview"),
+    path("images/-/delete", images.delete, name="images-delete"),
     # Repository names contain slashes; "/-/" cannot occur in one, so it separates sub-pages.
     path("repositories/<path:name>/-/children/<str:digest>", views.index_children,
          name="index-children"),

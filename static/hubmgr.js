@@ -22,7 +22,10 @@
     }
     let count;
     if (sel.all) {
-      hidden("all_matching", "1"); hidden("search", sel.all.search); hidden("filter", sel.all.filter);
+      hidden("all_matching", "1");
+      if (sel.all.params !== undefined) {  // the registry-wide table: every filter it had
+        new URLSearchParams(sel.all.params).forEach(function (value, name) { hidden(name, value); });
+      } else { hidden("search", sel.all.search); hidden("filter", sel.all.filter); }
       count = sel.all.count;
     } else {
       sel.digests.forEach(function (d) { hidden("digest", d); });
@@ -79,6 +82,7 @@
     if (event.target.id === "select-all-matching") {
       const table = document.getElementById("image-table");
       save({ digests: [], all: { search: table.dataset.search, filter: table.dataset.filter,
+                                 params: table.dataset.params,
                                  count: Number(event.target.dataset.count) } });
       return;
     }

@@ -87,7 +87,8 @@ def index_children(request, name, digest):
     return render(request, "inventory/repository.html#children", {
         "repo": repo, "item": item, "children": children,
         "stale_days": settings.STALE_DAYS, "window": window(since),
-        "can_delete": request.user.has_perm(DELETE_PERMISSION)})
+        "can_delete": request.user.has_perm(DELETE_PERMISSION),
+        "wide": request.GET.get("wide") == "1"})  # (the registry-wide table's extra column)
 
 
 def notify_help(request, registry):

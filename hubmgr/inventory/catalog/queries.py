@@ -137,8 +137,9 @@ class ILike(Lookup):
         return f"{lhs} ILIKE {rhs}", [*lhs_params, *rhs_params]
 
 
-def _tag_match(repo, term):
-    """Some tag of the row contains ``term``, ignoring case."""
+def tag_match(repo, term):
+    """Some tag of the row contains ``term``, ignoring case (``repo`` None: in any
+    repository)."""
     if connection.vendor == "postgresql":
         # tags_text, through its trigram index. Tag names hold no whitespace, so a term
         # without any cannot match across the space-separated names.
@@ -146,8 +147,10 @@ def _tag_match(repo, term):
             return Q(pk__in=[])
         return Q(ILike(F("tags_text"), f"%{connection.ops.prep_for_like_query(term)}%"))
     # SQLite has no substring index: scanning the narrow tag table beats scanning manifests.
-    return Q(id__in=Tag.objects.filter(repository=repo, name__icontains=term)
-             .values("manifest_id"))
+    tags = Tag.objects.filter(name__icontains=term)
+    if repo is not None:
+        tags = tags.filter(repository=repo)
+    return Q(id__in=tags.values("manifest_id"))
 
 
 def items(repo, state: TableState):
@@ -161,7 +164,7 @@ def items(repo, state: TableState):
     if state.search:
         # A tag containing the text, or a digest starting with it (a range of the
         # (repository, digest) index).
-        match = _tag_match(repo, state.search)
+        match = tag_match(repo, state.search)
         prefix = digest_range(state.search)
         if prefix:
             match |= Q(digest__gte=prefix[0], digest__lt=prefix[1])
@@ -223,7 +226,6 @@ def page(repo, state: TableState) -> Page:
     """One page of the table in two queries at most (a search's matching ids, the rows),
     whatever the page number, cursor or repository size."""
     qs = items(repo, state)
-    size = state.page_size
     if state.search or not repo.counts_filter(state.filter):
         # The ids of up to COUNT_CAP + 1 matches, in whatever order the database finds them
         # fastest (trigram and digest indexes, or a scan that stops early for a broad term).
@@ -237,6 +239,16 @@ def page(repo, state: TableState) -> Page:
     else:
         # The counters kept on the repository are exact and cost no query.
         count, exact = repo.count_for(state.filter), True
+    result = paged(qs, state, count, exact)
+    coverage.mark(result.rows, Coverage.of(repo.registry))
+    return result
+
+
+def paged(qs, state: TableState, count, exact) -> Page:
+    """The page of ``qs`` (in the table's order) that ``state`` asks for, by its cursor or its
+    number, ``count`` items matching in all (a lower bound unless ``exact``): one query.
+    The registry-wide table (``wide.page``) pages with it too."""
+    size = state.page_size
     pages = max(1, -(-count // size))
     if state.cursor:
         # The page number only labels a cursor's page; a page after a cursor is not page 1,
@@ -258,7 +270,6 @@ def page(repo, state: TableState) -> Page:
     if not exact:
         # A bound the true number of pages is known to exceed ("Page 2 of more than 20").
         result.pages = max(count // size, result.number - 1 + result.has_next)
-    coverage.mark(result.rows, Coverage.of(repo.registry))
     return result
 
 
@@ -328,7 +339,7 @@ def _keyset(qs, state, limit):
     return rows[::-1] if state.before else rows
 
 
-ROW_FIELDS = ("id", "digest", "media_type", "kind", "platform", "size", "last_pushed",
+ROW_FIELDS = ("id", "repository", "digest", "media_type", "kind", "platform", "size", "last_pushed",
               "last_pushed_source", "last_pulled", "first_seen", "tags_text", "is_tagged",
               "error", "fetched", "created", "artifact", "artifact_type", "tool", "subject",
               "referrers_list", "predicates", "is_orphan", "foreign_size")
@@ -344,18 +355,23 @@ MAX_BELOW = 500
 
 
 def attachments(repo, rows) -> dict:
-    """{row id: the artifacts attached to it} for rows of ``repo`` (orphans are attached to
-    nothing), in one query per 500 rows. Not marked for Stale (coverage.mark): the callers
+    """{row id: the artifacts attached to it} for rows of ``repo`` (or of any repositories,
+    ``repo`` None; orphans are attached to nothing), in one query per 500 rows. Not marked for Stale (coverage.mark): the callers
     that show them do it, once for all their rows."""
-    by_digest = {row.digest: row.id for row in rows}
+    by_key = {(row.repository_id, row.digest): row.id for row in rows}
     out = {row.id: [] for row in rows}
-    for digests in chunks(by_digest):
+    # ``repo`` None: rows of several repositories (the registry-wide table).
+    where = Q(repository=repo) if repo is not None else Q(
+        repository_id__in={row.repository_id for row in rows})
+    for digests in chunks(dict.fromkeys(digest for _, digest in by_key)):
         # The exclude is the m_subject index's condition: SQLite uses a partial index only
         # when the query states it (without it, this read every manifest of the repository).
-        for found in Manifest.objects.filter(repository=repo, subject__in=digests,
+        for found in Manifest.objects.filter(where, subject__in=digests,
                                              is_orphan=False).exclude(subject="") \
                 .only(*ROW_FIELDS).order_by("id"):
-            out[by_digest[found.subject]].append(found)
+            row_id = by_key.get((found.repository_id, found.subject))
+            if row_id is not None:
+                out[row_id].append(found)
     return out
 
 
