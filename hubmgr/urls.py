@@ -1,16 +1,20 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.templatetags.static import static
 from django.urls import path
+from django.views.generic import RedirectView
 
 from hubmgr.web import (
-    api, api_policies, api_protection, deletions, health, hooks, images, live, overview,
-    policy_pages, protected_pages, views)
+    api, api_images, api_policies, api_protection, deletions, health, hooks, images, live,
+    overview, policy_pages, protected_pages, views)
 
 handler400 = views.bad_request
 
 urlpatterns = [
     path("", overview.overview, name="home"),
     path("healthz", health.healthz, name="healthz"),
+    # Browsers ask every site for /favicon.ico (no page names another icon).
+    path("favicon.ico", RedirectView.as_view(url=static("favicon.svg"), permanent=True)),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
@@ -65,6 +69,9 @@ urlpatterns = [
          name="api-deletion-preview"),
     path("api/v1/repositories/<path:name>/deletions", api.deletion_start,
          name="api-deletion-start"),
+    path("api/v1/images", api_images.images, name="api-all-images"),
+    path("api/v1/deletions/preview", api_images.deletion_preview, name="api-previews"),
+    path("api/v1/deletions", api_images.deletion_start, name="api-deletions"),
     path("api/v1/deletions/<int:job_id>", api.deletion_status, name="api-deletion"),
     path("api/v1/deletions/<int:job_id>/cancel", api.deletion_cancel,
          name="api-deletion-cancel"),

@@ -216,3 +216,39 @@ class Schema:
                 except Invalid as exc:
                     raise Invalid(f'"{name}": {exc}') from None
         return values
+
+
+@dataclass(frozen=True)
+class References:
+    """A non-empty list of at most ``max_items`` ``repository@digest`` references (the
+    registry-wide API's items); answered as (repository, digest) pairs without repeats."""
+
+    max_items: int
+
+    def check(self, value):
+        if not isinstance(value, list) or not value:
+            raise Invalid("must be a non-empty list of repository@digest references")
+        if len(value) > self.max_items:
+            raise Invalid(f"holds {len(value)} items; at most {self.max_items} at once")
+        refs = []
+        for ref in value:
+            name, _, digest = ref.rpartition("@") if isinstance(ref, str) else ("", "", "")
+            if not (names.valid_name(name) and names.valid_digest(digest)):
+                raise Invalid(f"holds {_shown(ref)}, which is not repository@digest "
+                              "(e.g. team/app@sha256:…)")
+            refs.append((name, digest))
+        return list(dict.fromkeys(refs))
+
+
+@dataclass(frozen=True)
+class PreviewIds:
+    """A non-empty list of at most ``max_items`` preview ids (text)."""
+
+    max_items: int
+
+    def check(self, value):
+        if not isinstance(value, list) or not value or len(value) > self.max_items:
+            raise Invalid(f"must be a list of 1 to {self.max_items} preview ids")
+        if not all(isinstance(v, str) and len(v) <= 100 for v in value):
+            raise Invalid("must hold preview ids as the preview answered them")
+        return list(dict.fromkeys(value))

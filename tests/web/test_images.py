@@ -148,3 +148,40 @@ def test_select_all_matching_names_every_match_in_every_repository(world):
 def test_viewers_cannot_preview(world, logged_in):
     answer = logged_in.post("/images/-/preview", {"digest": [f"team/app@{digest('app-1')}"]})
     assert answer.status_code == 403
+
+
+def test_the_api_lists_filters_and_refuses_a_bad_date(world, client, token):
+    from tests.support.helpers import bearer
+
+    answer = client.get("/api/v1/images?tagged=tagged&sort=size", **bearer(token)).json()
+    assert [(r["repository"], r["tags"]) for r in answer["results"]] == [
+        ("tools/ci", ["latest"]), ("team/db", ["16"]), ("team/app", ["1.0"])]
+    assert answer["count"] == 3 and answer["count_exact"] is True
+    bad = client.get("/api/v1/images?pulled_before=12/01/2026", **bearer(token))
+    assert bad.status_code == 400 and "pulled before must be a date" in bad.json()["error"]
+
+
+def test_the_api_previews_across_repositories_and_starts_a_job_each(world, client,
+                                                                   maintainer_token):
+    from hubmgr.deletion.models import DeletionJob
+    from tests.support.helpers import bearer
+
+    items = [f"team/app@{digest('app-old')}", f"team/db@{digest('db-idx')}"]
+    shown = client.post("/api/v1/deletions/preview", {"items": items},
+                        content_type="application/json", **bearer(maintainer_token)).json()
+    assert [p["repository"] for p in shown["previews"]] == ["team/app", "team/db"]
+    assert {i["digest"] for p in shown["previews"] for i in p["items"]} == {
+        digest("app-old"), digest("db-idx"), digest("db-amd"), digest("db-arm")}
+    assert shown["reclaim_bytes"] >= sum(p["reclaim_bytes"] for p in shown["previews"])
+    bad = client.post("/api/v1/deletions/preview", {"items": ["team/app:latest"]},
+                      content_type="application/json", **bearer(maintainer_token))
+    assert bad.status_code == 400 and "repository@digest" in bad.json()["error"]
+    ids = [p["preview_id"] for p in shown["previews"]]
+    started = client.post("/api/v1/deletions", {"preview_ids": ids},
+                          content_type="application/json", **bearer(maintainer_token))
+    assert started.status_code == 202
+    assert [j["repository"] for j in started.json()["jobs"]] == ["team/app", "team/db"]
+    assert DeletionJob.objects.count() == 2
+    again = client.post("/api/v1/deletions", {"preview_ids": ids},
+                        content_type="application/json", **bearer(maintainer_token))
+    assert again.status_code == 409 and DeletionJob.objects.count() == 2

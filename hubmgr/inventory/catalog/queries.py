@@ -339,10 +339,10 @@ def _keyset(qs, state, limit):
     return rows[::-1] if state.before else rows
 
 
-ROW_FIELDS = ("id", "repository", "digest", "media_type", "kind", "platform", "size", "last_pushed",
-              "last_pushed_source", "last_pulled", "first_seen", "tags_text", "is_tagged",
-              "error", "fetched", "created", "artifact", "artifact_type", "tool", "subject",
-              "referrers_list", "predicates", "is_orphan", "foreign_size")
+ROW_FIELDS = ("id", "repository", "digest", "media_type", "kind", "platform", "size",
+              "last_pushed", "last_pushed_source", "last_pulled", "first_seen", "tags_text",
+              "is_tagged", "error", "fetched", "created", "artifact", "artifact_type", "tool",
+              "subject", "referrers_list", "predicates", "is_orphan", "foreign_size")
 
 
 def children(repo, index: Manifest) -> list:
@@ -356,8 +356,8 @@ MAX_BELOW = 500
 
 def attachments(repo, rows) -> dict:
     """{row id: the artifacts attached to it} for rows of ``repo`` (or of any repositories,
-    ``repo`` None; orphans are attached to nothing), in one query per 500 rows. Not marked for Stale (coverage.mark): the callers
-    that show them do it, once for all their rows."""
+    ``repo`` None; orphans are attached to nothing), in one query per 500 rows. Not marked
+    for Stale (coverage.mark): the callers that show them do it, once for all their rows."""
     by_key = {(row.repository_id, row.digest): row.id for row in rows}
     out = {row.id: [] for row in rows}
     # ``repo`` None: rows of several repositories (the registry-wide table).

@@ -23,8 +23,8 @@ from ..pulls import coverage
 from ..pulls.coverage import Coverage
 from . import conditions, queries
 
-KINDS = {Kind.INDEX.value: Q(kind=Kind.INDEX), Kind.IMAGE.value: Q(kind=Kind.IMAGE) & Q(artifact=""),
-         "artifact": ~Q(artifact="")}
+KINDS = {Kind.INDEX.value: Q(kind=Kind.INDEX),
+         Kind.IMAGE.value: Q(kind=Kind.IMAGE) & Q(artifact=""), "artifact": ~Q(artifact="")}
 TAGGED = {"tagged": Q(is_tagged=True), "untagged": Q(is_tagged=False)}
 STATUSES = ("stale", "active", "unknown")
 DATES = ("pushed_after", "pushed_before", "pulled_after", "pulled_before")
