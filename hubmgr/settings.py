@@ -131,10 +131,12 @@ NOTIFY_SWEEP_SECONDS = env_float("HUBMGR_NOTIFY_SWEEP_SECONDS", 5.0)
 EVENT_RETENTION_DAYS = env_int("HUBMGR_EVENT_RETENTION_DAYS", 7)
 SYNC_RUN_RETENTION_DAYS = env_int("HUBMGR_SYNC_RUN_RETENTION_DAYS", 90)
 DELETION_JOB_RETENTION_DAYS = env_int("HUBMGR_DELETION_JOB_RETENTION_DAYS", 365)
-# Storage figures for the overview (hubmgr.inventory.storage.snapshots): computed this often,
-# the day's last computation kept as its row; repositories' daily rows kept this long (0 =
-# keep), the registry's for ever.
+# Storage figures for the overview (hubmgr.inventory.storage.snapshots): computed at most this
+# often, when the inventory changed (and at least daily), the day's last computation kept as
+# its row; beat asks whether they are due every SNAPSHOT_CHECK_SECONDS. Repositories' daily rows
+# kept this long (0 = keep), the registry's for ever.
 SNAPSHOT_INTERVAL_MINUTES = env_int("HUBMGR_SNAPSHOT_INTERVAL_MINUTES", 60)
+SNAPSHOT_CHECK_SECONDS = min(60.0, max(SNAPSHOT_INTERVAL_MINUTES, 1) * 60.0)
 SNAPSHOT_RETENTION_DAYS = env_int("HUBMGR_SNAPSHOT_RETENTION_DAYS", 365)
 # How often Celery beat asks the registry whether its garbage collector has run since
 # deletions finished (a few blob HEADs), to move their bytes from pending to reclaimed.
@@ -312,10 +314,10 @@ CELERY_BEAT_SCHEDULE = {
         "kwargs": {"sweep": True},
         "options": {"expires": NOTIFY_SWEEP_SECONDS},  # none pile up while workers are down
     },
-    "storage-snapshot": {  # the overview's figures (a day's last one is kept)
+    "storage-snapshot": {  # the overview's figures, when due (a day's last one is kept)
         "task": "hubmgr.inventory.tasks.snapshot",
-        "schedule": SNAPSHOT_INTERVAL_MINUTES * 60.0,
-        "options": {"expires": SNAPSHOT_INTERVAL_MINUTES * 60.0},
+        "schedule": SNAPSHOT_CHECK_SECONDS,
+        "options": {"expires": SNAPSHOT_CHECK_SECONDS},
     },
     "prune-inventory": {
         "task": "hubmgr.inventory.tasks.prune",

@@ -154,7 +154,8 @@ def sync_repository(self, run_id, name):
     log.info("sync run=%s repository=%s worker=%s done", run_id, name, self.request.hostname)
     if SyncRun.objects.filter(pk=run_id, whole_catalog=True, error="",
                               finished_at__isnull=False).exists():
-        # This task closed a sync of the whole catalog: the overview's figures follow it.
+        # This task closed a sync of the whole catalog: the overview's figures follow it
+        # when it changed them (the first sync, or within the interval: snapshots.refresh).
         try:
             snapshot.delay()
         except Exception as exc:  # noqa: BLE001 - any broker failure; beat computes them later
@@ -164,8 +165,11 @@ def sync_repository(self, run_id, name):
 
 @shared_task(name="hubmgr.inventory.tasks.snapshot")
 def snapshot():
-    """The overview's storage figures, as of now (today's row replaced)."""
-    return snapshots.take(default_registry()).pk
+    """The overview's storage figures, as of now (today's row replaced), when they are due:
+    beat asks every minute, and they are computed at most once per interval
+    (snapshots.refresh). Returns the new row's id, or None."""
+    row = snapshots.refresh(default_registry())
+    return row.pk if row else None
 
 
 @shared_task(name="hubmgr.inventory.tasks.prune")

@@ -1,11 +1,14 @@
 """The registry overview (the landing page) and each repository's storage page: the latest
 storage snapshot (hubmgr.inventory.storage.snapshots), a few live figures that cost one small query
-each, and charts of the daily snapshots."""
+each, and charts of the daily snapshots. Each figure says which it is (Live, or Snapshot with its
+time), and the pages say when the inventory changed after the snapshot was computed."""
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count, Sum
 from django.shortcuts import render
+from django.utils import timezone
+from django.utils.formats import date_format
 from django.views.decorators.http import require_GET
 
 from hubmgr.deletion import reclaim
@@ -68,6 +71,20 @@ def share(part, whole):
     return str(round(percent))
 
 
+def snapshot_context(registry, latest, now=None):
+    """What the pages say of the snapshot: its time ("14:05", with the day when it is not
+    today's), and whether the inventory changed since it was computed (and when, last)."""
+    now = now or timezone.now()
+    as_of = None
+    if latest is not None:
+        fmt = "H:i" if latest.computed_at.date() == now.date() else "Y-m-d H:i"
+        as_of = date_format(latest.computed_at, fmt)
+    changed = snapshots.changed_since(registry)
+    return {"latest": latest, "as_of": as_of, "changed": changed,
+            "changed_at": registry.inventory_changed_at if changed else None,
+            "interval": settings.SNAPSHOT_INTERVAL_MINUTES}
+
+
 def with_shares(repos, snapshot_rows):
     """Mark repositories with their untagged share (the live counters) and their stale share
     (the latest snapshot; None when it has no row for them or the window cannot tell)."""
@@ -101,15 +118,15 @@ def overview(request):
     policies = with_last_run(CleanupPolicy.objects.all())
     coverage = Coverage.of(registry)
     return render(request, "overview/overview.html", {
-        "registry": registry, "latest": latest, "live": live, "biggest": biggest,
+        "registry": registry, "live": live, "biggest": biggest,
         "policies": policies, "days": days, "periods": PERIODS,
         "stale_days": settings.STALE_DAYS, "window": window(registry.pulls_observed_since),
         "decides_stale": coverage.decides_stale,
-        "interval": settings.SNAPSHOT_INTERVAL_MINUTES,
         "untagged_share": share(latest.untagged_bytes, latest.bytes) if latest else None,
         "stale_share": share(latest.stale_bytes, latest.bytes) if latest else None,
         "reclaim": reclaim.summary(registry),
-    } | chart_context("registry", "Registry", snapshots.history(registry, days=days)))
+    } | snapshot_context(registry, latest)
+      | chart_context("registry", "Registry", snapshots.history(registry, days=days)))
 
 
 @require_GET
@@ -120,8 +137,7 @@ def repository_storage(request, name):
     rows = snapshots.history(repo.registry, repository=repo, days=days)
     latest = rows[-1] if rows else None
     return render(request, "overview/repository_storage.html", {
-        "repo": repo, "latest": latest, "days": days, "periods": PERIODS,
-        "stale_days": settings.STALE_DAYS, "interval": settings.SNAPSHOT_INTERVAL_MINUTES,
+        "repo": repo, "days": days, "periods": PERIODS, "stale_days": settings.STALE_DAYS,
         "window": window(repo.registry.pulls_observed_since),
         "untagged_share": share(repo.item_count - repo.tagged_count, repo.item_count),
-    } | chart_context("repository", repo.name, rows))
+    } | snapshot_context(repo.registry, latest) | chart_context("repository", repo.name, rows))

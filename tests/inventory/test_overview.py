@@ -10,20 +10,24 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from hubmgr.inventory import tasks
 from hubmgr.inventory.catalog.store import refresh
-from hubmgr.inventory.models import Blob, ManifestBlob, Repository, StorageSnapshot
+from hubmgr.inventory.models import (
+    Blob, Manifest, ManifestBlob, Registry, Repository, StorageSnapshot,
+)
 from hubmgr.inventory.registries import default_registry
 from hubmgr.inventory.storage import snapshots
 from hubmgr.policies.models import CleanupPolicy, PolicyRun
 
 from tests.support.factories import (
-    days_ago, make_image, make_index, make_repo, observe_pulls, sample_repo,
+    days_ago, digest, make_image, make_index, make_repo, observe_pulls, sample_repo,
 )
 from tests.support.helpers import image, sync
+from tests.support.notifications import deliver, drain, event, post
 
 pytestmark = pytest.mark.django_db
 HTMX = {"HTTP_HX_REQUEST": "true", "HTTP_HX_TARGET": "repo-table"}
@@ -167,9 +171,9 @@ def test_home_is_the_overview_with_its_figures(logged_in):
     sample_repo()
     snapshots.take(default_registry())
     body = logged_in.get("/").content.decode()
-    assert '<a href="/">Overview</a>' in body and '<a href="/repositories/">Repositories</a>' \
-        in body
-    assert "Storage figures computed" in body
+    assert re.search(r'<a href="/"[^>]*>Overview</a>', body)
+    assert re.search(r'<a href="/repositories/"[^>]*>Repositories</a>', body)
+    assert "Storage figures as of" in body and "minutes ago" in body
     for figure, text in (("storage", "7.7 kB"), ("items", "5"), ("untagged", "50 B"),
                          ("stale", "50 B")):
         section = body.split(f'id="figure-{figure}"')[1].split("</div>")[0]
@@ -393,3 +397,169 @@ def test_stale_is_unknown_on_the_pages_until_the_window_covers_the_period(logged
     assert 'title="Unknown: the observation window is too short to tell">—' in body
     page = logged_in.get("/repositories/team/app/-/storage").content.decode()
     assert "<span class=\"muted\">unknown</span>" in page  # in the tables behind the charts
+
+
+# ---- live and snapshot figures ------------------------------------------------------------
+# The inventory's writers mark the registry changed after they commit (snapshots.note_change);
+# the periodic task recomputes the figures when they changed, at most once per interval.
+
+def push(n, repository="team/app", tag=None, action="push"):
+    return event(action=action, id=f"{action}-{repository}-{n}", digest=digest(f"pushed-{n}"),
+                 tag=tag if tag is not None else f"p{n}", repository=repository,
+                 ts=f"2026-12-06T10:{n // 60:02d}:{n % 60:02d}Z")
+
+
+def marks(queries):
+    """The registry's marks among these queries."""
+    return [q for q in queries.captured_queries
+            if q["sql"].startswith("UPDATE") and "inventory_changed_at" in q["sql"]]
+
+
+def an_interval_passes():
+    """An interval goes by: the marks on the database's clock move back by one (how a test
+    waits for it)."""
+    from django.conf import settings
+
+    interval = timedelta(minutes=settings.SNAPSHOT_INTERVAL_MINUTES, seconds=1)
+    Registry.objects.update(snapshot_started_at=F("snapshot_started_at") - interval,
+                            inventory_changed_at=F("inventory_changed_at") - interval)
+
+
+def live_figures():
+    """The figures the inventory's counters say now (what the pages call live)."""
+    repos = Repository.objects.order_by("name")
+    return {"items": sum(r.item_count for r in repos),
+            "untagged_items": sum(r.item_count - r.tagged_count for r in repos),
+            "sizes": {r.name: r.total_size for r in repos}}
+
+
+def snapshot_figures():
+    latest = snapshots.latest(default_registry())
+    rows = StorageSnapshot.objects.filter(date=latest.date, repository__isnull=False) \
+        .select_related("repository").order_by("repository__name")
+    return {"items": latest.items, "untagged_items": latest.untagged_items,
+            "sizes": {r.repository.name: r.bytes for r in rows}}
+
+
+def computations(caplog):
+    return sum("snapshot registry=" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pushes_mark_the_snapshot_changed_and_the_background_task_brings_it_level(
+        logged_in):
+    repo, index, images, loose = sample_repo()
+    snapshots.take(default_registry())
+    body = logged_in.get("/").content.decode()
+    assert "changed since" not in body and "No push, delete or sync has changed" in body
+    assert live_figures() == snapshot_figures()
+
+    # Three pushes (two tagged, one untagged), a tag moved onto a new push, a delete.
+    deliver(logged_in, [push(1), push(2), push(3, tag=""), push(4, tag="1.1"),
+                      event(action="delete", id="d1", digest=loose.digest, tag="",
+                            repository="team/app")])
+    registry = default_registry()
+    assert snapshots.changed_since(registry)
+    body = logged_in.get("/").content.decode()
+    assert '<strong id="changed-since">The inventory has changed since</strong>' in body
+    figure = body.split('id="figure-storage"')[1].split("</div>")[0]
+    assert "Snapshot <time" in figure and ">changed since</span>" in figure
+    items = body.split('id="figure-items"')[1].split("</div>")[0]
+    assert '<dd class="big">8</dd>' in items and ">Live</span>" in items  # 5 + 4 - 1
+    assert "changed since" not in items
+    assert "5 items at the snapshot" in figure
+    page = logged_in.get("/repositories/team/app/-/storage").content.decode()
+    assert "The inventory has changed since" in page
+    assert live_figures() != snapshot_figures()
+
+    assert tasks.snapshot() is None  # within the interval of the last computation
+    an_interval_passes()
+    assert tasks.snapshot() is not None  # beat's check, an interval on
+    assert live_figures() == snapshot_figures()
+    assert snapshots.latest(default_registry()).items == 8
+    body = logged_in.get("/").content.decode()
+    assert "changed since" not in body and "8 items at the snapshot" in body
+
+
+@pytest.mark.django_db(transaction=True)
+def test_nothing_is_recomputed_when_nothing_changed(logged_in, caplog,
+                                                    ):
+    caplog.set_level("INFO", logger="hubmgr.snapshots")
+    sample_repo()
+    deliver(logged_in, [push(1)])
+    snapshots.take(default_registry())
+    first = snapshots.latest(default_registry()).computed_at
+    an_interval_passes()
+    # Pulls move times, not items, tags or bytes: no change for the figures.
+    deliver(logged_in, [event(action="pull", id="pull-1", digest=digest("pushed-1"), tag="",
+                              repository="team/app", ts="2026-12-06T11:00:00Z",
+                              method="GET")])
+    assert Manifest.objects.get(digest=digest("pushed-1")).last_pulled is not None
+    for _ in range(3):
+        assert tasks.snapshot() is None
+    assert computations(caplog) == 1
+    assert snapshots.latest(default_registry()).computed_at == first
+    assert not snapshots.changed_since(default_registry())
+    # A day with no row yet is computed (Stale moves with time alone), once.
+    StorageSnapshot.objects.update(date=F("date") - timedelta(days=1))
+    assert tasks.snapshot() is not None and tasks.snapshot() is None
+    assert computations(caplog) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_burst_of_100_notifications_marks_once_and_computes_once_per_interval(
+        logged_in, caplog):
+    caplog.set_level("INFO", logger="hubmgr.snapshots")
+    sample_repo()
+    snapshots.take(default_registry())
+    for n in range(100):  # one envelope each, as the registry sends them
+        post(logged_in, [push(n, repository=f"team/burst-{n % 7}")])
+    with CaptureQueriesContext(connection) as queries:
+        drain()
+    assert len(marks(queries)) == 1  # one batch (one transaction), seven repositories
+    assert Repository.objects.count() == 8 and live_figures()["items"] == 105
+
+    for round in range(5):  # a stream: every check finds the figures changed
+        deliver(logged_in, [push(1000 + round)])
+        tasks.snapshot()
+        if round == 2:
+            an_interval_passes()
+    assert computations(caplog) == 2  # the first take, and one after the interval
+    assert snapshots.changed_since(default_registry())  # rounds 3 and 4 came after it
+    assert snapshots.latest(default_registry()).items == 105 + 4  # rounds 0 to 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_batches_mark_once_each_however_many_repositories_they_write(client):
+    for n in range(30):
+        post(client, [push(n, repository=f"team/r{n % 5}")])
+    with CaptureQueriesContext(connection) as queries:
+        drain(limit=10)  # three transactions
+    assert len(marks(queries)) == 3
+    assert snapshots.changed_since(default_registry())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_committed_write_marks_the_registry_and_a_rolled_back_one_does_not():
+    from django.db import transaction
+
+    from hubmgr.inventory.catalog.store import writing
+
+    repo = make_repo("team/app")
+    with pytest.raises(RuntimeError):
+        with transaction.atomic():
+            with writing(repo) as batch:
+                batch.set_tags({"1": make_image(repo, "a").pk})
+            raise RuntimeError("rolled back")
+    assert default_registry().inventory_changed_at is None
+    with writing(repo) as batch:
+        batch.set_tags({"1": make_image(repo, "b").pk})
+    registry = default_registry()
+    assert registry.inventory_changed_at is not None and snapshots.changed_since(registry)
+    assert snapshots.refresh(registry) is not None  # the first figures: no wait
+    assert not snapshots.changed_since(default_registry())
+
+
+def test_the_beat_checks_every_minute_and_the_interval_is_the_spacing(settings):
+    entry = settings.CELERY_BEAT_SCHEDULE["storage-snapshot"]
+    assert entry["schedule"] == 60.0 and entry["options"]["expires"] == 60.0

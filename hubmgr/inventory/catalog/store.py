@@ -24,6 +24,7 @@ from hubmgr.registry.names import clean
 from ..models import (
     MISSING, READ_VERSION, SEEN_PUSH, ArtifactKind, Blob, IndexChild, Kind, Manifest,
     ManifestBlob, PushSource, Repository, Tag)
+from ..storage import snapshots
 from .conditions import seen_push_q
 
 CHUNK = 500
@@ -171,6 +172,8 @@ def writing(repo: Repository, whole=False):
             refresh(repo, batch.touched, batch.prior, batch.size_delta)
             if batch.recount:
                 refresh_counts(repo)
+        if batch.whole or batch.touched or batch.prior or batch.size_delta:
+            snapshots.note_change(repo.registry_id)  # the overview's figures are out of date
         if batch.whole or batch.touched or batch.prior or batch.size_delta or batch.times_moved:
             bump_version(repo)
 
@@ -655,5 +658,6 @@ def forget_repositories(repos) -> list:
     for repo in repos:
         with transaction.atomic():
             repo.delete()
+            snapshots.note_change(repo.registry_id)
         removed.append(repo.name)
     return removed

@@ -19,6 +19,15 @@ What the figures mean:
 So untagged and stale bytes are what removing all of those items would give back, at most
 (the registry frees it when its garbage collector runs).
 
+When they are computed: the inventory's writers mark the registry changed (``note_change``,
+once per transaction, after it commits: one UPDATE of the registry's row), and Celery beat asks
+every minute whether the figures are due (``refresh``): when the inventory changed since the
+latest computation started, or today has no row yet (Stale moves with time alone, so the
+figures are counted at least daily), and at most once per HUBMGR_SNAPSHOT_INTERVAL_MINUTES.
+A stream of pushes therefore costs one computation per interval, and a registry nobody
+changes one a day. Pull times are not a change here: they move no item, tag or byte; a pull
+that revives a Stale item shows in the figures at their next computation.
+
 Retention: the registry's rows are kept for ever (one a day); repositories' rows for
 HUBMGR_SNAPSHOT_RETENTION_DAYS (365 by default; 0 keeps them), pruned with the rest hourly.
 """
@@ -30,6 +39,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Case, Count, F, IntegerField, Q, Subquery, Value, When
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from ..catalog.batches import delete_in_batches
@@ -132,9 +142,81 @@ def compute(registry: Registry, now=None):
     return whole, repos
 
 
+@dataclass(frozen=True)
+class _Mark:
+    """The after-commit write of note_change; equal marks of one transaction are one."""
+    registry_id: int
+
+    def __call__(self):
+        Registry.objects.filter(pk=self.registry_id).update(inventory_changed_at=Now())
+
+
+def note_change(registry_id):
+    """The inventory of this registry changed in the current transaction (store.writing
+    calls this): once it commits, the registry is marked changed, so the overview says its
+    figures are out of date and the next periodic check computes them. One UPDATE per
+    transaction however many writes it made, after the commit (holding no lock of the
+    transaction's: writers of different repositories never wait on the registry's row), on
+    the database's clock (a mark later than a computation's start means that computation may
+    not have seen the change)."""
+    mark = _Mark(registry_id)
+    if not any(func == mark for _, func, _ in connection.run_on_commit):
+        transaction.on_commit(mark, robust=True)  # a failed mark must not fail the writer
+
+
+def changed_since(registry: Registry) -> bool:
+    """Whether the inventory changed after the latest computation of the figures started
+    (True when there is a change and no computation yet)."""
+    changed, started = registry.inventory_changed_at, registry.snapshot_started_at
+    return changed is not None and (started is None or changed > started)
+
+
+def due(registry: Registry, now=None) -> bool:
+    """Whether the periodic check computes the figures (the interval apart): no row today
+    (or none at all), or the inventory changed since the latest computation started."""
+    now = now or timezone.now()
+    newest = latest(registry)
+    return newest is None or newest.date < now.date() or changed_since(registry)
+
+
+def refresh(registry: Registry, now=None) -> StorageSnapshot | None:
+    """The periodic check: compute the figures when they are due and the latest computation
+    started at least HUBMGR_SNAPSHOT_INTERVAL_MINUTES ago. Returns the registry's new row, or
+    None when nothing was computed."""
+    if not due(registry, now):
+        return None
+    interval = timedelta(minutes=settings.SNAPSHOT_INTERVAL_MINUTES)
+    # The claim: one conditional update, so two checks (a slow computation and the next tick,
+    # two workers) never compute at once, and computations start an interval apart at least.
+    claimed = Registry.objects.filter(pk=registry.pk).filter(
+        Q(snapshot_started_at__isnull=True) | Q(snapshot_started_at__lte=Now() - interval)
+    ).update(snapshot_started_at=Now())
+    if not claimed:
+        return None
+    return _take(registry, now)
+
+
 def take(registry: Registry, now=None) -> StorageSnapshot:
-    """Compute the figures and store them as today's (UTC) rows, replacing today's earlier
-    ones. Returns the registry's row."""
+    """Compute the figures now, whatever the interval (``manage.py snapshot``, ``manage.py
+    sync``), and store them as today's (UTC) rows, replacing today's earlier ones. Returns the
+    registry's row."""
+    Registry.objects.filter(pk=registry.pk).update(snapshot_started_at=Now())
+    return _take(registry, now)
+
+
+def _take(registry, now):
+    try:
+        return _compute_and_store(registry, now)
+    except Exception:
+        # Not computed after all: the figures stay due, for the next check an interval on.
+        try:
+            _Mark(registry.pk)()
+        except Exception:  # noqa: BLE001 - the database refused; the first error says why
+            log.exception("snapshot registry=%s not marked due again", registry.pk)
+        raise
+
+
+def _compute_and_store(registry, now):
     now = now or timezone.now()
     whole, repos = compute(registry, now)
     day = now.date()
