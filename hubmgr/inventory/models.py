@@ -2,6 +2,7 @@
 repositories is two rows); blobs are per registry, since the registry stores each blob once."""
 
 from django.db import models
+from django.db.models import F
 
 from hubmgr.registry import artifacts, manifests, names
 
@@ -70,6 +71,22 @@ class Registry(models.Model):
         return self.name
 
 
+class NullsFirstIndex(models.Index):
+    """(registry, column, name) for a sort of the repositories page by a column that may be
+    empty: listing orders ``column ASC NULLS FIRST, name`` or ``column DESC NULLS LAST, name
+    DESC``. PostgreSQL sorts NULL last ascending, so only an index declared NULLS FIRST gives
+    both orders (read forward and backward); SQLite cannot declare it, and sorts NULL first
+    ascending anyway."""
+
+    def create_sql(self, model, schema_editor, using="", **kwargs):
+        if schema_editor.connection.vendor != "postgresql":
+            return super().create_sql(model, schema_editor, using, **kwargs)
+        fields = [model._meta.get_field(name) for name in self.fields]
+        return schema_editor._create_index_sql(
+            model, fields=fields, name=self.name, using=using,
+            col_suffixes=("", "NULLS FIRST", ""), **kwargs)
+
+
 class Repository(models.Model):
     registry = models.ForeignKey(Registry, on_delete=models.CASCADE, related_name="repositories")
     name = models.CharField(max_length=255)
@@ -85,6 +102,9 @@ class Repository(models.Model):
     last_pushed = models.DateTimeField(null=True, blank=True)
     last_pulled = models.DateTimeField(null=True, blank=True)
     last_synced_at = models.DateTimeField(null=True, blank=True)
+    # Its top-level items Stale on evidence as of the latest storage figures (the snapshot's
+    # stale_items, written with them by storage.snapshots.take); None: not known then.
+    stale_count = models.PositiveIntegerField(null=True, blank=True)
     # Moves forward with every change an open table shows (items, tags, sizes, push and pull
     # times): the page asks for it to know whether to reload its rows.
     version = models.BigIntegerField(default=0)
@@ -95,7 +115,12 @@ class Repository(models.Model):
         # The repositories page's sorts, name breaking ties (hubmgr.inventory.catalog.listing).
         indexes = [models.Index(fields=["registry", "total_size", "name"], name="repo_size"),
                    models.Index(fields=["registry", "item_count", "name"], name="repo_items"),
-                   models.Index(fields=["registry", "last_pushed", "name"], name="repo_pushed")]
+                   NullsFirstIndex(fields=["registry", "last_pushed", "name"],
+                                   name="repo_pushed_nf"),
+                   NullsFirstIndex(fields=["registry", "last_pulled", "name"], name="repo_pulled"),
+                   models.Index(F("registry"), F("item_count") - F("tagged_count"), F("name"),
+                                name="repo_untagged"),
+                   NullsFirstIndex(fields=["registry", "stale_count", "name"], name="repo_stale")]
         ordering = ["name"]
 
     def __str__(self):
@@ -107,6 +132,11 @@ class Repository(models.Model):
         linked, and an administrator can remove it."""
         return names.valid_name(self.name)
 
+    @property
+    def untagged_count(self):
+        """Top-level items without a tag (the repositories page sorts by it: repo_untagged)."""
+        return self.item_count - self.tagged_count
+
     def counts_filter(self, filter_name):
         """Whether count_for knows this filter's count."""
         return filter_name in ("", "tagged", "untagged", Kind.INDEX, Kind.IMAGE)
@@ -116,7 +146,7 @@ class Repository(models.Model):
         return {
             "": self.item_count,
             "tagged": self.tagged_count,
-            "untagged": self.item_count - self.tagged_count,
+            "untagged": self.untagged_count,
             Kind.INDEX: self.index_count,
             Kind.IMAGE: self.item_count - self.index_count,
         }[filter_name]

@@ -11,9 +11,14 @@ from hubmgr.registry.names import clean
 from ..models import Repository
 from .queries import BadParameter, positive_int
 
-# Query value -> model field; "-" in front sorts descending.
+# Query value -> model field or expression; "-" in front sorts descending. Each has an index
+# of (registry, it, name) on Repository; untagged is the expression repo_untagged indexes.
 SORT_FIELDS = {"name": "name", "size": "total_size", "items": "item_count",
-               "last_pushed": "last_pushed"}
+               "untagged": F("item_count") - F("tagged_count"), "stale": "stale_count",
+               "last_pushed": "last_pushed", "last_pulled": "last_pulled"}
+# Empty for some repositories (never pushed, never pulled, not in the storage figures yet):
+# those sort as the least, last when descending and first when ascending.
+NULLABLE = {"stale", "last_pushed", "last_pulled"}
 SORTS = tuple(s for f in SORT_FIELDS for s in (f, f"-{f}"))
 DEFAULT_SORT = "name"
 PAGE_SIZES = (25, 50, 100, 200)
@@ -75,15 +80,18 @@ def repositories(registry, state: ListState):
     qs = Repository.objects.filter(registry=registry)
     if state.search:
         qs = qs.filter(name__icontains=state.search)
-    field = SORT_FIELDS[state.sort.lstrip("-")]
+    key = state.sort.lstrip("-")
+    field = SORT_FIELDS[key]
+    column = F(field) if isinstance(field, str) else field
     descending = state.sort.startswith("-")
-    if field != "last_pushed":  # never NULL: the plain order reads straight off an index
-        order = [field] if field == "name" else [field, "name"]
-        return qs.order_by(*(f"-{f}" for f in order)) if descending else qs.order_by(*order)
-    # Never pushed sorts as the oldest: last when descending, first when ascending.
+    if key == "name":
+        return qs.order_by(column.desc() if descending else column.asc())
+    if key not in NULLABLE:  # never NULL: the plain order reads straight off an index
+        return qs.order_by(*((column.desc(), F("name").desc()) if descending
+                             else (column.asc(), F("name").asc())))
     if descending:
-        return qs.order_by(F(field).desc(nulls_last=True), F("name").desc())
-    return qs.order_by(F(field).asc(nulls_first=True), F("name").asc())
+        return qs.order_by(column.desc(nulls_last=True), F("name").desc())
+    return qs.order_by(column.asc(nulls_first=True), F("name").asc())
 
 
 def page(registry, state: ListState) -> RepoPage:
