@@ -17,6 +17,8 @@ Sections (BENCH_ONLY=name runs one; several may be comma separated):
   the importing process's peak memory.
 - kill: the time from a worker's SIGKILL to its job's next DELETE (real workers and beat).
 - policies: a cleanup policy's dry run over BENCH_MANIFESTS manifests in 1,000 repositories.
+- images: the registry-wide table (/images) and GET /api/v1/images, every sort and filter, on
+  the overview's inventory (BENCH_MANIFESTS manifests in 10,000 repositories).
 - overview: the registry overview (and a repository's storage page) at BENCH_MANIFESTS
   manifests in 10,000 repositories with a year of daily snapshots; and the snapshot's time.
 
@@ -53,7 +55,7 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
 
 from bench import (  # noqa: E402
-    deletion, importlog, ingest, overview, plan, policies, repos, sync, table)
+    deletion, images, importlog, ingest, overview, plan, policies, repos, sync, table)
 from bench.common import write_results  # noqa: E402
 
 SECTIONS = {
@@ -67,6 +69,7 @@ SECTIONS = {
     "importlog": [importlog.bench_importlog],
     "policies": [policies.bench_policies],
     "overview": [overview.bench_overview],
+    "images": [images.bench_images],
 }
 
 
