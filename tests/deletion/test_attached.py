@@ -245,7 +245,7 @@ def test_the_delete_command_keeps_attached_artifacts_when_asked(registry, capsys
     call_command("delete", APP, "--digest", w["index"], "--keep-attached")
     out = capsys.readouterr().out
     assert "To delete: 1 item, with its 2 child images; 5 kept" in out
-    assert "5 attached artifact(s) stay" in out
+    assert "5 attached artifacts stay" in out
     assert "kept by choice: attached to" in out
     assert [status(registry, w[n]) for n in ARTIFACTS] == [200] * 5
     assert status(registry, w["index"]) == 404

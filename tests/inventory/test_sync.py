@@ -120,7 +120,7 @@ def test_sync_command_for_one_repository(registry, registry_client, capsys):
     image(registry_client, "one/a", tag="t", seed="a")
     image(registry_client, "one/b", tag="t", seed="b")
     call_command("sync", "--repository", "one/a", "--no-progress")
-    assert "Synced 1 repositories, 1 tags" in capsys.readouterr().out
+    assert "Synced 1 repository, 1 tag;" in capsys.readouterr().out
     assert list(Manifest.objects.values_list("repository__name", flat=True)) == ["one/a"]
 
 
@@ -252,7 +252,7 @@ def test_sync_command_queues_the_run_for_the_workers(registry, registry_client, 
                                                      capsys):
     image(registry_client, "queue/app", tag="t", seed="queue")
     call_command("sync", "--queue")
-    assert "Queued 1 repositories for the workers" in capsys.readouterr().out
+    assert "Queued 1 repository for the workers" in capsys.readouterr().out
     devstack.wait_for(lambda: SyncRun.objects.filter(finished_at__isnull=False).exists(),
                       "the queued run", timeout=60)
     assert SyncRun.objects.get().tags == 1 and Tag.objects.get().name == "t"

@@ -239,7 +239,7 @@ def test_the_command_cancels_retries_and_shows(maintainer):
     failed = failed_job(name="team/other")
     out = run("retry", failed.pk, "--user", "maria")
     new = DeletionJob.objects.get(retry_of=failed)
-    assert f"retried as job {new.pk} (1 items, 0 kept)" in out
+    assert f"retried as job {new.pk} (1 item, 0 kept)" in out
     assert f"Retries the failed items of job {failed.pk}." in out
     with pytest.raises(CommandError, match=f"Already retried as deletion job {new.pk}"):
         run("retry", failed.pk)

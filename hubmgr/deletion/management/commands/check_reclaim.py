@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from hubmgr.deletion import reclaim
 from hubmgr.inventory.registries import client_for, default_registry
 from hubmgr.registry.errors import RegistryError
-from hubmgr.units import human_size
+from hubmgr.units import human_size, plural
 
 
 class Command(BaseCommand):
@@ -33,9 +33,9 @@ class Command(BaseCommand):
                 self.stdout.write(
                     f"The garbage collector has run: reclaimed "
                     f"{human_size(result['reclaimed_bytes'])} ({result['reclaimed_bytes']} "
-                    f"bytes) of {len(result['reclaimed'])} deletion job(s).")
+                    f"bytes) of {plural(len(result['reclaimed']), 'deletion job')}.")
             self.stdout.write(
                 f"Deleted, waiting for garbage collection: {human_size(result['pending_bytes'])}"
-                f" ({result['pending_bytes']} bytes) in {result['pending']} job(s).")
+                f" ({result['pending_bytes']} bytes) in {plural(result['pending'], 'job')}.")
         if result["error"]:
             raise CommandError(f"Could not check: {result['error']}")

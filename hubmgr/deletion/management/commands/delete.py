@@ -12,7 +12,7 @@ from hubmgr.inventory.catalog.queries import FILTERS
 from hubmgr.inventory.models import Repository
 from hubmgr.inventory.registries import client_for, default_registry
 from hubmgr.registry.errors import RegistryError
-from hubmgr.units import counted, human_size
+from hubmgr.units import counted, human_size, plural
 
 
 class Command(BaseCommand):
@@ -56,8 +56,10 @@ class Command(BaseCommand):
                           f"reclaim: {human_size(plan.reclaim_bytes)} ({plan.reclaim_bytes} "
                           "bytes) once the registry's garbage collector runs.")
         if plan.orphaned:
-            self.stdout.write(f"{len(plan.orphaned)} attached artifact(s) stay and will be "
-                              "orphaned: what they are attached to goes.")
+            one = len(plan.orphaned) == 1
+            self.stdout.write(f"{plural(len(plan.orphaned), 'attached artifact')} "
+                              f"{'stays' if one else 'stay'} and will be orphaned: what "
+                              f"{'it is' if one else 'they are'} attached to goes.")
         if dry_run or not plan.going:
             return
         try:

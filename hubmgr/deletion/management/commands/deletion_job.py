@@ -5,6 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from hubmgr.deletion import actions, control
 from hubmgr.deletion.models import DeletionJob
+from hubmgr.units import plural
 
 
 class Command(BaseCommand):
@@ -33,7 +34,8 @@ class Command(BaseCommand):
             elif action == "retry":
                 new = control.retry(found, who)
                 self.stdout.write(f"Deletion job {found.pk}'s failed items are retried as job "
-                                  f"{new.pk} ({new.items.count()} items, {len(new.kept)} kept); "
+                                  f"{new.pk} ({plural(new.items.count(), 'item')}, "
+                                  f"{len(new.kept)} kept); "
                                   "a worker runs it.")
                 found = new
         except control.Refused as exc:

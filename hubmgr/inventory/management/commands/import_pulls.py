@@ -12,6 +12,7 @@ from hubmgr.inventory.pulls import coverage
 from hubmgr.inventory.pulls.accesslog import CLOCK_SKEW
 from hubmgr.inventory.pulls.pullimport import (
     MAX_GAP, MAX_SAMPLES, Importer, LogError, Summary, check_readable, choose_registry)
+from hubmgr.units import plural
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([mhd]?)")
 _UNITS = {"m": "minutes", "h": "hours", "": "hours", "d": "days"}
@@ -124,7 +125,7 @@ def _text(s, imported=True):
         f"{s.assumed_current:,}); not in the inventory: {s.unknown_manifest:,}",
         f"Pushes found: {s.pushes:,}; applied: {s.pushes_applied:,}",
         f"Manifests updated: {s.manifests_updated:,}",
-        f"Unknown repositories: {s.unknown_repository_lines:,} lines"
+        f"Unknown repositories: {plural(s.unknown_repository_lines, 'line')}"
         + (f" ({', '.join(s.unknown_repositories)}"
            f"{', …' if len(s.unknown_repositories) >= MAX_SAMPLES else ''})"
            if s.unknown_repositories else ""),

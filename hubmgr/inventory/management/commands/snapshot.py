@@ -2,6 +2,7 @@ from django.core.management.base import BaseCommand
 
 from hubmgr.inventory.registries import default_registry
 from hubmgr.inventory.storage import snapshots
+from hubmgr.units import plural
 
 
 class Command(BaseCommand):
@@ -11,8 +12,9 @@ class Command(BaseCommand):
     def handle(self, **options):
         row = snapshots.take(default_registry())
         stale = ("unknown (the observation window is too short)" if row.stale_bytes is None
-                 else f"{row.stale_items:,} items, {row.stale_bytes:,} bytes")
+                 else f"{plural(row.stale_items, 'item')}, {row.stale_bytes:,} bytes")
         self.stdout.write(
-            f"Snapshot of {row.date}: {row.items:,} items, {row.bytes:,} bytes in distinct "
-            f"blobs; untagged {row.untagged_items:,} items, {row.untagged_bytes:,} bytes; "
+            f"Snapshot of {row.date}: {plural(row.items, 'item')}, {row.bytes:,} bytes in "
+            f"distinct blobs; untagged {plural(row.untagged_items, 'item')}, "
+            f"{row.untagged_bytes:,} bytes; "
             f"stale {stale}.")

@@ -7,6 +7,7 @@ from hubmgr.inventory.registries import client_for, default_registry
 from hubmgr.inventory.storage import snapshots
 from hubmgr.inventory.sync.runs import sync_registry
 from hubmgr.registry.errors import RegistryError
+from hubmgr.units import plural
 
 
 class Command(BaseCommand):
@@ -37,12 +38,14 @@ class Command(BaseCommand):
         finally:
             bar.close()
             client.close()
-        self.stdout.write(f"Synced {run.repositories} repositories, {run.tags} tags; read "
-                          f"{run.manifests_fetched} manifests; removed {run.removed}.")
+        self.stdout.write(
+            f"Synced {plural(run.repositories, 'repository', 'repositories')}, "
+            f"{plural(run.tags, 'tag')}; read {plural(run.manifests_fetched, 'manifest')}; "
+            f"removed {run.removed:,}.")
         for problem in run.problems[:20]:
             self.stdout.write(f"  problem: {problem['reference']}: {problem['error']}")
         if len(run.problems) > 20:
-            self.stdout.write(f"  … and {len(run.problems) - 20} more problems")
+            self.stdout.write(f"  … and {plural(len(run.problems) - 20, 'more problem')}")
         if repository is None and not run.error:
             snapshots.take(registry)  # the overview's figures follow a sync of everything
 
@@ -58,5 +61,6 @@ class Command(BaseCommand):
         if run is None:
             raise CommandError("A sync of this registry is still running; its repositories "
                                "are queued or being synced.")
-        self.stdout.write(f"Queued {run.remaining} repositories for the workers (sync run "
+        self.stdout.write(f"Queued {plural(run.remaining, 'repository', 'repositories')} "
+                          f"for the workers (sync run "
                           f"{run.pk}).")

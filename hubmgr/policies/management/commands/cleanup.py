@@ -107,7 +107,7 @@ class Command(BaseCommand):
         w(f"\n{report['note']}")
         total = reports.going_text(totals, clause=True)
         w(f"Total: {total} to delete in {totals['planned'] - totals['braked']} "
-          f"of {totals['repositories']} repositories covered; "
+          f"of {plural(totals['repositories'], 'repository', 'repositories')} covered; "
           f"{human_size(totals['reclaim_bytes'])} ({totals['reclaim_bytes']} bytes) to reclaim "
           "once the registry's garbage collector runs.")
         if totals["braked"]:
