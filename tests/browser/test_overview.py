@@ -8,7 +8,8 @@ from datetime import timedelta
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from hubmgr.inventory.models import StorageSnapshot
+from hubmgr.inventory.catalog.store import writing
+from hubmgr.inventory.models import Repository, StorageSnapshot
 from hubmgr.inventory.registries import default_registry
 from hubmgr.inventory.storage import snapshots
 from hubmgr.policies.models import CleanupPolicy, PolicyRun
@@ -95,5 +96,23 @@ def test_the_overview_and_its_charts_in_light_and_dark(browser, live_server,
     page.click("text=30 days")
     expect(page.locator("#storage-figure details table tbody tr")).to_have_count(30)
     page.screenshot(path=str(OUTPUT / "repository-storage.png"), full_page=True)
+
+    # Each figure says where it comes from; a push after the snapshot shows at once.
+    page.goto(f"{live_server.url}/")
+    expect(page.locator("#figure-items .source")).to_have_text("Live")
+    expect(page.locator("#figure-storage .source")).to_have_text(
+        re.compile(r"^Snapshot \d\d:\d\d\s*$"))
+    expect(page.locator("#changed-since")).to_have_count(0)
+    repo = Repository.objects.get(name="team/app")
+    with writing(repo) as batch:  # as a push's notification writes it
+        pushed = make_image(repo, "pushed-later")
+        batch.added([pushed.pk])
+        batch.set_tags({"pushed-later": pushed.pk})
+    page.reload()
+    expect(page.locator("#changed-since")).to_have_text("The inventory has changed since")
+    expect(page.locator("#figure-storage .source")).to_contain_text("changed since")
+    expect(page.locator("#figure-items dd.big")).to_have_text("14")
+    page.locator("#figures-heading").locator("..").screenshot(
+        path=str(OUTPUT / "overview-changed-since.png"))
     page.context.close()
     assert page.csp_violations == []
