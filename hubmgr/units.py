@@ -1,5 +1,10 @@
-"""Sizes and counts in words (sizes as the docker CLI and Docker Hub show them). Below every
-layer: the pages, the API and the management commands of each app use it."""
+"""Sizes and counts in words (sizes as the docker CLI and Docker Hub show them), and tags in
+the order a person reads them. Below every layer: the pages, the API and the management
+commands of each app use it."""
+
+import re
+
+_DIGITS = re.compile(r"(\d+)")
 
 
 def human_size(n: int) -> str:
@@ -33,3 +38,15 @@ def counted(items: int, children: int = 0, attached: int = 0, of: int | None = N
         return head
     whose = "its " if items == 1 else "their " if items else ""
     return f"{head}, with {whose}{' and '.join(parts)}"
+
+
+def natural_key(text: str) -> list:
+    """A sort key that puts build-9 before build-10 (and ignores case)."""
+    return [int(part) if n % 2 else part.lower() for n, part in enumerate(_DIGITS.split(text))]
+
+
+def tag_order(item) -> tuple:
+    """A sort key for listed items (dicts with "tags" and "digest"): tagged items first, by
+    their first tag in natural order; untagged ones by digest."""
+    tags = sorted(item.get("tags") or [], key=natural_key)
+    return (0, natural_key(tags[0]), item["digest"]) if tags else (1, [], item["digest"])

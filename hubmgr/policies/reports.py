@@ -2,11 +2,12 @@
 what the API, the pages, the ``cleanup`` command and ``runs.confirm_brake`` read; and the
 bounded form that the API and the pages show."""
 
+import heapq
 from typing import NotRequired, TypedDict
 
 from hubmgr.deletion.planner import ATTACHED, CHILD, SELECTED
 from hubmgr.deletion.shapes import KeptItem, PlanItem
-from hubmgr.units import counted
+from hubmgr.units import counted, natural_key, tag_order
 
 # A report as shown lists at most this many items of each kind per repository, and this many
 # repositories; counts and bytes stay exact, and "items_truncated" says when a list is cut.
@@ -19,6 +20,10 @@ GOING_BY_REASON = {SELECTED: "going_items", CHILD: "going_children", ATTACHED: "
 # cleanup command say these.
 CASCADED = {CHILD: "an unreferenced child of an index that goes",
             ATTACHED: "attached to an item that goes"}
+# A listed item whose report says no reason (recorded before reasons were).
+NO_REASON = "no reason recorded"
+# A list is shown in at most this many groups of one reason (``grouped``).
+MAX_LISTED_GROUPS = 50
 
 
 class GoingItem(PlanItem):
@@ -165,3 +170,82 @@ def bounded(report: Report) -> Report:
         listed.append(entry)
     return {**report, "repositories": listed, "items_truncated": cut,
             "repositories_truncated": len(report["repositories"]) > len(listed)}
+
+
+def grouped(items, reason_of, order=(), total=None) -> dict:
+    """One list of a repository's report (its going, protected or kept items) as a page
+    shows it: grouped by reason, each reason said once with its count, the items of a group
+    in tag order (``units.tag_order``: build-9 before build-10, untagged ones by digest; each
+    item's tags in that order too). ``reason_of`` gives an item's reason in words; groups
+    whose reason is in ``order`` come first, in its order, the rest by their words. At most
+    MAX_LISTED_ITEMS items are listed, shared out between the groups so that each lists
+    some, and at most MAX_LISTED_GROUPS groups; "more" counts what a group leaves out.
+    ``total``: how many items the list had before the engine cut it (a dry run lists the
+    first few); then the counts are of the listed items only ("partial"), and "unlisted"
+    counts the rest.
+
+    {"groups": [{"reason", "count", "items", "more"}], "partial", "unlisted",
+     "more_groups", "more_groups_items"}"""
+    by_reason = {}
+    for item in items:
+        by_reason.setdefault(reason_of(item), []).append(item)
+    rank = {reason: n for n, reason in enumerate(order)}
+    reasons = sorted(by_reason, key=lambda r: (rank.get(r, len(rank)), natural_key(r)))
+    shown, hidden = reasons[:MAX_LISTED_GROUPS], reasons[MAX_LISTED_GROUPS:]
+    shares = _shares([len(by_reason[r]) for r in shown], MAX_LISTED_ITEMS)
+    groups = []
+    for reason, share in zip(shown, shares):
+        members = by_reason[reason]
+        listed = heapq.nsmallest(share, members, key=tag_order)
+        groups.append({"reason": reason, "count": len(members), "more": len(members) - share,
+                       "items": [{**item, "tags": sorted(item.get("tags") or [],
+                                                         key=natural_key)}
+                                 for item in listed]})
+    total = len(items) if total is None else max(total, len(items))
+    return {"groups": groups, "partial": total > len(items), "unlisted": total - len(items),
+            "more_groups": len(hidden),
+            "more_groups_items": sum(len(by_reason[r]) for r in hidden)}
+
+
+def _shares(counts, budget) -> list:
+    """``budget`` shared out between groups of ``counts`` items: evenly, a group that needs
+    less than its share giving the rest to the others; every group gets one while the budget
+    lasts."""
+    shares = [0] * len(counts)
+    waiting = [n for n, count in enumerate(counts) if count]
+    while budget > 0 and waiting:
+        each = max(budget // len(waiting), 1)
+        for n in list(waiting):
+            add = min(each, counts[n] - shares[n], budget)
+            shares[n] += add
+            budget -= add
+            if shares[n] == counts[n]:
+                waiting.remove(n)
+            if budget == 0:
+                break
+    return shares
+
+
+def grouped_lists(entry: RepositoryReport, rules: dict) -> dict:
+    """A repository's going, protected and kept lists, each ``grouped`` by its reason: what
+    goes by the remove rule that selected it (or why it goes with another, ``CASCADED``), in
+    the rules' order; what is protected by its keep rules; what the planner keeps by the
+    planner's reason. ``rules``: the report's rule descriptions."""
+    remove, keep = rules.get("remove", {}), rules.get("keep", {})
+
+    def going_reason(item):
+        return remove.get(item.get("rule")) or CASCADED.get(item.get("reason")) or NO_REASON
+
+    def keep_reason(item):
+        return "; ".join(keep.get(k, k) for k in item.get("keep") or []) or NO_REASON
+
+    lists = {key: entry.get(key) or [] for key in ("going", "protected", "kept")}
+    return {
+        "going_groups": grouped(lists["going"], going_reason,
+                                order=[*remove.values(), *CASCADED.values()],
+                                total=entry.get("going_count")),
+        "protected_groups": grouped(lists["protected"], keep_reason, order=keep.values(),
+                                    total=entry.get("protected_count")),
+        "kept_groups": grouped(lists["kept"], lambda item: item.get("reason") or NO_REASON,
+                               total=entry.get("kept_count")),
+    }

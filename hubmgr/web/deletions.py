@@ -1,7 +1,5 @@
 """Preview and delete, the progress panel, and the jobs pages."""
 
-import re
-
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
@@ -18,7 +16,7 @@ from hubmgr.deletion.planner import ATTACHED, CHILD, SELECTED
 from hubmgr.inventory.catalog import queries
 from hubmgr.inventory.models import IndexChild, Manifest
 from hubmgr.inventory.registries import default_registry
-from hubmgr.units import counted
+from hubmgr.units import counted, tag_order
 
 from .lookups import get_repository
 
@@ -67,7 +65,6 @@ def _too_many(digests):
     return len(digests) > MAX_SELECTION
 
 
-DIGITS = re.compile(r"(\d+)")
 SHOWN = 500  # items listed per group in the modal; the rest are counted
 
 
@@ -104,23 +101,12 @@ def _orphaned_and_kept(plan):
     return orphaned, [k for k in plan["kept"] if k["digest"] not in listed]
 
 
-def _natural(text):
-    """A sort key that puts build-2 before build-10."""
-    return [int(part) if n % 2 else part.lower() for n, part in enumerate(DIGITS.split(text))]
-
-
-def _by_tag(item):
-    """Tagged items first, by their first tag in natural order; untagged ones by digest."""
-    tags = sorted(item["tags"], key=_natural)
-    return (0, _natural(tags[0]), item["digest"]) if tags else (1, [], item["digest"])
-
-
 def readable(repo, items):
     """A plan's items in the order a person reads them (a plan's own order is the deletion
     order): the selected items by tag, then the children they take along, grouped under their
     index in the same order, by platform. Each shown item gets its platform; the first child
     under an index carries ``heading`` (that index). Returns (selected, children), new dicts."""
-    selected = sorted((dict(i) for i in items if i["reason"] == SELECTED), key=_by_tag)
+    selected = sorted((dict(i) for i in items if i["reason"] == SELECTED), key=tag_order)
     position = {item["digest"]: n for n, item in enumerate(selected)}
     children = [dict(i) for i in items if i["reason"] == CHILD]
     for child in children:  # listed under its first selected index (an index is never "")

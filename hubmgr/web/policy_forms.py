@@ -56,7 +56,8 @@ class PolicyForm(forms.ModelForm):
     view saves through service.save_policy so the change is audited."""
 
     brake_share = PercentField(
-        label="Brake share (%)", initial=50,
+        label="Brake share (%)",
+        initial=CleanupPolicy._meta.get_field("brake_share").default,  # a fraction, shown in %
         help_text="Stop a repository whose plan removes more than this percentage of its "
                   "items: 0 to 100 (90 means 90%).")
 

@@ -37,25 +37,22 @@ def get_policy_to_change(request, policy_id) -> CleanupPolicy:
 
 
 def present_report(report) -> dict:
-    """The bounded report with what a page shows: sizes in words, the rules described, and
-    how many of each list are left out."""
+    """The bounded report with what a page shows: sizes in words, and each repository's
+    lists grouped by reason, in tag order, with a count per group (reports.grouped_lists,
+    over every item the report lists, before the lists are cut to what a page shows)."""
     report = reports.counted_apart(report)
     braked = reports.braked_counts(report) if report.get("totals") else None
+    groups = [reports.grouped_lists(entry, report.get("rules") or {})
+              for entry in (report.get("repositories") or [])[:reports.MAX_LISTED_REPOSITORIES]]
     report = reports.bounded(report)
-    described = report.get("rules", {})
-    remove, keep = described.get("remove", {}), described.get("keep", {})
-    for entry in report.get("repositories", []):
+    for entry, lists in zip(report.get("repositories", []), groups):
+        entry.update(lists)
         entry["reclaim_text"] = human_size(entry["reclaim_bytes"])
         entry["going_text"] = reports.going_text(entry, of=entry["items"])
         entry["going_parts"] = reports.going_text(entry)
-        for key in reports.LISTS:
-            entry[f"{key}_more"] = entry[f"{key}_count"] - len(entry.get(key) or [])
-        for item in entry["going"]:
-            item["rule_text"] = (remove.get(item.get("rule"))
-                                 or reports.CASCADED.get(item.get("reason")) or "")
-            item["size_text"] = human_size(item.get("size") or 0)
-        for item in entry["protected"]:
-            item["keep_text"] = "; ".join(keep.get(k, k) for k in item["keep"])
+        for group in entry["going_groups"]["groups"]:
+            for item in group["items"]:
+                item["size_text"] = human_size(item.get("size") or 0)
     totals = report.get("totals")
     if totals:
         totals["reclaim_text"] = human_size(totals["reclaim_bytes"])

@@ -360,7 +360,8 @@ def test_a_report_lists_are_bounded_with_and_n_more(maint, policy, monkeypatch):
     run = run_of(policy, status="done", report=report)
     html = maint.get(f"/policies/runs/{run.pk}/").content.decode()
     assert "and 3 more" in html and "2.5 MB" in html and "untagged for more than 7" in html
-    assert digest("g1")[7:19] in html and digest("g2")[7:19] not in html
+    by_digest = sorted(item["digest"] for item in going)  # (untagged: listed by digest)
+    assert by_digest[1][7:19] in html and by_digest[2][7:19] not in html
 
 
 def test_a_running_run_says_so_and_a_failed_one_says_why(maint, policy):
@@ -446,6 +447,8 @@ def test_the_brake_share_is_a_percentage_stored_as_a_fraction(maint, policy):
     assert CleanupPolicy.objects.get(name="ninety").brake_share == 0.9
     form = maint.get(f"/policies/{policy.pk}/edit").content.decode()
     assert 'value="50"' in field_block(form, "brake_share")  # the model's 0.5, in per cent
+    new = maint.get("/policies/new").content.decode()
+    assert 'value="50"' in field_block(new, "brake_share")  # the default, in per cent too
     maint.post(f"/policies/{policy.pk}/edit", {**BUILDS, "brake_share": "12.5"})
     policy.refresh_from_db()
     assert policy.brake_share == 0.125
@@ -794,3 +797,114 @@ def test_a_report_recorded_before_the_counts_renders_them(maint, alpine):
     report = maint.get(f"/api/v1/policy-runs/{run.pk}").json()["report"]
     assert (report["repositories"][0]["going_items"], report["totals"]["going_children"]) == (
         1, 2)
+
+
+# ---- run reports grouped by reason (issue 24) ------------------------------------------------
+def going_item(name, tags, rule="tag", reason="selected", size=1_000):
+    return {"digest": digest(name), "type": "image", "tags": tags, "size": size,
+            "reason": reason, "parents": [], "rule": rule if reason == "selected" else None}
+
+
+def recorded(policy, going, protected=(), kept=()):
+    """A done run whose report lists ``going``, ``protected`` and ``kept`` in team/app."""
+    rules = {"remove": {"tag": "every tag matches '^build-'", "untagged": "untagged for more "
+                        "than 7 days"},
+             "keep": {"last": "one of the 2 most recently pushed tagged items",
+                      "tag": "a tag matches 'latest'"}}
+    entry = {"repository": "team/app", "items": 20, "selected": len(going), "going": going,
+             "protected": list(protected), "kept": list(kept), "unread": [],
+             "reclaim_bytes": 5_000, "brake": None, "job": None}
+    report = {"policy": "builds", "mode": "report", "rules": rules, "note": "cascade",
+              "repositories": [entry],
+              "totals": {"repositories": 1, "planned": 1, "going": len(going),
+                         "protected": len(protected), "kept": len(kept),
+                         "reclaim_bytes": 5_000, "braked": 0, "braked_going": 0,
+                         "braked_reclaim_bytes": 0}}
+    return run_of(policy, status="done", dry_run=True, report=report)
+
+
+def groups_of(html, kind):
+    """[(reason, count text, [first tag or short digest of each listed item])] of a list."""
+    found = []
+    for part in html.split(f'<section class="report-group {kind}">')[1:]:
+        heading = part[part.index('class="group-reason">') + 21:part.index("</h5>")]
+        reason, count = heading.split(' <span class="group-count">(')
+        items = []
+        for li in part[:part.index("</ul>")].split("<li>")[1:]:
+            tag = li.split('<span class="tag">')[1].split("<")[0] if "tag" in li else None
+            items.append(tag or li.split('">')[1][:12])
+        found.append((reason, count.split(")")[0], items))
+    return found
+
+
+def test_a_report_groups_what_goes_by_reason_in_tag_order_with_counts(maint, policy):
+    going = [going_item("b10", ["build-10"]), going_item("u1", [], rule="untagged"),
+             going_item("b9", ["build-9", "build-x"]), going_item("b2", ["build-2"]),
+             going_item("child", [], reason="unreferenced_child"), going_item("B3", ["BUILD-3"]),
+             going_item("u2", [], rule="untagged")]
+    run = recorded(policy, going)
+    html = maint.get(f"/policies/runs/{run.pk}/").content.decode()
+    untagged = sorted([digest("u1"), digest("u2")])
+    assert groups_of(html, "going") == [
+        ("every tag matches &#x27;^build-&#x27;", "4",
+         ["build-2", "BUILD-3", "build-9", "build-10"]),
+        ("untagged for more than 7 days", "2", [d[7:19] for d in untagged]),
+        ("an unreferenced child of an index that goes", "1", [digest("child")[7:19]]),
+    ]
+    assert html.count("untagged for more than 7 days") == 1  # said once, not on every line
+    assert '<span class="tag">build-9</span> <span class="tag">build-x</span> 1.0 kB' in html
+
+
+def test_a_report_groups_what_is_protected_and_kept_by_reason(maint, policy):
+    protected = [{"digest": digest(f"p{n}"), "tags": [f"v1.{n}"], "rule": "tag",
+                  "keep": ["last"]} for n in (10, 2)]
+    protected.append({"digest": digest("latest"), "tags": ["latest"], "rule": "tag",
+                      "keep": ["last", "tag"]})
+    kept = [{"digest": digest("k1"), "reason": "referenced by index sha256:aaa", "tags": ["a"]},
+            {"digest": digest("k2"), "reason": "has its own tags: x", "tags": ["x"]},
+            {"digest": digest("k3"), "reason": "referenced by index sha256:aaa", "tags": []}]
+    run = recorded(policy, [going_item("b1", ["build-1"])], protected, kept)
+    html = maint.get(f"/policies/runs/{run.pk}/").content.decode()
+    assert groups_of(html, "protected") == [
+        ("one of the 2 most recently pushed tagged items", "2", ["v1.2", "v1.10"]),
+        ("one of the 2 most recently pushed tagged items; a tag matches &#x27;latest&#x27;",
+         "1", ["latest"])]
+    assert groups_of(html, "kept") == [
+        ("has its own tags: x", "1", ["x"]),
+        ("referenced by index sha256:aaa", "2", ["a", digest("k3")[7:19]])]
+
+
+def test_a_report_groups_count_every_item_while_listing_the_first(maint, policy, monkeypatch):
+    from hubmgr.policies import reports
+
+    monkeypatch.setattr(reports, "MAX_LISTED_ITEMS", 4)
+    going = ([going_item(f"b{n}", [f"build-{n}"]) for n in range(12, 0, -1)]
+             + [going_item(f"u{n}", [], rule="untagged") for n in range(3)])
+    run = recorded(policy, going)
+    html = maint.get(f"/policies/runs/{run.pk}/").content.decode()
+    [tagged, untagged] = groups_of(html, "going")
+    assert tagged[:2] == ("every tag matches &#x27;^build-&#x27;", "12")
+    assert tagged[2] == ["build-1", "build-2"] and len(untagged[2]) == 2
+    assert "and 10 more" in html and "and 1 more" in html
+
+
+def test_a_dry_run_cut_by_the_engine_says_its_groups_count_what_is_listed(maint, policy,
+                                                                          inventory,
+                                                                          monkeypatch):
+    from hubmgr.policies import reports
+
+    monkeypatch.setattr(reports, "MAX_LISTED_ITEMS", 2)  # the engine lists the first two
+    html = maint.post(f"/policies/{policy.pk}/dry-run", **HTMX).content.decode()
+    counts = [count for _, count, _ in groups_of(html, "going")]
+    assert counts and all(count.endswith(" listed") for count in counts)
+    assert sum(int(count.split()[0]) for count in counts) == 2
+    assert "and 2 more, not listed here." in html
+
+
+def test_a_report_recorded_without_reasons_still_renders(maint, policy):
+    old = going_item("old", ["v1"])
+    del old["rule"], old["reason"]
+    run = recorded(policy, [old])
+    resp = maint.get(f"/policies/runs/{run.pk}/")
+    assert resp.status_code == 200
+    assert groups_of(resp.content.decode(), "going") == [("no reason recorded", "1", ["v1"])]
