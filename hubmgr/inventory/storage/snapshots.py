@@ -2,9 +2,9 @@
 (StorageSnapshot) for the overview and its charts.
 
 At a million manifests the registry's distinct blobs cannot be summed within a page's time, so
-they are computed here, on a schedule (Celery beat, every HUBMGR_SNAPSHOT_INTERVAL_MINUTES),
-after a sync of the whole catalog, and by ``manage.py snapshot``. A day's row holds that
-day's last computation; earlier days stay as they were.
+they are computed here, in the background (Celery beat, when the inventory changed: see
+below), after a sync of the whole catalog, and by ``manage.py snapshot``. A day's row holds
+that day's last computation; earlier days stay as they were.
 
 What the figures mean:
 - **bytes**: distinct blobs (configs and layers) that some manifest references. The

@@ -7,7 +7,8 @@ from hubmgr.units import plural
 
 class Command(BaseCommand):
     help = ("Compute the overview's storage figures now, as today's snapshot (Celery beat does "
-            "this every HUBMGR_SNAPSHOT_INTERVAL_MINUTES).")
+            "this when the inventory changed, at most every "
+            "HUBMGR_SNAPSHOT_INTERVAL_MINUTES, and daily).")
 
     def handle(self, **options):
         row = snapshots.take(default_registry())
