@@ -3,6 +3,8 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# Where `make run` serves hubmgr: make run PORT=8001
+PORT ?= 8000
 
 .PHONY: run check test bench install install-dev system-deps system-deps-test clean
 
@@ -28,7 +30,7 @@ system-deps-test:
 	bash scripts/system-deps.sh test
 
 run: system-deps install
-	$(PY) manage.py launch
+	$(PY) manage.py launch --addr 127.0.0.1:$(PORT)
 
 # Tests that need none of these markers (set in tests/conftest.py and by the tests).
 FAST := not (registry or browser or live or worker or redis or postgres or slow)

@@ -15,7 +15,9 @@ import socket
 import subprocess
 import tarfile
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import requests
@@ -74,9 +76,10 @@ FOREIGN_URLS = ["^https?://"]
 
 def registry_config(root: Path, port: int, *, notify_url=None, notify_token=None,
                     htpasswd=None, token_auth=None, delete=True, log=None,
-                    foreign_layers=False) -> dict:
+                    foreign_layers=False, readonly=False) -> dict:
     """A docker-registry config. ``foreign_layers`` accepts manifests whose foreign layers
-    name http(s) URLs (Windows base images), off by default as in distribution."""
+    name http(s) URLs (Windows base images), off by default as in distribution; ``readonly``
+    refuses pushes and deletes (storage.maintenance.readonly), as while it is collected."""
     config = {
         "version": 0.1,
         "log": {"level": "warn", "accesslog": {"disabled": True}},
@@ -97,6 +100,8 @@ def registry_config(root: Path, port: int, *, notify_url=None, notify_token=None
             "backoff": "1s",
             "ignoredmediatypes": ["application/octet-stream"],
         }]}
+    if readonly:
+        config["storage"]["maintenance"] = {"readonly": {"enabled": True}}
     if foreign_layers:
         config["validation"] = {"manifests": {"urls": {"allow": FOREIGN_URLS}}}
     if log:  # e.g. an access log at info level, for import_pulls tests
@@ -108,8 +113,11 @@ def registry_config(root: Path, port: int, *, notify_url=None, notify_token=None
     return config
 
 
-def start_registry(root: Path, port: int | None = None, **options) -> Service:
-    """Start `docker-registry serve` on loopback. YAML is a superset of JSON, so we write JSON."""
+def start_registry(root: Path, port: int | None = None, *, detach=False, **options) -> Service:
+    """Start `docker-registry serve` on loopback. YAML is a superset of JSON, so we write JSON.
+    ``detach`` starts it in a session of its own, so a Ctrl-C at the terminal reaches only
+    whoever started it (`make run` stops its children itself, in order). ``options`` go to
+    ``registry_config`` and are kept, so that ``restart_registry`` can start it again."""
     if not Path(REGISTRY_BIN).exists():
         raise RuntimeError("docker-registry is not installed: run `apt-get install "
                            "docker-registry` (make run and make test do this as root)")
@@ -124,9 +132,10 @@ def start_registry(root: Path, port: int | None = None, **options) -> Service:
         log = open(log_path, "ab")
         logged = log.tell()
         proc = subprocess.Popen([REGISTRY_BIN, "serve", str(config_path)], stdout=log,
-                                stderr=log, stdin=subprocess.DEVNULL)
+                                stderr=log, stdin=subprocess.DEVNULL, start_new_session=detach)
         url = f"http://127.0.0.1:{chosen}"
-        service = Service(proc, url, root, config_path, name="the registry", log=log_path)
+        service = Service(proc, url, root, config_path, name="the registry", log=log_path,
+                          extra={"port": chosen, "detach": detach, "options": options})
         try:
             wait_for(lambda: proc.poll() is not None or requests.get(url + "/v2/", timeout=1)
                      .status_code in (200, 401), "docker-registry")
@@ -142,6 +151,36 @@ def start_registry(root: Path, port: int | None = None, **options) -> Service:
     raise RuntimeError(f"docker-registry did not start; see {log_path}")
 
 
+def restart_registry(service: Service, **changes) -> Service:
+    """Stop ``service`` and start it again on its port and folder, with its options and
+    ``changes`` (e.g. ``readonly=True``). Its name stays."""
+    service.stop()
+    options = {**service.extra["options"], **changes}
+    again = start_registry(service.root, service.extra["port"], detach=service.extra["detach"],
+                           **options)
+    again.name = service.name
+    return again
+
+
+def collect_registry(service: Service) -> tuple[Service, int, str]:
+    """Garbage-collect a registry this process started, as distribution wants it: restarted
+    read-only while the collector runs, then restarted read-write, which also empties its
+    blob descriptor cache (it would keep answering 200 for collected blobs; distribution
+    issue 2945). Answers the registry as it runs again, the bytes of blob data freed on disk,
+    and the collector's error ("" when it succeeded). RuntimeError when the registry does not
+    start again."""
+    before = blob_bytes(service.root)
+    service = restart_registry(service, readonly=True)
+    try:
+        garbage_collect(service.config_path)
+        error = ""
+    except subprocess.CalledProcessError as exc:
+        lines = (exc.stderr or exc.stdout or "").strip().splitlines()
+        error = lines[-1] if lines else f"exit code {exc.returncode}"
+    service = restart_registry(service, readonly=False)
+    return service, before - blob_bytes(service.root), error
+
+
 def blob_bytes(root: Path) -> int:
     """Bytes of blob data a registry stores on disk (what its garbage collector frees)."""
     blobs = Path(root) / "storage" / "docker" / "registry" / "v2" / "blobs"
@@ -155,7 +194,7 @@ def garbage_collect(config_path: Path, delete_untagged=False) -> str:
     return subprocess.run(args, check=True, capture_output=True, text=True).stdout
 
 
-def start_redis(root: Path, port: int | None = None) -> Service:
+def start_redis(root: Path, port: int | None = None, *, detach=False) -> Service:
     import redis
 
     root = Path(root)
@@ -164,7 +203,8 @@ def start_redis(root: Path, port: int | None = None) -> Service:
     proc = subprocess.Popen(
         [REDIS_BIN, "--bind", "127.0.0.1", "--port", str(port), "--save", "",
          "--appendonly", "no", "--dir", str(root), "--logfile", str(root / "redis.log")],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=detach)
     url = f"redis://127.0.0.1:{port}/0"
     service = Service(proc, url, root, name="Redis", log=root / "redis.log")
     try:
@@ -311,9 +351,93 @@ def seed_samples(client, scale: float = 1.0) -> dict:
     stable = client.get_manifest("team/api", "1.5.0")
     client.put_manifest("team/api", "stable", stable.body, stable.media_type)
     for name in ("nightly-1", "nightly-2", "nightly-3"):
-        push_image(client, "team/worker", [app_base, layer(f"worker-{name}", 900_000)],
-                   created="2026-10-01T00:00:00Z", tag=name, platform="linux/arm64")
+        out[f"team/worker:{name}"] = push_image(
+            client, "team/worker", [app_base, layer(f"worker-{name}", 900_000)],
+            created="2026-10-01T00:00:00Z", tag=name, platform="linux/arm64")["digest"]
     out.update({f"alpine:3.20 {name}": digest
                 for name, digest in seed_artifacts(client, "library/alpine", "3.20").items()})
     out["charts/web:1.0.0"] = push_chart(client, "charts/web", "web", "1.0.0")
     return out
+
+
+# ---- the demo's history ----------------------------------------------------------------------
+# What the demo registry went through before `make run` first started it, in days before now:
+# when each sample was pushed (after its image was built), and from when to when it was
+# pulled, every so many hours. Every state of the table appears: pulled within the stale
+# period (Active), pulled only before it (Stale), never pulled (Stale when pushed long ago,
+# Active when lately). Some alpine build is pulled every 8 hours from the first push on, so
+# the log has no gap: `import_pulls --complete` takes it to cover those 700 days.
+# (seed_samples' name, repository, days ago pushed, (first pull, last pull, hours apart))
+DEMO_HISTORY = (
+    ("alpine:old", "library/alpine", 700, (700, 600, 8)),
+    ("alpine:3.19", "library/alpine", 600, (600, 186, 8)),
+    ("alpine:3.20", "library/alpine", 186, (186, 0, 8)),
+    ("alpine:3.20 signature", "library/alpine", 186, None),
+    ("alpine:3.20 sbom", "library/alpine", 186, None),
+    ("alpine:3.20 referrers", "library/alpine", 186, None),
+    ("team/api:1.1.0", "team/api", 320, (320, 300, 24)),
+    ("team/api:1.2.0", "team/api", 290, None),
+    ("team/api:1.3.0", "team/api", 260, (259, 150, 24 * 7)),
+    ("team/api:1.4.0", "team/api", 230, None),
+    ("team/api:1.5.0", "team/api", 200, (200, 0, 12)),
+    ("charts/web:1.0.0", "charts/web", 250, None),
+    ("team/worker:nightly-1", "team/worker", 3, None),
+    ("team/worker:nightly-2", "team/worker", 2, None),
+    ("team/worker:nightly-3", "team/worker", 1, (1, 0, 6)),
+)
+CLIENT_AGENT = "docker/27.3.1 go/go1.22.7 os/linux arch/amd64"
+
+
+def demo_history(client, seeded: dict, now: datetime) -> tuple[list[dict], list[str]]:
+    """The demo's past as a registry would have recorded it, from ``seeded`` (seed_samples'
+    answer): the push events its notifications would have sent (each manifest, an index's
+    images a second before it, with the tags that name it now) and its access log in the
+    combined format (each push as a PUT, each pull as a GET of the manifest by digest, and of
+    an index's first image after it). Answers (events, log lines), oldest first."""
+    tags = defaultdict(list)
+    for repository in {repo for _, repo, _, _ in DEMO_HISTORY}:
+        for tag in client.tags(repository):
+            tags[repository, client.head_manifest(repository, tag)].append(tag)
+    events, requests_ = [], []
+    for name, repository, pushed_days, pulls in DEMO_HISTORY:
+        top = client.get_manifest(repository, seeded[name])
+        body = json.loads(top.body)
+        children = [(c["digest"], c["mediaType"], c["size"]) for c in body.get("manifests", [])
+                    if body.get("mediaType") == OCI_INDEX and "platform" in c]
+        pushed = now - timedelta(days=pushed_days)
+        for n, (digest, media_type, size) in enumerate(children):
+            when = pushed - timedelta(seconds=len(children) - n)
+            events.append(_push_event(when, repository, digest, media_type, size, ""))
+            requests_.append((when, "PUT", repository, digest, 201))
+        for tag in tags[repository, top.digest] or [""]:
+            events.append(_push_event(pushed, repository, top.digest, top.media_type,
+                                      len(top.body), tag))
+        requests_.append((pushed, "PUT", repository, top.digest, 201))
+        if pulls:
+            first, last, hours = pulls
+            when = now - timedelta(days=first) + timedelta(minutes=7)
+            while when <= now - timedelta(days=last):
+                requests_.append((when, "GET", repository, top.digest, 200))
+                if children:
+                    requests_.append((when + timedelta(seconds=1), "GET", repository,
+                                      children[0][0], 200))
+                when += timedelta(hours=hours)
+    events.sort(key=lambda e: e["timestamp"])
+    requests_.sort()
+    lines = [f'10.0.0.{7 + len(repo) % 5} - - [{when.strftime("%d/%b/%Y:%H:%M:%S +0000")}] '
+             f'"{method} /v2/{repo}/manifests/{digest} HTTP/1.1" {status} '
+             f'{0 if method == "PUT" else 1024} "-" "{CLIENT_AGENT}"'
+             for when, method, repo, digest, status in requests_]
+    return events, lines
+
+
+def _push_event(when, repository, digest, media_type, size, tag) -> dict:
+    target = {"mediaType": media_type, "digest": digest, "size": size, "length": size,
+              "repository": repository}
+    if tag:
+        target["tag"] = tag
+    named = hashlib.sha256(f"{repository}@{digest}:{tag}".encode()).hexdigest()
+    return {"id": f"demo-{named[:32]}",
+            "timestamp": when.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "action": "push",
+            "target": target, "request": {"method": "PUT", "useragent": CLIENT_AGENT},
+            "actor": {}, "source": {"addr": "demo"}}
