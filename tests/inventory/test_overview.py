@@ -563,3 +563,34 @@ def test_a_committed_write_marks_the_registry_and_a_rolled_back_one_does_not():
 def test_the_beat_checks_every_minute_and_the_interval_is_the_spacing(settings):
     entry = settings.CELERY_BEAT_SCHEDULE["storage-snapshot"]
     assert entry["schedule"] == 60.0 and entry["options"]["expires"] == 60.0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_forgetting_a_repository_marks_the_snapshot_changed():
+    from hubmgr.inventory.catalog.store import forget_repositories
+
+    repo, *_ = sample_repo()
+    snapshots.take(default_registry())
+    assert not snapshots.changed_since(default_registry())
+    forget_repositories([repo])
+    assert snapshots.changed_since(default_registry())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_computation_that_fails_leaves_the_figures_due(monkeypatch):
+    sample_repo()
+    snapshots.take(default_registry())
+    an_interval_passes()
+    StorageSnapshot.objects.update(date=F("date") - timedelta(days=1))  # due: no row today
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(snapshots, "compute", broken)
+    with pytest.raises(RuntimeError):
+        tasks.snapshot()
+    assert snapshots.changed_since(default_registry())  # due again, an interval on
+    monkeypatch.undo()
+    assert tasks.snapshot() is None  # not before the interval
+    an_interval_passes()
+    assert tasks.snapshot() is not None and not snapshots.changed_since(default_registry())
