@@ -1,6 +1,7 @@
 """The Image Management table on a phone (390 x 844) in Chromium: nothing scrolls sideways, and
 the preview's reclaim figure and "Delete forever" stay on screen however long the list is;
-a viewer's table; copying a pull command with and without the Clipboard API."""
+a viewer's table; copying a pull command with and without the Clipboard API. Every other page
+at 390 px, and tap targets of at least 24 x 24 px."""
 
 import pytest
 from playwright.sync_api import expect
@@ -9,6 +10,7 @@ from hubmgr.inventory.catalog.store import refresh
 
 from tests.support.browser import OUTPUT, login, wait_for_rows
 from tests.support.factories import make_image, sample_repo
+from tests.support.pages import LOGIN, PERMISSIONS, every_page
 
 PHONE = (390, 844)
 # Wider than the viewport: the page, not a scrolling box inside it.
@@ -36,7 +38,7 @@ def long_repo():
 
 @pytest.fixture
 def phone(browser, live_server, transactional_db):
-    page = login(browser, live_server, "maria", ["delete_images"], viewport=PHONE)
+    page = login(browser, live_server, "maria", PERMISSIONS, viewport=PHONE)
     yield page
     page.context.close()
     assert page.csp_violations == []
@@ -142,3 +144,43 @@ def test_copy_writes_the_pull_command_or_selects_it_without_the_clipboard_api(
     expect(bare.locator("span.digest button.copy")).to_have_text("Press Ctrl+C")
     bare.context.close()
     assert bare.csp_violations == []
+
+
+def test_every_page_at_390_px_scrolls_nothing_sideways(phone, live_server):
+    """The repositories page was 879-887 px wide, the overview 493-500, the policies list 602,
+    a policy's runs 568 (issue 24): each table is a list of cards on a phone now."""
+    page = phone
+    OUTPUT.mkdir(exist_ok=True)
+    wide = {}
+    for name, path in every_page():
+        page.goto(f"{live_server.url}{path}")
+        expect(page.locator("main h1")).to_be_visible()
+        page.screenshot(path=str(OUTPUT / f"phone-{name}.png"), full_page=True)
+        if page.evaluate(SIDEWAYS) > 0:
+            wide[name] = page.evaluate("document.documentElement.scrollWidth")
+    page.context.clear_cookies()
+    page.goto(f"{live_server.url}{LOGIN[1]}")
+    if page.evaluate(SIDEWAYS) > 0:
+        wide["login"] = page.evaluate("document.documentElement.scrollWidth")
+    assert wide == {}, f"wider than {PHONE[0]} px: {wide}"
+
+
+def test_row_checkboxes_and_the_navigation_are_tap_targets_of_24_px(phone, live_server):
+    """A row's checkbox was a 13 x 13 px target; its label around it takes the tap now."""
+    page = phone
+    sample_repo()
+    page.goto(f"{live_server.url}/repositories/team/app")
+    wait_for_rows(page, 5)
+    hits = page.locator("label.hit")
+    assert hits.count() == 6  # the page's and each row's
+    for n in range(hits.count()):
+        box = hits.nth(n).bounding_box()
+        assert box["width"] >= 24 and box["height"] >= 24, box
+    # A tap on the label's corner, off the box itself, checks the row.
+    box = hits.nth(1).bounding_box()
+    page.mouse.click(box["x"] + 1, box["y"] + 1)
+    expect(page.locator("input.select-item").first).to_be_checked()
+    expect(page.locator("#selected-count")).to_have_text("1 selected")
+    for link in page.locator("nav.main-nav a").all():
+        box = link.bounding_box()
+        assert box["height"] >= 24, (link.text_content(), box)

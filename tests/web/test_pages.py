@@ -30,7 +30,7 @@ def test_the_repositories_page_lists_counts_and_sizes(logged_in):
     html = logged_in.get("/repositories/").content.decode()
     assert 'href="/repositories/team/app"' in html
     # 1 index + 3 tagged images + 1 untagged; children are not items of their own.
-    assert '<td class="num">5</td>' in html
+    assert '<td class="num" data-label="Items">5</td>' in html
     assert "No registry is configured" in html
 
 

@@ -1,4 +1,5 @@
 from django import template
+from django.utils.safestring import mark_safe
 
 from hubmgr.registry.artifacts import TOOLS
 from hubmgr.units import human_size
@@ -35,3 +36,18 @@ def in_seconds(seconds):
     if seconds < 7200:
         return f"in {round(seconds / 60)} min"
     return f"in {round(seconds / 3600)} h"
+
+
+# The navigation's sections, by the first words of their pages' URL names.
+SECTIONS = (("home", "overview"), ("repositor", "repositories"), ("job", "jobs"),
+            ("polic", "policies"), ("protected-tag", "protected-tags"))
+
+
+@register.simple_tag(takes_context=True)
+def nav_current(context, section):
+    """' aria-current="page"' on the navigation link of the section the page belongs to (a
+    page whose URL name no section starts is its own section: "images" for /images)."""
+    match = getattr(context.get("request"), "resolver_match", None)
+    name = match.url_name if match else ""
+    own = next((s for prefix, s in SECTIONS if name and name.startswith(prefix)), name)
+    return mark_safe(' aria-current="page"') if own == section else ""
