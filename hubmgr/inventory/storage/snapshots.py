@@ -166,9 +166,10 @@ def note_change(registry_id):
 
 def changed_since(registry: Registry) -> bool:
     """Whether the inventory changed after the latest computation of the figures started
-    (True when there is a change and no computation yet)."""
+    (True when there is a change and no computation yet). A change in the same instant counts
+    (SQLite's clock has milliseconds): at worst the figures are computed once more."""
     changed, started = registry.inventory_changed_at, registry.snapshot_started_at
-    return changed is not None and (started is None or changed > started)
+    return changed is not None and (started is None or changed >= started)
 
 
 def due(registry: Registry, now=None) -> bool:
