@@ -14,12 +14,14 @@ MODES = [("desktop", (1280, 800), "light"), ("desktop", (1280, 800), "dark"),
          ("phone", (390, 844), "light"), ("phone", (390, 844), "dark")]
 BLOCKING = {"serious", "critical"}
 AXE = Axe()
+# axe's defaults, and WCAG 2.2's 24 x 24 px tap targets (target-size, off by default).
+OPTIONS = {"resultTypes": ["violations"], "rules": {"target-size": {"enabled": True}}}
 
 
 def violations(page):
     """axe's serious and critical violations on the page, in words: rule, impact, and the
     elements it names with axe's own explanation."""
-    found = AXE.run(page).response["violations"]
+    found = AXE.run(page, options=OPTIONS).response["violations"]
     return [f"{v['id']} ({v['impact']}): {v['help']}\n" + "\n".join(
         f"    {', '.join(map(str, node['target']))}: {node.get('failureSummary', '')}"
         for node in v["nodes"][:6]) for v in found if v["impact"] in BLOCKING]
@@ -91,5 +93,28 @@ def test_the_checks_can_fail(browser, live_server, transactional_db):
         }""")
         found = "\n".join(violations(page))
         assert "label (critical)" in found and "color-contrast (serious)" in found
+    finally:
+        page.context.close()
+
+
+def test_the_keyboard_skips_to_the_content_and_sees_the_current_page(browser, live_server,
+                                                                    transactional_db):
+    page = login(browser, live_server, "maria", PERMISSIONS)
+    try:
+        page.goto(f"{live_server.url}/policies/")
+        page.keyboard.press("Tab")  # the first stop: the skip link, shown when focused
+        skip = page.locator("a.skip-link")
+        expect(skip).to_be_focused()
+        box = skip.bounding_box()
+        assert box["y"] >= 0 and box["height"] >= 24
+        page.keyboard.press("Enter")
+        assert page.evaluate("document.activeElement.id") == "main"
+        # The current section is marked for the eye too, not only for a screen reader.
+        style = "el => [getComputedStyle(el).fontWeight, getComputedStyle(el).borderBottomColor]"
+        current = page.locator("nav.main-nav a[aria-current=page]")
+        expect(current).to_have_text("Policies")
+        other = page.locator("nav.main-nav a", has_text="Deletion jobs")
+        assert current.evaluate(style) != other.evaluate(style)
+        assert page.csp_violations == []
     finally:
         page.context.close()
