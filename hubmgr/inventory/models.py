@@ -258,7 +258,11 @@ class Manifest(TriggerCounted):
     foreign_size = models.BigIntegerField(default=0, db_default=0)
     read_version = models.PositiveSmallIntegerField(default=0, db_default=0)
 
-    TRIGGER_COUNTED = ("digest_repositories",)
+    # The bytes of the blobs this manifest alone links to (Blob.manifest_count 1; kept by
+    # triggers, migration 0016): what deleting it frees of its blobs, whatever else goes.
+    sole_bytes = models.BigIntegerField(default=0, db_default=0)
+
+    TRIGGER_COUNTED = ("digest_repositories", "sole_bytes")
     objects = ManifestQuerySet.as_manager()
 
     class Meta:

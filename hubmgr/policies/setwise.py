@@ -27,7 +27,9 @@ back to the database in a table. The planner's rules, as ``deletion.planner`` st
 - freed: a manifest's own blob when no other repository of the registry has its digest; a
   layer or config when every manifest referencing it is going in the same repository's plan.
   The inventory keeps both counts (``Manifest.digest_repositories``, ``Blob.manifest_count``),
-  so each is a comparison, not a search.
+  so each is a comparison, not a search; and, of each manifest, the bytes of the blobs it
+  alone links to (``Manifest.sole_bytes``), so that the blobs one going manifest frees are a
+  column of its row.
 """
 
 import re
@@ -106,10 +108,12 @@ _scope = ContextVar("setwise_scope")  # a narrow scope's repository ids, else No
 PG_SETTINGS = {"work_mem": "128MB", "parallel_setup_cost": "0", "parallel_tuple_cost": "0",
                "jit": "off", "enable_mergejoin": "off"}
 
-# Of a manifest row: whether it is unread, and its own blob's bytes when deleting it frees
-# them (no other repository of the registry has its digest: a count the triggers keep).
+# Of a manifest row: whether it is unread, and the bytes deleting it frees whatever else
+# goes: its own blob's when no other repository of the registry has its digest, and those of
+# the blobs no other manifest links to (counts the triggers keep).
 _UNREAD = "CASE WHEN {m}.fetched THEN 0 ELSE 1 END"
-_OWN = "CASE WHEN {m}.digest_repositories = 1 THEN {m}.manifest_size ELSE 0 END"
+_OWN = ("(CASE WHEN {m}.digest_repositories = 1 THEN {m}.manifest_size ELSE 0 END "
+        "+ {m}.sole_bytes)")
 
 
 def _q(sql):
@@ -534,22 +538,16 @@ _KEPT = ("SELECT g.repo, c.child_id AS id FROM hm_item g JOIN {ic} c ON c.index_
          + f" UNION SELECT repo, id FROM hm_item WHERE keeps IN ({BLOCKED}, {PROTECTED})")
 
 # A layer or config is freed when every manifest referencing it is going in this
-# repository's plan: when as many of them go as the count the inventory's triggers keep.
-# Two branches: a blob one manifest references is freed with it, counted without grouping
-# (and so in parallel on PostgreSQL; on SQLite from the going items, not from every blob); one
-# that several reference is grouped, found from the
-# blobs referenced at most as often as a repository has going items (%s; a base layer that
-# many repositories share is never a candidate), so the common case needs no grouping.
+# repository's plan: when as many of them go as the count the inventory's triggers keep. A
+# blob one manifest references is in that manifest's ``own`` (Manifest.sole_bytes); one that
+# several reference is grouped here, found from the blobs referenced at most as often as a
+# repository has going items (%s; a base layer that many repositories share is never a
+# candidate).
 _FREED_BLOBS = (
-    "SELECT repo, SUM(size) FROM ("
-    "SELECT g.repo, SUM(b.size) AS size FROM hm_item g CROSS JOIN {mb} l CROSS JOIN {b} b "
-    "WHERE l.manifest_id = g.id AND b.id = l.blob_id AND g.keeps = 0 AND b.manifest_count = 1 "
-    "GROUP BY g.repo "
-    "UNION ALL SELECT x.repo, SUM(b.size) FROM (SELECT g.repo, l.blob_id, COUNT(*) AS n "
+    "SELECT x.repo, SUM(b.size) FROM (SELECT g.repo, l.blob_id, COUNT(*) AS n "
     "FROM {b} s JOIN {mb} l ON l.blob_id = s.id JOIN hm_item g ON g.id = l.manifest_id "
     "WHERE s.manifest_count BETWEEN 2 AND %s AND g.keeps = 0 GROUP BY g.repo, l.blob_id) x "
-    "JOIN {b} b ON b.id = x.blob_id WHERE b.manifest_count = x.n GROUP BY x.repo"
-    ") u GROUP BY repo")
+    "JOIN {b} b ON b.id = x.blob_id WHERE b.manifest_count = x.n GROUP BY x.repo")
 
 
 def _lists(cursor, limit, unread, staying, by_id, protection) -> dict:

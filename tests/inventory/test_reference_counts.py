@@ -1,6 +1,7 @@
-"""The reference counts that database triggers keep (inventory migration 0010):
-Blob.manifest_count and Manifest.digest_repositories stay equal to a count made from scratch
-through every kind of write, and the migration's backfill counts what was stored before."""
+"""The reference counts that database triggers keep (inventory migrations 0010 and 0016):
+Blob.manifest_count, Manifest.digest_repositories and Manifest.sole_bytes stay equal to a count
+made from scratch through every kind of write, and the migrations' backfills count what was
+stored before."""
 
 import importlib
 from collections import Counter
@@ -23,17 +24,25 @@ BLOBS = 4  # per registry
 
 def recounted():
     """({blob id: manifests linking to it}, {manifest id: repositories of its registry
-    holding its digest}), counted from scratch."""
-    links = Counter(ManifestBlob.objects.values_list("blob_id", flat=True))
+    holding its digest}, {manifest id: bytes of the blobs it alone links to}), counted from
+    scratch."""
+    pairs = list(ManifestBlob.objects.values_list("manifest_id", "blob_id"))
+    links = Counter(blob for _, blob in pairs)
+    sizes = dict(Blob.objects.values_list("pk", "size"))
     rows = list(Manifest.objects.values_list("pk", "digest", "repository__registry_id"))
     copies = Counter((d, registry) for _, d, registry in rows)
-    return ({pk: links[pk] for pk in Blob.objects.values_list("pk", flat=True)},
-            {pk: copies[(d, registry)] for pk, d, registry in rows})
+    sole = Counter()
+    for manifest_id, blob in pairs:
+        sole[manifest_id] += sizes[blob] if links[blob] == 1 else 0
+    return ({pk: links[pk] for pk in sizes},
+            {pk: copies[(d, registry)] for pk, d, registry in rows},
+            {pk: sole[pk] for pk, *_ in rows})
 
 
 def stored():
     return (dict(Blob.objects.values_list("pk", "manifest_count")),
-            dict(Manifest.objects.values_list("pk", "digest_repositories")))
+            dict(Manifest.objects.values_list("pk", "digest_repositories")),
+            dict(Manifest.objects.values_list("pk", "sole_bytes")))
 
 
 def inventory():
@@ -131,9 +140,12 @@ def test_a_digest_in_two_repositories_of_a_registry_counts_two_and_one_in_anothe
         ("elsewhere/a", 1), ("team/a", 2), ("team/b", 2)]
     layer = blobs[(repos[0].registry_id, 0)]
     assert Blob.objects.get(pk=layer.pk).manifest_count == 2
+    assert Manifest.objects.get(repository=repos[0]).sole_bytes == 0  # shared with team/b
     Repository.objects.filter(name="team/b").delete()
     assert Manifest.objects.get(repository=repos[0]).digest_repositories == 1
     assert Blob.objects.get(pk=layer.pk).manifest_count == 1
+    # team/a's manifest alone links both layers now (sizes 10 and 11).
+    assert Manifest.objects.get(repository=repos[0]).sole_bytes == 21
 
 
 @pytest.mark.django_db
@@ -143,10 +155,12 @@ def test_the_migration_counts_what_was_stored_before_it():
     expected = recounted()
     # As the rows stood when the columns were added: every count at its default.
     Blob.objects.update(manifest_count=0)
-    with connection.cursor() as cursor:  # (an UPDATE of this column fires no trigger)
-        cursor.execute(f"UPDATE {Manifest._meta.db_table} SET digest_repositories = 1")
-    migration = importlib.import_module("hubmgr.inventory.migrations.0010_reference_counts")
+    with connection.cursor() as cursor:  # (an UPDATE of these columns fires no trigger)
+        cursor.execute(f"UPDATE {Manifest._meta.db_table} SET digest_repositories = 1, "
+                       "sole_bytes = 0")
+    counts = importlib.import_module("hubmgr.inventory.migrations.0010_reference_counts")
+    sole = importlib.import_module("hubmgr.inventory.migrations.0016_sole_bytes")
     with connection.cursor() as cursor:
-        for sql in migration.BACKFILL:
+        for sql in [*counts.BACKFILL, sole.BACKFILL]:
             cursor.execute(sql)
     assert stored() == expected
