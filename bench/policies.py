@@ -148,6 +148,7 @@ def bench_preview(policy):
     from django.test import Client
 
     from hubmgr.policies import service
+    from hubmgr.web.policy_forms import percent_text
 
     from .common import percentile
 
@@ -158,6 +159,7 @@ def bench_preview(policy):
     client.force_login(user)
     data = {k: "" if v is None else v for k, v in service.as_data(policy).items()}
     data.pop("name", None)
+    data["brake_share"] = percent_text(policy.brake_share)  # the form takes per cent
     per = MANIFESTS // REPOS
     scopes = [("bench-pol/*", MANIFESTS)]
     n = PREVIEW_MANIFESTS // per  # the first n repositories hold 100,000 manifests
