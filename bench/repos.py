@@ -24,7 +24,8 @@ def build_repositories(n):
                    item_count=(i * 37) % 5003, tagged_count=(i * 37) % 5003 // 2,
                    total_size=(i * 7919) % 50_000_000_000,
                    last_pushed=None if i % 10 == 0 else now - timedelta(minutes=(i * 13) % 99991),
-                   last_pulled=None if i % 4 == 0 else now - timedelta(minutes=(i * 7) % 99991))
+                   last_pulled=None if i % 4 == 0 else now - timedelta(minutes=(i * 7) % 99991),
+                   stale_count=None if i % 9 == 0 else (i * 53) % 2500)
         for i in range(n)], batch_size=2000)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE")
@@ -33,6 +34,7 @@ def build_repositories(n):
 def bench_repositories():
     from django.contrib.auth import get_user_model
 
+    from hubmgr.inventory.catalog import listing
     from hubmgr.inventory.models import Repository
 
     existing = Repository.objects.count()
@@ -47,7 +49,7 @@ def bench_repositories():
     cases = [("full page", base, {}), ("htmx swap", base, htmx),
              (f"search (team42/, {matches} match)", f"{base}?search=team42/", htmx),
              ("search (service-0999)", f"{base}?search=service-0999", htmx)]
-    for sort in ("name", "size", "items", "last_pushed"):
+    for sort in listing.SORT_FIELDS:
         for prefix in ("", "-"):
             cases.append((f"sort {prefix}{sort}", f"{base}?sort={prefix}{sort}", htmx))
     last = -(-(REPOSITORIES + existing) // 50)
