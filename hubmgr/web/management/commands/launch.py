@@ -122,6 +122,9 @@ class Command(BaseCommand):
         self._manage("sync", "--no-progress")
         if seeded is not None:
             self._import_demo_history(addr, data / "registry", seeded)
+            # Only now: a launch stopped before this seeds again next time (the same images,
+            # and the same past: events are applied once, times only move forward).
+            (data / "registry" / "seeded").touch()
         # Still all there: a web server that could not bind its port (another process took
         # it after the check above) has stopped by now.
         self._check_children()
@@ -146,7 +149,6 @@ class Command(BaseCommand):
             self.services.append(registry)
             self.stdout.write("Pushing sample images into the demo registry…")
             seeded = devstack.seed_samples(RegistryClient(registry.url))
-            (root / "seeded").touch()
             self.services.remove(registry)
             registry = devstack.restart_registry(registry, **notify)
         registry.name = DEMO_REGISTRY
