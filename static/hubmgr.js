@@ -32,7 +32,8 @@
       count = sel.digests.length;
     }
     document.getElementById("selected-count").textContent =
-      (sel.all ? "All " + count + " matching" : count) + " selected";
+      (sel.all ? (sel.all.more ? "All matching (more than " + count.toLocaleString("en") + ")"
+                               : "All " + count + " matching") : count) + " selected";
     const button = document.getElementById("preview-delete");
     button.disabled = count === 0;
     document.getElementById("clear-selection").hidden = count === 0;
@@ -83,7 +84,8 @@
       const table = document.getElementById("image-table");
       save({ digests: [], all: { search: table.dataset.search, filter: table.dataset.filter,
                                  params: table.dataset.params,
-                                 count: Number(event.target.dataset.count) } });
+                                 count: Number(event.target.dataset.count),
+                                 more: !!event.target.dataset.more } });
       return;
     }
     if (event.target.id === "clear-selection") { save({ digests: [] }); return; }

@@ -174,6 +174,31 @@ class SortIndex(models.Index):
             condition=self._get_condition_sql(model, schema_editor), **kwargs)
 
 
+class WideSortIndex(models.Index):
+    """(column) over every repository's table rows: the registry-wide table's sort (/images,
+    catalog/wide.py), read forward for one direction and backward for the other.
+
+    PostgreSQL: (column NULLS FIRST, id) INCLUDE every column a filter of that table reads
+    (WIDE_FILTER_COLUMNS), so that the ids of a filtered page, or of the first matches, come
+    from the index alone (an index-only scan) whatever the filters. SQLite: (column) as
+    declared; every SQLite index ends with the row id."""
+
+    def create_sql(self, model, schema_editor, using="", **kwargs):
+        if schema_editor.connection.vendor != "postgresql":
+            return super().create_sql(model, schema_editor, using, **kwargs)
+        column = model._meta.get_field(self.fields[0])
+        include = [name for name in WIDE_FILTER_COLUMNS if name != column.name]
+        return schema_editor._create_index_sql(
+            model, fields=[column, model._meta.pk], name=self.name, using=using,
+            col_suffixes=("NULLS FIRST", ""), include=include,
+            condition=self._get_condition_sql(model, schema_editor), **kwargs)
+
+
+# What the registry-wide table's filters read (catalog/wide.py items): in its sort indexes.
+WIDE_FILTER_COLUMNS = ("repository_id", "kind", "artifact", "is_tagged", "is_orphan",
+                       "last_pushed_source", "last_pushed", "last_pulled", "platform")
+
+
 class TriggerCounted(models.Model):
     """A model with columns that database triggers keep (migration 0010): Django inserts their
     default, and the save of a loaded instance never writes them back (it could hold a count
@@ -287,6 +312,15 @@ class Manifest(TriggerCounted):
                          condition=models.Q(is_top_level=True) & ~models.Q(artifact="")),
             models.Index(fields=["repository"], name="m_orphan",
                          condition=models.Q(is_orphan=True)),
+            # The registry-wide table's sorts (see WideSortIndex), migration 0017; on
+            # PostgreSQL that migration also adds a trigram index on platform
+            # (m_wide_platform_trgm) for its platform filter.
+            WideSortIndex(fields=["last_pushed"], name="m_wide_pushed",
+                          condition=models.Q(is_top_level=True)),
+            WideSortIndex(fields=["last_pulled"], name="m_wide_pulled",
+                          condition=models.Q(is_top_level=True)),
+            WideSortIndex(fields=["size"], name="m_wide_size",
+                          condition=models.Q(is_top_level=True)),
         ]
 
     def __str__(self):

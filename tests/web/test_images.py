@@ -185,3 +185,101 @@ def test_the_api_previews_across_repositories_and_starts_a_job_each(world, clien
     again = client.post("/api/v1/deletions", {"preview_ids": ids},
                         content_type="application/json", **bearer(maintainer_token))
     assert again.status_code == 409 and DeletionJob.objects.count() == 2
+
+
+def test_a_filtered_count_stops_at_the_cap_and_all_matching_is_still_offered(
+        world, maint, monkeypatch):
+    from hubmgr.inventory.catalog import queries
+
+    monkeypatch.setattr(queries, "COUNT_CAP", 2)
+    page = maint.get("/images/?tagged=tagged&page_size=1")
+    found = page.context["page"]
+    assert (found.count, found.count_exact) == (2, False)
+    html = page.content.decode()
+    assert "of more than 2 items" in html
+    assert 'data-more="1">Select all matching (more than 2)</button>' in html
+    state = wide.WideState.from_params({"tagged": "tagged"})
+    assert len(wide.selection(default_registry(), state, 10)) == 3  # what the preview takes
+    everything = maint.get("/images/?page_size=1").context["page"]  # the counters: exact
+    assert (everything.count, everything.count_exact) == (4, True)
+
+
+def _wide_inventory(repos=3, per=1000):
+    """``repos`` repositories of ``per`` top-level images each (one in fifty never pulled, the
+    rest pulled within four days, none Stale), and fresh statistics."""
+    from datetime import timedelta
+
+    from django.db import connection
+    from django.utils import timezone
+
+    from hubmgr.inventory.models import Manifest
+
+    now = timezone.now()
+    for r in range(repos):
+        repo = make_repo(f"scale/app{r}")
+        Manifest.objects.bulk_create([Manifest(
+            repository=repo, digest=f"sha256:{r:04x}{i:060x}", kind="image", fetched=True,
+            platform="linux/amd64", size=1000 * (i % 7), last_pushed_source="push_event",
+            last_pushed=now - timedelta(hours=i % 50),
+            last_pulled=None if i % 50 == 0 else now - timedelta(days=i % 4))
+            for i in range(per)])
+        refresh(repo)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE inventory_manifest")
+
+
+def _plan(sql):
+    import json
+
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}")
+        plan = cursor.fetchone()[0]
+    nodes, stack = [], [(json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]]
+    while stack:
+        node = stack.pop()
+        nodes.append(node)
+        stack.extend(node.get("Plans", []))
+    return nodes
+
+
+def _statements(state):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as ctx:
+        wide.page(default_registry(), state)
+    return [q["sql"] for q in ctx.captured_queries if "inventory_manifest" in q["sql"]]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("sort", ["size", "-size", "last_pushed", "-last_pushed",
+                                  "last_pulled", "-last_pulled"])
+def test_each_registry_wide_sort_reads_its_index_in_order(sort):
+    """Every repository's rows in one order: the registry-wide index of that column, read
+    forward or backward, with no sort of the rows (migration 0017)."""
+    _wide_inventory()
+    rows_sql = _statements(wide.WideState(sort=sort))[0]
+    nodes = _plan(rows_sql)
+    scans = [n for n in nodes if n.get("Relation Name") == "inventory_manifest"]
+    column = sort.lstrip("-").split("_")[-1]
+    assert [n.get("Index Name") for n in scans] == [f"m_wide_{column}"], nodes
+    assert scans[0]["Scan Direction"] == ("Backward" if sort.startswith("-") else "Forward")
+    assert not [n for n in nodes if n["Node Type"] in ("Sort", "Incremental Sort")], nodes
+
+
+@pytest.mark.postgres
+def test_the_stale_filter_reads_two_ranges_of_the_pulled_index():
+    """Never pulled, then pulled before the cutoff: each an Index Cond on last_pulled (an OR
+    of the two read every row when few matched)."""
+    observe_pulls(500)  # (so that Stale is decided)
+    _wide_inventory()
+    first, second = _statements(wide.WideState(status="stale"))[:2]
+    for sql, condition in ((first, "IS NULL"), (second, "last_pulled <")):
+        nodes = _plan(sql)
+        # Index-only, or a bitmap while the test table's visibility map is behind.
+        scans = [n for n in nodes if "Index Name" in n]
+        assert {n["Index Name"] for n in scans} == {"m_wide_pulled"}, nodes
+        assert any(condition in n.get("Index Cond", "") for n in scans), scans
+        assert not [n for n in nodes if n["Node Type"] == "Seq Scan"], nodes
