@@ -210,14 +210,14 @@ def _load(names, where, *params, tags=None) -> Graph:
                         and i not in expanded]
 
     def load_attached(ids):
-        """Load what is attached to the manifests ``ids``; returns the new rows' ids. (The
-        condition on subject is the m_subject index's own, which lets both databases use
-        it.)"""
+        """Load what is attached to the manifests ``ids``; returns the new rows' ids. Looked
+        up only for those the triggers mark (Manifest.has_attached). (The condition on subject
+        is the m_subject index's own, which lets both databases use it.)"""
         before = len(nodes)
         add(_select(f"SELECT {columns} FROM ({{}}) v CROSS JOIN {manifest_t} s "
                     f"JOIN {manifest_t} m ON m.repository_id = s.repository_id "
-                    "AND m.subject = s.digest "
-                    "WHERE s.id = v.value AND NOT (m.subject = '') AND NOT m.is_orphan", ids))
+                    "AND m.subject = s.digest WHERE s.id = v.value AND s.has_attached "
+                    "AND NOT (m.subject = '') AND NOT m.is_orphan", ids))
         return list(islice(nodes, before, None))
 
     # Down: children of selected indexes, to any depth. Along: what is attached to all of

@@ -287,7 +287,12 @@ class Manifest(TriggerCounted):
     # triggers, migration 0016): what deleting it frees of its blobs, whatever else goes.
     sole_bytes = models.BigIntegerField(default=0, db_default=0)
 
-    TRIGGER_COUNTED = ("digest_repositories", "sole_bytes")
+    # Whether a row of this repository has named this manifest as its subject (set by
+    # triggers, migration 0018, and left set): false only where nothing was ever attached, so
+    # what is attached is looked up only for the rows it marks.
+    has_attached = models.BooleanField(default=False, db_default=False)
+
+    TRIGGER_COUNTED = ("digest_repositories", "sole_bytes", "has_attached")
     objects = ManifestQuerySet.as_manager()
 
     class Meta:

@@ -83,7 +83,8 @@ _WORK = {
     # (reason 1, or 2 when attached, in its round). Going: keeps = 0. What it frees of its
     # own, whether it was read, whether it is a referrers list that was not selected
     # (is_list: it takes no children) and its digest are copied in, so that no statement
-    # looks them up; and its level: how many going subjects stand above it (planner.order_key).
+    # looks them up; its level: how many going subjects stand above it (planner.order_key);
+    # and whether anything may be attached to it (attached, Manifest.has_attached).
     "hm_item": None,
     "hm_round": None,  # a round of the cascade's children, made by its statement
 }
@@ -117,6 +118,9 @@ PG_SETTINGS = {"work_mem": "128MB", "parallel_setup_cost": "0", "parallel_tuple_
 _UNREAD = "CASE WHEN {m}.fetched THEN 0 ELSE 1 END"
 _OWN = ("(CASE WHEN {m}.digest_repositories = 1 THEN {m}.manifest_size ELSE 0 END "
         "+ {m}.sole_bytes)")
+# Whether something may be attached to it (the triggers' hint): the cascade looks up what is
+# attached only for these rows.
+_ATTACHED_TO = "CASE WHEN {m}.has_attached THEN 1 ELSE 0 END"
 
 
 def _q(sql):
@@ -240,7 +244,8 @@ def evaluate(policy, repos, now, coverage, limit) -> dict:
                       guarded)
         # (Statistics of the columns the later statements join and filter on: the digests'
         # took most of the ANALYZE's time, and no statement plans by them.)
-        _analyze(cursor, "hm_item (id, repo, keeps, reason, round, is_index, is_list, level)")
+        _analyze(cursor, "hm_item (id, repo, keeps, reason, round, is_index, is_list, level, "
+                         "attached)")
         staying = cascade(cursor, guarded)
         return _reports(cursor, policy, by_id, limit, staying, protection)
 
@@ -340,8 +345,9 @@ def _select_items(cursor, policy, now, coverage, seen, seen_params, remove_tag, 
         "CAST(rule AS integer) AS rule, CAST(keeps AS integer) AS keeps, 0 AS reason, "
         "0 AS round, CAST(is_index AS integer) AS is_index, "
         "CAST(unread AS integer) AS unread, CAST(own AS bigint) AS own, 0 AS is_list, "
-        "digest, 0 AS level FROM ("
-        f"SELECT t.id, t.repo, t.is_index, t.unread, t.own, t.digest, CASE {' '.join(whens)} END "
+        "digest, 0 AS level, CAST(attached AS integer) AS attached FROM ("
+        f"SELECT t.id, t.repo, t.is_index, t.unread, t.own, t.digest, t.attached, "
+        f"CASE {' '.join(whens)} END "
         f"AS rule, {' + '.join(keeps)} AS keeps FROM ("
         "SELECT m.id, m.repository_id AS repo, m.digest, "
         "CASE WHEN m.kind = %s THEN 1 ELSE 0 END "
@@ -350,7 +356,7 @@ def _select_items(cursor, policy, now, coverage, seen, seen_params, remove_tag, 
         f"{child_pulled} AS child_pulled, rm.v IS NOT NULL AS rm, kp.v IS NOT NULL AS kp, "
         f"{newest} AS newest, {_UNREAD.format(m='m')} AS unread, "
         f"{guarded('m') if guarded else '1 = 0'} AS guarded, "
-        f"{_OWN.format(m='m')} AS own "
+        f"{_OWN.format(m='m')} AS own, {_ATTACHED_TO.format(m='m')} AS attached "
         "FROM {m} m LEFT JOIN hm_rm rm ON rm.v = m.tags_text "
         f"LEFT JOIN hm_kp kp ON kp.v = m.tags_text {newest_join} "
         f"WHERE {_in_scope('m')} AND m.is_top_level) t) u "
@@ -378,7 +384,7 @@ _CASCADED = ("{a}.id, {a}.repository_id AS repo, 0 AS rule, {keeps} AS keeps, "
              "AS is_index, " + _UNREAD.replace("{m}", "{a}") + " AS unread, "
              + _OWN.replace("{m}", "{a}") + " AS own, "
              "CASE WHEN {a}.referrers_list THEN 1 ELSE 0 END AS is_list, {a}.digest, "
-             "{level} AS level")
+             "{level} AS level, " + _ATTACHED_TO.replace("{m}", "{a}") + " AS attached")
 
 
 # The referrers lists going with their subject (or as an index's child).
@@ -421,7 +427,8 @@ def cascade(cursor, guarded=None) -> dict:
                                        level="g.level + 1", keeps=attached_keeps)
                     + " FROM hm_item g CROSS JOIN {m} a "
                     "WHERE a.repository_id = g.repo AND a.subject = g.digest "
-                    "AND g.round = %s AND g.keeps = 0 AND NOT (a.subject = '') "
+                    "AND g.round = %s AND g.keeps = 0 AND g.attached = 1 "
+                    "AND NOT (a.subject = '') "
                     "AND NOT a.is_orphan "
                     f"{_fence()}) attached) x "
                     "WHERE NOT EXISTS (SELECT 1 FROM hm_item y WHERE y.id = x.id)"),

@@ -39,6 +39,14 @@ def recounted():
             {pk: sole[pk] for pk, *_ in rows})
 
 
+def unmarked():
+    """Manifests that a row of their repository names as its subject, but whose
+    has_attached hint is not set (the hint may stay set after the rows naming it go)."""
+    named = set(Manifest.objects.exclude(subject="").values_list("repository_id", "subject"))
+    return [(repo, d) for repo, d, marked in Manifest.objects.values_list(
+        "repository_id", "digest", "has_attached") if (repo, d) in named and not marked]
+
+
 def stored():
     return (dict(Blob.objects.values_list("pk", "manifest_count")),
             dict(Manifest.objects.values_list("pk", "digest_repositories")),
@@ -68,6 +76,8 @@ operations = st.lists(st.one_of(
     st.tuples(st.just("delete"), st.lists(st.tuples(repo_i, seed), max_size=3)),
     st.tuples(st.just("delete_repository"), repo_i),
     st.tuples(st.just("stale_save"), repo_i, seed, repo_i),
+    st.tuples(st.just("attach"), repo_i, seed, seed),
+    st.tuples(st.just("name"), repo_i, seed, seed),
 ), max_size=14)
 
 
@@ -98,6 +108,18 @@ def apply(op, repos, blobs):
                                "WHERE manifest_id = %s AND blob_id = %s", [m.pk, blob.pk])
         elif (link := links.first()) and not links.filter(blob=blob).exists():
             links.filter(pk=link.pk).update(blob=blob)  # an UPDATE moves a link
+    elif kind == "attach":  # an artifact naming a subject, upserted as a sync writes rows
+        r, s, subject = args
+        if repos[r].pk in alive:
+            Manifest.objects.bulk_create(
+                [Manifest(repository=repos[r], digest=digest(f"art{s}"),
+                          subject=digest(subject))],
+                update_conflicts=True, unique_fields=["repository", "digest"],
+                update_fields=["subject"])
+    elif kind == "name":  # a row learns its subject later, as store.py marks one
+        r, s, subject = args
+        Manifest.objects.filter(repository=repos[r], digest=digest(s)).update(
+            subject=digest(subject))
     elif kind == "delete":  # Django's cascade takes the links along
         for r, s in args[0]:
             Manifest.objects.filter(repository=repos[r], digest=digest(s)).delete()
@@ -129,6 +151,7 @@ def test_the_counts_stay_what_a_count_from_scratch_gives(ops):
         for op in ops:
             apply(op, repos, blobs)
             assert stored() == recounted(), op
+            assert unmarked() == [], op
         transaction.set_rollback(True)
 
 
@@ -164,3 +187,29 @@ def test_the_migration_counts_what_was_stored_before_it():
         for sql in [*counts.BACKFILL, sole.BACKFILL]:
             cursor.execute(sql)
     assert stored() == expected
+
+
+@pytest.mark.django_db
+def test_the_attached_hint_is_set_whichever_row_comes_first_and_by_the_backfill():
+    repos, _ = inventory()
+    for op in (("push", [(0, 1), (1, 1), (1, 2)], []),  # subjects first, then what names them
+               ("attach", 0, 1, 1), ("name", 1, 2, 1),
+               ("attach", 2, 3, 2), ("push", [(2, 2)], []),  # the artifact first
+               ("push", [(3, 3)], []), ("attach", 3, 0, 0)):  # names nothing there
+        apply(op, repos, {})
+    marked = set(Manifest.objects.filter(has_attached=True).values_list(
+        "repository__name", "digest"))
+    assert marked == {("team/a", digest(1)), ("team/b", digest(1)), ("team/c", digest(2))}
+    Manifest.objects.update(subject="")  # (an UPDATE of subject marks nothing once empty)
+    assert Manifest.objects.filter(has_attached=True).count() == 3  # a hint stays set
+    Manifest.objects.filter(repository=repos[1], digest=digest(2)).update(
+        subject=digest(1))
+    with connection.cursor() as cursor:  # as the rows stood when the column was added
+        cursor.execute(f"UPDATE {Manifest._meta.db_table} SET has_attached = "
+                       + ("false" if connection.vendor == "postgresql" else "0"))
+    migration = importlib.import_module("hubmgr.inventory.migrations.0018_has_attached")
+    with connection.cursor() as cursor:
+        cursor.execute(migration.BACKFILL.format(
+            true="true" if connection.vendor == "postgresql" else 1))
+    assert list(Manifest.objects.filter(has_attached=True).values_list(
+        "repository__name", "digest")) == [("team/b", digest(1))]
