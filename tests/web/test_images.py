@@ -283,3 +283,23 @@ def test_the_stale_filter_reads_two_ranges_of_the_pulled_index():
         assert {n["Index Name"] for n in scans} == {"m_wide_pulled"}, nodes
         assert any(condition in n.get("Index Cond", "") for n in scans), scans
         assert not [n for n in nodes if n["Node Type"] == "Seq Scan"], nodes
+
+
+def test_the_pager_and_header_are_the_repository_tables_with_the_repository_column(
+        world, logged_in):
+    html = logged_in.get("/images/?tagged=tagged&page_size=1").content.decode()
+    assert '<th scope="col" class="col-repo">Repository</th>' in html
+    jump = html[html.index('<form class="jump"'):]
+    jump = jump[:jump.index("</form>")]
+    assert 'action="/images/"' in jump and 'name="tagged" value="tagged"' in jump
+    table = logged_in.get("/repositories/team/app?page_size=1").content.decode()
+    assert "col-repo" not in table and 'action="/repositories/team/app"' in table
+
+
+@pytest.mark.parametrize("wide_table,columns", [(True, 8), (False, 7)])
+def test_an_item_with_nothing_below_spans_every_column(world, logged_in, wide_table, columns):
+    """The registry-wide table has one column more (Repository)."""
+    url = f"/repositories/team/app/-/children/{digest('app-1')}" + ("?wide=1" if wide_table
+                                                                     else "")
+    html = logged_in.get(url).content.decode()
+    assert f'<td colspan="{columns}" class="empty">Nothing is listed below' in html

@@ -97,6 +97,10 @@ class TableState:
     def cursor(self):
         return self.after or self.before
 
+    def params(self) -> dict:
+        """The search and filter as GET parameters (what the pager's forms keep)."""
+        return {key: getattr(self, key) for key in ("search", "filter") if getattr(self, key)}
+
 
 def _choice(params, key, allowed, default, strict):
     value = params.get(key) or ""
