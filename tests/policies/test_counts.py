@@ -74,7 +74,7 @@ def test_the_cleanup_command_counts_items_apart_from_their_children(alpine):
     assert ("library/alpine: 1 of 3 items, with its 2 child images and 1 attached artifact, "
             "to delete (1 selected)") in out
     assert ("Total: 1 item, with its 2 child images and 1 attached artifact, to delete in 1 "
-            "of 1 repositories covered") in out
+            "of 1 repository covered") in out
 
 
 def test_the_cleanup_command_says_what_the_brake_held_back(alpine):

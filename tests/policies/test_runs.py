@@ -88,7 +88,7 @@ def test_the_command_prints_each_repository_and_item_with_its_rule(builds_repo):
     assert "team/app: 4 of 17 items to delete" in out
     assert f"delete   {digest('build0')}  image  build-0  (rule tag)" in out
     assert f"protect  {digest('build2')}  build-2  (rule tag, kept by last)" in out
-    assert "Total: 4 items to delete in 1 of 1 repositories covered; 4.0 kB (4000 bytes)" in out
+    assert "Total: 4 items to delete in 1 of 1 repository covered; 4.0 kB (4000 bytes)" in out
     run = PolicyRun.objects.get()
     assert (run.status, run.dry_run, run.finished_at is not None) == ("done", True, True)
     report = json.loads(cleanup("builds", "--dry-run", "--json"))
