@@ -53,12 +53,12 @@ def test_the_page_has_no_serious_accessibility_violation(browser, live_server, t
         page.goto(f"{live_server.url}{pages[name]}")
         expect(page.locator("main h1")).to_be_visible()
         check_every_mode(page, name)
-        if name == "repository":  # and its preview, with "Delete forever"
+        if name in ("repository", "images"):  # and its preview, with "Delete forever"
             page.set_viewport_size({"width": 1280, "height": 800})
             page.check("#select-page")
             page.click("#preview-delete")
             expect(page.locator("dialog#preview-dialog[open] #delete-forever")).to_be_visible()
-            check_every_mode(page, "preview")
+            check_every_mode(page, "preview" if name == "repository" else f"{name}-preview")
         assert page.csp_violations == []
     finally:
         page.context.close()
