@@ -16,7 +16,6 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
-from django.db import connection
 from django.db.models import Q, Sum
 
 from hubmgr.registry.names import clean
@@ -171,12 +170,13 @@ def count(registry) -> int:
 
 def first_ids(registry, state: WideState, qs, limit) -> list:
     """The ids of up to ``limit`` items of ``qs``, in whatever order the database finds them
-    fastest. On PostgreSQL, Stale's "not pulled since the cutoff" (never pulled, or pulled
-    before it) is two ranges of the pulled index (m_wide_pulled, NULLS FIRST) that an OR hides
-    from the planner: it read every top-level row when few matched (72 ms at a million rows
-    and none Stale); read one range after the other instead."""
+    fastest. Stale's "not pulled since the cutoff" (never pulled, or pulled before it) is two
+    ranges of the pulled index (m_wide_pulled) that an OR hides from both databases' planners:
+    it read every top-level row when few matched (72 ms at a million rows and none Stale on
+    PostgreSQL, 76 ms at 100,000 on SQLite; 34 and 24 ms as two ranges); read one range after
+    the other instead."""
     qs = qs.order_by()
-    if connection.vendor != "postgresql" or "stale" not in (state.status, state.filter):
+    if "stale" not in (state.status, state.filter):
         return list(qs.values_list("id", flat=True)[:limit])
     ids = []
     for part in (Q(last_pulled__isnull=True), Q(last_pulled__lt=Coverage.of(registry).cutoff)):
