@@ -4,10 +4,9 @@ and a selection across repositories previewed and deleted at once (a job per rep
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db.models import Sum
-from django.http import Http404, HttpResponseNotModified, JsonResponse
+from django.http import Http404, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
-from django.utils.http import parse_etags
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import trigger_client_event
 
@@ -22,6 +21,7 @@ from hubmgr.units import counted
 from .deletions import (
     DELETE_PERMISSION, KEEP_ATTACHED, MAX_SELECTION, NOTHING, TOO_MANY, readable,
     readable_attached, require_delete_permission)
+from .live import versioned
 from .present import present, pull_ref, window, with_marks, with_protection
 from .views import FILTER_LABELS
 
@@ -94,15 +94,7 @@ def _version(registry) -> int:
 @require_GET
 @login_required
 def version(request):
-    current = _version(default_registry())
-    etag = f'"{current}"'
-    if etag in parse_etags(request.headers.get("If-None-Match", "")):
-        response = HttpResponseNotModified()
-    else:
-        response = JsonResponse({"version": current})
-    response["ETag"] = etag
-    response["Cache-Control"] = "private, no-cache"
-    return response
+    return versioned(request, _version(default_registry()))
 
 
 @require_POST

@@ -29,7 +29,12 @@ DIGEST_CHUNK = 500
 @login_required
 def version(request, name):
     """The repository's version as an ETag; 304 while it is the one the page shows."""
-    current = get_version(name)
+    return versioned(request, get_version(name))
+
+
+def versioned(request, current):
+    """A table's version ``current`` for its poll: JSON with the version as its ETag, or 304
+    while it is the one the page shows."""
     etag = f'"{current}"'
     if etag in parse_etags(request.headers.get("If-None-Match", "")):
         response = HttpResponseNotModified()
