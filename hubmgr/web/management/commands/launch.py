@@ -84,17 +84,11 @@ class Command(BaseCommand):
         self.stdout.write("Stopped everything this command started.")
 
     def _stop(self, data):
-        for _, proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for _, proc in self.procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        for service in reversed(self.services):
-            service.stop()
+        """The children first (the worker still reaches Redis while it stops), then the
+        services; each group asked at once, given 15 s in all and then killed, so that a loaded
+        machine stops in seconds, not in the sum of every child's time."""
+        _ended([proc for _, proc in reversed(self.procs)])
+        _ended([service.process for service in reversed(self.services)])
         (data / "pids").unlink(missing_ok=True)
 
     def _run(self, addr, data):
@@ -331,6 +325,21 @@ class Command(BaseCommand):
         password = _kept_secret(data / "admin_password", 12)
         users.create_superuser("admin", "", password)
         return password
+
+
+def _ended(procs, grace=15.0):
+    """Ask each of ``procs`` to stop (SIGTERM), wait for them together for ``grace`` seconds
+    at most, and kill those still running."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        try:
+            proc.wait(max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _interrupt(signum, frame):
