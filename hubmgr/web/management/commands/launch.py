@@ -70,7 +70,9 @@ class Command(BaseCommand):
         self.registry, self.collect_asked = None, False
         self.env = dict(os.environ)
         self.manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
-        for signum in (signal.SIGTERM, signal.SIGHUP):
+        # SIGINT too: Python leaves it ignored when it started so (a background job of a
+        # script, such as each pass of `make test`), and Ctrl-C must stop this all the same.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, _interrupt)
         signal.signal(signal.SIGUSR1, self._collect_signal)
         try:
