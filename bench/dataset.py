@@ -131,10 +131,41 @@ def add_artifacts(registry_id, subjects):
                 ((repo_id, cosign_tag(subject), pk, now, pushed or now)
                  for pk, (repo_id, subject, pushed, shape, _) in zip(ids, added) if shape.tagged))
     # What the triggers count (a COPY as a superuser fires none): one link to each new blob,
-    # and each new digest in one repository (the column's default).
+    # and each new digest in one repository (the column's default); each new manifest alone
+    # links its blob (Manifest.sole_bytes), and its subject has something attached
+    # (Manifest.has_attached).
     Blob.objects.filter(id__gt=last_blob).update(manifest_count=1)
+    sole = importlib.import_module("hubmgr.inventory.migrations.0016_sole_bytes")
+    new = f"SELECT id FROM {connection.ops.quote_name(Manifest._meta.db_table)} WHERE id > %s"
+    _analyze()
+    with connection.cursor() as cursor:
+        cursor.execute(sole.RECOUNT.format(ids=new), [last_manifest])
+    _mark_subjects(last_manifest)
     _add_sizes(added)
     return len(added)
+
+
+def _analyze():
+    """Statistics of the tables just written, on PostgreSQL: without them the recounts below
+    were planned as a scan of every link for each manifest (over 11 minutes at a million)."""
+    from hubmgr.inventory.models import Blob, Manifest, ManifestBlob
+
+    if connection.vendor == "postgresql":
+        tables = (connection.ops.quote_name(m._meta.db_table) for m in (Manifest, ManifestBlob,
+                                                                          Blob))
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {', '.join(tables)}")
+
+
+def _mark_subjects(after):
+    """Manifest.has_attached of the subjects the manifests written after ``after`` name."""
+    from hubmgr.inventory.models import Manifest
+
+    table = connection.ops.quote_name(Manifest._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE {table} SET has_attached = %s WHERE (repository_id, digest) IN "
+                       f"(SELECT repository_id, subject FROM {table} WHERE id > %s "
+                       "AND NOT (subject = ''))", [True, after])
 
 
 def _blob_digest(repository, subject, artifact):
@@ -158,11 +189,14 @@ def _add_sizes(added):
 
 def recount_references():
     """The reference counts that triggers keep, counted afresh after ``insert_rows``: a COPY as
-    a superuser fires no trigger."""
+    a superuser fires no trigger (the migrations' own backfills; has_attached is set by
+    add_artifacts, which writes every attached row of the synthetic inventories)."""
     if connection.vendor == "postgresql":
         counts = importlib.import_module("hubmgr.inventory.migrations.0010_reference_counts")
+        sole = importlib.import_module("hubmgr.inventory.migrations.0016_sole_bytes")
+        _analyze()
         with connection.cursor() as cursor:
-            for sql in counts.BACKFILL:
+            for sql in [*counts.BACKFILL, sole.BACKFILL]:
                 cursor.execute(sql)
 
 
