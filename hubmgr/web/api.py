@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET, require_POST
 from hubmgr.deletion import actions, control
 from hubmgr.deletion.protection import Protection
 from hubmgr.inventory.catalog import listing, queries
+from hubmgr.inventory.models import Repository
 from hubmgr.inventory.pulls import coverage
 from hubmgr.inventory.pulls.coverage import Coverage
 from hubmgr.inventory.registries import default_registry
@@ -194,15 +195,25 @@ def images(request, name):
     except queries.BadParameter as exc:
         raise ApiError(str(exc)) from None
     page = queries.page(repo, state)
-    kids = queries.children_of_many(repo, [r for r in page.rows if r.is_index])
+    return page_response(request, repo.registry, page, repo)
+
+
+def page_response(request, registry, page, repo=None):
+    """A page of the table as JSON: one repository's (``repo``), or any repositories' of
+    ``registry`` (each item then says its ``repository``), with each item's children and
+    attached artifacts, marked for Stale and protection."""
+    repos = {repo.pk: repo} if repo is not None else Repository.objects.select_related(
+        "registry").in_bulk({row.repository_id for row in page.rows})
+    kids = queries.children_of_many(registry, [r for r in page.rows if r.is_index])
     attached = queries.attachments(repo, page.rows)
-    coverage.mark([a for found in attached.values() for a in found], Coverage.of(repo.registry))
+    coverage.mark([a for found in attached.values() for a in found], Coverage.of(registry))
     protection = Protection.current()
-    with_protection(repo, page.rows, protection=protection)
     for row in page.rows:
-        with_protection(repo, kids.get(row.id, []), below=row, protection=protection)
-        with_protection(repo, attached.get(row.id, []), protection=protection)
-    since = repo.registry.pulls_observed_since
+        owner = repos[row.repository_id]
+        with_protection(owner, [row], protection=protection)
+        with_protection(owner, kids.get(row.id, []), below=row, protection=protection)
+        with_protection(owner, attached.get(row.id, []), protection=protection)
+    since = registry.pulls_observed_since
     # count is exact when count_exact is true; otherwise (a search matching more than
     # queries.COUNT_CAP items) it is that cap and there are more items, and more pages than
     # pages. next and previous are the neighbouring pages' URLs (keyset cursors), or null.
@@ -211,7 +222,9 @@ def images(request, name):
                          "next": _page_url(request, page, "next"),
                          "previous": _page_url(request, page, "previous"),
                          "pull_data_since": iso_time(since),
-                         "results": [item_json(r, since, kids.get(r.id), attached.get(r.id))
+                         "results": [({} if repo is not None else
+                                      {"repository": r.repository_name})
+                                     | item_json(r, since, kids.get(r.id), attached.get(r.id))
                                      for r in page.rows]})
 
 

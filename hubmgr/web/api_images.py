@@ -7,16 +7,11 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from hubmgr.deletion import actions, across
-from hubmgr.deletion.protection import Protection
 from hubmgr.inventory.catalog import queries, wide
-from hubmgr.inventory.models import Repository
-from hubmgr.inventory.pulls import coverage
-from hubmgr.inventory.pulls.coverage import Coverage
 from hubmgr.inventory.registries import default_registry
 
-from .api import ApiError, _page_url, api_auth, iso_time, item_json, json_body
+from .api import ApiError, api_auth, json_body, page_response
 from .deletions import MAX_SELECTION, require_delete_permission
-from .present import with_protection
 from .schema import Boolean, PreviewIds, References, Schema
 
 PREVIEW = Schema({"items": References(MAX_SELECTION), "keep_attached": Boolean()},
@@ -34,29 +29,7 @@ def images(request):
         state = wide.WideState.from_params(request.GET, max_page_size=1000, strict=True)
     except queries.BadParameter as exc:
         raise ApiError(str(exc)) from None
-    page = wide.page(registry, state)
-    repos = Repository.objects.select_related("registry").in_bulk(
-        {r.repository_id for r in page.rows})
-    any_repo = next(iter(repos.values()), None)
-    kids = queries.children_of_many(any_repo, [r for r in page.rows if r.is_index]) \
-        if any_repo else {}
-    attached = queries.attachments(None, page.rows)
-    coverage.mark([a for found in attached.values() for a in found], Coverage.of(registry))
-    protection = Protection.current()
-    for row in page.rows:
-        repo = repos[row.repository_id]
-        with_protection(repo, [row], protection=protection)
-        with_protection(repo, kids.get(row.id, []), below=row, protection=protection)
-        with_protection(repo, attached.get(row.id, []), protection=protection)
-    since = registry.pulls_observed_since
-    return JsonResponse({"count": page.count, "count_exact": page.count_exact,
-                         "page": page.number, "pages": page.pages,
-                         "next": _page_url(request, page, "next"),
-                         "previous": _page_url(request, page, "previous"),
-                         "pull_data_since": iso_time(since),
-                         "results": [{"repository": r.repository_name,
-                                      **item_json(r, since, kids.get(r.id), attached.get(r.id))}
-                                     for r in page.rows]})
+    return page_response(request, registry, wide.page(registry, state))
 
 
 @require_POST

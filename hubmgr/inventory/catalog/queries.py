@@ -351,7 +351,7 @@ ROW_FIELDS = ("id", "repository", "digest", "media_type", "kind", "platform", "s
 
 def children(repo, index: Manifest) -> list:
     """An index's child manifests, in the index's order, each with its platform."""
-    return children_of_many(repo, [index]).get(index.id, [])
+    return children_of_many(repo.registry, [index]).get(index.id, [])
 
 
 # The rows an expanded item lists below it at most (and at most MAX_DEPTH levels).
@@ -400,7 +400,7 @@ def below(repo, item: Manifest) -> list:
     MAX_BELOW rows and MAX_DEPTH levels: a hostile index or referrer chain costs only this."""
     tree, seen, level = {}, {item.id}, [item]
     for depth in range(1, MAX_DEPTH + 1):
-        kids = children_of_many(repo, [r for r in level if r.is_index])
+        kids = children_of_many(repo.registry, [r for r in level if r.is_index])
         attached = attachments(repo, level)
         next_level = []
         for parent in level:
@@ -433,8 +433,9 @@ def tree_order(tree, item) -> list:
     return out
 
 
-def children_of_many(repo, indexes) -> dict:
-    """{index id: [child manifests]} of indexes of ``repo``, in one query."""
+def children_of_many(registry, indexes) -> dict:
+    """{index id: [child manifests]} of indexes of ``registry`` (of any of its repositories),
+    in one query."""
     out = {i.id: [] for i in indexes}
     if not out:
         return out
@@ -445,5 +446,5 @@ def children_of_many(repo, indexes) -> dict:
         if not child.artifact:  # (BuildKit lists its attestations as unknown/unknown)
             child.platform = link.platform or child.platform
         out[link.index_id].append(child)
-    coverage.mark([c for kids in out.values() for c in kids], Coverage.of(repo.registry))
+    coverage.mark([c for kids in out.values() for c in kids], Coverage.of(registry))
     return out
